@@ -1,0 +1,354 @@
+"""ML Metadata, behind one narrow interface.
+
+Every stage records itself here: an execution per step (start and end time, status,
+parameters, code version), its input and output artifacts, all attributed to one
+context per pipeline run. Queries answer what the pipeline needs (the production model,
+the previous span's statistics) and what people ask (the runs, a model's lineage).
+
+Only this module imports `ml_metadata`, so the backend can be swapped without touching
+the stages. A connection is one string: `sqlite:///abs/path.sqlite` on one machine,
+`grpc://host:port` for the MLMD gRPC server in a cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence, Union
+from urllib.parse import urlparse
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+from components import __version__
+from components.common.errors import DataError
+
+Value = Union[str, int, float]
+
+RUN_CONTEXT = "ct.PipelineRun"
+STEP_EXECUTION = "ct.Step"
+
+EXAMPLES = "ct.Examples"
+STATISTICS = "ct.ExampleStatistics"
+SCHEMA = "ct.Schema"
+ANOMALIES = "ct.ExampleAnomalies"
+DRIFT = "ct.DriftReport"
+MODEL = "ct.Model"
+EVALUATION = "ct.ModelEvaluation"
+BLESSING = "ct.ModelBlessing"
+INFRA_BLESSING = "ct.InfraBlessing"
+PUSHED_MODEL = "ct.PushedModel"
+SPAN = "ct.Span"
+VOCABULARIES = "ct.Vocabularies"
+
+# Decisions a run ends with; `ct run` maps them to exit codes.
+PUSHED = "pushed"
+NOT_BLESSED = "not blessed"
+STOPPED_BY_DATA = "stopped by data validation"
+FAILED = "failed"
+
+
+@dataclasses.dataclass(frozen=True)
+class Artifact:
+    """An artifact as recorded: its type, where it lives and what is known of it."""
+
+    id: int
+    type: str
+    uri: str
+    properties: Mapping[str, Value]
+    created: float
+
+
+@dataclasses.dataclass(frozen=True)
+class StepRecord:
+    """One step of a run."""
+
+    step: str
+    status: str
+    start: float
+    end: float | None
+    parameters: Mapping[str, object]
+    error: str
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.end is None else self.end - self.start
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """One pipeline run: why it started, what it decided, and its steps in order."""
+
+    run_id: str
+    properties: Mapping[str, Value]
+    steps: tuple[StepRecord, ...]
+
+    @property
+    def start(self) -> float | None:
+        return min((s.start for s in self.steps), default=None)
+
+    @property
+    def end(self) -> float | None:
+        ends = [s.end for s in self.steps]
+        return None if not ends or None in ends else max(ends)
+
+    @property
+    def decision(self) -> str:
+        return str(self.properties.get("decision", ""))
+
+    @property
+    def parameters(self) -> dict[str, object]:
+        merged: dict[str, object] = {}
+        for step in self.steps:
+            merged.update(step.parameters)
+        return merged
+
+
+@dataclasses.dataclass(frozen=True)
+class LineageEntry:
+    """An artifact in a model's lineage and the step that produced it (empty for sources)."""
+
+    artifact: Artifact
+    produced_by: str
+    run_id: str
+
+
+def _to_value(value: mlmd.Value) -> Value:
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else ""
+
+
+def _set(target, values: Mapping[str, Value]) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool):
+            target[name].int_value = int(value)
+        elif isinstance(value, int):
+            target[name].int_value = value
+        elif isinstance(value, float):
+            target[name].double_value = value
+        else:
+            target[name].string_value = str(value)
+
+
+# Where KFP mounts remote artifact stores in a component's container (as `dsl.Artifact.path` does).
+_MOUNTS = {"gs://": "/gcs/", "minio://": "/minio/", "s3://": "/s3/"}
+
+
+def local_path(uri: str) -> Path:
+    """The file path at which a component reads an artifact recorded with this URI."""
+    for prefix, mount in _MOUNTS.items():
+        if uri.startswith(prefix):
+            return Path(mount + uri[len(prefix):])
+    return Path(uri)
+
+
+def connect(connection: str) -> metadata_store.MetadataStore:
+    """Opens the store named by a connection string (see the module doc)."""
+    parsed = urlparse(connection)
+    if parsed.scheme == "sqlite":
+        config = mlmd.ConnectionConfig()
+        config.sqlite.filename_uri = parsed.path
+        config.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+        return metadata_store.MetadataStore(config)
+    if parsed.scheme == "grpc":
+        if not parsed.hostname or not parsed.port:
+            raise ValueError(f"metadata connection {connection!r}: expected grpc://host:port")
+        return metadata_store.MetadataStore(mlmd.MetadataStoreClientConfig(host=parsed.hostname, port=parsed.port))
+    raise ValueError(f"metadata connection {connection!r}: expected sqlite:///path or grpc://host:port")
+
+
+class MetadataStore:
+    """The project's view of ML Metadata."""
+
+    def __init__(self, connection: str):
+        self._store = connect(connection)
+        self._type_ids: dict[str, int] = {}
+
+    # --- types and contexts -------------------------------------------------
+
+    def _artifact_type_id(self, name: str) -> int:
+        if name not in self._type_ids:
+            self._type_ids[name] = self._store.put_artifact_type(mlmd.ArtifactType(name=name))
+        return self._type_ids[name]
+
+    def _execution_type_id(self) -> int:
+        if STEP_EXECUTION not in self._type_ids:
+            self._type_ids[STEP_EXECUTION] = self._store.put_execution_type(mlmd.ExecutionType(name=STEP_EXECUTION))
+        return self._type_ids[STEP_EXECUTION]
+
+    def _run_context(self, run_id: str) -> mlmd.Context:
+        context = self._store.get_context_by_type_and_name(RUN_CONTEXT, run_id)
+        if context is None:
+            if RUN_CONTEXT not in self._type_ids:
+                self._type_ids[RUN_CONTEXT] = self._store.put_context_type(mlmd.ContextType(name=RUN_CONTEXT))
+            context = mlmd.Context(type_id=self._type_ids[RUN_CONTEXT], name=run_id)
+            [context.id] = self._store.put_contexts([context])
+        return context
+
+    def update_run(self, run_id: str, **properties: Value) -> None:
+        """Sets properties of a run's context (trigger, reason, decision, ...)."""
+        context = self._run_context(run_id)
+        _set(context.custom_properties, properties)
+        self._store.put_contexts([context])
+
+    # --- recording steps ----------------------------------------------------
+
+    @contextlib.contextmanager
+    def step(self, run_id: str, step: str, parameters: Mapping[str, object]) -> Iterator["StepRecorder"]:
+        """Records one step: RUNNING on entry, then COMPLETE, or FAILED with the error.
+
+        Inputs and outputs recorded through the yielded recorder are written at once,
+        so a step that fails still shows what it read and what it wrote before failing.
+        A failure also decides the run: bad data (`DataError`) stops it as "stopped by
+        data validation", anything else as "failed"; the reason is the error message.
+        """
+        execution = mlmd.Execution(type_id=self._execution_type_id(), last_known_state=mlmd.Execution.RUNNING)
+        _set(execution.custom_properties, {
+            "step": step, "run_id": run_id, "code_version": __version__,
+            "parameters": json.dumps(dict(parameters), sort_keys=True, default=str), "start_time": time.time(),
+        })
+        execution.id, _, _ = self._store.put_execution(execution, [], [self._run_context(run_id)])
+        recorder = StepRecorder(self, execution, run_id)
+        try:
+            yield recorder
+        except BaseException as error:
+            self._finish(execution, run_id, mlmd.Execution.FAILED, f"{type(error).__name__}: {error}")
+            decision = STOPPED_BY_DATA if isinstance(error, DataError) else FAILED
+            self.update_run(run_id, decision=decision, reasons=f"{step}: {error}")
+            raise
+        self._finish(execution, run_id, mlmd.Execution.COMPLETE, "")
+
+    # put_execution also writes the contexts it is given: always pass a fresh copy of the
+    # run's context, or properties set meanwhile (the decision) would be overwritten.
+
+    def _finish(self, execution: mlmd.Execution, run_id: str, state: int, error: str) -> None:
+        execution.last_known_state = state
+        _set(execution.custom_properties, {"end_time": time.time(), "error": error})
+        self._store.put_execution(execution, [], [self._run_context(run_id)])
+
+    def _record(self, execution: mlmd.Execution, run_id: str, event_type: int,
+                type_name: str, uri: str, properties: Mapping[str, Value]) -> int:
+        artifact = mlmd.Artifact(type_id=self._artifact_type_id(type_name), uri=uri, state=mlmd.Artifact.LIVE)
+        if event_type == mlmd.Event.INPUT:
+            existing = [a for a in self._store.get_artifacts_by_uri(uri) if a.type_id == artifact.type_id]
+            if existing:
+                artifact = existing[-1]
+        _set(artifact.custom_properties, properties)
+        _, [artifact_id], _ = self._store.put_execution(
+            execution, [(artifact, mlmd.Event(type=event_type))], [self._run_context(run_id)]
+        )
+        return artifact_id
+
+    # --- queries ------------------------------------------------------------
+
+    def _artifacts(self, type_name: str) -> list[Artifact]:
+        return [self._artifact(a, type_name) for a in self._store.get_artifacts_by_type(type_name)]
+
+    @staticmethod
+    def _artifact(artifact: mlmd.Artifact, type_name: str) -> Artifact:
+        properties = {name: _to_value(value) for name, value in artifact.custom_properties.items()}
+        return Artifact(artifact.id, type_name, artifact.uri, properties, artifact.create_time_since_epoch / 1000)
+
+    def production_model(self, model_name: str) -> Artifact | None:
+        """The live pushed model of that name with the highest version, or None before the first push."""
+        pushed = [a for a in self._artifacts(PUSHED_MODEL) if a.properties.get("model_name") == model_name]
+        live = [a for a in pushed if a.properties.get("state", "live") == "live"]
+        return max(live, key=lambda a: int(a.properties["version"]), default=None)
+
+    def previous_statistics(self, dataset: str, before_span: str) -> Artifact | None:
+        """The newest training statistics of the dataset whose last span is older than `before_span`."""
+        candidates = [
+            a for a in self._artifacts(STATISTICS)
+            if a.properties.get("dataset") == dataset and a.properties.get("split") == "train"
+            and str(a.properties.get("last_span", "")) < before_span
+        ]
+        return max(candidates, key=lambda a: (str(a.properties["last_span"]), a.id), default=None)
+
+    def runs(self) -> list[RunRecord]:
+        """Every run, oldest first."""
+        records = [self.run(context.name) for context in self._store.get_contexts_by_type(RUN_CONTEXT)]
+        return sorted(records, key=lambda r: (r.start or 0.0, r.run_id))
+
+    def run(self, run_id: str) -> RunRecord:
+        """One run with its steps in the order they started."""
+        context = self._store.get_context_by_type_and_name(RUN_CONTEXT, run_id)
+        if context is None:
+            raise KeyError(f"no run {run_id!r} in ML Metadata")
+        steps = [self._step_record(e) for e in self._store.get_executions_by_context(context.id)]
+        properties = {name: _to_value(value) for name, value in context.custom_properties.items()}
+        return RunRecord(run_id, properties, tuple(sorted(steps, key=lambda s: s.start)))
+
+    @staticmethod
+    def _step_record(execution: mlmd.Execution) -> StepRecord:
+        props = {name: _to_value(value) for name, value in execution.custom_properties.items()}
+        status = {mlmd.Execution.RUNNING: "running", mlmd.Execution.COMPLETE: "complete",
+                  mlmd.Execution.FAILED: "failed"}.get(execution.last_known_state, "unknown")
+        return StepRecord(
+            step=str(props.get("step", "")), status=status, start=float(props.get("start_time", 0.0)),
+            end=float(props["end_time"]) if "end_time" in props else None,
+            parameters=json.loads(str(props.get("parameters", "{}"))), error=str(props.get("error", "")),
+        )
+
+    def pushed_models(self, model_name: str) -> list[Artifact]:
+        """All pushed versions of a model, oldest first."""
+        pushed = [a for a in self._artifacts(PUSHED_MODEL) if a.properties.get("model_name") == model_name]
+        return sorted(pushed, key=lambda a: int(a.properties["version"]))
+
+    def lineage(self, artifact_id: int) -> list[LineageEntry]:
+        """The artifact and everything it was derived from, walking producer steps back to the sources."""
+        entries: list[LineageEntry] = []
+        seen: set[int] = set()
+        frontier = [artifact_id]
+        while frontier:
+            frontier = [i for i in dict.fromkeys(frontier) if i not in seen]
+            if not frontier:
+                break
+            seen.update(frontier)
+            artifacts = self._store.get_artifacts_by_id(frontier)
+            type_names = {t.id: t.name for t in self._store.get_artifact_types_by_id(list({a.type_id for a in artifacts}))}
+            producers = {
+                event.artifact_id: event.execution_id
+                for event in self._store.get_events_by_artifact_ids(frontier)
+                if event.type == mlmd.Event.OUTPUT
+            }
+            executions = {e.id: e for e in self._store.get_executions_by_id(list(set(producers.values())))}
+            expand = []
+            for artifact in artifacts:
+                type_name = type_names[artifact.type_id]
+                execution = executions.get(producers.get(artifact.id, -1))
+                step = str(_to_value(execution.custom_properties["step"])) if execution else ""
+                run_id = str(_to_value(execution.custom_properties["run_id"])) if execution else ""
+                entries.append(LineageEntry(self._artifact(artifact, type_name), step, run_id))
+                # Another pushed model (the production model a candidate was compared with)
+                # is named, but its own lineage is its own.
+                if execution and (type_name != PUSHED_MODEL or artifact.id == artifact_id):
+                    expand.append(execution.id)
+            frontier = [
+                event.artifact_id
+                for event in self._store.get_events_by_execution_ids(expand)
+                if event.type == mlmd.Event.INPUT
+            ]
+        return entries
+
+
+class StepRecorder:
+    """Records the artifacts of one running step."""
+
+    def __init__(self, store: MetadataStore, execution: mlmd.Execution, run_id: str):
+        self._store = store
+        self._execution = execution
+        self._run_id = run_id
+
+    def input(self, type_name: str, uri: str, **properties: Value) -> int:
+        """Records an artifact the step read; an artifact already recorded at that URI is reused."""
+        return self._store._record(self._execution, self._run_id, mlmd.Event.INPUT, type_name, uri, properties)
+
+    def output(self, type_name: str, uri: str, **properties: Value) -> int:
+        """Records an artifact the step wrote."""
+        return self._store._record(self._execution, self._run_id, mlmd.Event.OUTPUT, type_name, uri, properties)
+
+    def inputs(self, type_name: str, uris: Sequence[str], **properties: Value) -> list[int]:
+        return [self.input(type_name, uri, **properties) for uri in uris]

@@ -1,0 +1,119 @@
+"""The exported model's contract: raw features in, `probability` out.
+
+The serving signature takes one 1-D tensor per raw feature, named after the feature;
+strings for string categoricals, int64 for integer categoricals, float32 for numeric
+features (NaN for a missing value). Evaluation, infra validation and serving all turn
+rows into tensors through this module, so none of them can disagree with training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+SIGNATURE = "serving_default"
+OUTPUT = "probability"
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    """Input names and dtypes, and output names, of a serving signature."""
+
+    inputs: Mapping[str, str]
+    outputs: tuple[str, ...]
+
+    def differences(self, other: "Signature") -> list[str]:
+        """What a client of `other` would find changed in this signature; empty when compatible."""
+        found = [f"input '{name}' missing (was {dtype})" for name, dtype in other.inputs.items() if name not in self.inputs]
+        found += [f"input '{name}' added ({dtype})" for name, dtype in self.inputs.items() if name not in other.inputs]
+        found += [
+            f"input '{name}' is {dtype}, was {other.inputs[name]}"
+            for name, dtype in self.inputs.items() if name in other.inputs and other.inputs[name] != dtype
+        ]
+        if self.outputs != other.outputs:
+            found.append(f"outputs {list(self.outputs)}, were {list(other.outputs)}")
+        return found
+
+
+def load(model_dir: Path):
+    """Loads a SavedModel and returns its serving function."""
+    import tensorflow as tf
+
+    return tf.saved_model.load(str(model_dir)).signatures[SIGNATURE]
+
+
+def signature_of(serving_fn) -> Signature:
+    _, inputs = serving_fn.structured_input_signature
+    return Signature(
+        inputs={name: spec.dtype.name for name, spec in sorted(inputs.items())},
+        outputs=tuple(sorted(serving_fn.structured_outputs)),
+    )
+
+
+class RequestError(ValueError):
+    """A prediction request that does not fit the signature; the message names the feature and value."""
+
+
+def instances_to_columns(signature: Signature, instances: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Rows in the TF Serving `instances` form -> one NumPy array per signature input.
+
+    A missing numeric value (absent key, null or NaN) becomes NaN; the model imputes it.
+
+    Raises:
+        RequestError: a missing categorical feature, an unknown feature, or a value of the wrong type.
+    """
+    if not instances:
+        raise RequestError("no instances")
+    columns: dict[str, np.ndarray] = {}
+    for name, dtype in signature.inputs.items():
+        values = [row.get(name) for row in instances]
+        columns[name] = _column(name, dtype, values)
+    for index, row in enumerate(instances):
+        unknown = set(row) - set(signature.inputs)
+        if unknown:
+            raise RequestError(f"instance {index}: unknown feature(s) {sorted(unknown)}")
+    return columns
+
+
+def frame_to_columns(signature: Signature, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Rows of a DataFrame -> one NumPy array per signature input (extra columns are ignored)."""
+    missing = [name for name in signature.inputs if name not in frame.columns]
+    if missing:
+        raise RequestError(f"feature(s) {missing} missing from the data")
+    return {name: _column(name, dtype, frame[name].tolist()) for name, dtype in signature.inputs.items()}
+
+
+def _column(name: str, dtype: str, values: list[Any]) -> np.ndarray:
+    if dtype == "string":
+        for value in values:
+            if not isinstance(value, str):
+                raise RequestError(f"feature '{name}': expected a string, got {value!r}")
+        return np.array(values, dtype=object)
+    if dtype == "int64":
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
+                isinstance(value, float) and value.is_integer()
+            ):
+                raise RequestError(f"feature '{name}': expected an integer, got {value!r}")
+        return np.array(values, dtype=np.int64)
+    for value in values:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))):
+            raise RequestError(f"feature '{name}': expected a number, got {value!r}")
+    return np.array([math.nan if v is None else v for v in values], dtype=np.float32)
+
+
+def predict(serving_fn, columns: Mapping[str, np.ndarray], batch_size: int = 8192) -> np.ndarray:
+    """Probabilities of the positive class, one per row."""
+    import tensorflow as tf
+
+    rows = len(next(iter(columns.values())))
+    parts = []
+    for start in range(0, rows, batch_size):
+        batch = {name: tf.constant(values[start:start + batch_size]) for name, values in columns.items()}
+        parts.append(serving_fn(**batch)[OUTPUT].numpy().reshape(-1))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)

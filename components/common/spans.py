@@ -1,0 +1,105 @@
+"""Finding complete spans under a data root and reading their files."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from components.common.errors import DataError
+
+SUCCESS_MARKER = "_SUCCESS"
+SPAN_PREFIX = "span="
+READERS = {".parquet": "parquet", ".csv": "csv"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SpanFolder:
+    span_id: str
+    path: Path
+
+    @property
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.path.iterdir() if p.suffix in READERS and p.is_file())
+
+
+def complete_spans(data_root: Path) -> list[SpanFolder]:
+    """The spans under `data_root` whose `_SUCCESS` marker exists, oldest first.
+
+    A span without its marker is still being written; it is skipped, not an error.
+
+    Raises:
+        DataError: the data root does not exist.
+    """
+    if not data_root.is_dir():
+        raise DataError("data root does not exist or is not a folder", path=str(data_root))
+    spans = [
+        SpanFolder(child.name[len(SPAN_PREFIX):], child)
+        for child in data_root.iterdir()
+        if child.is_dir() and child.name.startswith(SPAN_PREFIX) and (child / SUCCESS_MARKER).is_file()
+    ]
+    return sorted(spans, key=lambda span: span.span_id)
+
+
+def read_file(path: Path, file_format: str = "") -> pd.DataFrame:
+    """Reads one Parquet or CSV file.
+
+    Args:
+        path: The file.
+        file_format: `parquet` or `csv`; by default taken from the file's suffix.
+
+    Raises:
+        DataError: the file is missing, truncated, corrupt or not of its format.
+    """
+    file_format = file_format or READERS.get(path.suffix, "")
+    try:
+        if file_format == "parquet":
+            return pq.read_table(path).to_pandas()
+        if file_format == "csv":
+            return pd.read_csv(path)
+    except (pa.ArrowException, OSError, ValueError, pd.errors.ParserError) as error:
+        raise DataError(f"cannot read {file_format} file: {error}", path=str(path)) from None
+    raise DataError(f"unknown file type (expected one of {', '.join(READERS)})", path=str(path))
+
+
+def read_spans(spans: list[SpanFolder]) -> pd.DataFrame:
+    """All rows of the given spans, in span order.
+
+    Raises:
+        DataError: a span with no data file or no rows, an unreadable file, or files
+            whose columns or column types differ (the first file is the reference).
+    """
+    frames: list[tuple[Path, pd.DataFrame]] = []
+    for span in spans:
+        files = span.files
+        if not files:
+            raise DataError("span has no .parquet or .csv file", path=str(span.path))
+        span_frames = [(path, read_file(path)) for path in files]
+        if sum(len(frame) for _, frame in span_frames) == 0:
+            raise DataError("span is empty (0 rows)", path=str(span.path))
+        frames.extend(span_frames)
+    reference_path, reference = frames[0]
+    for path, frame in frames[1:]:
+        _check_same_columns(reference_path, reference, path, frame)
+    return pd.concat([frame for _, frame in frames], ignore_index=True)
+
+
+def _check_same_columns(reference_path: Path, reference: pd.DataFrame, path: Path, frame: pd.DataFrame) -> None:
+    for column in frame.columns.difference(reference.columns):
+        raise DataError(f"column not in {reference_path}", path=str(path), feature=column)
+    for column in reference.columns.difference(frame.columns):
+        raise DataError(f"column missing (present in {reference_path})", path=str(path), feature=column)
+    for column in reference.columns:
+        if reference[column].dtype != frame[column].dtype:
+            raise DataError(
+                f"type {frame[column].dtype} differs from {reference[column].dtype} in {reference_path}",
+                path=str(path), feature=column, value=_first_value(frame[column]),
+            )
+
+
+def _first_value(column: pd.Series) -> object:
+    present = column.dropna()
+    return present.iloc[0] if len(present) else None

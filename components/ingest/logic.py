@@ -1,0 +1,76 @@
+"""Ingest: the latest window of complete spans, split deterministically into train and eval."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+
+from components.common.errors import DataError
+from components.common.spans import complete_spans, read_spans
+
+HASH_BUCKETS = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestResult:
+    """What was read and how it was split.
+
+    Attributes:
+        spans: Span ids of the window, oldest first.
+        files: Every file read.
+        train_rows, eval_rows: Rows written to each split.
+        fingerprint: SHA-256 of the files' names and bytes: the same data gives the same value.
+    """
+
+    spans: tuple[str, ...]
+    files: tuple[str, ...]
+    train_rows: int
+    eval_rows: int
+    fingerprint: str
+
+
+def ingest(data_root: Path, window_spans: int, eval_percent: int, key: str, train_path: Path, eval_path: Path) -> IngestResult:
+    """Reads the latest `window_spans` complete spans and writes the train and eval splits as Parquet.
+
+    A row goes to eval when a hash of its `key` column (of the whole row when `key` is
+    empty) falls in the first `eval_percent` of 100 buckets, so a row keeps its split
+    when the window moves.
+
+    Raises:
+        DataError: no complete span, unreadable or empty spans, inconsistent files, or a
+            missing key column.
+        ValueError: `window_spans` < 1 or `eval_percent` outside 1..99.
+    """
+    if window_spans < 1:
+        raise ValueError(f"window_spans={window_spans}: must be at least 1")
+    if not 0 < eval_percent < 100:
+        raise ValueError(f"eval_percent={eval_percent}: must be between 1 and 99")
+    spans = complete_spans(data_root)[-window_spans:]
+    if not spans:
+        raise DataError("no complete span (a span=<id>/ folder with a _SUCCESS marker)", path=str(data_root))
+    frame = read_spans(spans)
+    if key and key not in frame.columns:
+        raise DataError("split key column is missing", path=str(spans[-1].path), feature=key)
+    hashed = pd.util.hash_pandas_object(frame[key] if key else frame, index=False)
+    is_eval = (hashed % HASH_BUCKETS) < eval_percent
+    frame[~is_eval].to_parquet(train_path, index=False)
+    frame[is_eval].to_parquet(eval_path, index=False)
+    files = [path for span in spans for path in span.files]
+    return IngestResult(
+        spans=tuple(span.span_id for span in spans),
+        files=tuple(str(path) for path in files),
+        train_rows=int((~is_eval).sum()),
+        eval_rows=int(is_eval.sum()),
+        fingerprint=_fingerprint(files),
+    )
+
+
+def _fingerprint(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.parent.name}/{path.name}".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()

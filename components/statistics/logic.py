@@ -1,0 +1,107 @@
+"""Statistics: TFDV statistics of a split, in memory or on Beam for data that does not fit."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import tensorflow_data_validation as tfdv
+from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
+
+from components.common.errors import DataError
+from components.common.spans import read_file
+
+MEMORY = "memory"
+BEAM = "beam"
+
+
+@dataclasses.dataclass(frozen=True)
+class StatisticsResult:
+    rows: int
+    features: int
+    engine: str
+
+
+def compute_statistics(data_path: Path, out_path: Path, schema: schema_pb2.Schema | None = None,
+                       engine: str = MEMORY, beam_pipeline_args: Sequence[str] = ()) -> StatisticsResult:
+    """Computes TFDV statistics of one Parquet split and writes them as a binary proto.
+
+    Args:
+        data_path: A Parquet file (as written by ingest).
+        out_path: Where to write the `DatasetFeatureStatisticsList`.
+        schema: The dataset's schema; it tells TFDV which integer features are
+            categorical, so their value distributions are counted too.
+        engine: `memory` reads the file into one DataFrame (fast, for data that fits one
+            machine); `beam` streams record batches through Beam with `beam_pipeline_args`
+            (e.g. `--runner=DataflowRunner ...`), for data that does not.
+
+    Raises:
+        ValueError: an unknown engine.
+        DataError: the file cannot be read.
+    """
+    if engine == MEMORY:
+        statistics = statistics_of_dataframe(read_file(data_path, "parquet"), schema)
+    elif engine == BEAM:
+        statistics = _statistics_on_beam(data_path, _options(schema), beam_pipeline_args)
+    else:
+        raise ValueError(f"statistics_engine={engine!r}: expected {MEMORY!r} or {BEAM!r}")
+    out_path.write_bytes(statistics.SerializeToString())
+    dataset = statistics.datasets[0]
+    return StatisticsResult(rows=int(dataset.num_examples), features=len(dataset.features), engine=engine)
+
+
+def statistics_of_dataframe(frame: pd.DataFrame, schema: schema_pb2.Schema | None = None) -> statistics_pb2.DatasetFeatureStatisticsList:
+    """TFDV statistics of an in-memory DataFrame."""
+    return tfdv.generate_statistics_from_dataframe(frame, _options(schema))
+
+
+def _options(schema: schema_pb2.Schema | None) -> tfdv.StatsOptions:
+    return tfdv.StatsOptions(schema=schema) if schema is not None else tfdv.StatsOptions()
+
+
+def _statistics_on_beam(data_path: Path, options: tfdv.StatsOptions,
+                        beam_pipeline_args: Sequence[str]) -> statistics_pb2.DatasetFeatureStatisticsList:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    output = data_path.parent / f"{data_path.name}.beam-statistics"
+    try:
+        with beam.Pipeline(options=PipelineOptions(list(beam_pipeline_args))) as pipeline:
+            _ = (
+                pipeline
+                | "Read" >> beam.io.ReadFromParquetBatched(str(data_path))
+                | "ToRecordBatches" >> beam.FlatMap(_to_record_batches)
+                | "Statistics" >> tfdv.GenerateStatistics(options)
+                | "Write" >> tfdv.WriteStatisticsToBinaryFile(str(output))
+            )
+    except OSError as error:
+        raise DataError(f"cannot read parquet file: {error}", path=str(data_path)) from None
+    try:
+        return tfdv.load_stats_binary(str(output))
+    finally:
+        output.unlink(missing_ok=True)
+
+
+def _to_record_batches(table):
+    # TFDV wants every column as a list array (one list of values per row), as its
+    # DataFrame path builds it; Parquet gives flat columns.
+    from tfx_bsl.arrow import table_util
+
+    return [table_util.CanonicalizeRecordBatch(batch) for batch in table.to_batches()]
+
+
+def load_statistics(path: Path) -> statistics_pb2.DatasetFeatureStatisticsList:
+    return tfdv.load_stats_binary(str(path))
+
+
+def statistics_html(statistics: statistics_pb2.DatasetFeatureStatisticsList,
+                    baseline: statistics_pb2.DatasetFeatureStatisticsList | None = None,
+                    names: tuple[str, str] = ("train", "eval")) -> str:
+    """TFDV's Facets view of the statistics (beside a baseline, if any), for the Kubeflow UI."""
+    from tensorflow_data_validation.utils.display_util import get_statistics_html
+
+    if baseline is None:
+        return get_statistics_html(statistics, lhs_name=names[0])
+    return get_statistics_html(statistics, baseline, lhs_name=names[0], rhs_name=names[1])

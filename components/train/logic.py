@@ -1,0 +1,149 @@
+"""Train: a Keras model whose preprocessing lives inside it, exported as a SavedModel.
+
+Vocabulary lookups, imputation and normalization are layers of the model, fitted on the
+training split, so the exported model takes raw features and serving cannot skew from
+training by re-implementing them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.common import model_io
+from components.common.errors import DataError
+from components.common.spans import read_file
+from pipelines.config import DatasetConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyperparameters:
+    epochs: int = 5
+    batch_size: int = 256
+    learning_rate: float = 0.005
+    hidden_units: tuple[int, ...] = (64, 32)
+    seed: int = 42
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise ValueError(f"hyperparameters: epochs, batch_size and learning_rate must be positive, got {self}")
+        if not self.hidden_units or min(self.hidden_units) < 1:
+            raise ValueError(f"hyperparameters: hidden_units must be positive integers, got {self.hidden_units}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    rows: int
+    positive_rate: float
+    final_loss: float
+    vocabulary_sizes: dict[str, int]
+
+
+def parse_hidden_units(text: str) -> tuple[int, ...]:
+    """`"64,32"` -> (64, 32)."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"hidden_units={text!r}: expected comma-separated integers such as 64,32") from None
+
+
+def train(train_path: Path, dataset: DatasetConfig, hyperparameters: Hyperparameters, model_dir: Path,
+          vocabularies_path: Path) -> TrainResult:
+    """Fits the model on the train split and exports it with its serving signature.
+
+    Args:
+        train_path: Parquet train split.
+        dataset: Which columns are the label and the features.
+        hyperparameters: Model size and optimisation settings; the seed fixes initialisation and shuffling.
+        model_dir: Where the SavedModel is written.
+        vocabularies_path: Where the fitted vocabularies are written (JSON), for lineage and review.
+
+    Raises:
+        DataError: the label or a feature is missing from the data.
+    """
+    import keras
+
+    frame = read_file(train_path, "parquet")
+    labels = binary_labels(frame, dataset, train_path)
+    missing = [f for f in dataset.features if f not in frame.columns]
+    if missing:
+        raise DataError("feature missing from the training data", path=str(train_path), feature=missing[0])
+    keras.utils.set_random_seed(hyperparameters.seed)
+    model, vocabularies = _build_model(frame, dataset, hyperparameters)
+    signature = model_io.Signature({name: _dtype(frame[name], name in dataset.categorical_features)
+                                    for name in dataset.features}, (model_io.OUTPUT,))
+    history = model.fit(
+        model_io.frame_to_columns(signature, frame), labels, epochs=hyperparameters.epochs,
+        batch_size=hyperparameters.batch_size, shuffle=True, verbose=0,
+    )
+    _export(model, signature, model_dir)
+    vocabularies_path.write_text(json.dumps(vocabularies, indent=1, default=str))
+    return TrainResult(
+        rows=len(frame), positive_rate=float(labels.mean()), final_loss=float(history.history["loss"][-1]),
+        vocabulary_sizes={name: len(vocabulary) for name, vocabulary in vocabularies.items()},
+    )
+
+
+def binary_labels(frame: pd.DataFrame, dataset: DatasetConfig, path: Path) -> np.ndarray:
+    """1.0 where the label equals the dataset's positive label, else 0.0."""
+    if dataset.label not in frame.columns:
+        raise DataError("label column is missing", path=str(path), feature=dataset.label)
+    return (frame[dataset.label] == dataset.positive_label).to_numpy(dtype=np.float32)
+
+
+def _dtype(column: pd.Series, categorical: bool) -> str:
+    if categorical and column.dtype == object:
+        return "string"
+    if categorical and pd.api.types.is_integer_dtype(column):
+        return "int64"
+    return "float32"
+
+
+def _build_model(frame: pd.DataFrame, dataset: DatasetConfig, hp: Hyperparameters):
+    import keras
+    from keras import layers, ops
+
+    inputs, encoded, vocabularies = {}, [], {}
+    for name in dataset.categorical_features:
+        dtype = _dtype(frame[name], categorical=True)
+        vocabulary = sorted(frame[name].dropna().unique().tolist())
+        vocabularies[name] = vocabulary
+        inputs[name] = keras.Input(shape=(), dtype=dtype, name=name)
+        lookup = (layers.StringLookup if dtype == "string" else layers.IntegerLookup)(
+            vocabulary=vocabulary, output_mode="one_hot", name=f"{name}_lookup")
+        encoded.append(lookup(inputs[name]))
+    for name in dataset.numeric_features:
+        values = frame[name].astype("float64")
+        mean = float(values.mean()) if values.notna().any() else 0.0
+        inputs[name] = keras.Input(shape=(), dtype="float32", name=name)
+        # A missing value (NaN) becomes the training mean, then everything is standardised.
+        imputed = ops.where(ops.isnan(inputs[name]), mean, inputs[name])
+        normalize = layers.Normalization(mean=mean, variance=max(float(values.var()), 1e-6) if values.count() > 1 else 1.0,
+                                         name=f"{name}_normalize")
+        encoded.append(normalize(ops.expand_dims(imputed, -1)))
+    x = layers.Concatenate()(encoded)
+    for units in hp.hidden_units:
+        x = layers.Dense(units, activation="relu")(x)
+    output = layers.Dense(1, activation="sigmoid")(x)
+    model = keras.Model(inputs, ops.squeeze(output, -1))
+    model.compile(optimizer=keras.optimizers.Adam(hp.learning_rate), loss="binary_crossentropy")
+    return model, vocabularies
+
+
+def _export(model, signature: model_io.Signature, model_dir: Path) -> None:
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    specs = {name: tf.TensorSpec([None], tf.dtypes.as_dtype(dtype), name=name) for name, dtype in signature.inputs.items()}
+    archive.add_endpoint(
+        name=model_io.SIGNATURE,
+        fn=lambda features: {model_io.OUTPUT: model(features)},
+        input_signature=[specs],
+    )
+    archive.write_out(str(model_dir), verbose=False)

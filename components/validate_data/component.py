@@ -1,0 +1,48 @@
+"""KFP adapter for data validation."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Markdown, Output
+
+from components.image import PIPELINE_IMAGE
+
+
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
+def validate_data(dataset: str, categorical_drift_threshold: float, numeric_drift_threshold: float,
+                  metadata_connection: str, run_id: str, train_statistics: Input[Artifact], eval_statistics: Input[Artifact],
+                  schema: Output[Artifact], anomalies: Output[Artifact], drift_report: Output[Markdown]):
+    """Stops the run on schema skew (after recording the anomalies); measures drift against the previous span."""
+    import shutil
+    from pathlib import Path
+
+    from components.common import metadata
+    from components.common.errors import DataError
+    from components.statistics.logic import load_statistics
+    from components.validate_data.logic import load_schema, validate_data as validate
+    from pipelines.config import load_dataset
+
+    config = load_dataset(dataset)
+    store = metadata.MetadataStore(metadata_connection)
+    parameters = {"dataset": dataset, "categorical_drift_threshold": categorical_drift_threshold,
+                  "numeric_drift_threshold": numeric_drift_threshold}
+    with store.step(run_id, "validate_data", parameters) as step:
+        shutil.copyfile(config.schema_path, schema.path)
+        step.input(metadata.SCHEMA, schema.uri, dataset=dataset, source=str(config.schema_path))
+        step.inputs(metadata.STATISTICS, [train_statistics.uri, eval_statistics.uri])
+        spans = train_statistics.metadata["spans"]
+        baseline = store.previous_statistics(dataset, before_span=spans[-1])
+        if baseline is not None:
+            step.input(metadata.STATISTICS, baseline.uri)
+        result = validate(
+            {"train": load_statistics(Path(train_statistics.path)), "eval": load_statistics(Path(eval_statistics.path))},
+            load_schema(config.schema_path), config.categorical_features,
+            baseline=load_statistics(metadata.local_path(baseline.uri)) if baseline else None,
+            baseline_name=f"span {baseline.properties['spans']}" if baseline else "",
+            categorical_threshold=categorical_drift_threshold, numeric_threshold=numeric_drift_threshold)
+        Path(anomalies.path).write_text("\n".join(a.message() for a in result.anomalies))
+        Path(drift_report.path).write_text(result.markdown())
+        anomalies.metadata.update(count=len(result.anomalies), drifted=list(result.drifted_features))
+        step.output(metadata.ANOMALIES, anomalies.uri, count=len(result.anomalies), spans=",".join(spans),
+                    drifted=",".join(result.drifted_features))
+        step.output(metadata.DRIFT, drift_report.uri, drifted=",".join(result.drifted_features), baseline=result.baseline)
+        if not result.passed:
+            raise DataError("; ".join(a.message() for a in result.anomalies), path=", ".join(train_statistics.metadata["files"]))

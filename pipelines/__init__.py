@@ -1,0 +1,1 @@
+"""The continuous-training pipeline: configuration, wiring, compilation and the `ct` command."""

@@ -1,0 +1,175 @@
+"""`ct`: the command line of continuous training.
+
+    ct data flights --dest DIR --months 2013-01..2013-03   write spans of real data
+    ct schema infer --data DIR/span=2013-01 --out schema.pbtxt
+    ct run --data-root DIR [--home H] [--param k=v ...]    run the pipeline locally (kfp.local)
+    ct runs / ct lineage [VERSION]                          read ML Metadata
+    ct compile [--out FILE]                                 write the KFP IR YAML spec
+    ct demo                                                 three spans arrive; see what the pipeline does
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from components.common.errors import DataError
+from pipelines.config import DEFAULT_DATASET, DEFAULT_HOME, ConfigError, Home, load_dataset, parse_parameters
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, DataError, ValueError, KeyError) as error:
+        print(f"ct {args.command}: {error}", file=sys.stderr)
+        return 2 if isinstance(error, DataError) else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ct", description="Continuous training on Kubeflow Pipelines.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="write spans of a bundled dataset as they would arrive")
+    data.add_argument("dataset", choices=("flights", "penguins"))
+    data.add_argument("--dest", type=Path, required=True, help="data root; spans go to DEST/span=<id>/")
+    data.add_argument("--months", default="2013-01..2013-12", help="flights: YYYY-MM or YYYY-MM..YYYY-MM")
+    data.add_argument("--years", default="", help="penguins: comma-separated years (default: all)")
+    data.add_argument("--format", default="parquet", choices=("parquet", "csv"))
+    data.set_defaults(handler=_data)
+
+    schema = commands.add_parser("schema", help="schema tools")
+    schema_commands = schema.add_subparsers(dest="schema_command", required=True)
+    infer = schema_commands.add_parser("infer", help="infer a TFDV schema to review and commit")
+    infer.add_argument("--data", type=Path, action="append", required=True, help="a span folder (repeatable)")
+    infer.add_argument("--dataset", default=DEFAULT_DATASET)
+    infer.add_argument("--out", type=Path, required=True)
+    infer.set_defaults(handler=_schema_infer)
+
+    run = commands.add_parser("run", help="run the pipeline locally through kfp.local")
+    run.add_argument("--data-root", type=Path, required=True)
+    run.add_argument("--home", type=Path, default=DEFAULT_HOME)
+    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a pipeline parameter (repeatable)")
+    run.add_argument("--reason", default="", help="why this run, recorded with it")
+    run.set_defaults(handler=_run)
+
+    runs = commands.add_parser("runs", help="list runs recorded in ML Metadata")
+    runs.add_argument("--home", type=Path, default=DEFAULT_HOME)
+    runs.set_defaults(handler=_runs)
+
+    lineage = commands.add_parser("lineage", help="a pushed model's lineage back to its spans")
+    lineage.add_argument("version", nargs="?", type=int, help="model version (default: the one in production)")
+    lineage.add_argument("--home", type=Path, default=DEFAULT_HOME)
+    lineage.add_argument("--dataset", default=DEFAULT_DATASET)
+    lineage.set_defaults(handler=_lineage)
+
+    compile_ = commands.add_parser("compile", help="write the KFP pipeline spec (IR YAML)")
+    compile_.add_argument("--out", type=Path, default=None)
+    compile_.set_defaults(handler=_compile)
+
+    demo = commands.add_parser("demo", help="three monthly spans arrive in turn; the third is corrupted")
+    demo.add_argument("--home", type=Path, default=Path(".ct-demo"))
+    demo.add_argument("--months", default="2013-01..2013-03", help="the months that arrive; the last one is corrupted")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _data(args) -> int:
+    from pipelines.sample_data import flight_spans, parse_months, penguin_spans, write_span
+
+    spans = (flight_spans(parse_months(args.months)) if args.dataset == "flights"
+             else penguin_spans([y for y in args.years.split(",") if y] or None))
+    for span in spans:
+        folder = write_span(args.dest, span, args.format)
+        print(f"{folder}: {len(span.frame)} rows; dropped {span.dropped} ({span.dropped_reason})")
+    return 0
+
+
+def _schema_infer(args) -> int:
+    import pandas as pd
+    import tensorflow_data_validation as tfdv
+
+    from components.common.spans import SpanFolder, read_spans
+    from components.statistics.logic import statistics_of_dataframe
+    from components.validate_data.logic import infer_schema
+
+    config = load_dataset(args.dataset)
+    frame: pd.DataFrame = read_spans([SpanFolder(path.name, path) for path in args.data])
+    schema = infer_schema(statistics_of_dataframe(frame), config.categorical_features, config.label)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tfdv.write_schema_text(schema, str(args.out))
+    print(f"{args.out}: {len(schema.feature)} features from {len(frame)} rows; review it, then commit it as {config.schema_path.name}")
+    return 0
+
+
+def _run(args) -> int:
+    from pipelines.local_run import describe, exit_code, pipeline_parameters, run_locally
+
+    declared = {name: kind for name, (kind, _) in pipeline_parameters().items()}
+    parameters = parse_parameters(args.param, declared)
+    home = Home(args.home)
+    run = run_locally(home, args.data_root, parameters, reason=args.reason)
+    print(describe(run))
+    print(f"log: {home.logs / (run.run_id + '.log')}")
+    return exit_code(run)
+
+
+def _runs(args) -> int:
+    from components.common.metadata import MetadataStore
+    from components.common.reports import markdown_table
+    from pipelines.local_run import pipeline_parameters
+
+    defaults = {name: default for name, (_, default) in pipeline_parameters().items()}
+    rows = []
+    for run in MetadataStore(Home(args.home).metadata_connection).runs():
+        changed = {k: v for k, v in run.parameters.items() if k in defaults and v != defaults[k]}
+        rows.append((run.run_id, _time(run.start), _time(run.end), run.properties.get("trigger", ""),
+                     run.properties.get("reason", ""), " ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "defaults",
+                     run.decision or "running", run.properties.get("reasons", "")))
+    print(markdown_table(("run", "start", "end", "trigger", "reason", "parameters", "decision", "why"), rows))
+    return 0
+
+
+def _lineage(args) -> int:
+    from components.common.metadata import MetadataStore
+    from components.common.reports import markdown_table
+
+    store = MetadataStore(Home(args.home).metadata_connection)
+    model_name = load_dataset(args.dataset).model_name
+    pushed = store.pushed_models(model_name)
+    chosen = ([p for p in pushed if p.properties["version"] == args.version] if args.version is not None
+              else [m for m in [store.production_model(model_name)] if m])
+    if not chosen:
+        raise KeyError(f"no pushed version {args.version if args.version is not None else '(none in production)'} "
+                       f"of model {model_name!r}")
+    entries = store.lineage(chosen[0].id)
+    rows = [(e.produced_by or "(source)", e.artifact.type, e.artifact.uri,
+             " ".join(f"{k}={v}" for k, v in sorted(e.artifact.properties.items()) if k not in ("reasons",)))
+            for e in entries]
+    print(f"model {model_name} version {chosen[0].properties['version']} (run {entries[0].run_id})")
+    print(markdown_table(("produced by", "artifact", "uri", "properties"), rows))
+    return 0
+
+
+def _compile(args) -> int:
+    from pipelines.compile import COMPILED_SPEC, compile_pipeline
+
+    print(compile_pipeline(args.out or COMPILED_SPEC))
+    return 0
+
+
+def _demo(args) -> int:
+    from pipelines.demo import run_demo
+
+    return run_demo(args.home, args.months)
+
+
+def _time(seconds: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) if seconds else "-"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

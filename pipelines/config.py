@@ -1,0 +1,164 @@
+"""Typed configuration: the one place that reads YAML and the environment.
+
+Dataset configs live beside this module in `datasets/<name>.yaml`; each names its
+label, key, features, slices and the committed TFDV schema. The pipeline code reads
+only these typed objects, so it knows nothing about any particular dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+DATASETS_DIR = Path(__file__).parent / "datasets"
+DEFAULT_DATASET = "flights"
+DEFAULT_HOME = Path(".ct")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+    """What the pipeline needs to know about one dataset.
+
+    Attributes:
+        name: Dataset name, also the key of its YAML file.
+        model_name: Name of the model in the model repository and ML Metadata.
+        label: Label column.
+        positive_label: The label value counted as the positive class.
+        key: Column hashed for the train/eval split; empty to hash the whole row.
+        categorical_features: Features looked up in a vocabulary (strings or integer codes).
+        numeric_features: Features normalized as floats (missing values imputed).
+        slice_features: Features whose values define evaluation slices.
+        schema_path: The committed, reviewed TFDV schema.
+    """
+
+    name: str
+    model_name: str
+    label: str
+    positive_label: str | int
+    key: str
+    categorical_features: tuple[str, ...]
+    numeric_features: tuple[str, ...]
+    slice_features: tuple[str, ...]
+    schema_path: Path
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.categorical_features + self.numeric_features
+
+
+def available_datasets() -> list[str]:
+    return sorted(p.stem for p in DATASETS_DIR.glob("*.yaml"))
+
+
+def load_dataset(name: str) -> DatasetConfig:
+    """Loads and validates `datasets/<name>.yaml`.
+
+    Raises:
+        ConfigError: unknown dataset, missing key, or features that overlap or are undeclared.
+    """
+    path = DATASETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"dataset: unknown dataset {name!r}; available: {', '.join(available_datasets())}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    required = ("model_name", "label", "positive_label", "categorical_features", "numeric_features", "schema")
+    for key in required:
+        if key not in raw:
+            raise ConfigError(f"{path}: missing key {key!r}")
+    config = DatasetConfig(
+        name=name,
+        model_name=str(raw["model_name"]),
+        label=str(raw["label"]),
+        positive_label=raw["positive_label"],
+        key=str(raw.get("key", "")),
+        categorical_features=tuple(raw["categorical_features"]),
+        numeric_features=tuple(raw["numeric_features"]),
+        slice_features=tuple(raw.get("slice_features", ())),
+        schema_path=DATASETS_DIR / raw["schema"],
+    )
+    overlap = set(config.categorical_features) & set(config.numeric_features)
+    if overlap:
+        raise ConfigError(f"{path}: features both categorical and numeric: {sorted(overlap)}")
+    if config.label in config.features:
+        raise ConfigError(f"{path}: label {config.label!r} is also listed as a feature")
+    unknown_slices = set(config.slice_features) - set(config.features)
+    if unknown_slices:
+        raise ConfigError(f"{path}: slice_features not among the features: {sorted(unknown_slices)}")
+    return config
+
+
+@dataclasses.dataclass(frozen=True)
+class Home:
+    """Where a local installation keeps all of its state."""
+
+    root: Path
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.root / "metadata.sqlite"
+
+    @property
+    def metadata_connection(self) -> str:
+        return f"sqlite:///{self.metadata_path.resolve()}"
+
+    @property
+    def pipeline_root(self) -> Path:
+        return self.root / "pipeline_root"
+
+    @property
+    def model_repository(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def create(self) -> "Home":
+        for path in (self.root, self.pipeline_root, self.model_repository, self.logs):
+            path.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def parse_parameters(assignments: list[str], declared: Mapping[str, type]) -> dict[str, Any]:
+    """Parses `name=value` pairs against the pipeline's declared parameter types.
+
+    Args:
+        assignments: The `--param` values as typed by the user.
+        declared: Parameter name -> Python type (str, int, float, bool).
+
+    Returns:
+        Name -> value converted to the declared type.
+
+    Raises:
+        ConfigError: no `=`, an unknown name, or a value of the wrong type.
+    """
+    values: dict[str, Any] = {}
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        name = name.strip()
+        if not sep:
+            raise ConfigError(f"--param {assignment!r}: expected name=value")
+        if name not in declared:
+            raise ConfigError(f"--param {name}: unknown parameter; known: {', '.join(sorted(declared))}")
+        values[name] = _convert(name, text, declared[name])
+    return values
+
+
+def _convert(name: str, text: str, kind: type) -> Any:
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        if kind in (int, float, str):
+            return kind(text)
+        return json.loads(text)
+    except ValueError:
+        raise ConfigError(f"--param {name}={text!r}: expected {kind.__name__}") from None

@@ -1,0 +1,70 @@
+"""The continuous-training pipeline: wiring only.
+
+ingest -> statistics -> validate_data -> train -> evaluate -> validate_model -> infra_validate -> push
+
+kfp.local cannot run `dsl.If`, so "push only if blessed" is the pusher's own check, and
+"stop on schema skew" is validate_data failing: train takes validate_data's schema and
+anomalies as inputs (and refuses any anomalies itself), so nothing after it runs.
+"""
+
+from kfp import dsl
+
+from components.evaluate.component import evaluate
+from components.infra_validate.component import infra_validate
+from components.ingest.component import ingest
+from components.push.component import push
+from components.statistics.component import statistics
+from components.train.component import train
+from components.validate_data.component import validate_data
+from components.validate_model.component import validate_model
+
+PIPELINE_NAME = "continuous-training"
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="Retrain, validate and push a model when new data arrives.")
+def continuous_training(
+    data_root: str,
+    metadata_connection: str,
+    model_repository: str,
+    run_id: str,
+    dataset: str = "flights",
+    trigger: str = "manual",
+    reason: str = "",
+    window_spans: int = 1,
+    eval_percent: int = 20,
+    statistics_engine: str = "memory",
+    beam_pipeline_args: str = "",
+    categorical_drift_threshold: float = 0.1,
+    numeric_drift_threshold: float = 0.1,
+    epochs: int = 5,
+    batch_size: int = 256,
+    learning_rate: float = 0.005,
+    hidden_units: str = "64,32",
+    seed: int = 42,
+    min_auc: float = 0.65,
+    max_auc_drop: float = 0.01,
+    max_slice_auc_drop: float = 0.05,
+    min_slice_examples: int = 200,
+):
+    common = {"metadata_connection": metadata_connection, "run_id": run_id}
+    examples = ingest(data_root=data_root, dataset=dataset, window_spans=window_spans, eval_percent=eval_percent,
+                      trigger=trigger, reason=reason, **common)
+    stats = statistics(dataset=dataset, engine=statistics_engine, beam_pipeline_args=beam_pipeline_args,
+                       train_examples=examples.outputs["train_examples"], eval_examples=examples.outputs["eval_examples"],
+                       **common)
+    validation = validate_data(dataset=dataset, categorical_drift_threshold=categorical_drift_threshold,
+                               numeric_drift_threshold=numeric_drift_threshold,
+                               train_statistics=stats.outputs["train_statistics"],
+                               eval_statistics=stats.outputs["eval_statistics"], **common)
+    trained = train(dataset=dataset, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                    hidden_units=hidden_units, seed=seed, train_examples=examples.outputs["train_examples"],
+                    schema=validation.outputs["schema"], anomalies=validation.outputs["anomalies"], **common)
+    evaluation = evaluate(dataset=dataset, min_slice_examples=min_slice_examples, model=trained.outputs["model"],
+                          eval_examples=examples.outputs["eval_examples"], **common)
+    blessing = validate_model(min_auc=min_auc, max_auc_drop=max_auc_drop, max_slice_auc_drop=max_slice_auc_drop,
+                              min_slice_examples=min_slice_examples, evaluation=evaluation.outputs["evaluation"], **common)
+    infra = infra_validate(dataset=dataset, model=trained.outputs["model"], eval_examples=examples.outputs["eval_examples"],
+                           **common)
+    infra.after(blessing)
+    push(dataset=dataset, model_repository=model_repository, model=trained.outputs["model"],
+         blessing=blessing.outputs["blessing"], infra_blessing=infra.outputs["infra_blessing"], **common)

@@ -1,0 +1,150 @@
+"""Runs the pipeline on this machine through kfp.local, with all state under one home folder."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from components.common.metadata import FAILED, NOT_BLESSED, PUSHED, STOPPED_BY_DATA, MetadataStore, RunRecord
+from pipelines.config import ConfigError, Home, load_dataset
+
+# Set by `ct run` itself, not by `--param`.
+WIRED_PARAMETERS = ("data_root", "metadata_connection", "model_repository", "run_id", "trigger", "reason")
+KFP_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool}
+
+EXIT_COMPLETED = 0
+EXIT_FAILED = 1
+EXIT_STOPPED_BY_DATA = 2
+
+
+def pipeline_parameters() -> dict[str, tuple[type, Any]]:
+    """The parameters a user may set: name -> (type, default), read from the pipeline's own spec."""
+    from pipelines.continuous_training import continuous_training
+
+    spec = continuous_training.pipeline_spec.root.input_definitions.parameters
+    return {
+        name: (KFP_TYPES[_type_name(p.parameter_type)], _default(p))
+        for name, p in spec.items() if name not in WIRED_PARAMETERS
+    }
+
+
+def _type_name(parameter_type: int) -> str:
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    return pipeline_spec_pb2.ParameterType.ParameterTypeEnum.Name(parameter_type)
+
+
+def _default(parameter) -> Any:
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(parameter.default_value) if parameter.HasField("default_value") else None
+
+
+def new_run_id() -> str:
+    return time.strftime("run-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
+
+
+def exit_code(run: RunRecord) -> int:
+    """0 when the run completed (pushed or not blessed), 2 when bad data stopped it, 1 otherwise."""
+    if run.decision in (PUSHED, NOT_BLESSED):
+        return EXIT_COMPLETED
+    if run.decision == STOPPED_BY_DATA:
+        return EXIT_STOPPED_BY_DATA
+    return EXIT_FAILED
+
+
+def run_locally(home: Home, data_root: Path, parameters: Mapping[str, Any], trigger: str = "manual", reason: str = "",
+                log_path: Path | None = None, run_id: str | None = None) -> RunRecord:
+    """Runs the pipeline once with kfp.local's SubprocessRunner and returns the run as ML Metadata recorded it.
+
+    Args:
+        home: Where the metadata store, pipeline root and model repository live.
+        data_root: The folder of spans.
+        parameters: Pipeline parameters to override (already type-checked).
+        trigger, reason: Why this run happens; recorded with the run.
+        log_path: Where kfp.local's and the steps' output goes (default: `home/logs/<run id>.log`).
+        run_id: The run's id (default: a new one).
+
+    Raises:
+        ConfigError: an unknown dataset.
+    """
+    from kfp import local
+
+    from pipelines.continuous_training import continuous_training
+
+    load_dataset(str(parameters.get("dataset", "flights")))
+    home.create()
+    run_id = run_id or new_run_id()
+    log_path = log_path or home.logs / f"{run_id}.log"
+    arguments = {
+        "data_root": str(data_root.resolve()), "metadata_connection": home.metadata_connection,
+        "model_repository": str(home.model_repository.resolve()), "run_id": run_id, "trigger": trigger, "reason": reason,
+        **parameters,
+    }
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(home.pipeline_root.resolve()),
+               raise_on_error=False)
+    with _output_to(log_path), _quiet_tensorflow():
+        continuous_training(**arguments)
+    store = MetadataStore(home.metadata_connection)
+    try:
+        return store.run(run_id)
+    except KeyError:
+        raise ConfigError(f"the run recorded nothing in ML Metadata; see {log_path}") from None
+
+
+@contextlib.contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """Sends this process's and its children's stdout and stderr to a file (file descriptors, not just sys.*)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow() -> Iterator[None]:
+    """TensorFlow's C++ start-up chatter drowns the steps' own logs."""
+    previous = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["TF_CPP_MIN_LOG_LEVEL"]
+        else:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = previous
+
+
+def describe(run: RunRecord) -> str:
+    """The run as people read it: id, steps with status and duration, decision with reasons."""
+    lines = [f"run {run.run_id} (dataset {run.properties.get('dataset', '?')}, trigger {run.properties.get('trigger', '?')}"
+             + (f": {run.properties['reason']}" if run.properties.get("reason") else "") + ")"]
+    for step in run.steps:
+        seconds = f"{step.seconds:6.1f} s" if step.seconds is not None else "      -"
+        lines.append(f"  {step.step:<15} {step.status:<9} {seconds}")
+    total = (run.end - run.start) if run.start is not None and run.end is not None else None
+    if total is not None:
+        lines.append(f"  {'total':<15} {'':<9} {total:6.1f} s")
+    decision = run.decision or FAILED
+    lines.append(f"decision: {decision}")
+    for reason in str(run.properties.get("reasons", "")).split("; "):
+        if reason:
+            lines.append(f"  - {reason}")
+    return "\n".join(lines)

