@@ -118,13 +118,12 @@ def _run(args) -> int:
 
 
 def _runs(args) -> int:
-    from components.common.metadata import MetadataStore
     from components.common.reports import markdown_table
     from pipelines.local_run import pipeline_parameters
 
     defaults = {name: default for name, (_, default) in pipeline_parameters().items()}
     rows = []
-    for run in MetadataStore(Home(args.home).metadata_connection).runs():
+    for run in _store(args.home).runs():
         changed = {k: v for k, v in run.parameters.items() if k in defaults and v != defaults[k]}
         rows.append((run.run_id, _time(run.start), _time(run.end), run.properties.get("trigger", ""),
                      run.properties.get("reason", ""), " ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "defaults",
@@ -134,10 +133,9 @@ def _runs(args) -> int:
 
 
 def _lineage(args) -> int:
-    from components.common.metadata import MetadataStore
     from components.common.reports import markdown_table
 
-    store = MetadataStore(Home(args.home).metadata_connection)
+    store = _store(args.home)
     model_name = load_dataset(args.dataset).model_name
     pushed = store.pushed_models(model_name)
     chosen = ([p for p in pushed if p.properties["version"] == args.version] if args.version is not None
@@ -152,6 +150,15 @@ def _lineage(args) -> int:
     print(f"model {model_name} version {chosen[0].properties['version']} (run {entries[0].run_id})")
     print(markdown_table(("produced by", "artifact", "uri", "properties"), rows))
     return 0
+
+
+def _store(home_path: Path):
+    from components.common.metadata import MetadataStore
+
+    home = Home(home_path)
+    if not home.metadata_path.is_file():
+        raise ConfigError(f"{home.metadata_path}: no ML Metadata store (nothing has run with --home {home_path})")
+    return MetadataStore(home.metadata_connection)
 
 
 def _compile(args) -> int:

@@ -7,11 +7,13 @@ import os
 import secrets
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from components.common.metadata import FAILED, NOT_BLESSED, PUSHED, STOPPED_BY_DATA, MetadataStore, RunRecord
-from pipelines.config import ConfigError, Home, load_dataset
+from components.common.spans import complete_spans
+from pipelines.config import DEFAULT_DATASET, ConfigError, Home, load_dataset
 
 # Set by `ct run` itself, not by `--param`.
 WIRED_PARAMETERS = ("data_root", "metadata_connection", "model_repository", "run_id", "trigger", "reason")
@@ -72,12 +74,14 @@ def run_locally(home: Home, data_root: Path, parameters: Mapping[str, Any], trig
 
     Raises:
         ConfigError: an unknown dataset.
+        DataError: the data root does not exist (checked before anything starts).
     """
     from kfp import local
 
     from pipelines.continuous_training import continuous_training
 
-    load_dataset(str(parameters.get("dataset", "flights")))
+    load_dataset(str(parameters.get("dataset", DEFAULT_DATASET)))
+    complete_spans(data_root)
     home.create()
     run_id = run_id or new_run_id()
     log_path = log_path or home.logs / f"{run_id}.log"
@@ -88,7 +92,10 @@ def run_locally(home: Home, data_root: Path, parameters: Mapping[str, Any], trig
     }
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(home.pipeline_root.resolve()),
                raise_on_error=False)
-    with _output_to(log_path), _quiet_tensorflow():
+    with _output_to(log_path), _quiet_tensorflow(), warnings.catch_warnings():
+        # kfp.local warns that the steps' image is not this interpreter; running the image's
+        # Python environment here (installed from the same constraints) is the point.
+        warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom", category=RuntimeWarning)
         continuous_training(**arguments)
     store = MetadataStore(home.metadata_connection)
     try:

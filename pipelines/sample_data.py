@@ -7,12 +7,15 @@ written last, so a reader never takes a span that is still being written.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
 
-SUCCESS_MARKER = "_SUCCESS"
+from components.common.spans import SPAN_PREFIX, SUCCESS_MARKER
+
+MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 LATE_MINUTES = 15
 WEATHER_COLUMNS = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
 
@@ -30,10 +33,10 @@ class Span:
 def parse_months(text: str) -> list[str]:
     """`2013-01..2013-03` -> ['2013-01', '2013-02', '2013-03']; a single month is allowed."""
     first, _, last = text.partition("..")
-    try:
-        months = pd.period_range(first, last or first, freq="M")
-    except ValueError:
-        raise ValueError(f"--months {text!r}: expected YYYY-MM or YYYY-MM..YYYY-MM") from None
+    last = last or first
+    if not (MONTH.fullmatch(first) and MONTH.fullmatch(last)):
+        raise ValueError(f"--months {text!r}: expected YYYY-MM or YYYY-MM..YYYY-MM")
+    months = pd.period_range(first, last, freq="M")
     if len(months) == 0:
         raise ValueError(f"--months {text!r}: the range is empty")
     return [str(m) for m in months]
@@ -95,7 +98,7 @@ def write_span(dest: Path, span: Span, file_format: str = "parquet") -> Path:
     Returns:
         The span folder.
     """
-    folder = dest / f"span={span.span_id}"
+    folder = dest / f"{SPAN_PREFIX}{span.span_id}"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / SUCCESS_MARKER).unlink(missing_ok=True)
     if file_format == "parquet":

@@ -281,6 +281,13 @@ class MetadataStore:
         properties = {name: _to_value(value) for name, value in context.custom_properties.items()}
         return RunRecord(run_id, properties, tuple(sorted(steps, key=lambda s: s.start)))
 
+    def run_artifacts(self, run_id: str, type_name: str) -> list[Artifact]:
+        """Artifacts of one type that a run read or wrote."""
+        context = self._store.get_context_by_type_and_name(RUN_CONTEXT, run_id)
+        type_id = self._artifact_type_id(type_name)
+        found = self._store.get_artifacts_by_context(context.id) if context else []
+        return [self._artifact(a, type_name) for a in found if a.type_id == type_id]
+
     @staticmethod
     def _step_record(execution: mlmd.Execution) -> StepRecord:
         props = {name: _to_value(value) for name, value in execution.custom_properties.items()}

@@ -89,6 +89,8 @@ def frame_to_columns(signature: Signature, frame: pd.DataFrame) -> dict[str, np.
 
 
 def _column(name: str, dtype: str, values: list[Any]) -> np.ndarray:
+    if dtype != "float32" and any(value is None for value in values):
+        raise RequestError(f"feature '{name}': missing (a {dtype} value is required)")
     if dtype == "string":
         for value in values:
             if not isinstance(value, str):

@@ -74,6 +74,8 @@ def read_spans(spans: list[SpanFolder]) -> pd.DataFrame:
     """
     frames: list[tuple[Path, pd.DataFrame]] = []
     for span in spans:
+        if not span.path.is_dir():
+            raise DataError("span folder does not exist", path=str(span.path))
         files = span.files
         if not files:
             raise DataError("span has no .parquet or .csv file", path=str(span.path))

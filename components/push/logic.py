@@ -57,7 +57,7 @@ def push(model_dir: Path, blessing: ModelBlessing, infra_blessing: InfraBlessing
     shutil.copytree(model_dir, staging)
     try:
         while True:
-            version = max(published_versions(repository, model_name), default=0) + 1
+            version = _next_version(target_root)
             manifest = {"model_name": model_name, "version": version, "source": str(model_dir), "run_id": run_id,
                         "pushed_at": time.time(), "blessing": blessing.reasons, "infra_blessing": infra_blessing.reasons}
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -74,6 +74,11 @@ def push(model_dir: Path, blessing: ModelBlessing, infra_blessing: InfraBlessing
             return PushResult(True, version, str(target_root / str(version)), tuple(reasons))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _next_version(folder: Path) -> int:
+    # Any numbered folder counts, published or not, so a push never lands on a foreign folder.
+    return max((int(child.name) for child in folder.iterdir() if child.name.isdigit()), default=0) + 1
 
 
 def _fsync_tree(root: Path) -> None:

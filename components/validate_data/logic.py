@@ -34,7 +34,7 @@ class Anomaly:
     """A schema violation in one split.
 
     Attributes:
-        split: `train` or `eval`.
+        split: The splits it was found in, e.g. `train, eval`.
         feature: The feature (empty for dataset-level anomalies such as no rows).
         kind: TFDV's short description, e.g. "Unexpected string values".
         description: TFDV's full description; for unexpected values it lists them.
@@ -156,12 +156,15 @@ def validate_data(statistics: Mapping[str, statistics_pb2.DatasetFeatureStatisti
         baseline_name: How to call the baseline in reports.
         categorical_threshold, numeric_threshold: Drift above these is flagged.
     """
-    anomalies = tuple(
-        anomaly
-        for split, split_statistics in statistics.items()
-        for anomaly in _anomalies(split, tfdv.validate_statistics(split_statistics, schema, environment=TRAINING),
-                                  split_statistics, schema)
-    )
+    by_feature: dict[tuple[str, str], Anomaly] = {}
+    for split, split_statistics in statistics.items():
+        result = tfdv.validate_statistics(split_statistics, schema, environment=TRAINING)
+        for anomaly in _anomalies(split, result, split_statistics, schema):
+            # The same problem in both splits is one problem, seen in both.
+            seen = by_feature.get((anomaly.feature, anomaly.kind))
+            by_feature[(anomaly.feature, anomaly.kind)] = (
+                dataclasses.replace(seen, split=f"{seen.split}, {split}") if seen else anomaly)
+    anomalies = tuple(by_feature.values())
     drift: tuple[FeatureDrift, ...] = ()
     if baseline is not None and not anomalies:
         drift = measure_drift(statistics["train"], baseline, schema, categorical_features, categorical_threshold, numeric_threshold)

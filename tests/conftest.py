@@ -1,0 +1,70 @@
+"""Shared fixtures: small slices of the real bundled data, written as spans, and one trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.config import load_dataset
+from pipelines.sample_data import Span, flight_spans, write_span
+
+SAMPLE_ROWS = 3000
+
+
+@pytest.fixture(scope="session")
+def flights():
+    return load_dataset("flights")
+
+
+@pytest.fixture(scope="session")
+def flight_months() -> dict[str, pd.DataFrame]:
+    """The first rows of three real months of flights (every origin and most carriers appear)."""
+    return {span.span_id: span.frame.sample(SAMPLE_ROWS, random_state=0).reset_index(drop=True)
+            for span in flight_spans(["2013-01", "2013-02", "2013-07"])}
+
+
+def write_month(data_root: Path, month: str, frame: pd.DataFrame, file_format: str = "parquet") -> Path:
+    return write_span(data_root, Span(month, frame, 0, ""), file_format)
+
+
+@pytest.fixture
+def data_root(tmp_path, flight_months) -> Path:
+    root = tmp_path / "data"
+    write_month(root, "2013-01", flight_months["2013-01"])
+    return root
+
+
+@pytest.fixture(scope="session")
+def splits(tmp_path_factory, flight_months) -> tuple[Path, Path]:
+    """Train and eval Parquet splits of the January sample."""
+    from components.ingest.logic import ingest
+
+    folder = tmp_path_factory.mktemp("splits")
+    write_month(folder / "data", "2013-01", flight_months["2013-01"])
+    train, eval_ = folder / "train.parquet", folder / "eval.parquet"
+    ingest(folder / "data", 1, 20, "flight_id", train, eval_)
+    return train, eval_
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory, splits, flights) -> Path:
+    """A real SavedModel trained on the January sample."""
+    from components.train.logic import Hyperparameters, train
+
+    folder = tmp_path_factory.mktemp("model")
+    train(splits[0], flights, Hyperparameters(epochs=3), folder / "model", folder / "vocabularies.json")
+    return folder / "model"
+
+
+@pytest.fixture(scope="session")
+def penguin_model(tmp_path_factory) -> Path:
+    """A real model of another dataset: its signature differs from the flights model's."""
+    from components.train.logic import Hyperparameters, train
+    from pipelines.sample_data import penguin_spans
+
+    folder = tmp_path_factory.mktemp("penguins")
+    pd.concat([s.frame for s in penguin_spans()]).to_parquet(folder / "train.parquet")
+    train(folder / "train.parquet", load_dataset("penguins"), Hyperparameters(epochs=1), folder / "model", folder / "v.json")
+    return folder / "model"

@@ -1,0 +1,115 @@
+"""The compiled pipeline, run for real through kfp.local (one subprocess per step, no Docker).
+
+Three spans of real flights arrive in turn: the first trains and pushes; the second is
+compared with the first model in production; the third arrives corrupted and is stopped
+by data validation, leaving production as it was.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from components.common import metadata
+from components.common.metadata import MetadataStore
+from pipelines.cli import main
+from pipelines.config import Home
+from pipelines.demo import corrupt
+from pipelines.local_run import EXIT_COMPLETED, EXIT_STOPPED_BY_DATA, exit_code, run_locally
+from pipelines.sample_data import Span
+from tests.conftest import write_month
+
+pytestmark = pytest.mark.pipeline
+
+SMALL_DATA = {"epochs": 3, "min_auc": 0.55, "min_slice_examples": 50}
+STEPS = ["ingest", "statistics", "validate_data", "train", "evaluate", "validate_model", "infra_validate", "push"]
+
+
+@pytest.fixture(scope="module")
+def three_runs(tmp_path_factory, flight_months):
+    root = tmp_path_factory.mktemp("pipeline")
+    home, data_root = Home(root / "home"), root / "data"
+    runs, repository = [], []
+    for month in ("2013-01", "2013-02", "2013-07"):
+        frame = flight_months[month]
+        if month == "2013-07":
+            frame = corrupt(Span(month, frame, 0, "")).frame
+        write_month(data_root, month, frame)
+        runs.append(run_locally(home, data_root, SMALL_DATA, trigger="new data", reason=f"span {month} arrived"))
+        repository.append(sorted(p.relative_to(home.model_repository) for p in home.model_repository.rglob("*")))
+    return home, runs, repository
+
+
+def test_first_run_pushes_version_1(three_runs):
+    home, [first, *_], _ = three_runs
+    assert [s.step for s in first.steps] == STEPS
+    assert all(s.status == "complete" for s in first.steps)
+    assert (first.decision, first.properties["version"], exit_code(first)) == (metadata.PUSHED, 1, EXIT_COMPLETED)
+    assert first.properties["trigger"] == "new data" and first.properties["reason"] == "span 2013-01 arrived"
+    assert first.parameters["epochs"] == 3
+    assert (home.model_repository / "flight-delay" / "1" / "saved_model.pb").is_file()
+
+
+def test_second_run_is_compared_with_the_production_model(three_runs):
+    home, [_, second, _], _ = three_runs
+    assert second.decision in (metadata.PUSHED, metadata.NOT_BLESSED)
+    assert exit_code(second) == EXIT_COMPLETED
+    store = MetadataStore(home.metadata_connection)
+    [evaluation] = store.run_artifacts(second.run_id, metadata.EVALUATION)
+    assert evaluation.properties["production_version"] == 1
+    [compared_with] = store.run_artifacts(second.run_id, metadata.PUSHED_MODEL)[:1]
+    assert compared_with.properties["version"] == 1
+    assert "production model version 1" in second.properties["reasons"]
+
+
+def test_corrupted_span_stops_before_training_and_production_is_untouched(three_runs):
+    home, runs, repository = three_runs
+    stopped = runs[2]
+    assert exit_code(stopped) == EXIT_STOPPED_BY_DATA
+    assert [(s.step, s.status) for s in stopped.steps] == [("ingest", "complete"), ("statistics", "complete"),
+                                                           ("validate_data", "failed")]
+    reasons = stopped.properties["reasons"]
+    assert "span=2013-07/part-0.parquet" in reasons
+    assert "feature 'carrier': Unexpected string values" in reasons and "ZZ" in reasons
+    assert "feature 'distance': Unexpected data type" in reasons and " mi'" in reasons
+    assert repository[2] == repository[1]
+    store = MetadataStore(home.metadata_connection)
+    production = store.production_model("flight-delay")
+    assert production.properties["run_id"] in (runs[0].run_id, runs[1].run_id)
+    [anomalies] = store.run_artifacts(stopped.run_id, metadata.ANOMALIES)
+    assert anomalies.properties["count"] == 2
+    assert store.run_artifacts(stopped.run_id, metadata.MODEL) == []
+
+
+def test_drift_against_the_previous_span_is_recorded(three_runs):
+    home, runs, _ = three_runs
+    store = MetadataStore(home.metadata_connection)
+    [first, second] = [store.run_artifacts(run.run_id, metadata.DRIFT)[0] for run in runs[:2]]
+    assert first.properties["baseline"] == ""  # first span: nothing to compare with
+    assert second.properties["baseline"] == "span 2013-01"
+    assert "month" in second.properties["drifted"].split(",")
+
+
+def test_lineage_runs_from_the_model_back_to_its_span(three_runs, capsys):
+    home, runs, _ = three_runs
+    assert main(["lineage", "1", "--home", str(home.root)]) == 0
+    out = capsys.readouterr().out
+    for artifact_type in (metadata.PUSHED_MODEL, metadata.MODEL, metadata.EXAMPLES, metadata.SCHEMA, metadata.ANOMALIES,
+                          metadata.STATISTICS, metadata.EVALUATION, metadata.BLESSING, metadata.INFRA_BLESSING, metadata.SPAN):
+        assert f"| {artifact_type} |" in out, artifact_type
+    assert "span=2013-01" in out and "span=2013-02" not in out
+
+
+def test_runs_table_shows_every_run_with_its_decision(three_runs, capsys):
+    home, runs, _ = three_runs
+    assert main(["runs", "--home", str(home.root)]) == 0
+    out = capsys.readouterr().out
+    for run in runs:
+        assert run.run_id in out
+    assert "stopped by data validation" in out and "epochs=3" in out and "span 2013-07 arrived" in out
+
+
+def test_penguins_run_through_the_same_pipeline(tmp_path):
+    assert main(["data", "penguins", "--dest", str(tmp_path / "data")]) == 0
+    run = run_locally(Home(tmp_path / "home"), tmp_path / "data", {"dataset": "penguins", "window_spans": 3})
+    assert run.decision == metadata.PUSHED, run.properties
+    assert (tmp_path / "home" / "models" / "penguin-adelie" / "1").is_dir()

@@ -1,0 +1,40 @@
+import yaml
+from kfp import components
+
+from components.image import PIPELINE_IMAGE
+from pipelines.compile import COMPILED_SPEC, compile_pipeline, pipeline_version
+from pipelines.continuous_training import PIPELINE_NAME
+
+STAGES = ["ingest", "statistics", "validate-data", "train", "evaluate", "validate-model", "infra-validate", "push"]
+
+
+def test_committed_spec_is_fresh(tmp_path):
+    fresh = compile_pipeline(tmp_path / "spec.yaml")
+    assert fresh.read_text() == COMPILED_SPEC.read_text(), "stale spec: run `ct compile` and commit the result"
+
+
+def test_spec_loads_with_kfps_loader_and_has_every_stage():
+    pipeline = components.load_component_from_file(str(COMPILED_SPEC))
+    assert pipeline.name == PIPELINE_NAME
+    spec = yaml.safe_load(COMPILED_SPEC.read_text())
+    assert sorted(spec["root"]["dag"]["tasks"]) == sorted(STAGES)
+
+
+def test_every_executor_runs_the_pipeline_image_without_installing_anything():
+    executors = yaml.safe_load(COMPILED_SPEC.read_text())["deploymentSpec"]["executors"]
+    assert len(executors) == len(STAGES)
+    for name, executor in executors.items():
+        container = executor["container"]
+        assert container["image"] == PIPELINE_IMAGE, name
+        assert "pip install" not in " ".join(container["command"]), name
+
+
+def test_train_waits_for_data_validation():
+    train = yaml.safe_load(COMPILED_SPEC.read_text())["root"]["dag"]["tasks"]["train"]
+    assert "validate-data" in train["dependentTasks"]
+    assert train["inputs"]["artifacts"]["anomalies"]["taskOutputArtifact"]["producerTask"] == "validate-data"
+
+
+def test_pipeline_version_names_the_package_and_the_spec():
+    assert pipeline_version().startswith(PIPELINE_IMAGE.rsplit(":", 1)[1] + "+")
+    assert len(pipeline_version().split("+")[1]) == 12
