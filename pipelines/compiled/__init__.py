@@ -1,0 +1,1 @@
+"""The compiled pipeline spec (KFP IR YAML), kept fresh by a test."""

@@ -1,0 +1,1 @@
+"""Dataset configs (YAML) and their committed, reviewed TFDV schemas."""

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Creates .venv in the project and installs the pinned stack (images/constraints.txt) and
+# the project itself. A second run with unchanged pins returns at once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3.11}
+command -v "$python" >/dev/null || python=python3
+"$python" -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (TensorFlow Data Validation 1.16 has no wheel for " + sys.version.split()[0] + ")"'
+
+stamp=.venv/.installed
+wanted=$(cat setup.cfg pyproject.toml images/constraints.txt | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
+  exit 0
+fi
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+echo "Installing the pinned stack into .venv (TensorFlow, TFDV, kfp, ML Metadata; a few minutes the first time)..."
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -c images/constraints.txt -e '.[test]'
+echo "$wanted" > "$stamp"
