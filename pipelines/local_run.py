@@ -148,7 +148,7 @@ def describe(run: RunRecord) -> str:
         lines.append(f"  {step.step:<15} {step.status:<9} {seconds}")
     total = (run.end - run.start) if run.start is not None and run.end is not None else None
     if total is not None:
-        lines.append(f"  {'total':<15} {'':<9} {total:6.1f} s")
+        lines.append(f"  {'wall':<15} {'':<9} {total:6.1f} s  (steps' work above; the rest is process start and imports)")
     decision = run.decision or FAILED
     lines.append(f"decision: {decision}")
     for reason in str(run.properties.get("reasons", "")).split("; "):
