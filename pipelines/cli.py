@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from components.common.errors import DataError
-from pipelines.config import DEFAULT_DATASET, DEFAULT_HOME, ConfigError, Home, load_dataset, parse_parameters
+from pipelines.config import (DEFAULT_DATASET, DEFAULT_HOME, ConfigError, Home, ServingConfig, load_dataset,
+                              parse_parameters)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     lineage.add_argument("--home", type=Path, default=DEFAULT_HOME)
     lineage.add_argument("--dataset", default=DEFAULT_DATASET)
     lineage.set_defaults(handler=_lineage)
+
+    serve = commands.add_parser("serve", help="serve the model repository (TF Serving REST and Open Inference Protocol v2)")
+    serve.add_argument("--home", type=Path, default=DEFAULT_HOME)
+    serve.add_argument("--dataset", default=DEFAULT_DATASET, help="whose model to serve")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8501)
+    serve.add_argument("--canary-percent", type=int, default=ServingConfig.canary_percent)
+    serve.add_argument("--canary-min-labelled", type=int, default=ServingConfig.canary_min_labelled)
+    serve.add_argument("--canary-auc-tolerance", type=float, default=ServingConfig.canary_auc_tolerance)
+    serve.add_argument("--request-log-sample", type=float, default=ServingConfig.request_log_sample)
+    serve.set_defaults(handler=_serve)
 
     compile_ = commands.add_parser("compile", help="write the KFP pipeline spec (IR YAML)")
     compile_.add_argument("--out", type=Path, default=None)
@@ -159,6 +171,37 @@ def _store(home_path: Path):
     if not home.metadata_path.is_file():
         raise ConfigError(f"{home.metadata_path}: no ML Metadata store (nothing has run with --home {home_path})")
     return MetadataStore(home.metadata_connection)
+
+
+def _serve(args) -> int:
+    import logging
+
+    from components.common.metadata import MetadataStore
+    from serving.request_log import RequestLog
+    from serving.server import PredictionServer
+    from serving.service import PredictionService
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServingConfig(canary_percent=args.canary_percent, canary_min_labelled=args.canary_min_labelled,
+                           canary_auc_tolerance=args.canary_auc_tolerance, request_log_sample=args.request_log_sample)
+    home = Home(args.home).create()
+    model_name = load_dataset(args.dataset).model_name
+    request_log = RequestLog(home.request_log, config.request_log_sample, config.request_log_rotate_rows,
+                             config.request_log_max_bytes)
+    service = PredictionService(home.model_repository, model_name, config, request_log,
+                                MetadataStore(home.metadata_connection))
+    server = PredictionServer((args.host, args.port), service)
+    service.start()
+    print(f"serving {model_name} from {home.model_repository} at {server.url} "
+          f"(versions: {[m.version for m in service.registry.routing.models] or 'none yet'})", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        service.stop()
+    return 0
 
 
 def _compile(args) -> int:

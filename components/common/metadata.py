@@ -49,6 +49,9 @@ PUSHED = "pushed"
 NOT_BLESSED = "not blessed"
 STOPPED_BY_DATA = "stopped by data validation"
 FAILED = "failed"
+# Canary verdicts.
+PROMOTED = "promoted"
+ROLLED_BACK = "rolled back"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,6 +306,26 @@ class MetadataStore:
         """All pushed versions of a model, oldest first."""
         pushed = [a for a in self._artifacts(PUSHED_MODEL) if a.properties.get("model_name") == model_name]
         return sorted(pushed, key=lambda a: int(a.properties["version"]))
+
+    def rolled_back_versions(self, model_name: str) -> set[int]:
+        """Pushed versions whose canary was rolled back: they never serve again."""
+        return {int(a.properties["version"]) for a in self.pushed_models(model_name) if a.properties.get("state") == ROLLED_BACK}
+
+    def record_canary_decision(self, model_name: str, version: int, decision: str, reason: str,
+                               numbers: Mapping[str, float]) -> None:
+        """Records a canary verdict as a `canary` step of the run that pushed the version.
+
+        A rolled-back version's pushed-model artifact is marked, so it is no longer the
+        production model (the pipeline's baseline) and is never loaded again.
+        """
+        [pushed] = [a for a in self._store.get_artifacts_by_type(PUSHED_MODEL)
+                    if _to_value(a.custom_properties["model_name"]) == model_name
+                    and _to_value(a.custom_properties["version"]) == version]
+        run_id = str(_to_value(pushed.custom_properties["run_id"]))
+        with self.step(run_id, "canary", {"decision": decision, **numbers}) as step:
+            step.input(PUSHED_MODEL, pushed.uri, canary=decision, canary_reason=reason,
+                       **({"state": ROLLED_BACK} if decision == ROLLED_BACK else {}))
+        self.update_run(run_id, canary=decision, canary_reason=reason)
 
     def lineage(self, artifact_id: int) -> list[LineageEntry]:
         """The artifact and everything it was derived from, walking producer steps back to the sources."""

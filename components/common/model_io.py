@@ -80,6 +80,29 @@ def instances_to_columns(signature: Signature, instances: Sequence[Mapping[str, 
     return columns
 
 
+def inputs_to_columns(signature: Signature, inputs: Mapping[str, Sequence[Any]]) -> dict[str, np.ndarray]:
+    """Columns in the TF Serving `inputs` (or Open Inference Protocol) form -> one NumPy array per input.
+
+    A numeric input that is absent is all missing (NaN).
+
+    Raises:
+        RequestError: an unknown or missing categorical input, columns of different lengths, a wrong type.
+    """
+    unknown = sorted(set(inputs) - set(signature.inputs))
+    if unknown:
+        raise RequestError(f"unknown input(s) {unknown}")
+    lengths = {name: len(values) for name, values in inputs.items() if isinstance(values, (list, tuple))}
+    if len(lengths) != len(inputs):
+        bad = sorted(set(inputs) - set(lengths))[0]
+        raise RequestError(f"feature '{bad}': expected a list of values, got {inputs[bad]!r}")
+    if len(set(lengths.values())) > 1:
+        raise RequestError(f"inputs of different lengths: {lengths}")
+    rows = next(iter(lengths.values()), 0)
+    if rows == 0:
+        raise RequestError("no instances")
+    return {name: _column(name, dtype, list(inputs.get(name, [None] * rows))) for name, dtype in signature.inputs.items()}
+
+
 def frame_to_columns(signature: Signature, frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """Rows of a DataFrame -> one NumPy array per signature input (extra columns are ignored)."""
     missing = [name for name in signature.inputs if name not in frame.columns]

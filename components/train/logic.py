@@ -19,6 +19,8 @@ from components.common.errors import DataError
 from components.common.spans import read_file
 from pipelines.config import DatasetConfig
 
+MIN_VARIANCE = 1e-6
+
 
 @dataclasses.dataclass(frozen=True)
 class Hyperparameters:
@@ -121,8 +123,11 @@ def _build_model(frame: pd.DataFrame, dataset: DatasetConfig, hp: Hyperparameter
         mean = float(values.mean()) if values.notna().any() else 0.0
         inputs[name] = keras.Input(shape=(), dtype="float32", name=name)
         # A missing value (NaN) becomes the training mean, then everything is standardised.
+        # A feature constant in training (month, in a one-month window) keeps unit scale:
+        # dividing by its near-zero spread would blow any other value up to saturation.
+        variance = float(values.var()) if values.count() > 1 else 0.0
         imputed = ops.where(ops.isnan(inputs[name]), mean, inputs[name])
-        normalize = layers.Normalization(mean=mean, variance=max(float(values.var()), 1e-6) if values.count() > 1 else 1.0,
+        normalize = layers.Normalization(mean=mean, variance=variance if variance > MIN_VARIANCE else 1.0,
                                          name=f"{name}_normalize")
         encoded.append(normalize(ops.expand_dims(imputed, -1)))
     x = layers.Concatenate()(encoded)

@@ -42,3 +42,25 @@ def test_signature_differences_are_spelled_out():
         "outputs ['score'], were ['probability']",
     ]
     assert SIGNATURE.differences(SIGNATURE) == []
+
+
+def test_columnar_inputs_become_typed_columns():
+    from components.common.model_io import inputs_to_columns
+
+    columns = inputs_to_columns(SIGNATURE, {"carrier": ["UA", "AA"], "hour": [5, 6]})
+    assert columns["carrier"].tolist() == ["UA", "AA"] and columns["hour"].tolist() == [5, 6]
+    assert all(math.isnan(v) for v in columns["temp"])
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ({"carrier": ["UA"], "hour": [5], "wind": [1.0]}, r"unknown input\(s\) \['wind'\]"),
+    ({"carrier": ["UA", "AA"], "hour": [5]}, "inputs of different lengths"),
+    ({"carrier": "UA", "hour": [5]}, "feature 'carrier': expected a list of values, got 'UA'"),
+    ({"hour": [5]}, "feature 'carrier': missing"),
+    ({}, "no instances"),
+])
+def test_bad_columnar_inputs_are_named(inputs, message):
+    from components.common.model_io import inputs_to_columns
+
+    with pytest.raises(RequestError, match=message):
+        inputs_to_columns(SIGNATURE, inputs)

@@ -54,3 +54,14 @@ def test_bad_hyperparameters_are_rejected():
         Hyperparameters(epochs=0)
     with pytest.raises(ValueError, match="hidden_units must be positive"):
         Hyperparameters(hidden_units=(0,))
+
+
+def test_a_feature_constant_in_training_does_not_saturate_the_model(trained_model, splits):
+    # The January sample has month == 1 everywhere; February must not push scores to 0 or 1.
+    serving_fn = model_io.load(trained_model)
+    signature = model_io.signature_of(serving_fn)
+    frame = pd.read_parquet(splits[1]).head(200)
+    january = model_io.predict(serving_fn, model_io.frame_to_columns(signature, frame))
+    february = model_io.predict(serving_fn, model_io.frame_to_columns(signature, frame.assign(month=2.0)))
+    assert 0.01 < february.mean() < 0.99
+    assert abs(february.mean() - january.mean()) < 0.3

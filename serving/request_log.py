@@ -1,0 +1,82 @@
+"""A sampled log of served requests (features, prediction, version, time) as Parquet files.
+
+Rows are buffered and written `rotate_rows` at a time to `part-<time>-<n>.parquet`; when
+the folder grows past `max_bytes` the oldest files are deleted. A file appears whole or
+not at all (written under a temporary name, then renamed).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+PREFIX = "part-"
+
+
+class RequestLog:
+    def __init__(self, folder: Path, sample: float, rotate_rows: int, max_bytes: int, seed: int | None = None):
+        self.folder = folder
+        self.sample = sample
+        self.rotate_rows = rotate_rows
+        self.max_bytes = max_bytes
+        self._rows: list[dict[str, Any]] = []
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._written = 0
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def append(self, instances: Sequence[Mapping[str, Any]], scores: Sequence[float], version: int,
+               request_ids: Sequence[str]) -> None:
+        """Keeps each row with probability `sample`; writes a file when `rotate_rows` are buffered."""
+        if self.sample <= 0:
+            return
+        now = time.time()
+        with self._lock:
+            for instance, score, request_id in zip(instances, scores, request_ids):
+                if self.sample >= 1 or self._random.random() < self.sample:
+                    self._rows.append({**instance, "prediction": score, "model_version": version,
+                                       "request_id": request_id, "logged_at": now})
+            full = len(self._rows) >= self.rotate_rows
+        if full:
+            self.flush()
+
+    def flush(self) -> Path | None:
+        """Writes the buffered rows, if any, and enforces the size bound."""
+        with self._lock:
+            rows, self._rows = self._rows, []
+            self._written += 1
+            name = f"{PREFIX}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{self._written:06d}.parquet"
+        if not rows:
+            return None
+        path = self.folder / name
+        temporary = self.folder / f".{name}.tmp"
+        pd.DataFrame(rows).to_parquet(temporary, index=False)
+        os.rename(temporary, path)
+        self._enforce_bound()
+        return path
+
+    def files(self) -> list[Path]:
+        return sorted(self.folder.glob(f"{PREFIX}*.parquet"))
+
+    def _enforce_bound(self) -> None:
+        files = self.files()
+        sizes = [f.stat().st_size for f in files]
+        while files and sum(sizes) > self.max_bytes and len(files) > 1:
+            files.pop(0).unlink(missing_ok=True)
+            sizes.pop(0)
+
+
+def read_request_log(folder: Path, since: float = 0.0) -> pd.DataFrame:
+    """Every logged row written after `since` (seconds since the epoch), oldest first."""
+    files = sorted(folder.glob(f"{PREFIX}*.parquet"))
+    frames = [pd.read_parquet(path) for path in files]
+    if not frames:
+        return pd.DataFrame()
+    frame = pd.concat(frames, ignore_index=True)
+    return frame[frame.logged_at > since].reset_index(drop=True)

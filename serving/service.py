@@ -1,0 +1,275 @@
+"""The prediction service's behaviour, independent of HTTP: predict, infer, feedback, status.
+
+Errors a client caused raise `ServiceError` with a 4xx status and a message that names
+the problem; the HTTP layer turns them into JSON error bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+from components.common import model_io
+from components.common.metadata import PROMOTED, MetadataStore
+from pipelines.config import ServingConfig
+from serving.metrics import Metrics
+from serving.outcomes import OutcomeJournal, judge_canary
+from serving.registry import CANARY, STABLE, LoadedModel, ModelRegistry
+from serving.request_log import RequestLog
+
+log = logging.getLogger(__name__)
+
+V2_DATATYPES = {"string": "BYTES", "int64": "INT64", "float32": "FP32"}
+TF_DATATYPES = {"string": "DT_STRING", "int64": "DT_INT64", "float32": "DT_FLOAT"}
+REQUEST_LOG_FLUSH_SECONDS = 5.0
+
+
+class ServiceError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class PredictionService:
+    """Serves one model name from the model repository."""
+
+    def __init__(self, repository: Path, model_name: str, config: ServingConfig, request_log: RequestLog,
+                 store: MetadataStore | None = None):
+        self.model_name = model_name
+        self.registry = ModelRegistry(
+            repository, model_name, config.canary_percent,
+            excluded=(lambda: store.rolled_back_versions(model_name)) if store else set, on_loaded=self._loaded)
+        self.config = config
+        self.request_log = request_log
+        self.store = store
+        self.journal = OutcomeJournal(config.journal_size)
+        self.metrics = Metrics(self.model_name)
+        self.decisions: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_flush = time.monotonic()
+
+    # --- background work: new versions, canary verdicts, request-log flushes ------
+
+    def start(self) -> None:
+        self.tick()
+        self._thread = threading.Thread(target=self._loop, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        self.request_log.flush()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.config.poll_seconds):
+            try:
+                self.tick()
+            except Exception:  # the watcher must outlive any one bad tick
+                log.exception("model watcher tick failed")
+
+    def tick(self) -> None:
+        failed_before = len(self.registry.failed)
+        self.registry.refresh()
+        for _ in range(len(self.registry.failed) - failed_before):
+            self.metrics.load_failed()
+        self.judge_canary()
+        if time.monotonic() - self._last_flush > REQUEST_LOG_FLUSH_SECONDS:
+            self._last_flush = time.monotonic()
+            self.request_log.flush()
+
+    def _loaded(self, model: LoadedModel, role: str) -> None:
+        if role == CANARY:
+            # Compare canary and stable over the same period only.
+            self.journal.reset([model.version, self.registry.routing.stable.version])
+
+    def judge_canary(self) -> None:
+        routing = self.registry.routing
+        if routing.canary is None:
+            return
+        verdict = judge_canary(self.journal.outcomes(routing.stable.version), self.journal.outcomes(routing.canary.version),
+                               self.config.canary_min_labelled, self.config.canary_auc_tolerance,
+                               self.config.canary_max_error_rate)
+        if verdict is None:
+            return
+        version = routing.canary.version
+        changed = self.registry.promote(version) if verdict.decision == PROMOTED else self.registry.roll_back(version)
+        if not changed:
+            return
+        self.metrics.canary_decision(verdict.decision)
+        self.decisions.append({"version": version, "decision": verdict.decision, "reason": verdict.reason,
+                               "numbers": verdict.numbers, "time": time.time()})
+        log.info("canary version %s %s: %s", version, verdict.decision, verdict.reason)
+        if self.store is not None:
+            self.store.record_canary_decision(self.model_name, version, verdict.decision, verdict.reason, verdict.numbers)
+
+    # --- requests ----------------------------------------------------------------
+
+    def _check_name(self, name: str) -> None:
+        if name != self.model_name:
+            raise ServiceError(404, f"model '{name}' is not served here (serving '{self.model_name}')")
+
+    def _model(self, name: str, version: int | None, label: str | None, request_key: str) -> LoadedModel:
+        self._check_name(name)
+        routing = self.registry.routing
+        if version is not None:
+            model = routing.by_version(version)
+            if model is None:
+                raise ServiceError(404, f"model '{name}' version {version} is not being served "
+                                        f"(serving {[m.version for m in routing.models]})")
+            return model
+        if label is not None:
+            if label not in (STABLE, CANARY):
+                raise ServiceError(400, f"unknown label '{label}' (expected {STABLE} or {CANARY})")
+            model = routing.by_label(label)
+            if model is None:
+                raise ServiceError(404, f"model '{name}' has no {label} version now")
+            return model
+        model = routing.choose(request_key)
+        if model is None:
+            raise ServiceError(503, f"model '{name}' has no version loaded yet")
+        return model
+
+    def predict(self, name: str, body: Any, version: int | None = None, label: str | None = None,
+                request_key: str | None = None) -> dict[str, Any]:
+        """TF Serving REST predict: `{"instances": [...]}` (rows) or `{"inputs": {...}}` (columns)."""
+        if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
+            raise ServiceError(400, 'the body must be a JSON object with either "instances" or "inputs"')
+        request_id = uuid.uuid4().hex[:16]
+        model = self._model(name, version, label, request_key or request_id)
+        started = time.perf_counter()
+        try:
+            if "instances" in body:
+                if not isinstance(body["instances"], list) or not all(isinstance(r, dict) for r in body["instances"]):
+                    raise model_io.RequestError('"instances" must be a list of objects (feature name -> value)')
+                columns = model_io.instances_to_columns(model.signature, body["instances"])
+            else:
+                if not isinstance(body["inputs"], dict):
+                    raise model_io.RequestError('"inputs" must be an object (feature name -> list of values)')
+                columns = model_io.inputs_to_columns(model.signature, body["inputs"])
+        except model_io.RequestError as error:
+            self.metrics.error(str(model.version), 400)
+            raise ServiceError(400, str(error)) from None
+        scores = self._score(model, columns)
+        request_ids = [f"{request_id}-{i}" for i in range(len(scores))]
+        self.journal.predicted(model.version, request_ids, scores)
+        self.metrics.observe(str(model.version), "tfserving", (time.perf_counter() - started) * 1000)
+        self.request_log.append(_rows(columns), scores, model.version, request_ids)
+        key = "predictions" if "instances" in body else "outputs"
+        return {key: scores, "model_version": str(model.version), "request_ids": request_ids}
+
+    def infer(self, name: str, body: Any, version: int | None = None, request_key: str | None = None) -> dict[str, Any]:
+        """Open Inference Protocol v2 infer: `{"inputs": [{"name", "shape", "datatype", "data"}, ...]}`."""
+        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
+            raise ServiceError(400, 'the body must be a JSON object with a non-empty "inputs" list')
+        request_id = str(body.get("id") or uuid.uuid4().hex[:16])
+        model = self._model(name, version, None, request_key or request_id)
+        started = time.perf_counter()
+        try:
+            inputs = {}
+            for tensor in body["inputs"]:
+                if not isinstance(tensor, dict) or "name" not in tensor or "data" not in tensor:
+                    raise model_io.RequestError('each input needs "name" and "data"')
+                expected = V2_DATATYPES.get(model.signature.inputs.get(tensor["name"], ""))
+                if expected and tensor.get("datatype", expected) != expected:
+                    raise model_io.RequestError(f"feature '{tensor['name']}': datatype {tensor['datatype']}, expected {expected}")
+                inputs[tensor["name"]] = tensor["data"]
+            columns = model_io.inputs_to_columns(model.signature, inputs)
+        except model_io.RequestError as error:
+            self.metrics.error(str(model.version), 400)
+            raise ServiceError(400, str(error)) from None
+        scores = self._score(model, columns)
+        request_ids = [f"{request_id}-{i}" for i in range(len(scores))]
+        self.journal.predicted(model.version, request_ids, scores)
+        self.metrics.observe(str(model.version), "v2", (time.perf_counter() - started) * 1000)
+        self.request_log.append(_rows(columns), scores, model.version, request_ids)
+        return {"model_name": self.model_name, "model_version": str(model.version), "id": request_id,
+                "outputs": [{"name": model_io.OUTPUT, "shape": [len(scores)], "datatype": "FP32", "data": scores}],
+                "parameters": {"request_ids": request_ids}}
+
+    def _score(self, model: LoadedModel, columns) -> list[float]:
+        try:
+            return [float(s) for s in model.predict(columns)]
+        except Exception as error:  # the model itself failed on valid input: count it against the version
+            self.journal.failed(model.version)
+            self.metrics.error(str(model.version), 500)
+            log.exception("model %s version %s failed to predict", self.model_name, model.version)
+            raise ServiceError(500, f"model version {model.version} failed to predict: {type(error).__name__}") from None
+
+    def feedback(self, name: str, body: Any) -> dict[str, Any]:
+        """True outcomes: `{"feedback": [{"request_id": "...", "label": 0 or 1}, ...]}`."""
+        self._check_name(name)
+        items = body.get("feedback") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not items:
+            raise ServiceError(400, 'the body must be a JSON object with a non-empty "feedback" list')
+        for index, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("request_id"), str) or item.get("label") not in (0, 1):
+                raise ServiceError(400, f'feedback {index}: expected {{"request_id": "<id>", "label": 0 or 1}}, got {item!r}')
+        unknown = [item["request_id"] for item in items if self.journal.feedback(item["request_id"], int(item["label"])) is None]
+        return {"accepted": len(items) - len(unknown), "unknown": unknown}
+
+    def performance(self, name: str, last: int) -> dict[str, Any]:
+        """Online metrics of the stable (and canary) version over their last `last` labelled predictions."""
+        self._check_name(name)
+        routing = self.registry.routing
+        return {label: _finite(self.journal.recent(model.version, last).summary())
+                for label, model in ((STABLE, routing.stable), (CANARY, routing.canary)) if model is not None}
+
+    # --- status and metadata -------------------------------------------------------
+
+    def status(self, name: str, version: int | None = None, label: str | None = None) -> dict[str, Any]:
+        """TF Serving model status: served versions AVAILABLE, failed ones END with their error."""
+        if version is not None or label is not None:
+            models = [self._model(name, version, label, "")]
+            failed = {}
+        else:
+            self._check_name(name)
+            models = self.registry.routing.models
+            failed = self.registry.failed
+        routing = self.registry.routing
+        statuses = [{"version": str(m.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""},
+                     "label": STABLE if m is routing.stable else CANARY} for m in models]
+        statuses += [{"version": str(v), "state": "END", "status": {"error_code": "UNKNOWN", "error_message": error}}
+                     for v, error in sorted(failed.items())]
+        return {"model_version_status": statuses}
+
+    def metadata(self, name: str, version: int | None = None, label: str | None = None) -> dict[str, Any]:
+        """TF Serving model metadata: the serving signature."""
+        model = self._model(name, version, label or (None if version is not None else STABLE), "")
+        tensor = lambda dtype, n: {"dtype": dtype, "tensor_shape": {"dim": [{"size": "-1"}]}, "name": n}  # noqa: E731
+        signature = {"inputs": {n: tensor(TF_DATATYPES[d], n) for n, d in model.signature.inputs.items()},
+                     "outputs": {o: tensor("DT_FLOAT", o) for o in model.signature.outputs},
+                     "method_name": "tensorflow/serving/predict"}
+        return {"model_spec": {"name": name, "signature_name": "", "version": str(model.version)},
+                "metadata": {"signature_def": {"signature_def": {model_io.SIGNATURE: signature}}}}
+
+    def v2_model(self, name: str, version: int | None = None) -> dict[str, Any]:
+        model = self._model(name, version, None if version is not None else STABLE, "")
+        return {"name": name, "versions": [str(m.version) for m in self.registry.routing.models],
+                "platform": "tensorflow_savedmodel",
+                "inputs": [{"name": n, "datatype": V2_DATATYPES[d], "shape": [-1]} for n, d in model.signature.inputs.items()],
+                "outputs": [{"name": o, "datatype": "FP32", "shape": [-1]} for o in model.signature.outputs]}
+
+    def ready(self, name: str | None = None, version: int | None = None) -> bool:
+        if name is None:
+            return self.registry.routing.stable is not None
+        try:
+            self._model(name, version, None if version is not None else STABLE, "")
+            return True
+        except ServiceError:
+            return False
+
+
+def _rows(columns: Mapping[str, Any]) -> list[dict[str, Any]]:
+    names = list(columns)
+    return [dict(zip(names, values)) for values in zip(*(columns[n].tolist() for n in names))]
+
+
+def _finite(summary: dict[str, float]) -> dict[str, float | None]:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
