@@ -55,7 +55,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--home", type=Path, default=DEFAULT_HOME)
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a pipeline parameter (repeatable)")
     run.add_argument("--reason", default="", help="why this run, recorded with it")
+    run.add_argument("--trigger", default="manual", help="what started this run, recorded with it")
+    run.add_argument("--run-id", default=None, help="the run's id (default: a new one)")
     run.set_defaults(handler=_run)
+
+    trigger = commands.add_parser("trigger", help="ask the watching controller for a run now")
+    trigger.add_argument("--reason", required=True)
+    trigger.add_argument("--home", type=Path, default=DEFAULT_HOME)
+    trigger.add_argument("--force", action="store_true", help="skip the cooldown and retrain even on data trained on before")
+    trigger.set_defaults(handler=_trigger)
+
+    watch = commands.add_parser("watch", help="run the trigger controller: retrain when a trigger fires")
+    watch.add_argument("--config", type=Path, required=True, help="triggers.yaml")
+    watch.set_defaults(handler=_watch)
 
     runs = commands.add_parser("runs", help="list runs recorded in ML Metadata")
     runs.add_argument("--home", type=Path, default=DEFAULT_HOME)
@@ -123,10 +135,38 @@ def _run(args) -> int:
     declared = {name: kind for name, (kind, _) in pipeline_parameters().items()}
     parameters = parse_parameters(args.param, declared)
     home = Home(args.home)
-    run = run_locally(home, args.data_root, parameters, reason=args.reason)
+    run = run_locally(home, args.data_root, parameters, trigger=args.trigger, reason=args.reason, run_id=args.run_id)
     print(describe(run))
     print(f"log: {home.logs / (run.run_id + '.log')}")
     return exit_code(run)
+
+
+def _trigger(args) -> int:
+    from pipelines.triggers.sources import request_manual_run
+
+    path = request_manual_run(Home(args.home).triggers, args.reason, args.force)
+    print(f"requested: {path.name} (picked up by `ct watch` on its next check)")
+    return 0
+
+
+def _watch(args) -> int:
+    import logging
+
+    from pipelines.config import load_trigger_config
+    from pipelines.local_run import pipeline_parameters
+    from pipelines.triggers.controller import build_controller
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_trigger_config(args.config)
+    declared = {name: kind for name, (kind, _) in pipeline_parameters().items()}
+    parse_parameters([f"{k}={v}" for k, v in config.parameters.items()], declared)
+    controller = build_controller(config)
+    print(f"watching with triggers: {', '.join(t.name for t in controller.triggers)}", flush=True)
+    try:
+        controller.run_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def _runs(args) -> int:

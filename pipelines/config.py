@@ -124,6 +124,11 @@ class Home:
     def request_log(self) -> Path:
         return self.root / "request_log"
 
+    @property
+    def triggers(self) -> Path:
+        """Where `ct trigger` leaves manual run requests for `ct watch`."""
+        return self.root / "triggers"
+
     def create(self) -> "Home":
         for path in (self.root, self.pipeline_root, self.model_repository, self.logs, self.request_log):
             path.mkdir(parents=True, exist_ok=True)
@@ -207,3 +212,98 @@ class ServingConfig:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
         if self.poll_seconds <= 0:
             raise ConfigError(f"poll_seconds={self.poll_seconds}: must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class NewDataTrigger:
+    """Fires when at least `min_new_spans` complete spans arrived since the last run."""
+
+    min_new_spans: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class PerformanceTrigger:
+    """Fires when the production model's online AUC (from feedback) over its last `window`
+    labelled predictions is below `min_auc`, once there are `min_samples` of them."""
+
+    serving_url: str = "http://127.0.0.1:8501"
+    min_auc: float = 0.65
+    window: int = 1000
+    min_samples: int = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class ShiftTrigger:
+    """Fires when logged serving traffic differs from the production model's training data
+    (skew) or recent traffic from older traffic (drift), per feature, above a threshold."""
+
+    categorical_threshold: float = 0.1
+    numeric_threshold: float = 0.1
+    window_rows: int = 2000
+    check_seconds: float = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TriggerConfig:
+    """`ct watch` configuration (triggers.yaml). A trigger section left out is off; manual is always on."""
+
+    home: Path
+    data_root: Path
+    dataset: str = DEFAULT_DATASET
+    parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    poll_seconds: float = 0.5
+    cooldown_seconds: float = 60.0
+    schedule: str = ""
+    new_data: NewDataTrigger | None = None
+    performance: PerformanceTrigger | None = None
+    distribution_shift: ShiftTrigger | None = None
+
+
+def load_trigger_config(path: Path) -> TriggerConfig:
+    """Reads and checks triggers.yaml; paths in it are relative to the current folder.
+
+    Raises:
+        ConfigError: a missing file, an unknown or missing key, a value of the wrong type.
+    """
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such trigger configuration")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings")
+    sections = {"new_data": NewDataTrigger, "performance": PerformanceTrigger, "distribution_shift": ShiftTrigger}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in sections:
+            values[key] = _section(path, key, sections[key], value or {})
+        elif key in ("home", "data_root"):
+            values[key] = Path(value)
+        elif key in {f.name for f in dataclasses.fields(TriggerConfig)}:
+            values[key] = value
+        else:
+            raise ConfigError(f"{path}: unknown key {key!r}; known: {', '.join(f.name for f in dataclasses.fields(TriggerConfig))}")
+    for key in ("home", "data_root"):
+        if key not in values:
+            raise ConfigError(f"{path}: missing key {key!r}")
+    config = TriggerConfig(**values)
+    load_dataset(config.dataset)
+    if config.schedule:
+        from pipelines.triggers.cron import parse_cron
+
+        try:
+            parse_cron(config.schedule)
+        except ValueError as error:
+            raise ConfigError(f"{path}: schedule: {error}") from None
+    return config
+
+
+def _section(path: Path, key: str, kind: type, raw: Any):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: {key}: expected a mapping")
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    for name, value in raw.items():
+        if name not in fields:
+            raise ConfigError(f"{path}: {key}.{name}: unknown key; known: {', '.join(fields)}")
+        expected = type(getattr(kind(), name))
+        if not isinstance(value, expected) and not (expected is float and isinstance(value, int)):
+            raise ConfigError(f"{path}: {key}.{name}={value!r}: expected {expected.__name__}")
+    return kind(**raw)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from pipelines.config import load_dataset
+from components.common.metadata import MetadataStore
+from components.infra_validate.logic import instances
+from pipelines.config import ServingConfig, load_dataset
 from pipelines.sample_data import Span, flight_spans, write_span
+from serving.request_log import RequestLog
+from serving.server import PredictionServer
+from serving.service import PredictionService
+from tests.serving_helpers import MODEL, publish
 
 SAMPLE_ROWS = 3000
 
@@ -68,3 +75,33 @@ def penguin_model(tmp_path_factory) -> Path:
     pd.concat([s.frame for s in penguin_spans()]).to_parquet(folder / "train.parquet")
     train(folder / "train.parquet", load_dataset("penguins"), Hyperparameters(epochs=1), folder / "model", folder / "v.json")
     return folder / "model"
+
+
+@pytest.fixture
+def rows(splits, flights):
+    return instances(pd.read_parquet(splits[1]).head(400), flights.features)
+
+
+@pytest.fixture
+def serve(tmp_path, trained_model):
+    """Starts a server on a free loopback port with version 1 published; yields a factory."""
+    started = []
+
+    def start(config=ServingConfig(poll_seconds=0.05, request_log_rotate_rows=50)):
+        store = MetadataStore(f"sqlite:///{tmp_path / 'metadata.sqlite'}")
+        repository = tmp_path / "models"
+        publish(repository, trained_model, 1, store)
+        request_log = RequestLog(tmp_path / "request_log", config.request_log_sample, config.request_log_rotate_rows,
+                                 config.request_log_max_bytes, seed=0)
+        service = PredictionService(repository, MODEL, config, request_log, store)
+        server = PredictionServer(("127.0.0.1", 0), service)
+        service.start()
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        started.append((server, service))
+        return server, service, repository, store
+
+    yield start
+    for server, service in started:
+        server.shutdown()
+        server.server_close()
+        service.stop()

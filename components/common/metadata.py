@@ -307,6 +307,28 @@ class MetadataStore:
         pushed = [a for a in self._artifacts(PUSHED_MODEL) if a.properties.get("model_name") == model_name]
         return sorted(pushed, key=lambda a: int(a.properties["version"]))
 
+    def trained_fingerprints(self, dataset: str) -> set[str]:
+        """Fingerprints of the data of every run that completed (pushed or not blessed)."""
+        completed = {run.run_id for run in self.runs() if run.decision in (PUSHED, NOT_BLESSED)}
+        return {str(a.properties["fingerprint"]) for run_id in completed for a in self.run_artifacts(run_id, EXAMPLES)
+                if a.properties.get("dataset") == dataset and a.properties.get("split") == "train"}
+
+    def ingested_spans(self, dataset: str) -> set[str]:
+        """Span ids that any run has read."""
+        return {span for a in self._artifacts(EXAMPLES) if a.properties.get("dataset") == dataset
+                for span in str(a.properties.get("spans", "")).split(",") if span}
+
+    def training_statistics(self, pushed: Artifact) -> Artifact | None:
+        """The training-split statistics of the run that produced a pushed model."""
+        run_id = pushed.properties.get("run_id")
+        return next((a for a in self.run_artifacts(str(run_id), STATISTICS) if a.properties.get("split") == "train"
+                     and a.properties.get("spans") and self._produced_in(a, str(run_id))), None)
+
+    def _produced_in(self, artifact: Artifact, run_id: str) -> bool:
+        events = self._store.get_events_by_artifact_ids([artifact.id])
+        producers = [e.execution_id for e in events if e.type == mlmd.Event.OUTPUT]
+        return any(_to_value(e.custom_properties["run_id"]) == run_id for e in self._store.get_executions_by_id(producers))
+
     def rolled_back_versions(self, model_name: str) -> set[int]:
         """Pushed versions whose canary was rolled back: they never serve again."""
         return {int(a.properties["version"]) for a in self.pushed_models(model_name) if a.properties.get("state") == ROLLED_BACK}

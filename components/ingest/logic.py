@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from components.common.errors import DataError
-from components.common.spans import complete_spans, read_spans
+from components.common.spans import SpanFolder, complete_spans, read_spans
 
 HASH_BUCKETS = 100
 
@@ -48,9 +48,7 @@ def ingest(data_root: Path, window_spans: int, eval_percent: int, key: str, trai
         raise ValueError(f"window_spans={window_spans}: must be at least 1")
     if not 0 < eval_percent < 100:
         raise ValueError(f"eval_percent={eval_percent}: must be between 1 and 99")
-    spans = complete_spans(data_root)[-window_spans:]
-    if not spans:
-        raise DataError("no complete span (a span=<id>/ folder with a _SUCCESS marker)", path=str(data_root))
+    spans = latest_spans(data_root, window_spans)
     frame = read_spans(spans)
     if key and key not in frame.columns:
         raise DataError("split key column is missing", path=str(spans[-1].path), feature=key)
@@ -64,11 +62,24 @@ def ingest(data_root: Path, window_spans: int, eval_percent: int, key: str, trai
         files=tuple(str(path) for path in files),
         train_rows=int((~is_eval).sum()),
         eval_rows=int(is_eval.sum()),
-        fingerprint=_fingerprint(files),
+        fingerprint=fingerprint(files),
     )
 
 
-def _fingerprint(files: list[Path]) -> str:
+def latest_spans(data_root: Path, window_spans: int) -> list[SpanFolder]:
+    """The latest `window_spans` complete spans, oldest first.
+
+    Raises:
+        DataError: the data root does not exist or has no complete span.
+    """
+    spans = complete_spans(data_root)[-window_spans:]
+    if not spans:
+        raise DataError("no complete span (a span=<id>/ folder with a _SUCCESS marker)", path=str(data_root))
+    return spans
+
+
+def fingerprint(files: list[Path]) -> str:
+    """SHA-256 of the files' span folders, names and bytes."""
     digest = hashlib.sha256()
     for path in files:
         digest.update(f"{path.parent.name}/{path.name}".encode())

@@ -174,21 +174,37 @@ def validate_data(statistics: Mapping[str, statistics_pb2.DatasetFeatureStatisti
 def measure_drift(current: statistics_pb2.DatasetFeatureStatisticsList, baseline: statistics_pb2.DatasetFeatureStatisticsList,
                   schema: schema_pb2.Schema, categorical_features: Sequence[str],
                   categorical_threshold: float, numeric_threshold: float) -> tuple[FeatureDrift, ...]:
-    """Per-feature distance between two statistics, with a comparator on every feature of the schema."""
+    """Per-feature distance of `current` from `baseline` (drift), with a comparator on every feature."""
+    return _distances(current, baseline, schema, categorical_features, categorical_threshold, numeric_threshold, skew=False)
+
+
+def measure_skew(training: statistics_pb2.DatasetFeatureStatisticsList, serving: statistics_pb2.DatasetFeatureStatisticsList,
+                 schema: schema_pb2.Schema, categorical_features: Sequence[str],
+                 categorical_threshold: float, numeric_threshold: float) -> tuple[FeatureDrift, ...]:
+    """Per-feature distance of serving traffic from the training data (training/serving skew)."""
+    return _distances(training, serving, schema, categorical_features, categorical_threshold, numeric_threshold, skew=True)
+
+
+def _distances(current, other, schema, categorical_features, categorical_threshold, numeric_threshold,
+               skew: bool) -> tuple[FeatureDrift, ...]:
     compared = schema_pb2.Schema()
     compared.CopyFrom(schema)
     for feature in compared.feature:
+        comparator = feature.skew_comparator if skew else feature.drift_comparator
         if feature.name in categorical_features:
-            feature.drift_comparator.infinity_norm.threshold = categorical_threshold
+            comparator.infinity_norm.threshold = categorical_threshold
         elif feature.type in (schema_pb2.INT, schema_pb2.FLOAT):
-            feature.drift_comparator.jensen_shannon_divergence.threshold = numeric_threshold
-    result = tfdv.validate_statistics(current, compared, environment=TRAINING, previous_statistics=baseline)
+            comparator.jensen_shannon_divergence.threshold = numeric_threshold
+    if skew:
+        result = tfdv.validate_statistics(current, compared, environment=SERVING, serving_statistics=other)
+    else:
+        result = tfdv.validate_statistics(current, compared, environment=TRAINING, previous_statistics=other)
     names = {anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY: L_INFINITY,
              anomalies_pb2.DriftSkewInfo.Measurement.JENSEN_SHANNON_DIVERGENCE: JENSEN_SHANNON}
     return tuple(
         FeatureDrift(".".join(info.path.step), names.get(m.type, str(m.type)), m.value, m.threshold)
         for info in result.drift_skew_info
-        for m in info.drift_measurements
+        for m in (info.skew_measurements if skew else info.drift_measurements)
     )
 
 

@@ -7,6 +7,8 @@ by data validation, leaving production as it was.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from components.common import metadata
@@ -113,3 +115,30 @@ def test_penguins_run_through_the_same_pipeline(tmp_path):
     run = run_locally(Home(tmp_path / "home"), tmp_path / "data", {"dataset": "penguins", "window_spans": 3})
     assert run.decision == metadata.PUSHED, run.properties
     assert (tmp_path / "home" / "models" / "penguin-adelie" / "1").is_dir()
+
+
+def test_controller_retrains_on_new_data_and_not_twice_on_the_same_data(tmp_path, flight_months):
+    from pipelines.config import NewDataTrigger, TriggerConfig
+    from pipelines.triggers.controller import build_controller
+    from pipelines.triggers.sources import request_manual_run
+
+    config = TriggerConfig(home=tmp_path / "home", data_root=tmp_path / "data", parameters=SMALL_DATA,
+                           cooldown_seconds=0, new_data=NewDataTrigger())
+    controller = build_controller(config)
+    controller.tick()
+    assert controller.running is None and controller.events == []
+    write_month(config.data_root, "2013-01", flight_months["2013-01"])
+    controller.tick()
+    run_id = controller.running
+    assert run_id is not None
+    while controller.running is not None:
+        time.sleep(0.5)
+        controller.tick()
+    assert controller.events[-1].reason == "exit code 0"
+    run = MetadataStore(Home(config.home).metadata_connection).run(run_id)
+    assert run.decision == metadata.PUSHED
+    assert (run.properties["trigger"], run.properties["reason"]) == ("new data", "new data: new complete span 2013-01")
+    request_manual_run(Home(config.home).triggers, "just because")
+    controller.tick()
+    assert controller.running is None and controller.events[-1].kind == "skipped"
+    assert "trained on already" in controller.events[-1].reason

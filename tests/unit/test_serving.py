@@ -2,87 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 import threading
 import time
-import urllib.error
 import urllib.request
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from components.common import metadata
-from components.common.metadata import MetadataStore
-from components.infra_validate.logic import instances
 from components.push.logic import MANIFEST
 from pipelines.config import ServingConfig
 from serving.request_log import RequestLog, read_request_log
-from serving.server import PredictionServer
 from serving.service import PredictionService
-
-MODEL = "flight-delay"
-
-
-def publish(repository, model_dir, version, store=None):
-    target = repository / MODEL / str(version)
-    shutil.copytree(model_dir, target)
-    (target / MANIFEST).write_text(json.dumps({"version": version}))
-    if store is not None:
-        with store.step(f"run-{version}", "push", {}) as step:
-            step.output(metadata.PUSHED_MODEL, str(target), model_name=MODEL, version=version, run_id=f"run-{version}",
-                        state="live")
-
-
-def call(server, path, body=None, headers=None, raw=None):
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    request = urllib.request.Request(server.url + path, data=data, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-def wait_for(condition, seconds=20.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-@pytest.fixture
-def rows(splits, flights):
-    return instances(pd.read_parquet(splits[1]).head(400), flights.features)
-
-
-@pytest.fixture
-def serve(tmp_path, trained_model):
-    """Starts a server on a free loopback port with version 1 published; yields a factory."""
-    started = []
-
-    def start(config=ServingConfig(poll_seconds=0.05, request_log_rotate_rows=50), with_store=True):
-        store = MetadataStore(f"sqlite:///{tmp_path / 'metadata.sqlite'}") if with_store else None
-        repository = tmp_path / "models"
-        publish(repository, trained_model, 1, store)
-        request_log = RequestLog(tmp_path / "request_log", config.request_log_sample, config.request_log_rotate_rows,
-                                 config.request_log_max_bytes, seed=0)
-        service = PredictionService(repository, MODEL, config, request_log, store)
-        server = PredictionServer(("127.0.0.1", 0), service)
-        service.start()
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        started.append((server, service))
-        return server, service, repository, store
-
-    yield start
-    for server, service in started:
-        server.shutdown()
-        server.server_close()
-        service.stop()
-
+from tests.serving_helpers import MODEL, call, publish, wait_for
 
 def test_tf_serving_rest_api(serve, rows):
     server, *_ = serve()

@@ -1,0 +1,149 @@
+"""The trigger controller (`ct watch`): at most one run at a time, whatever fires.
+
+Each check collects what fired. While a run is going, firings are kept and coalesced
+into the next run. A run starts when something is pending, the cooldown since the last
+run has passed (a forced manual trigger skips it), and the data window's fingerprint
+has not been trained on yet (unless forced): retraining on the same data gives the same
+model. Every run's context in ML Metadata records every trigger that fired and why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+from components.common.errors import DataError
+from components.common.metadata import MetadataStore
+from components.ingest.logic import fingerprint, latest_spans
+from pipelines.config import Home, TriggerConfig, load_dataset
+from pipelines.local_run import new_run_id
+from pipelines.triggers.sources import (DistributionShiftTrigger, Firing, ManualTrigger, NewDataTrigger,
+                                        PerformanceDropTrigger, ScheduleTrigger, Trigger)
+
+log = logging.getLogger(__name__)
+
+
+class Launcher(Protocol):
+    def start(self, run_id: str, trigger: str, reason: str) -> None: ...
+
+    def finished(self) -> int | None:
+        """None while the run goes on, then its exit code."""
+
+
+class LocalLauncher:
+    """Starts `ct run` in a child process, so a run's output and crashes stay out of the controller."""
+
+    def __init__(self, home: Path, data_root: Path, parameters: Mapping[str, Any]):
+        self.home = home
+        self.data_root = data_root
+        self.parameters = parameters
+        self._process: subprocess.Popen | None = None
+
+    def start(self, run_id: str, trigger: str, reason: str) -> None:
+        command = [sys.executable, "-m", "pipelines.cli", "run", "--data-root", str(self.data_root), "--home", str(self.home),
+                   "--run-id", run_id, "--trigger", trigger, "--reason", reason]
+        for name, value in self.parameters.items():
+            command += ["--param", f"{name}={value}"]
+        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def finished(self) -> int | None:
+        return None if self._process is None else self._process.poll()
+
+
+@dataclasses.dataclass
+class Event:
+    """What the controller did, for its log and the demo's timeline."""
+
+    at: float
+    kind: str  # "started", "finished", "skipped"
+    run_id: str
+    triggers: tuple[str, ...]
+    reason: str
+
+
+class Controller:
+    def __init__(self, config: TriggerConfig, triggers: Sequence[Trigger], launcher: Launcher, store: MetadataStore,
+                 clock: Callable[[], float] = time.time):
+        self.config = config
+        self.triggers = list(triggers)
+        self.launcher = launcher
+        self.store = store
+        self.clock = clock
+        self.pending: list[Firing] = []
+        self.events: list[Event] = []
+        self.running: str | None = None
+        self._last_finished = float("-inf")
+        self._window_spans = int(config.parameters.get("window_spans", 1))
+
+    def tick(self) -> None:
+        now = self.clock()
+        for trigger in self.triggers:
+            try:
+                self.pending.extend(trigger.check(now))
+            except Exception:  # one broken trigger must not stop the others
+                log.exception("trigger %s failed its check", trigger.name)
+        if self.running is not None:
+            code = self.launcher.finished()
+            if code is None:
+                return
+            self.events.append(Event(now, "finished", self.running, (), f"exit code {code}"))
+            log.info("run %s finished with exit code %s", self.running, code)
+            self.running = None
+            self._last_finished = now
+        if self.pending:
+            self._maybe_start(now)
+
+    def _maybe_start(self, now: float) -> None:
+        forced = any(f.force for f in self.pending)
+        if not forced and now - self._last_finished < self.config.cooldown_seconds:
+            return
+        triggers = tuple(dict.fromkeys(f.trigger for f in self.pending))
+        reason = "; ".join(f"{f.trigger}: {f.reason}" for f in self.pending)
+        try:
+            files = [path for span in latest_spans(self.config.data_root, self._window_spans) for path in span.files]
+        except DataError as error:
+            self._skip(now, triggers, f"{reason} -- but {error}")
+            return
+        if not forced and fingerprint(files) in self.store.trained_fingerprints(self.config.dataset):
+            self._skip(now, triggers, f"{reason} -- but this data was trained on already (fingerprint "
+                                      f"{fingerprint(files)[:12]}); a forced manual trigger retrains it")
+            return
+        run_id = new_run_id()
+        self.launcher.start(run_id, ", ".join(triggers), reason)
+        self.running = run_id
+        self.pending = []
+        self.events.append(Event(now, "started", run_id, triggers, reason))
+        log.info("run %s started by %s: %s", run_id, ", ".join(triggers), reason)
+
+    def _skip(self, now: float, triggers: tuple[str, ...], reason: str) -> None:
+        self.pending = []
+        self.events.append(Event(now, "skipped", "", triggers, reason))
+        log.info("not running: %s", reason)
+
+    def run_forever(self) -> None:
+        while True:
+            self.tick()
+            time.sleep(self.config.poll_seconds)
+
+
+def build_controller(config: TriggerConfig, launcher: Launcher | None = None) -> Controller:
+    """The controller with every trigger the configuration turns on (manual always)."""
+    home = Home(config.home).create()
+    store = MetadataStore(home.metadata_connection)
+    dataset = load_dataset(config.dataset)
+    triggers: list[Trigger] = [ManualTrigger(home.triggers)]
+    if config.schedule:
+        triggers.append(ScheduleTrigger(config.schedule))
+    if config.new_data:
+        triggers.append(NewDataTrigger(config.data_root, config.dataset, store, config.new_data.min_new_spans))
+    if config.performance:
+        triggers.append(PerformanceDropTrigger(config.performance, dataset.model_name))
+    if config.distribution_shift:
+        triggers.append(DistributionShiftTrigger(config.distribution_shift, home.request_log, dataset, store))
+    parameters = {"dataset": config.dataset, **config.parameters}
+    return Controller(config, triggers, launcher or LocalLauncher(config.home, config.data_root, parameters), store)

@@ -1,0 +1,199 @@
+"""The five retraining triggers. Each `check(now)` returns what fired since the last check, with why."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Protocol, Sequence
+
+from components.common.metadata import MetadataStore, local_path
+from components.common.spans import complete_spans
+from pipelines.config import DatasetConfig, PerformanceTrigger, ShiftTrigger
+from pipelines.triggers.cron import parse_cron
+from serving.request_log import read_request_log
+
+log = logging.getLogger(__name__)
+
+MANUAL = "manual"
+SCHEDULE = "schedule"
+NEW_DATA = "new data"
+PERFORMANCE = "performance"
+DISTRIBUTION_SHIFT = "distribution shift"
+
+
+@dataclasses.dataclass(frozen=True)
+class Firing:
+    trigger: str
+    reason: str
+    at: float
+    force: bool = False
+
+
+class Trigger(Protocol):
+    name: str
+
+    def check(self, now: float) -> list[Firing]: ...
+
+
+def request_manual_run(folder: Path, reason: str, force: bool = False) -> Path:
+    """What `ct trigger` does: drops a request file the controller picks up on its next check."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{time.time():.6f}-{uuid.uuid4().hex[:6]}.json"
+    temporary = folder / f".{name}.tmp"
+    temporary.write_text(json.dumps({"reason": reason, "force": force, "at": time.time()}))
+    os.rename(temporary, folder / name)
+    return folder / name
+
+
+class ManualTrigger:
+    name = MANUAL
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def check(self, now: float) -> list[Firing]:
+        firings = []
+        for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
+            try:
+                request = json.loads(path.read_text())
+                firings.append(Firing(MANUAL, str(request.get("reason") or "requested by hand"), now, bool(request.get("force"))))
+            except (OSError, ValueError) as error:
+                log.warning("ignoring unreadable manual trigger %s: %s", path, error)
+            path.unlink(missing_ok=True)
+        return firings
+
+
+class ScheduleTrigger:
+    """Fires once in each minute its cron expression matches (local time)."""
+
+    name = SCHEDULE
+
+    def __init__(self, expression: str):
+        self.cron = parse_cron(expression)
+        self._last_minute: int | None = None
+
+    def check(self, now: float) -> list[Firing]:
+        minute = int(now // 60)
+        if minute == self._last_minute:
+            return []
+        self._last_minute = minute
+        moment = datetime.datetime.fromtimestamp(minute * 60)
+        if not self.cron.matches(moment):
+            return []
+        return [Firing(SCHEDULE, f"cron '{self.cron.expression}' at {moment:%Y-%m-%d %H:%M}", now)]
+
+
+class NewDataTrigger:
+    """Fires when `min_new_spans` complete spans (with their `_SUCCESS` marker) no run has read yet are there."""
+
+    name = NEW_DATA
+
+    def __init__(self, data_root: Path, dataset: str, store: MetadataStore, min_new_spans: int):
+        self.data_root = data_root
+        self.dataset = dataset
+        self.store = store
+        self.min_new_spans = min_new_spans
+        self._announced: set[str] = set()
+
+    def check(self, now: float) -> list[Firing]:
+        if not self.data_root.is_dir():
+            return []
+        arrived = {span.span_id for span in complete_spans(self.data_root)}
+        new = sorted(arrived - self._announced - self.store.ingested_spans(self.dataset))
+        if len(new) < self.min_new_spans:
+            return []
+        self._announced.update(new)
+        return [Firing(NEW_DATA, f"new complete span{'s' if len(new) > 1 else ''} {', '.join(new)}", now)]
+
+
+class PerformanceDropTrigger:
+    """Fires when the production version's online AUC, from the service's feedback, falls below the floor.
+
+    Fires once per production version: a new version (or a restart) re-arms it.
+    """
+
+    name = PERFORMANCE
+
+    def __init__(self, config: PerformanceTrigger, model_name: str):
+        self.config = config
+        self.model_name = model_name
+        self._fired_for: set[str] = set()
+
+    def check(self, now: float) -> list[Firing]:
+        url = f"{self.config.serving_url}/v1/models/{self.model_name}/performance"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                stable = json.loads(response.read()).get("stable")
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            log.debug("performance not available from %s: %s", url, error)
+            return []
+        if not stable or stable["labelled"] < self.config.min_samples or stable["auc"] is None:
+            return []
+        version = str(stable["version"])
+        if stable["auc"] >= self.config.min_auc or version in self._fired_for:
+            return []
+        self._fired_for.add(version)
+        return [Firing(PERFORMANCE, f"online AUC {stable['auc']:.4f} of version {version} below {self.config.min_auc:g} "
+                                    f"over its last {stable['labelled']} labelled predictions", now)]
+
+
+class DistributionShiftTrigger:
+    """Compares logged serving traffic with the production model's training data (skew) and recent
+    traffic with the traffic before it (drift), with TFDV, every `check_seconds`."""
+
+    name = DISTRIBUTION_SHIFT
+
+    def __init__(self, config: ShiftTrigger, request_log: Path, dataset: DatasetConfig, store: MetadataStore):
+        self.config = config
+        self.request_log = request_log
+        self.dataset = dataset
+        self.store = store
+        self._since = 0.0
+        self._last_check = 0.0
+        self._previous = None
+
+    def check(self, now: float) -> list[Firing]:
+        if now - self._last_check < self.config.check_seconds:
+            return []
+        self._last_check = now
+        frame = read_request_log(self.request_log, self._since)
+        if len(frame) < self.config.window_rows:
+            return []
+        window = frame.tail(self.config.window_rows)
+        self._since = float(window.logged_at.max())
+        return self._compare(window.reset_index(drop=True), now)
+
+    def _compare(self, window, now: float) -> list[Firing]:
+        # TFDV takes seconds to import: only when there is traffic to compare.
+        from components.statistics.logic import load_statistics, statistics_of_dataframe
+        from components.validate_data.logic import load_schema, measure_drift, measure_skew
+
+        schema = load_schema(self.dataset.schema_path)
+        features = [f for f in self.dataset.features if f in window.columns]
+        current = statistics_of_dataframe(window[features], schema)
+        thresholds = (self.dataset.categorical_features, self.config.categorical_threshold, self.config.numeric_threshold)
+        reasons = []
+        production = self.store.production_model(self.dataset.model_name)
+        training = self.store.training_statistics(production) if production else None
+        if training is not None:
+            skewed = _over(measure_skew(load_statistics(local_path(training.uri)), current, schema, *thresholds))
+            if skewed:
+                reasons.append(f"serving traffic skewed from version {production.properties['version']}'s training data: {skewed}")
+        if self._previous is not None:
+            drifted = _over(measure_drift(current, self._previous, schema, *thresholds))
+            if drifted:
+                reasons.append(f"recent traffic drifted from the {len(window)} requests before: {drifted}")
+        self._previous = current
+        return [Firing(DISTRIBUTION_SHIFT, "; ".join(reasons), now)] if reasons else []
+
+
+def _over(distances: Sequence) -> str:
+    return ", ".join(f"{d.feature} {d.measure} {d.value:.3f} > {d.threshold:g}" for d in distances if d.drifted)
