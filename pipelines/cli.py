@@ -5,7 +5,8 @@
     ct run --data-root DIR [--home H] [--param k=v ...]    run the pipeline locally (kfp.local)
     ct runs / ct lineage [VERSION]                          read ML Metadata
     ct compile [--out FILE]                                 write the KFP IR YAML spec
-    ct demo                                                 three spans arrive; see what the pipeline does
+    ct serve / ct watch / ct trigger                        serve models; retrain when triggers fire
+    ct demo                                                 2013 replayed: traffic, feedback, triggers, canaries
 """
 
 from __future__ import annotations
@@ -94,9 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     compile_.add_argument("--out", type=Path, default=None)
     compile_.set_defaults(handler=_compile)
 
-    demo = commands.add_parser("demo", help="three monthly spans arrive in turn; the third is corrupted")
+    demo = commands.add_parser("demo", help="replay 2013 month by month: serving, feedback, triggers, retraining, canaries")
     demo.add_argument("--home", type=Path, default=Path(".ct-demo"))
-    demo.add_argument("--months", default="2013-01..2013-03", help="the months that arrive; the last one is corrupted")
+    demo.add_argument("--months", default="2013-01..2013-12", help="the months to replay")
+    demo.add_argument("--rows-per-month", type=int, default=2000, help="flights sent as live traffic each month")
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -121,8 +123,10 @@ def _schema_infer(args) -> int:
     from components.validate_data.logic import infer_schema
 
     config = load_dataset(args.dataset)
-    frame: pd.DataFrame = read_spans([SpanFolder(path.name, path) for path in args.data])
-    schema = infer_schema(statistics_of_dataframe(frame), config.categorical_features, config.label)
+    spans = [read_spans([SpanFolder(path.name, path)]) for path in args.data]
+    frame = pd.concat(spans, ignore_index=True)
+    schema = infer_schema(statistics_of_dataframe(frame), config.categorical_features, config.label,
+                          [statistics_of_dataframe(span) for span in spans])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tfdv.write_schema_text(schema, str(args.out))
     print(f"{args.out}: {len(schema.feature)} features from {len(frame)} rows; review it, then commit it as {config.schema_path.name}")
@@ -254,7 +258,7 @@ def _compile(args) -> int:
 def _demo(args) -> int:
     from pipelines.demo import run_demo
 
-    return run_demo(args.home, args.months)
+    return run_demo(args.home, args.months, args.rows_per_month)
 
 
 def _time(seconds: float | None) -> str:

@@ -241,6 +241,8 @@ class ShiftTrigger:
     numeric_threshold: float = 0.1
     window_rows: int = 2000
     check_seconds: float = 10.0
+    # Features that change with every span by design (a calendar month) would fire every time.
+    ignore_features: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,6 +306,8 @@ def _section(path: Path, key: str, kind: type, raw: Any):
         if name not in fields:
             raise ConfigError(f"{path}: {key}.{name}: unknown key; known: {', '.join(fields)}")
         expected = type(getattr(kind(), name))
-        if not isinstance(value, expected) and not (expected is float and isinstance(value, int)):
+        if expected is tuple and isinstance(value, list):
+            raw = {**raw, name: tuple(value)}
+        elif not isinstance(value, expected) and not (expected is float and isinstance(value, int)):
             raise ConfigError(f"{path}: {key}.{name}={value!r}: expected {expected.__name__}")
     return kind(**raw)

@@ -1,62 +1,173 @@
-"""The main job on bundled data: monthly spans arrive one by one; the last one arrives corrupted.
+"""The main job on bundled data: 2013 replayed month by month, the whole loop running by itself.
 
-The first span trains and pushes the first model; each later good span trains a
-candidate that is compared with the model in production; the corrupted span is stopped
-by data validation and production is left as it was.
+A prediction service (`ct serve`) and the trigger controller run on one home folder.
+Each month:
+  1. the month's flights arrive as live traffic, sent by a load generator in another
+     process to the model in production (and its canary), and their true outcomes
+     follow as feedback; the canary is promoted or rolled back on them;
+  2. the month's span lands under the data root (`_SUCCESS` last);
+  3. the controller checks its triggers (new data, online performance, distribution
+     shift of the logged traffic) and runs the pipeline if any fired; a pushed model is
+     hot-swapped into the service as the next canary.
+Nothing is staged: which trigger fires when is decided by the data. The timeline is
+printed, and an HTML report is written.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import http.client
+import json
 import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
-from components.common.metadata import MetadataStore
-from pipelines.config import Home, load_dataset
-from pipelines.local_run import EXIT_COMPLETED, EXIT_STOPPED_BY_DATA, describe, exit_code, run_locally
-from pipelines.sample_data import Span, flight_spans, parse_months, write_span
+from components.common.metadata import FAILED, PUSHED, MetadataStore
+from pipelines.config import Home, NewDataTrigger, PerformanceTrigger, ShiftTrigger, TriggerConfig, load_dataset
+from pipelines.report import write_report
+from pipelines.sample_data import flight_spans, parse_months, write_span
+from pipelines.triggers.controller import build_controller
+from serving.service import REQUEST_LOG_FLUSH_SECONDS
 
-UNSEEN_CARRIER = "ZZ"
-
-
-def corrupt(span: Span) -> Span:
-    """What an upstream change could do: distances arrive as text, and a third of the rows
-    carry a carrier code the schema has never seen."""
-    frame = span.frame.copy()
-    frame["distance"] = frame["distance"].map(lambda miles: f"{miles:.0f} mi")
-    frame.loc[frame.index % 3 == 0, "carrier"] = UNSEEN_CARRIER
-    return Span(span.span_id, frame, span.dropped, span.dropped_reason)
+SERVE_OPTIONS = ("--canary-percent", "30", "--canary-min-labelled", "300", "--canary-auc-tolerance", "0.01")
+PARAMETERS = {"epochs": 3}
 
 
-def run_demo(home_path: Path, months_text: str) -> int:
-    """Runs the demo in a fresh home folder; returns 0 when every run ended as expected."""
+@dataclasses.dataclass
+class MonthRow:
+    month: str
+    traffic: dict | None = None
+    triggers: str = ""
+    reasons: str = ""
+    run_id: str = ""
+    decision: str = ""
+    pushed_version: int | None = None
+    serving_after: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def outcome(self) -> str:
+        """`pushed v4`, `not blessed`, `stopped by data validation`, or `-` for a month without a run."""
+        return f"{self.decision} v{self.pushed_version}" if self.pushed_version else (self.decision or "-")
+
+    @property
+    def online(self) -> str:
+        """`v1 0.712 (1400), v2 0.705 (600)`: online AUC (requests) of each version that answered the month."""
+        if self.traffic is None:
+            return "-"
+        return ", ".join(f"v{v} {t['auc']:.3f} ({t['requests']})" for v, t in self.traffic["versions"].items())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(port: int, path: str) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    connection.request("GET", path)
+    response = connection.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def _wait_until_live(port: int, server: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"ct serve exited with code {server.returncode}; see its log")
+        try:
+            if _get(port, "/v2/health/live")[0] == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"ct serve did not answer within {timeout:g} s")
+
+
+def _served(port: int, model_name: str) -> list[str]:
+    status, body = _get(port, f"/v1/models/{model_name}")
+    return [f"{s['version']} {s.get('label', s['state'])}" for s in body.get("model_version_status", [])
+            if s["state"] == "AVAILABLE"] if status == 200 else []
+
+
+def run_demo(home_path: Path, months_text: str, rows_per_month: int = 2000) -> int:
+    """Replays the months; returns 0 when no run failed (pushed, not blessed and stopped by bad data are outcomes)."""
     months = parse_months(months_text)
-    if len(months) < 2:
-        raise ValueError(f"--months {months_text!r}: the demo needs at least two months (the last one is corrupted)")
     shutil.rmtree(home_path, ignore_errors=True)
     home = Home(home_path).create()
-    data_root = home.root / "data"
-    model_name = load_dataset("flights").model_name
+    dataset = load_dataset("flights")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = TriggerConfig(
+        home=home.root, data_root=home.root / "data", parameters=PARAMETERS, cooldown_seconds=0, poll_seconds=0.5,
+        new_data=NewDataTrigger(min_new_spans=1),
+        performance=PerformanceTrigger(url, min_auc=0.62, window=1000, min_samples=500),
+        distribution_shift=ShiftTrigger(categorical_threshold=0.1, numeric_threshold=0.3, window_rows=rows_per_month // 2,
+                                        check_seconds=0, ignore_features=("month",)))
+    controller = build_controller(config)
     store = MetadataStore(home.metadata_connection)
-    expected, outcomes = [], []
-    for index, span in enumerate(flight_spans(months)):
-        last = index == len(months) - 1
-        arriving = corrupt(span) if last else span
-        write_span(data_root, arriving)
-        before = store.production_model(model_name)
-        print(f"\n== span {span.span_id} arrives{' (corrupted: distance as text, unseen carrier ' + UNSEEN_CARRIER + ')' if last else ''}: "
-              f"{len(arriving.frame)} rows; in production: "
-              f"{'version ' + str(before.properties['version']) if before else 'nothing'}")
-        run = run_locally(home, data_root, {}, trigger="new data", reason=f"span {span.span_id} arrived")
-        print(describe(run))
-        after = store.production_model(model_name)
-        print(f"in production now: {'version ' + str(after.properties['version']) if after else 'nothing'}")
-        expected.append(EXIT_STOPPED_BY_DATA if last else EXIT_COMPLETED)
-        outcomes.append(exit_code(run))
-        if last and (before and after) and before.id != after.id:
-            print("UNEXPECTED: the corrupted span changed the production model")
-            return 1
-    print(f"\nlineage: ct lineage --home {home_path}    runs: ct runs --home {home_path}")
-    if outcomes != expected:
-        print(f"UNEXPECTED: exit codes {outcomes}, expected {expected}")
-        return 1
-    return 0
+    rows: list[MonthRow] = []
+    print(f"replaying {months[0]}..{months[-1]}: service at {url}, home {home.root}")
+    print(f"{'month':<8} {'traffic (online AUC by version)':<38} {'triggers':<34} {'decision':<28} serving after")
+    with open(home.logs / "serve.log", "w") as serve_log, tempfile.TemporaryDirectory() as scratch:
+        server = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--home", str(home.root), "--port",
+                                   str(port), *SERVE_OPTIONS], stdout=serve_log, stderr=subprocess.STDOUT)
+        try:
+            _wait_until_live(port, server)
+            for span in flight_spans(months):
+                rows.append(_month(span, port, url, Path(scratch), controller, store, dataset.model_name, rows_per_month))
+                print(_line(rows[-1]), flush=True)
+        finally:
+            server.terminate()
+            server.wait()
+    report = write_report(home, rows, store, dataset)
+    print(f"\nreport: {report}\nruns: ct runs --home {home.root}    lineage: ct lineage --home {home.root}")
+    return 0 if all(r.decision != FAILED for r in rows) else 1
+
+
+def _month(span, port: int, url: str, scratch: Path, controller, store: MetadataStore, model_name: str,
+           rows_per_month: int) -> MonthRow:
+    """One month: its traffic and feedback (if a model serves), then its span lands and the triggers are checked."""
+    row = MonthRow(span.span_id)
+    if _served(port, model_name):
+        traffic_file = scratch / f"{span.span_id}.parquet"
+        span.frame.sample(min(rows_per_month, len(span.frame)), random_state=0).to_parquet(traffic_file)
+        row.traffic = json.loads(subprocess.run(
+            [sys.executable, "-m", "pipelines.load_generator", "--url", url, "--rows", str(traffic_file)],
+            check=True, capture_output=True, text=True).stdout)
+        time.sleep(REQUEST_LOG_FLUSH_SECONDS + 1)  # the service flushes its request log, judges the canary
+    write_span(controller.config.data_root, span)
+    _settle(controller, row)
+    if row.run_id:
+        run = store.run(row.run_id)
+        row.decision = run.decision
+        if run.decision == PUSHED:
+            row.pushed_version = int(run.properties["version"])
+            _wait_for_version(port, model_name, row.pushed_version)
+    row.serving_after = _served(port, model_name)
+    return row
+
+
+def _settle(controller, row: MonthRow, timeout: float = 600) -> None:
+    """Ticks the controller until it is idle; notes the run it started, if any."""
+    deadline = time.monotonic() + timeout
+    controller.tick()
+    while controller.running is not None and time.monotonic() < deadline:
+        if not row.run_id:
+            started = controller.events[-1]
+            row.run_id, row.triggers, row.reasons = started.run_id, ", ".join(started.triggers), started.reason
+        time.sleep(controller.config.poll_seconds)
+        controller.tick()
+
+
+def _wait_for_version(port: int, model_name: str, version: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not any(s.startswith(f"{version} ") for s in _served(port, model_name)):
+        time.sleep(0.2)
+
+
+def _line(row: MonthRow) -> str:
+    return f"{row.month:<8} {row.online:<38} {row.triggers or '-':<34} {row.outcome:<28} {', '.join(row.serving_after)}"

@@ -156,11 +156,7 @@ class PredictionService:
         except model_io.RequestError as error:
             self.metrics.error(str(model.version), 400)
             raise ServiceError(400, str(error)) from None
-        scores = self._score(model, columns)
-        request_ids = [f"{request_id}-{i}" for i in range(len(scores))]
-        self.journal.predicted(model.version, request_ids, scores)
-        self.metrics.observe(str(model.version), "tfserving", (time.perf_counter() - started) * 1000)
-        self.request_log.append(_rows(columns), scores, model.version, request_ids)
+        scores, request_ids = self._answer(model, columns, request_id, "tfserving", started)
         key = "predictions" if "instances" in body else "outputs"
         return {key: scores, "model_version": str(model.version), "request_ids": request_ids}
 
@@ -184,14 +180,19 @@ class PredictionService:
         except model_io.RequestError as error:
             self.metrics.error(str(model.version), 400)
             raise ServiceError(400, str(error)) from None
-        scores = self._score(model, columns)
-        request_ids = [f"{request_id}-{i}" for i in range(len(scores))]
-        self.journal.predicted(model.version, request_ids, scores)
-        self.metrics.observe(str(model.version), "v2", (time.perf_counter() - started) * 1000)
-        self.request_log.append(_rows(columns), scores, model.version, request_ids)
+        scores, request_ids = self._answer(model, columns, request_id, "v2", started)
         return {"model_name": self.model_name, "model_version": str(model.version), "id": request_id,
                 "outputs": [{"name": model_io.OUTPUT, "shape": [len(scores)], "datatype": "FP32", "data": scores}],
                 "parameters": {"request_ids": request_ids}}
+
+    def _answer(self, model: LoadedModel, columns, request_id: str, api: str, started: float) -> tuple[list[float], list[str]]:
+        """Scores the rows, and remembers, counts and logs the answer; one request id per row."""
+        scores = self._score(model, columns)
+        request_ids = [f"{request_id}-{i}" for i in range(len(scores))]
+        self.journal.predicted(model.version, request_ids, scores)
+        self.metrics.observe(str(model.version), api, (time.perf_counter() - started) * 1000)
+        self.request_log.append(_rows(columns), scores, model.version, request_ids)
+        return scores, request_ids
 
     def _score(self, model: LoadedModel, columns) -> list[float]:
         try:

@@ -11,6 +11,7 @@ def validate_data(dataset: str, categorical_drift_threshold: float, numeric_drif
                   metadata_connection: str, run_id: str, train_statistics: Input[Artifact], eval_statistics: Input[Artifact],
                   schema: Output[Artifact], anomalies: Output[Artifact], drift_report: Output[Markdown]):
     """Stops the run on schema skew (after recording the anomalies); measures drift against the previous span."""
+    import json
     import shutil
     from pathlib import Path
 
@@ -43,6 +44,7 @@ def validate_data(dataset: str, categorical_drift_threshold: float, numeric_drif
         anomalies.metadata.update(count=len(result.anomalies), drifted=list(result.drifted_features))
         step.output(metadata.ANOMALIES, anomalies.uri, count=len(result.anomalies), spans=",".join(spans),
                     drifted=",".join(result.drifted_features))
-        step.output(metadata.DRIFT, drift_report.uri, drifted=",".join(result.drifted_features), baseline=result.baseline)
+        step.output(metadata.DRIFT, drift_report.uri, drifted=",".join(result.drifted_features), baseline=result.baseline,
+                    spans=",".join(spans), measures=json.dumps({d.feature: round(d.value, 6) for d in result.drift}))
         if not result.passed:
             raise DataError("; ".join(a.message() for a in result.anomalies), path=", ".join(train_statistics.metadata["files"]))

@@ -21,8 +21,8 @@ from components.common.reports import markdown_table
 
 L_INFINITY = "L-infinity"
 JENSEN_SHANNON = "Jensen-Shannon"
-# Presence a partly missing feature may lose against the data its schema was inferred from.
-MISSING_VALUE_MARGIN = 0.1
+# Presence a partly missing feature may lose against its sparsest span in the data the schema was inferred from.
+MISSING_VALUE_MARGIN = 0.05
 # Share of a categorical feature's values that must be in the schema's domain.
 MIN_DOMAIN_MASS = 0.99
 SERVING = "SERVING"
@@ -111,18 +111,24 @@ def load_schema(path: Path) -> schema_pb2.Schema:
 
 
 def infer_schema(statistics: statistics_pb2.DatasetFeatureStatisticsList, categorical_features: Sequence[str],
-                 label: str) -> schema_pb2.Schema:
+                 label: str, span_statistics: Sequence[statistics_pb2.DatasetFeatureStatisticsList] = ()) -> schema_pb2.Schema:
     """A schema to review and commit, with tolerances that real data needs.
 
     Beyond TFDV's inference: integer categorical features are marked categorical (so
     their value distribution is tracked and compared with L-infinity); a partly missing
-    feature may lose `MISSING_VALUE_MARGIN` of its presence before it is an anomaly;
-    a categorical feature may have `1 - MIN_DOMAIN_MASS` of values outside its domain;
-    the label is not expected at serving time.
+    feature may be present `MISSING_VALUE_MARGIN` less often than in its sparsest span
+    (given `span_statistics`, else than in `statistics`) before it is an anomaly, so a
+    seasonal dip (fewer gusty hours in summer) is not one; a categorical feature may have
+    `1 - MIN_DOMAIN_MASS` of values outside its domain; the label is not expected at
+    serving time.
     """
     schema = tfdv.infer_schema(statistics)
-    dataset = statistics.datasets[0]
-    present = {tuple(f.path.step): _present_fraction(f, dataset.num_examples) for f in dataset.features}
+    present: dict[tuple[str, ...], float] = {}
+    for each in span_statistics or [statistics]:
+        dataset = each.datasets[0]
+        for f in dataset.features:
+            fraction = _present_fraction(f, dataset.num_examples)
+            present[tuple(f.path.step)] = min(fraction, present.get(tuple(f.path.step), 1.0))
     schema.default_environment.extend([TRAINING, SERVING])
     for feature in schema.feature:
         fraction = present.get((feature.name,), 1.0)
@@ -181,15 +187,28 @@ def measure_drift(current: statistics_pb2.DatasetFeatureStatisticsList, baseline
 def measure_skew(training: statistics_pb2.DatasetFeatureStatisticsList, serving: statistics_pb2.DatasetFeatureStatisticsList,
                  schema: schema_pb2.Schema, categorical_features: Sequence[str],
                  categorical_threshold: float, numeric_threshold: float) -> tuple[FeatureDrift, ...]:
-    """Per-feature distance of serving traffic from the training data (training/serving skew)."""
-    return _distances(training, serving, schema, categorical_features, categorical_threshold, numeric_threshold, skew=True)
+    """Per-feature distance of serving traffic from the training data (training/serving skew).
+
+    Only features present in the serving statistics are compared (the label never is).
+    """
+    served = {tuple(f.path.step) for f in serving.datasets[0].features}
+    compared = statistics_pb2.DatasetFeatureStatisticsList()
+    compared.CopyFrom(training)
+    for dataset in compared.datasets:
+        kept = [f for f in dataset.features if tuple(f.path.step) in served]
+        del dataset.features[:]
+        dataset.features.extend(kept)
+    return _distances(compared, serving, schema, categorical_features, categorical_threshold, numeric_threshold, skew=True)
 
 
 def _distances(current, other, schema, categorical_features, categorical_threshold, numeric_threshold,
                skew: bool) -> tuple[FeatureDrift, ...]:
+    present = {".".join(f.path.step) for f in other.datasets[0].features}
     compared = schema_pb2.Schema()
     compared.CopyFrom(schema)
     for feature in compared.feature:
+        if feature.name not in present:
+            continue
         comparator = feature.skew_comparator if skew else feature.drift_comparator
         if feature.name in categorical_features:
             comparator.infinity_norm.threshold = categorical_threshold

@@ -4,7 +4,8 @@ Each check collects what fired. While a run is going, firings are kept and coale
 into the next run. A run starts when something is pending, the cooldown since the last
 run has passed (a forced manual trigger skips it), and the data window's fingerprint
 has not been trained on yet (unless forced): retraining on the same data gives the same
-model. Every run's context in ML Metadata records every trigger that fired and why.
+model, so a drift or performance firing waits for new data and then starts the run.
+Every run's context in ML Metadata records every trigger that fired and why.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class Event:
     """What the controller did, for its log and the demo's timeline."""
 
     at: float
-    kind: str  # "started", "finished", "skipped"
+    kind: str  # "started", "finished", "waiting"
     run_id: str
     triggers: tuple[str, ...]
     reason: str
@@ -107,11 +108,11 @@ class Controller:
         try:
             files = [path for span in latest_spans(self.config.data_root, self._window_spans) for path in span.files]
         except DataError as error:
-            self._skip(now, triggers, f"{reason} -- but {error}")
+            self._wait(now, triggers, f"{reason} -- waiting: {error}")
             return
         if not forced and fingerprint(files) in self.store.trained_fingerprints(self.config.dataset):
-            self._skip(now, triggers, f"{reason} -- but this data was trained on already (fingerprint "
-                                      f"{fingerprint(files)[:12]}); a forced manual trigger retrains it")
+            self._wait(now, triggers, f"{reason} -- waiting for new data: the latest data was trained on already "
+                                      f"(fingerprint {fingerprint(files)[:12]}); a forced manual trigger retrains it")
             return
         run_id = new_run_id()
         self.launcher.start(run_id, ", ".join(triggers), reason)
@@ -120,10 +121,12 @@ class Controller:
         self.events.append(Event(now, "started", run_id, triggers, reason))
         log.info("run %s started by %s: %s", run_id, ", ".join(triggers), reason)
 
-    def _skip(self, now: float, triggers: tuple[str, ...], reason: str) -> None:
-        self.pending = []
-        self.events.append(Event(now, "skipped", "", triggers, reason))
-        log.info("not running: %s", reason)
+    def _wait(self, now: float, triggers: tuple[str, ...], reason: str) -> None:
+        """Keeps what fired for when there is data to train on; says so once per new firing."""
+        if self.events and self.events[-1].kind == "waiting" and self.events[-1].triggers == triggers:
+            return
+        self.events.append(Event(now, "waiting", "", triggers, reason))
+        log.info("not running yet: %s", reason)
 
     def run_forever(self) -> None:
         while True:

@@ -177,7 +177,7 @@ class DistributionShiftTrigger:
         from components.validate_data.logic import load_schema, measure_drift, measure_skew
 
         schema = load_schema(self.dataset.schema_path)
-        features = [f for f in self.dataset.features if f in window.columns]
+        features = [f for f in self.dataset.features if f in window.columns and f not in self.config.ignore_features]
         current = statistics_of_dataframe(window[features], schema)
         thresholds = (self.dataset.categorical_features, self.config.categorical_threshold, self.config.numeric_threshold)
         reasons = []

@@ -15,12 +15,20 @@ from components.common import metadata
 from components.common.metadata import MetadataStore
 from pipelines.cli import main
 from pipelines.config import Home
-from pipelines.demo import corrupt
 from pipelines.local_run import EXIT_COMPLETED, EXIT_STOPPED_BY_DATA, exit_code, run_locally
 from pipelines.sample_data import Span
 from tests.conftest import write_month
 
 pytestmark = pytest.mark.pipeline
+
+
+def corrupt(span: Span) -> Span:
+    """What an upstream change could do: distances arrive as text, and a third of the rows
+    carry a carrier code the schema has never seen."""
+    frame = span.frame.copy()
+    frame["distance"] = frame["distance"].map(lambda miles: f"{miles:.0f} mi")
+    frame.loc[frame.index % 3 == 0, "carrier"] = "ZZ"
+    return Span(span.span_id, frame, span.dropped, span.dropped_reason)
 
 SMALL_DATA = {"epochs": 3, "min_auc": 0.55, "min_slice_examples": 50}
 STEPS = ["ingest", "statistics", "validate_data", "train", "evaluate", "validate_model", "infra_validate", "push"]
@@ -140,5 +148,17 @@ def test_controller_retrains_on_new_data_and_not_twice_on_the_same_data(tmp_path
     assert (run.properties["trigger"], run.properties["reason"]) == ("new data", "new data: new complete span 2013-01")
     request_manual_run(Home(config.home).triggers, "just because")
     controller.tick()
-    assert controller.running is None and controller.events[-1].kind == "skipped"
-    assert "trained on already" in controller.events[-1].reason
+    assert controller.running is None and controller.events[-1].kind == "waiting"
+    assert "trained on already" in controller.events[-1].reason and controller.pending
+
+
+def test_demo_replays_months_with_serving_feedback_and_triggers(tmp_path, capsys):
+    assert main(["demo", "--home", str(tmp_path / "demo"), "--months", "2013-01..2013-02", "--rows-per-month", "600"]) == 0
+    out = capsys.readouterr().out
+    store = MetadataStore(Home(tmp_path / "demo").metadata_connection)
+    first, second = store.runs()
+    assert first.properties["trigger"] == "new data" and first.decision == metadata.PUSHED
+    assert "new data" in second.properties["trigger"]
+    assert "2013-02  v1 " in out  # February's traffic was answered by version 1, and scored
+    report = (tmp_path / "demo" / "report.html").read_text()
+    assert "<svg" in report and "Which trigger fired when" in report and "Lineage of the production model" in report

@@ -205,7 +205,7 @@ def test_cooldown_delays_but_keeps_what_fired(tmp_path, store, flight_months):
     assert len(launcher.started) == 2 and launcher.started[1][1] == DISTRIBUTION_SHIFT
 
 
-def test_data_trained_on_before_is_not_retrained_unless_forced(tmp_path, store, flight_months):
+def test_data_trained_on_before_waits_for_new_data_unless_forced(tmp_path, store, flight_months):
     from components.ingest.logic import fingerprint, latest_spans
 
     controller, manual, drift, launcher, clock = make_controller(tmp_path, store, flight_months)
@@ -215,11 +215,21 @@ def test_data_trained_on_before_is_not_retrained_unless_forced(tmp_path, store, 
     store.update_run("run-0", decision=metadata.PUSHED)
     drift.queue.append(Firing(DISTRIBUTION_SHIFT, "temp drifted", 0))
     controller.tick()
+    controller.tick()
     assert launcher.started == []
-    assert controller.events[-1].kind == "skipped" and "trained on already" in controller.events[-1].reason
+    assert [e.kind for e in controller.events] == ["waiting"] and "trained on already" in controller.events[0].reason
+    write_month(tmp_path / "data", "2013-02", flight_months["2013-02"])
+    controller.tick()
+    assert launcher.started[0][1:] == (DISTRIBUTION_SHIFT, "distribution shift: temp drifted")
+    launcher.exit_code = 0
+    controller.tick()
+    with store.step("run-1", "ingest", {}) as step:
+        files = [p for s in latest_spans(tmp_path / "data", 1) for p in s.files]
+        step.output(metadata.EXAMPLES, "/e2", dataset="flights", split="train", fingerprint=fingerprint(files), spans="2013-02")
+    store.update_run("run-1", decision=metadata.PUSHED)
     manual.queue.append(Firing(MANUAL, "retrain anyway", 0, force=True))
     controller.tick()
-    assert len(launcher.started) == 1
+    assert len(launcher.started) == 2
 
 
 def test_trigger_config_is_checked(tmp_path):
@@ -236,3 +246,15 @@ def test_trigger_config_is_checked(tmp_path):
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
             load_trigger_config(path)
+
+
+def test_distribution_shift_can_ignore_calendar_features(tmp_path, production_trained_on_january, flights, flight_months):
+    config = ShiftTrigger(window_rows=1000, check_seconds=0, numeric_threshold=0.5, ignore_features=("month",))
+    trigger = DistributionShiftTrigger(config, tmp_path / "log", flights, production_trained_on_january)
+    february = flight_months["2013-02"].head(1500)
+    log_traffic(tmp_path / "log", february, flights.features)
+    assert trigger.check(time.time()) == []  # only month moves that much from January to February
+    noisy = DistributionShiftTrigger(ShiftTrigger(window_rows=1000, check_seconds=0, numeric_threshold=0.5), tmp_path / "log",
+                                     flights, production_trained_on_january)
+    [firing] = noisy.check(time.time())
+    assert "month Jensen-Shannon" in firing.reason

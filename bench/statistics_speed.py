@@ -8,7 +8,7 @@ columns, some values missing), in the same process run:
     DataFrame and calls `generate_statistics_from_dataframe`, file reading included;
   - for reference, the stage's Beam path over the same Parquet file.
 
-    .venv/bin/python bench/statistics.py [--rows 1000000]
+    .venv/bin/python bench/statistics_speed.py [--rows 1000000]
 """
 
 from __future__ import annotations

@@ -1,0 +1,273 @@
+"""The prediction service under load, over loopback, with the load generator in another process.
+
+Trains a flights model on a real month, publishes it, starts `ct serve` in a child
+process, and measures from this process:
+  1. single-row predict at a fixed 200 requests/s (open loop: latency counted from each
+     request's scheduled time, so a stall is not hidden) -> p50/p99, errors;
+  2. peak sustained throughput with 8 keep-alive connections (closed loop);
+  3. batch predict of 100 rows -> p50/p99;
+  4. hot swap: 20 new versions published while serving 200 requests/s (canary share 100%,
+     so every publish switches all traffic) -> failed requests, versions seen;
+  5. trigger reaction: from a new span's `_SUCCESS` marker, a manual request, and the
+     feedback that pushes the online AUC under the floor, to the controller starting a run.
+The baseline for 1-3 is the same model called in this process without HTTP.
+
+    .venv/bin/python bench/serving_load.py [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.common import model_io
+from components.infra_validate.logic import instances
+from components.ingest.logic import ingest
+from components.push.logic import MANIFEST
+from components.train.logic import Hyperparameters, train
+from pipelines.config import Home, PerformanceTrigger, TriggerConfig, NewDataTrigger, load_dataset
+from pipelines.sample_data import flight_spans, write_span
+from pipelines.triggers.controller import build_controller
+from pipelines.triggers.sources import request_manual_run
+
+RATE = 200
+P99_TARGET_MS = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection."""
+
+    def __init__(self, port: int):
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def post(self, path: str, body: dict, headers: dict | None = None) -> tuple[int, dict]:
+        self.connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json", **(headers or {})})
+        response = self.connection.getresponse()
+        return response.status, json.loads(response.read())
+
+
+def open_loop(port: int, path: str, bodies: list[dict], rate: float, seconds: float, workers: int = 16):
+    """Sends at a fixed rate; returns latencies (ms, from the scheduled time), errors and versions seen."""
+    total = int(rate * seconds)
+    start = time.perf_counter() + 0.2
+    latencies, errors, versions, lock = [], [], set(), threading.Lock()
+    next_index = iter(range(total))
+
+    def worker():
+        client = Client(port)
+        for i in next_index:
+            scheduled = start + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                status, payload = client.post(path, bodies[i % len(bodies)], {"X-Request-Key": f"k{i}"})
+            except (OSError, http.client.HTTPException) as error:
+                status, payload = 0, {"error": repr(error)}
+                client = Client(port)
+            elapsed = (time.perf_counter() - scheduled) * 1000
+            with lock:
+                latencies.append(elapsed)
+                if status != 200:
+                    errors.append(payload)
+                else:
+                    versions.add(payload.get("model_version"))
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return np.array(latencies), errors, versions
+
+
+def closed_loop(port: int, path: str, bodies: list[dict], seconds: float, connections: int = 8) -> float:
+    deadline = time.perf_counter() + seconds
+    counts = [0] * connections
+
+    def worker(k):
+        client = Client(port)
+        while time.perf_counter() < deadline:
+            client.post(path, bodies[counts[k] % len(bodies)])
+            counts[k] += 1
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / seconds
+
+
+def percentiles(values) -> str:
+    return f"p50 {np.percentile(values, 50):6.2f} ms  p99 {np.percentile(values, 99):6.2f} ms  max {values.max():7.2f} ms"
+
+
+def publish(repository: Path, model_dir: Path, model_name: str, version: int) -> None:
+    staging = repository / model_name / f".staging-{version}"
+    shutil.copytree(model_dir, staging)
+    (staging / MANIFEST).write_text(json.dumps({"version": version}))
+    os.rename(staging, repository / model_name / str(version))
+
+
+def wait_ready(port: int, process: subprocess.Popen) -> None:
+    for _ in range(600):
+        if process.poll() is not None:
+            raise RuntimeError("ct serve exited")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            connection.request("GET", "/v2/health/ready")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("ct serve did not become ready")
+
+
+def serve(home: Path, port: int, *options: str) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--home", str(home), "--port", str(port),
+                                *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_ready(port, process)
+    return process
+
+
+def reaction(controller, event, started_at_least: int) -> float:
+    """Seconds from `event()` until the controller has started its `started_at_least`-th run."""
+    event_at = time.perf_counter()
+    event()
+    while sum(e.kind == "started" for e in controller.events) < started_at_least:
+        controller.tick()
+        time.sleep(controller.config.poll_seconds)
+    return time.perf_counter() - event_at
+
+
+class RecordingLauncher:
+    """Starts nothing: the bench measures when the controller decides to start."""
+
+    def start(self, run_id, trigger, reason):
+        pass
+
+    def finished(self):
+        return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    dataset = load_dataset("flights")
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        home = Home(folder / "home").create()
+        span = next(flight_spans(["2013-01"]))
+        write_span(folder / "data", span)
+        ingest(folder / "data", 1, 20, dataset.key, folder / "train.parquet", folder / "eval.parquet")
+        train(folder / "train.parquet", dataset, Hyperparameters(epochs=2), folder / "model", folder / "vocabularies.json")
+        (home.model_repository / dataset.model_name).mkdir(parents=True)
+        publish(home.model_repository, folder / "model", dataset.model_name, 1)
+        rows = instances(pd.read_parquet(folder / "eval.parquet").head(2000), dataset.features)
+        single = [{"instances": [row]} for row in rows]
+        batch = [{"instances": rows[i:i + 100]} for i in range(0, 1000, 100)]
+        path = f"/v1/models/{dataset.model_name}:predict"
+
+        serving_fn = model_io.load(folder / "model")
+        signature = model_io.signature_of(serving_fn)
+        in_process_single, in_process_batch = [], []
+        for body in single[:500]:
+            started = time.perf_counter()
+            model_io.predict(serving_fn, model_io.instances_to_columns(signature, body["instances"]))
+            in_process_single.append((time.perf_counter() - started) * 1000)
+        for body in batch * 10:
+            started = time.perf_counter()
+            model_io.predict(serving_fn, model_io.instances_to_columns(signature, body["instances"]))
+            in_process_batch.append((time.perf_counter() - started) * 1000)
+
+        port = free_port()
+        server = serve(home.root, port, "--request-log-sample", "1.0")
+        try:
+            open_loop(port, path, single, RATE, 2)  # warm-up
+            latencies, errors, _ = open_loop(port, path, single, RATE, args.seconds)
+            peak = closed_loop(port, path, single, args.seconds / 2)
+            client, batch_latencies = Client(port), []
+            for body in batch * 10:
+                started = time.perf_counter()
+                client.post(path, body)
+                batch_latencies.append((time.perf_counter() - started) * 1000)
+        finally:
+            server.terminate()
+            server.wait()
+        print(f"single-row predict at {RATE} requests/s for {args.seconds:g} s, {len(latencies)} requests over loopback:")
+        print(f"  HTTP (ct serve)   {percentiles(latencies)}  errors {len(errors)}  "
+              f"(target p99 <= {P99_TARGET_MS:g} ms: {'met' if np.percentile(latencies, 99) <= P99_TARGET_MS and not errors else 'MISSED'})")
+        print(f"  in-process        {percentiles(np.array(in_process_single))}  (baseline: no HTTP)")
+        print(f"peak sustained throughput, 8 connections: {peak:,.0f} single-row requests/s")
+        print(f"batch predict, 100 rows: HTTP {percentiles(np.array(batch_latencies))}")
+        print(f"                         in-process {percentiles(np.array(in_process_batch))}")
+
+        port = free_port()
+        server = serve(home.root, port, "--canary-percent", "100", "--request-log-sample", "0")
+        try:
+            swaps = 20
+            result = {}
+            load = threading.Thread(target=lambda: result.update(
+                zip(("latencies", "errors", "versions"), open_loop(port, path, single, RATE, swaps * 1.0 + 3))))
+            load.start()
+            for version in range(2, swaps + 2):
+                time.sleep(1.0)
+                publish(home.model_repository, folder / "model", dataset.model_name, version)
+            load.join()
+        finally:
+            server.terminate()
+            server.wait()
+        print(f"hot swap: {swaps} versions published while serving {RATE} requests/s: "
+              f"{len(result['latencies'])} requests, {len(result['errors'])} failed, "
+              f"{len(result['versions'])} versions answered, {percentiles(result['latencies'])}")
+
+        port = free_port()
+        trigger_home = Home(folder / "trigger-home").create()
+        shutil.copytree(home.model_repository, trigger_home.model_repository, dirs_exist_ok=True)
+        server = serve(trigger_home.root, port, "--canary-min-labelled", "50")
+        try:
+            config = TriggerConfig(home=trigger_home.root, data_root=folder / "arriving", cooldown_seconds=0,
+                                   poll_seconds=0.1, new_data=NewDataTrigger(),
+                                   performance=PerformanceTrigger(f"http://127.0.0.1:{port}", min_auc=0.6, min_samples=200))
+            controller = build_controller(config, RecordingLauncher())
+            controller.tick()
+            new_data = reaction(controller, lambda: write_span(folder / "arriving", span), 1)
+            manual = reaction(controller, lambda: request_manual_run(trigger_home.triggers, "bench", force=True), 2)
+
+            client = Client(port)
+            answers = [client.post(path, body)[1] for body in single[:200]]
+            median = float(np.median([a["predictions"][0] for a in answers]))
+            labels = [{"request_id": a["request_ids"][0], "label": int(a["predictions"][0] < median)} for a in answers]
+            performance = reaction(controller, lambda: client.post(f"/v1/models/{dataset.model_name}:feedback",
+                                                                   {"feedback": labels}), 3)
+        finally:
+            server.terminate()
+            server.wait()
+        print(f"trigger reaction, event to run start (controller polling every {config.poll_seconds:g} s): "
+              f"new span {new_data:.2f} s, manual {manual:.2f} s, feedback crossing the AUC floor {performance:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
