@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ct", description="Continuous training on Kubeflow Pipelines.")
     commands = parser.add_subparsers(dest="command", required=True)
+    home_options = argparse.ArgumentParser(add_help=False)
+    home_options.add_argument("--home", type=Path, default=DEFAULT_HOME, help="the home folder (default .ct)")
+    home_options.add_argument("--metadata", default="", help="ML Metadata connection, e.g. grpc://metadata-grpc-service:8080 "
+                                                     "(default: HOME/metadata.sqlite)")
 
     data = commands.add_parser("data", help="write spans of a bundled dataset as they would arrive")
     data.add_argument("dataset", choices=("flights", "penguins"))
@@ -51,9 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     infer.add_argument("--out", type=Path, required=True)
     infer.set_defaults(handler=_schema_infer)
 
-    run = commands.add_parser("run", help="run the pipeline locally through kfp.local")
+    run = commands.add_parser("run", parents=[home_options], help="run the pipeline locally through kfp.local")
     run.add_argument("--data-root", type=Path, required=True)
-    run.add_argument("--home", type=Path, default=DEFAULT_HOME)
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a pipeline parameter (repeatable)")
     run.add_argument("--reason", default="", help="why this run, recorded with it")
     run.add_argument("--trigger", default="manual", help="what started this run, recorded with it")
@@ -68,20 +71,18 @@ def _parser() -> argparse.ArgumentParser:
 
     watch = commands.add_parser("watch", help="run the trigger controller: retrain when a trigger fires")
     watch.add_argument("--config", type=Path, required=True, help="triggers.yaml")
+    watch.add_argument("--heartbeat", type=Path, default=None, help="a file touched after every check (liveness probe)")
     watch.set_defaults(handler=_watch)
 
-    runs = commands.add_parser("runs", help="list runs recorded in ML Metadata")
-    runs.add_argument("--home", type=Path, default=DEFAULT_HOME)
+    runs = commands.add_parser("runs", parents=[home_options], help="list runs recorded in ML Metadata")
     runs.set_defaults(handler=_runs)
 
-    lineage = commands.add_parser("lineage", help="a pushed model's lineage back to its spans")
+    lineage = commands.add_parser("lineage", parents=[home_options], help="a pushed model's lineage back to its spans")
     lineage.add_argument("version", nargs="?", type=int, help="model version (default: the one in production)")
-    lineage.add_argument("--home", type=Path, default=DEFAULT_HOME)
     lineage.add_argument("--dataset", default=DEFAULT_DATASET)
     lineage.set_defaults(handler=_lineage)
 
-    serve = commands.add_parser("serve", help="serve the model repository (TF Serving REST and Open Inference Protocol v2)")
-    serve.add_argument("--home", type=Path, default=DEFAULT_HOME)
+    serve = commands.add_parser("serve", parents=[home_options], help="serve the model repository (TF Serving REST and Open Inference Protocol v2)")
     serve.add_argument("--dataset", default=DEFAULT_DATASET, help="whose model to serve")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8501)
@@ -138,7 +139,7 @@ def _run(args) -> int:
 
     declared = {name: kind for name, (kind, _) in pipeline_parameters().items()}
     parameters = parse_parameters(args.param, declared)
-    home = Home(args.home)
+    home = Home(args.home, args.metadata)
     run = run_locally(home, args.data_root, parameters, trigger=args.trigger, reason=args.reason, run_id=args.run_id)
     print(describe(run))
     print(f"log: {home.logs / (run.run_id + '.log')}")
@@ -167,7 +168,7 @@ def _watch(args) -> int:
     controller = build_controller(config)
     print(f"watching with triggers: {', '.join(t.name for t in controller.triggers)}", flush=True)
     try:
-        controller.run_forever()
+        controller.run_forever(args.heartbeat)
     except KeyboardInterrupt:
         pass
     return 0
@@ -179,7 +180,7 @@ def _runs(args) -> int:
 
     defaults = {name: default for name, (_, default) in pipeline_parameters().items()}
     rows = []
-    for run in _store(args.home).runs():
+    for run in _store(args).runs():
         changed = {k: v for k, v in run.parameters.items() if k in defaults and v != defaults[k]}
         rows.append((run.run_id, _time(run.start), _time(run.end), run.properties.get("trigger", ""),
                      run.properties.get("reason", ""), " ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "defaults",
@@ -191,7 +192,7 @@ def _runs(args) -> int:
 def _lineage(args) -> int:
     from components.common.reports import markdown_table
 
-    store = _store(args.home)
+    store = _store(args)
     model_name = load_dataset(args.dataset).model_name
     pushed = store.pushed_models(model_name)
     chosen = ([p for p in pushed if p.properties["version"] == args.version] if args.version is not None
@@ -208,12 +209,12 @@ def _lineage(args) -> int:
     return 0
 
 
-def _store(home_path: Path):
+def _store(args):
     from components.common.metadata import MetadataStore
 
-    home = Home(home_path)
-    if not home.metadata_path.is_file():
-        raise ConfigError(f"{home.metadata_path}: no ML Metadata store (nothing has run with --home {home_path})")
+    home = Home(args.home, args.metadata)
+    if not home.metadata and not home.metadata_path.is_file():
+        raise ConfigError(f"{home.metadata_path}: no ML Metadata store (nothing has run with --home {args.home})")
     return MetadataStore(home.metadata_connection)
 
 
@@ -228,7 +229,7 @@ def _serve(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ServingConfig(canary_percent=args.canary_percent, canary_min_labelled=args.canary_min_labelled,
                            canary_auc_tolerance=args.canary_auc_tolerance, request_log_sample=args.request_log_sample)
-    home = Home(args.home).create()
+    home = Home(args.home, args.metadata).create()
     model_name = load_dataset(args.dataset).model_name
     request_log = RequestLog(home.request_log, config.request_log_sample, config.request_log_rotate_rows,
                              config.request_log_max_bytes)

@@ -96,9 +96,16 @@ def load_dataset(name: str) -> DatasetConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Home:
-    """Where a local installation keeps all of its state."""
+    """Where an installation keeps its state.
+
+    Attributes:
+        root: The home folder (a volume in a cluster).
+        metadata: An ML Metadata connection (`grpc://host:port` in a cluster); empty for
+            the SQLite file in the home folder.
+    """
 
     root: Path
+    metadata: str = ""
 
     @property
     def metadata_path(self) -> Path:
@@ -106,7 +113,7 @@ class Home:
 
     @property
     def metadata_connection(self) -> str:
-        return f"sqlite:///{self.metadata_path.resolve()}"
+        return self.metadata or f"sqlite:///{self.metadata_path.resolve()}"
 
     @property
     def pipeline_root(self) -> Path:
@@ -252,6 +259,7 @@ class TriggerConfig:
     home: Path
     data_root: Path
     dataset: str = DEFAULT_DATASET
+    metadata: str = ""
     parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     poll_seconds: float = 0.5
     cooldown_seconds: float = 60.0

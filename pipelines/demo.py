@@ -6,9 +6,10 @@ Each month:
      process to the model in production (and its canary), and their true outcomes
      follow as feedback; the canary is promoted or rolled back on them;
   2. the month's span lands under the data root (`_SUCCESS` last);
-  3. the controller checks its triggers (new data, online performance, distribution
-     shift of the logged traffic) and runs the pipeline if any fired; a pushed model is
-     hot-swapped into the service as the next canary.
+  3. the controller checks its triggers (new data every second span, online performance,
+     distribution shift of the logged traffic) and runs the pipeline if any fired; a
+     pushed model is hot-swapped into the service as the next canary.
+The first model is asked for by hand (a manual trigger), as a team would bootstrap.
 Nothing is staged: which trigger fires when is decided by the data. The timeline is
 printed, and an HTML report is written.
 """
@@ -31,6 +32,7 @@ from pipelines.config import Home, NewDataTrigger, PerformanceTrigger, ShiftTrig
 from pipelines.report import write_report
 from pipelines.sample_data import flight_spans, parse_months, write_span
 from pipelines.triggers.controller import build_controller
+from pipelines.triggers.sources import request_manual_run
 from serving.service import REQUEST_LOG_FLUSH_SECONDS
 
 SERVE_OPTIONS = ("--canary-percent", "30", "--canary-min-labelled", "300", "--canary-auc-tolerance", "0.01")
@@ -103,12 +105,14 @@ def run_demo(home_path: Path, months_text: str, rows_per_month: int = 2000) -> i
     url = f"http://127.0.0.1:{port}"
     config = TriggerConfig(
         home=home.root, data_root=home.root / "data", parameters=PARAMETERS, cooldown_seconds=0, poll_seconds=0.5,
-        new_data=NewDataTrigger(min_new_spans=1),
+        # Retrain on new data every second span; drift or a performance drop retrains sooner.
+        new_data=NewDataTrigger(min_new_spans=2),
         performance=PerformanceTrigger(url, min_auc=0.62, window=1000, min_samples=500),
         distribution_shift=ShiftTrigger(categorical_threshold=0.1, numeric_threshold=0.3, window_rows=rows_per_month // 2,
                                         check_seconds=0, ignore_features=("month",)))
     controller = build_controller(config)
     store = MetadataStore(home.metadata_connection)
+    request_manual_run(home.triggers, "first model: nothing in production yet")
     rows: list[MonthRow] = []
     print(f"replaying {months[0]}..{months[-1]}: service at {url}, home {home.root}")
     print(f"{'month':<8} {'traffic (online AUC by version)':<38} {'triggers':<34} {'decision':<28} serving after")

@@ -124,7 +124,7 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}} .small{{font-size
 <h2>Drift per feature against the previous span (as data validation measured it)</h2>
 <p>L-infinity for categorical features, Jensen-Shannon divergence for numeric ones; bold above the pipeline's threshold.</p>
 {heat_table(features, sorted({s for _, s in drift_values}), drift_values, 0.1)}
-<h2>Lineage of the production model{f" (version {production.properties['version']})" if production else ""}</h2>
+<h2>Lineage of the newest live model{f" (version {production.properties['version']}, the baseline of the next run)" if production else ""}</h2>
 <table><tr><th>produced by</th><th>artifact</th><th>uri</th></tr>{lineage}</table>
 </body></html>"""
     path = home.root / "report.html"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the bundled data: set up, then `ct demo` (three monthly spans of 2013
-# flights arrive in turn; the pipeline trains, compares, pushes, and stops on the corrupted one).
+# The main job on the bundled data: set up, then `ct demo` (2013 replayed month by month:
+# live traffic and feedback to the prediction service, triggers, retraining, canaries).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -39,18 +39,24 @@ class Launcher(Protocol):
 class LocalLauncher:
     """Starts `ct run` in a child process, so a run's output and crashes stay out of the controller."""
 
-    def __init__(self, home: Path, data_root: Path, parameters: Mapping[str, Any]):
+    def __init__(self, home: Home, data_root: Path, parameters: Mapping[str, Any]):
         self.home = home
         self.data_root = data_root
         self.parameters = parameters
         self._process: subprocess.Popen | None = None
 
-    def start(self, run_id: str, trigger: str, reason: str) -> None:
-        command = [sys.executable, "-m", "pipelines.cli", "run", "--data-root", str(self.data_root), "--home", str(self.home),
-                   "--run-id", run_id, "--trigger", trigger, "--reason", reason]
+    def command(self, run_id: str, trigger: str, reason: str) -> list[str]:
+        command = [sys.executable, "-m", "pipelines.cli", "run", "--data-root", str(self.data_root),
+                   "--home", str(self.home.root), "--run-id", run_id, "--trigger", trigger, "--reason", reason]
+        if self.home.metadata:
+            command += ["--metadata", self.home.metadata]
         for name, value in self.parameters.items():
             command += ["--param", f"{name}={value}"]
-        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return command
+
+    def start(self, run_id: str, trigger: str, reason: str) -> None:
+        self._process = subprocess.Popen(self.command(run_id, trigger, reason), stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
 
     def finished(self) -> int | None:
         return None if self._process is None else self._process.poll()
@@ -128,15 +134,18 @@ class Controller:
         self.events.append(Event(now, "waiting", "", triggers, reason))
         log.info("not running yet: %s", reason)
 
-    def run_forever(self) -> None:
+    def run_forever(self, heartbeat: Path | None = None) -> None:
+        """Checks forever; touches `heartbeat` after every check, for a liveness probe."""
         while True:
             self.tick()
+            if heartbeat is not None:
+                heartbeat.touch()
             time.sleep(self.config.poll_seconds)
 
 
 def build_controller(config: TriggerConfig, launcher: Launcher | None = None) -> Controller:
     """The controller with every trigger the configuration turns on (manual always)."""
-    home = Home(config.home).create()
+    home = Home(config.home, config.metadata).create()
     store = MetadataStore(home.metadata_connection)
     dataset = load_dataset(config.dataset)
     triggers: list[Trigger] = [ManualTrigger(home.triggers)]
@@ -149,4 +158,4 @@ def build_controller(config: TriggerConfig, launcher: Launcher | None = None) ->
     if config.distribution_shift:
         triggers.append(DistributionShiftTrigger(config.distribution_shift, home.request_log, dataset, store))
     parameters = {"dataset": config.dataset, **config.parameters}
-    return Controller(config, triggers, launcher or LocalLauncher(config.home, config.data_root, parameters), store)
+    return Controller(config, triggers, launcher or LocalLauncher(home, config.data_root, parameters), store)

@@ -258,3 +258,15 @@ def test_distribution_shift_can_ignore_calendar_features(tmp_path, production_tr
                                      flights, production_trained_on_january)
     [firing] = noisy.check(time.time())
     assert "month Jensen-Shannon" in firing.reason
+
+
+def test_runs_get_the_metadata_connection_and_parameters(tmp_path):
+    from pipelines.cli import _parser
+    from pipelines.config import Home
+    from pipelines.triggers.controller import LocalLauncher
+
+    launcher = LocalLauncher(Home(tmp_path, "grpc://metadata-grpc-service:8080"), tmp_path / "data", {"epochs": 2})
+    command = launcher.command("run-1", "manual", "because")
+    args = _parser().parse_args(command[command.index("run"):])
+    assert (args.metadata, args.run_id, args.trigger, args.reason, args.param) == (
+        "grpc://metadata-grpc-service:8080", "run-1", "manual", "because", ["epochs=2"])
