@@ -129,18 +129,16 @@ class ModelRegistry:
 
     def promote(self, version: int) -> bool:
         """Makes the canary stable; False if `version` is no longer the canary."""
-        with self._lock:
-            current = self.routing
-            if current.canary is None or current.canary.version != version:
-                return False
-            self.routing = Routing(stable=current.canary)
-            return True
+        return self._end_canary(version, promoted=True)
 
     def roll_back(self, version: int) -> bool:
         """Drops the canary; False if `version` is no longer the canary."""
+        return self._end_canary(version, promoted=False)
+
+    def _end_canary(self, version: int, promoted: bool) -> bool:
         with self._lock:
             current = self.routing
             if current.canary is None or current.canary.version != version:
                 return False
-            self.routing = Routing(stable=current.stable)
+            self.routing = Routing(stable=current.canary if promoted else current.stable)
             return True

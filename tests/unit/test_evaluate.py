@@ -1,4 +1,3 @@
-import pytest
 
 from components.evaluate.logic import OVERALL, Evaluation, evaluate
 

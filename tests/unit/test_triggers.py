@@ -6,7 +6,6 @@ import datetime
 import time
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from components.common import metadata
