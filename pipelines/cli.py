@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from components.common.errors import DataError
+from pipelines.submit import SubmitError
 from pipelines.config import (DEFAULT_DATASET, DEFAULT_HOME, ConfigError, Home, ServingConfig, load_dataset,
                               parse_parameters)
 
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (ConfigError, DataError, ValueError, KeyError) as error:
+    except (ConfigError, DataError, SubmitError, ValueError, KeyError) as error:
         print(f"ct {args.command}: {error}", file=sys.stderr)
         return 2 if isinstance(error, DataError) else 1
 
@@ -81,6 +82,20 @@ def _parser() -> argparse.ArgumentParser:
     lineage.add_argument("version", nargs="?", type=int, help="model version (default: the one in production)")
     lineage.add_argument("--dataset", default=DEFAULT_DATASET)
     lineage.set_defaults(handler=_lineage)
+
+    for name, help_text in (("submit", "create a run on a Kubeflow Pipelines cluster"),
+                            ("schedule", "create a recurring run on a Kubeflow Pipelines cluster (idempotent)")):
+        cluster = commands.add_parser(name, help=help_text)
+        cluster.add_argument("--host", required=True, help="the KFP API, e.g. http://localhost:8080")
+        cluster.add_argument("--namespace", default=None, help="the profile namespace (multi-user Kubeflow)")
+        cluster.add_argument("--experiment", default="continuous-training")
+        cluster.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                             help="a pipeline parameter; data_root and model_repository are required")
+        cluster.add_argument("--reason", default="", help="why, recorded with the run(s)")
+        if name == "schedule":
+            cluster.add_argument("--cron", required=True, help="five fields, e.g. '0 6 * * *'")
+            cluster.add_argument("--name", default="continuous-training-schedule", help="the recurring run's name")
+        cluster.set_defaults(handler=_cluster)
 
     serve = commands.add_parser("serve", parents=[home_options], help="serve the model repository (TF Serving REST and Open Inference Protocol v2)")
     serve.add_argument("--dataset", default=DEFAULT_DATASET, help="whose model to serve")
@@ -144,6 +159,30 @@ def _run(args) -> int:
     print(describe(run))
     print(f"log: {home.logs / (run.run_id + '.log')}")
     return exit_code(run)
+
+
+CLUSTER_METADATA = "grpc://metadata-grpc-service.kubeflow:8080"
+
+
+def _cluster(args) -> int:
+    from pipelines.local_run import new_run_id, pipeline_parameters
+    from pipelines.submit import schedule, submit_run
+
+    declared = {name: kind for name, (kind, _) in pipeline_parameters(include_wired=True).items()}
+    parameters = {"metadata_connection": CLUSTER_METADATA, **parse_parameters(args.param, declared)}
+    missing = [name for name in ("data_root", "model_repository") if name not in parameters]
+    if missing:
+        raise ConfigError(f"--param {missing[0]}=...: required for a cluster run (a path or URI the steps can read)")
+    if args.command == "submit":
+        run_id = parameters.setdefault("run_id", new_run_id())
+        parameters.update(trigger="manual", reason=args.reason)
+        submitted = submit_run(args.host, parameters, args.experiment, run_id, args.namespace)
+    else:
+        parameters.update(run_id="", trigger="schedule", reason=args.reason or f"cron '{args.cron}'")
+        submitted = schedule(args.host, args.cron, parameters, args.experiment, args.name, args.namespace)
+    state = "created" if submitted.created else "already there, unchanged"
+    print(f"{submitted.kind} {submitted.id} ({state})\n{submitted.url}")
+    return 0
 
 
 def _trigger(args) -> int:

@@ -26,8 +26,8 @@ def continuous_training(
     data_root: str,
     metadata_connection: str,
     model_repository: str,
-    run_id: str,
     dataset: str = "flights",
+    run_id: str = "",
     trigger: str = "manual",
     reason: str = "",
     window_spans: int = 1,
@@ -46,7 +46,8 @@ def continuous_training(
     max_slice_auc_drop: float = 0.05,
     min_slice_examples: int = 200,
 ):
-    common = {"metadata_connection": metadata_connection, "run_id": run_id}
+    # An empty run_id (a recurring run) falls back to KFP's job id inside each step.
+    common = {"metadata_connection": metadata_connection, "run_id": run_id, "job_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
     examples = ingest(data_root=data_root, dataset=dataset, window_spans=window_spans, eval_percent=eval_percent,
                       trigger=trigger, reason=reason, **common)
     stats = statistics(dataset=dataset, engine=statistics_engine, beam_pipeline_args=beam_pipeline_args,

@@ -24,14 +24,19 @@ EXIT_FAILED = 1
 EXIT_STOPPED_BY_DATA = 2
 
 
-def pipeline_parameters() -> dict[str, tuple[type, Any]]:
-    """The parameters a user may set: name -> (type, default), read from the pipeline's own spec."""
+def pipeline_parameters(include_wired: bool = False) -> dict[str, tuple[type, Any]]:
+    """The pipeline's parameters: name -> (type, default), read from its own spec.
+
+    Args:
+        include_wired: Also those `ct run` sets itself (data root, metadata, repository, run id,
+            trigger, reason), which a cluster run is given by whoever submits it.
+    """
     from pipelines.continuous_training import continuous_training
 
     spec = continuous_training.pipeline_spec.root.input_definitions.parameters
     return {
         name: (KFP_TYPES[_type_name(p.parameter_type)], _default(p))
-        for name, p in spec.items() if name not in WIRED_PARAMETERS
+        for name, p in spec.items() if include_wired or name not in WIRED_PARAMETERS
     }
 
 

@@ -7,7 +7,7 @@ from components.image import PIPELINE_IMAGE
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
-def evaluate(dataset: str, min_slice_examples: int, metadata_connection: str, run_id: str, model: Input[Model],
+def evaluate(dataset: str, min_slice_examples: int, metadata_connection: str, run_id: str, job_id: str, model: Input[Model],
              eval_examples: Input[Dataset], evaluation: Output[Artifact], metrics: Output[Metrics],
              classification_metrics: Output[ClassificationMetrics], evaluation_view: Output[Markdown]):
     """Scores the eval split with the candidate and the production model (resolved from ML Metadata)."""
@@ -18,6 +18,7 @@ def evaluate(dataset: str, min_slice_examples: int, metadata_connection: str, ru
     from pipelines.config import load_dataset
 
     config = load_dataset(dataset)
+    run_id = run_id or job_id  # a recurring run has no run id of its own
     store = metadata.MetadataStore(metadata_connection)
     with store.step(run_id, "evaluate", {"dataset": dataset, "min_slice_examples": min_slice_examples}) as step:
         step.input(metadata.MODEL, model.uri)

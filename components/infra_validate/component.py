@@ -7,7 +7,7 @@ from components.image import PIPELINE_IMAGE
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
-def infra_validate(dataset: str, metadata_connection: str, run_id: str, model: Input[Model], eval_examples: Input[Dataset],
+def infra_validate(dataset: str, metadata_connection: str, run_id: str, job_id: str, model: Input[Model], eval_examples: Input[Dataset],
                    infra_blessing: Output[Artifact], infra_view: Output[Markdown]):
     """Loads the model in a fresh process, sends it real eval rows as prediction requests, compares its signature."""
     from pathlib import Path
@@ -17,6 +17,7 @@ def infra_validate(dataset: str, metadata_connection: str, run_id: str, model: I
     from pipelines.config import load_dataset
 
     config = load_dataset(dataset)
+    run_id = run_id or job_id  # a recurring run has no run id of its own
     store = metadata.MetadataStore(metadata_connection)
     with store.step(run_id, "infra_validate", {"dataset": dataset}) as step:
         step.input(metadata.MODEL, model.uri)

@@ -7,7 +7,7 @@ from components.image import PIPELINE_IMAGE
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
-def ingest(data_root: str, dataset: str, window_spans: int, eval_percent: int, metadata_connection: str, run_id: str,
+def ingest(data_root: str, dataset: str, window_spans: int, eval_percent: int, metadata_connection: str, run_id: str, job_id: str,
            trigger: str, reason: str, train_examples: Output[Dataset], eval_examples: Output[Dataset]):
     """Reads the latest window of complete spans and splits it into train and eval."""
     from pathlib import Path
@@ -18,6 +18,7 @@ def ingest(data_root: str, dataset: str, window_spans: int, eval_percent: int, m
     from pipelines.config import load_dataset
 
     config = load_dataset(dataset)
+    run_id = run_id or job_id  # a recurring run has no run id of its own
     store = metadata.MetadataStore(metadata_connection)
     store.update_run(run_id, trigger=trigger, reason=reason, dataset=dataset, pipeline_version=pipeline_version())
     parameters = {"data_root": data_root, "dataset": dataset, "window_spans": window_spans, "eval_percent": eval_percent}

@@ -7,7 +7,7 @@ from components.image import PIPELINE_IMAGE
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
-def push(dataset: str, model_repository: str, metadata_connection: str, run_id: str, model: Input[Model],
+def push(dataset: str, model_repository: str, metadata_connection: str, run_id: str, job_id: str, model: Input[Model],
          blessing: Input[Artifact], infra_blessing: Input[Artifact], pushed_model: Output[Artifact]):
     """Publishes the model as the next version if, and only if, both blessings say so; records the decision."""
     from pathlib import Path
@@ -19,6 +19,7 @@ def push(dataset: str, model_repository: str, metadata_connection: str, run_id: 
     from pipelines.config import load_dataset
 
     config = load_dataset(dataset)
+    run_id = run_id or job_id  # a recurring run has no run id of its own
     store = metadata.MetadataStore(metadata_connection)
     with store.step(run_id, "push", {"dataset": dataset, "model_repository": model_repository}) as step:
         step.input(metadata.MODEL, model.uri)

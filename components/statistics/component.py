@@ -7,7 +7,7 @@ from components.image import PIPELINE_IMAGE
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
-def statistics(dataset: str, engine: str, beam_pipeline_args: str, metadata_connection: str, run_id: str,
+def statistics(dataset: str, engine: str, beam_pipeline_args: str, metadata_connection: str, run_id: str, job_id: str,
                train_examples: Input[Dataset], eval_examples: Input[Dataset], train_statistics: Output[Artifact],
                eval_statistics: Output[Artifact], statistics_view: Output[HTML]):
     """TFDV statistics of both splits, and TFDV's view of them for the Kubeflow UI."""
@@ -20,6 +20,7 @@ def statistics(dataset: str, engine: str, beam_pipeline_args: str, metadata_conn
     from pipelines.config import load_dataset
 
     schema = load_schema(load_dataset(dataset).schema_path)
+    run_id = run_id or job_id  # a recurring run has no run id of its own
     store = metadata.MetadataStore(metadata_connection)
     parameters = {"dataset": dataset, "statistics_engine": engine, "beam_pipeline_args": beam_pipeline_args}
     with store.step(run_id, "statistics", parameters) as step:

@@ -8,7 +8,7 @@ from components.image import PIPELINE_IMAGE
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def train(dataset: str, epochs: int, batch_size: int, learning_rate: float, hidden_units: str, seed: int,
-          metadata_connection: str, run_id: str, train_examples: Input[Dataset], schema: Input[Artifact],
+          metadata_connection: str, run_id: str, job_id: str, train_examples: Input[Dataset], schema: Input[Artifact],
           anomalies: Input[Artifact], model: Output[Model], vocabularies: Output[Artifact]):
     """Fits the Keras model on validated data and exports it as a SavedModel taking raw features."""
     from pathlib import Path
@@ -18,6 +18,7 @@ def train(dataset: str, epochs: int, batch_size: int, learning_rate: float, hidd
     from pipelines.config import load_dataset
 
     config = load_dataset(dataset)
+    run_id = run_id or job_id  # a recurring run has no run id of its own
     store = metadata.MetadataStore(metadata_connection)
     parameters = {"dataset": dataset, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
                   "hidden_units": hidden_units, "seed": seed}

@@ -8,7 +8,7 @@ from components.image import PIPELINE_IMAGE
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def validate_data(dataset: str, categorical_drift_threshold: float, numeric_drift_threshold: float,
-                  metadata_connection: str, run_id: str, train_statistics: Input[Artifact], eval_statistics: Input[Artifact],
+                  metadata_connection: str, run_id: str, job_id: str, train_statistics: Input[Artifact], eval_statistics: Input[Artifact],
                   schema: Output[Artifact], anomalies: Output[Artifact], drift_report: Output[Markdown]):
     """Stops the run on schema skew (after recording the anomalies); measures drift against the previous span."""
     import json
@@ -22,6 +22,7 @@ def validate_data(dataset: str, categorical_drift_threshold: float, numeric_drif
     from pipelines.config import load_dataset
 
     config = load_dataset(dataset)
+    run_id = run_id or job_id  # a recurring run has no run id of its own
     store = metadata.MetadataStore(metadata_connection)
     parameters = {"dataset": dataset, "categorical_drift_threshold": categorical_drift_threshold,
                   "numeric_drift_threshold": numeric_drift_threshold}

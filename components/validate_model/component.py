@@ -8,7 +8,7 @@ from components.image import PIPELINE_IMAGE
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def validate_model(min_auc: float, max_auc_drop: float, max_slice_auc_drop: float, min_slice_examples: int,
-                   metadata_connection: str, run_id: str, evaluation: Input[Artifact], blessing: Output[Artifact],
+                   metadata_connection: str, run_id: str, job_id: str, evaluation: Input[Artifact], blessing: Output[Artifact],
                    blessing_view: Output[Markdown]):
     """Blesses the candidate when it clears the floor and does not regress against production, overall or per slice."""
     from pathlib import Path
@@ -18,6 +18,7 @@ def validate_model(min_auc: float, max_auc_drop: float, max_slice_auc_drop: floa
     from components.validate_model.logic import Thresholds, validate_model as bless
 
     thresholds = Thresholds(min_auc, max_auc_drop, max_slice_auc_drop, min_slice_examples)
+    run_id = run_id or job_id  # a recurring run has no run id of its own
     store = metadata.MetadataStore(metadata_connection)
     with store.step(run_id, "validate_model", thresholds.__dict__) as step:
         step.input(metadata.EVALUATION, evaluation.uri)

@@ -1,0 +1,98 @@
+"""`ct submit` and `ct schedule` through the real kfp.Client, against tests/kfp_api_stub.py:
+a local server with only the KFP API endpoints used (no cluster can run here)."""
+
+import json
+
+import pytest
+
+from pipelines.cli import main
+from pipelines.compile import COMPILED_SPEC, pipeline_version
+from pipelines.continuous_training import PIPELINE_NAME
+from pipelines.submit import SubmitError, schedule, submit_run
+from tests.kfp_api_stub import KfpApiStub
+
+PARAMETERS = {"data_root": "/var/lib/ct/data", "metadata_connection": "grpc://metadata-grpc-service.kubeflow:8080",
+              "model_repository": "/var/lib/ct/models", "run_id": "run-1", "epochs": 3}
+
+
+@pytest.fixture
+def api():
+    stub = KfpApiStub()
+    yield stub
+    stub.shutdown()
+    stub.server_close()
+
+
+def test_submit_uploads_the_spec_once_and_creates_a_run_with_its_parameters(api):
+    first = submit_run(api.url, PARAMETERS, "continuous-training", "run-1")
+    second = submit_run(api.url, {**PARAMETERS, "run_id": "run-2"}, "continuous-training", "run-2")
+    assert first.url == f"{api.url}/#/runs/details/{first.id}"
+    [(query, package)] = api.calls("POST", "/apis/v2beta1/pipelines/upload")
+    assert query["name"] == [PIPELINE_NAME] and COMPILED_SPEC.read_bytes() in package
+    [(query, _)] = api.calls("POST", "/apis/v2beta1/pipelines/upload_version")
+    assert query["name"] == [pipeline_version()]
+    assert len(api.experiments) == 1 and api.experiments[0]["display_name"] == "continuous-training"
+    [run_1, run_2] = api.runs
+    our_version = [v for v in api.versions[run_1["pipeline_version_reference"]["pipeline_id"]]
+                   if v["display_name"] == pipeline_version()][0]
+    assert run_1["pipeline_version_reference"]["pipeline_version_id"] == our_version["pipeline_version_id"]
+    assert run_1["display_name"] == "run-1" and run_1["experiment_id"] == api.experiments[0]["experiment_id"]
+    assert run_1["runtime_config"]["parameters"] == PARAMETERS
+    assert run_2["runtime_config"]["parameters"]["run_id"] == "run-2"
+    assert second.id != first.id
+
+
+def test_schedule_is_idempotent_with_concurrency_one_and_no_catchup(api):
+    created = schedule(api.url, "0 6 * * *", PARAMETERS, "continuous-training", "nightly")
+    again = schedule(api.url, "0 6 * * *", PARAMETERS, "continuous-training", "nightly")
+    assert created.created and not again.created and again.id == created.id
+    [recurring] = api.recurring_runs
+    assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 6 * * *"
+    assert int(recurring["max_concurrency"]) == 1 and recurring["no_catchup"] is True
+    assert recurring["runtime_config"]["parameters"] == PARAMETERS
+
+
+def test_bad_cron_is_refused_before_any_request(api):
+    with pytest.raises(ValueError, match="expected 5 fields"):
+        schedule(api.url, "daily", PARAMETERS, "continuous-training", "nightly")
+    assert api.requests == []
+
+
+@pytest.mark.parametrize("status, message", [
+    (401, "HTTP 401 .*not authenticated"),
+    (404, "HTTP 404"),
+    (409, "HTTP 409"),
+    (500, "HTTP 500"),
+])
+def test_api_errors_name_the_call_and_create_nothing(api, status, message):
+    api.fail["/apis/v2beta1/experiments"] = (status, 0)
+    with pytest.raises(SubmitError, match=f"finding or creating the experiment failed: {message}"):
+        submit_run(api.url, PARAMETERS, "continuous-training", "run-1")
+    assert api.runs == [] and api.recurring_runs == []
+
+
+def test_unreachable_api_is_a_clear_error():
+    with pytest.raises(SubmitError, match="cannot reach the KFP API at http://127.0.0.1:9"):
+        submit_run("http://127.0.0.1:9", PARAMETERS, "continuous-training", "run-1")
+
+
+def test_cli_prints_the_run_and_its_dashboard_url(api, capsys):
+    assert main(["submit", "--host", api.url, "--param", "data_root=/var/lib/ct/data",
+                 "--param", "model_repository=/var/lib/ct/models", "--param", "epochs=3"]) == 0
+    out = capsys.readouterr().out
+    [run] = api.runs
+    assert run["run_id"] in out and f"{api.url}/#/runs/details/{run['run_id']}" in out
+    parameters = run["runtime_config"]["parameters"]
+    assert parameters["epochs"] == 3 and parameters["trigger"] == "manual" and parameters["run_id"] == run["display_name"]
+
+
+def test_cli_refuses_a_bad_param_before_calling_the_api(api, capsys):
+    assert main(["submit", "--host", api.url, "--param", "epoch=3"]) == 1
+    assert "--param epoch: unknown parameter" in capsys.readouterr().err and api.requests == []
+
+
+def test_cli_api_failure_exits_non_zero(api, capsys):
+    api.fail["/apis/v2beta1/runs"] = (500, 0)
+    assert main(["submit", "--host", api.url, "--param", "data_root=/d", "--param", "model_repository=/m"]) == 1
+    assert "creating the run failed: HTTP 500" in capsys.readouterr().err
+    assert api.runs == []
