@@ -166,7 +166,8 @@ CLUSTER_METADATA = "grpc://metadata-grpc-service.kubeflow:8080"
 
 def _cluster(args) -> int:
     from pipelines.local_run import new_run_id, pipeline_parameters
-    from pipelines.submit import schedule, submit_run
+    from pipelines.submit import KfpApi
+    from pipelines.triggers.cron import parse_cron
 
     declared = {name: kind for name, (kind, _) in pipeline_parameters(include_wired=True).items()}
     parameters = {"metadata_connection": CLUSTER_METADATA, **parse_parameters(args.param, declared)}
@@ -176,10 +177,11 @@ def _cluster(args) -> int:
     if args.command == "submit":
         run_id = parameters.setdefault("run_id", new_run_id())
         parameters.update(trigger="manual", reason=args.reason)
-        submitted = submit_run(args.host, parameters, args.experiment, run_id, args.namespace)
+        submitted = KfpApi(args.host, args.namespace).submit_run(parameters, args.experiment, run_id)
     else:
+        parse_cron(args.cron)
         parameters.update(run_id="", trigger="schedule", reason=args.reason or f"cron '{args.cron}'")
-        submitted = schedule(args.host, args.cron, parameters, args.experiment, args.name, args.namespace)
+        submitted = KfpApi(args.host, args.namespace).schedule(args.cron, parameters, args.experiment, args.name)
     state = "created" if submitted.created else "already there, unchanged"
     print(f"{submitted.kind} {submitted.id} ({state})\n{submitted.url}")
     return 0

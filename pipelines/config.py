@@ -260,6 +260,10 @@ class TriggerConfig:
     data_root: Path
     dataset: str = DEFAULT_DATASET
     metadata: str = ""
+    # With a KFP API, runs are submitted there (as `ct submit` does) instead of `ct run` here.
+    kfp_host: str = ""
+    kfp_namespace: str = ""
+    kfp_experiment: str = "continuous-training"
     parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     poll_seconds: float = 0.5
     cooldown_seconds: float = 60.0

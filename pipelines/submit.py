@@ -28,15 +28,6 @@ class Submitted:
     created: bool
 
 
-def _client(host: str, namespace: str | None):
-    import kfp
-
-    try:
-        return kfp.Client(host=host, namespace=namespace)
-    except Exception as error:  # kfp raises urllib3/ApiException/ValueError alike on a bad host
-        raise SubmitError(f"cannot reach the KFP API at {host}: {_reason(error)}") from None
-
-
 def _reason(error: Exception) -> str:
     status = getattr(error, "status", None)
     reason = getattr(error, "reason", None) or str(error).splitlines()[0]
@@ -54,55 +45,72 @@ def _call(what: str, function, *args, **kwargs):
         raise SubmitError(f"{what} failed: {_reason(error)}") from None
 
 
-def ensure_pipeline_version(client, spec: Path = COMPILED_SPEC) -> tuple[str, str]:
-    """The ids of the pipeline and of this code's version of it, uploading what is missing."""
-    version_name = pipeline_version()
-    pipeline_id = _call("looking up the pipeline", client.get_pipeline_id, PIPELINE_NAME)
-    if pipeline_id is None:
-        pipeline = _call("uploading the pipeline", client.upload_pipeline, str(spec), pipeline_name=PIPELINE_NAME,
-                         description="Continuous training: retrain, validate and push on new data.")
-        pipeline_id = pipeline.pipeline_id
-    versions = _call("listing pipeline versions", client.list_pipeline_versions, pipeline_id=pipeline_id, page_size=100)
-    for version in versions.pipeline_versions or []:
-        if version.display_name == version_name:
-            return pipeline_id, version.pipeline_version_id
-    version = _call("uploading the pipeline version", client.upload_pipeline_version, str(spec),
-                    pipeline_version_name=version_name, pipeline_id=pipeline_id)
-    return pipeline_id, version.pipeline_version_id
+TERMINAL_STATES = {"SUCCEEDED": True, "SKIPPED": True, "FAILED": False, "CANCELED": False}
 
 
-def submit_run(host: str, parameters: Mapping[str, Any], experiment: str, run_name: str,
-               namespace: str | None = None) -> Submitted:
-    """Creates one run of this code's pipeline version."""
-    client = _client(host, namespace)
-    pipeline_id, version_id = ensure_pipeline_version(client)
-    experiment_id = _call("finding or creating the experiment", client.create_experiment, experiment,
-                          namespace=namespace).experiment_id
-    run = _call("creating the run", client.run_pipeline, experiment_id=experiment_id, job_name=run_name,
-                params=dict(parameters), pipeline_id=pipeline_id, version_id=version_id)
-    return Submitted("run", run.run_id, f"{host.rstrip('/')}/#/runs/details/{run.run_id}", True)
+class KfpApi:
+    """One connection to a Kubeflow Pipelines API, through `kfp.Client`."""
 
+    def __init__(self, host: str, namespace: str | None = None):
+        import kfp
 
-def schedule(host: str, cron: str, parameters: Mapping[str, Any], experiment: str, name: str,
-             namespace: str | None = None) -> Submitted:
-    """A recurring run (at most one at a time, no catch-up); running it again changes nothing.
+        self.host = host.rstrip("/")
+        self.namespace = namespace
+        try:
+            self.client = kfp.Client(host=host, namespace=namespace)
+        except Exception as error:  # kfp raises urllib3 errors, ApiException or ValueError alike on a bad host
+            raise SubmitError(f"cannot reach the KFP API at {host}: {_reason(error)}") from None
 
-    Args:
-        cron: Five fields, as `ct watch` and Kubernetes read them; KFP's six-field form
-            (seconds first) is built from it.
-    """
-    parse_cron(cron)
-    client = _client(host, namespace)
-    pipeline_id, version_id = ensure_pipeline_version(client)
-    experiment_id = _call("finding or creating the experiment", client.create_experiment, experiment,
-                          namespace=namespace).experiment_id
-    existing = _call("listing recurring runs", client.list_recurring_runs, experiment_id=experiment_id, page_size=100)
-    for recurring in existing.recurring_runs or []:
-        if recurring.display_name == name:
-            return Submitted("recurring run", recurring.recurring_run_id,
-                             f"{host.rstrip('/')}/#/recurringrun/details/{recurring.recurring_run_id}", False)
-    recurring = _call("creating the recurring run", client.create_recurring_run, experiment_id=experiment_id,
-                      job_name=name, cron_expression=f"0 {cron}", max_concurrency=1, no_catchup=True,
-                      params=dict(parameters), pipeline_id=pipeline_id, version_id=version_id)
-    return Submitted("recurring run", recurring.recurring_run_id,
-                     f"{host.rstrip('/')}/#/recurringrun/details/{recurring.recurring_run_id}", True)
+    def ensure_pipeline_version(self, spec: Path = COMPILED_SPEC) -> tuple[str, str]:
+        """The ids of the pipeline and of this code's version of it, uploading what is missing."""
+        client, version_name = self.client, pipeline_version()
+        pipeline_id = _call("looking up the pipeline", client.get_pipeline_id, PIPELINE_NAME)
+        if pipeline_id is None:
+            pipeline = _call("uploading the pipeline", client.upload_pipeline, str(spec), pipeline_name=PIPELINE_NAME,
+                             description="Continuous training: retrain, validate and push on new data.")
+            pipeline_id = pipeline.pipeline_id
+        versions = _call("listing pipeline versions", client.list_pipeline_versions, pipeline_id=pipeline_id, page_size=100)
+        for version in versions.pipeline_versions or []:
+            if version.display_name == version_name:
+                return pipeline_id, version.pipeline_version_id
+        version = _call("uploading the pipeline version", client.upload_pipeline_version, str(spec),
+                        pipeline_version_name=version_name, pipeline_id=pipeline_id)
+        return pipeline_id, version.pipeline_version_id
+
+    def _experiment_id(self, experiment: str) -> str:
+        return _call("finding or creating the experiment", self.client.create_experiment, experiment,
+                     namespace=self.namespace).experiment_id
+
+    def submit_run(self, parameters: Mapping[str, Any], experiment: str, run_name: str) -> Submitted:
+        """Creates one run of this code's pipeline version."""
+        pipeline_id, version_id = self.ensure_pipeline_version()
+        run = _call("creating the run", self.client.run_pipeline, experiment_id=self._experiment_id(experiment),
+                    job_name=run_name, params=dict(parameters), pipeline_id=pipeline_id, version_id=version_id)
+        return Submitted("run", run.run_id, f"{self.host}/#/runs/details/{run.run_id}", True)
+
+    def schedule(self, cron: str, parameters: Mapping[str, Any], experiment: str, name: str) -> Submitted:
+        """A recurring run (at most one at a time, no catch-up); asking again with the same name changes nothing.
+
+        Args:
+            cron: Five fields, as `ct watch` and Kubernetes read them; KFP's six-field form
+                (seconds first) is built from it.
+        """
+        parse_cron(cron)
+        pipeline_id, version_id = self.ensure_pipeline_version()
+        experiment_id = self._experiment_id(experiment)
+        existing = _call("listing recurring runs", self.client.list_recurring_runs, experiment_id=experiment_id,
+                         page_size=100)
+        for recurring in existing.recurring_runs or []:
+            if recurring.display_name == name:
+                return Submitted("recurring run", recurring.recurring_run_id,
+                                 f"{self.host}/#/recurringrun/details/{recurring.recurring_run_id}", False)
+        recurring = _call("creating the recurring run", self.client.create_recurring_run, experiment_id=experiment_id,
+                          job_name=name, cron_expression=f"0 {cron}", max_concurrency=1, no_catchup=True,
+                          params=dict(parameters), pipeline_id=pipeline_id, version_id=version_id)
+        return Submitted("recurring run", recurring.recurring_run_id,
+                         f"{self.host}/#/recurringrun/details/{recurring.recurring_run_id}", True)
+
+    def run_succeeded(self, run_id: str) -> bool | None:
+        """None while the run goes on; then whether it succeeded."""
+        state = str(_call("reading the run", self.client.get_run, run_id).state or "")
+        return TERMINAL_STATES.get(state)

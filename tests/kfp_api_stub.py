@@ -95,9 +95,13 @@ class _Handler(BaseHTTPRequestHandler):
             s.experiments.append(experiment)
             return self._reply(200, experiment)
         if method == "POST" and path == "/apis/v2beta1/runs":
-            run = {**json.loads(body), "run_id": uuid.uuid4().hex}
+            run = {**json.loads(body), "run_id": uuid.uuid4().hex, "state": "RUNNING"}
             s.runs.append(run)
             return self._reply(200, run)
+        match = re.fullmatch(r"/apis/v2beta1/runs/(\w+)", path)
+        if method == "GET" and match:
+            found = [r for r in s.runs if r["run_id"] == match[1]]
+            return self._reply(200, found[0]) if found else self._reply(404, {"error_message": "run not found", "code": 5})
         if method == "GET" and path == "/apis/v2beta1/recurringruns":
             wanted = query.get("experiment_id", [None])[0]
             return self._reply(200, {"recurringRuns": [r for r in s.recurring_runs if r.get("experiment_id") == wanted]})

@@ -62,6 +62,28 @@ class LocalLauncher:
         return None if self._process is None else self._process.poll()
 
 
+class KfpLauncher:
+    """Submits the run to the Kubeflow Pipelines API (the code `ct submit` uses) and follows its state."""
+
+    def __init__(self, config: TriggerConfig):
+        from pipelines.submit import KfpApi
+
+        self.api = KfpApi(config.kfp_host, config.kfp_namespace or None)
+        self.experiment = config.kfp_experiment
+        self.parameters = {"dataset": config.dataset, **config.parameters}
+        if config.metadata:
+            self.parameters["metadata_connection"] = config.metadata
+        self._run: str | None = None
+
+    def start(self, run_id: str, trigger: str, reason: str) -> None:
+        parameters = {**self.parameters, "run_id": run_id, "trigger": trigger, "reason": reason}
+        self._run = self.api.submit_run(parameters, self.experiment, run_id).id
+
+    def finished(self) -> int | None:
+        succeeded = None if self._run is None else self.api.run_succeeded(self._run)
+        return None if succeeded is None else (0 if succeeded else 1)
+
+
 @dataclasses.dataclass
 class Event:
     """What the controller did, for its log and the demo's timeline."""
@@ -157,5 +179,7 @@ def build_controller(config: TriggerConfig, launcher: Launcher | None = None) ->
         triggers.append(PerformanceDropTrigger(config.performance, dataset.model_name))
     if config.distribution_shift:
         triggers.append(DistributionShiftTrigger(config.distribution_shift, home.request_log, dataset, store))
-    parameters = {"dataset": config.dataset, **config.parameters}
-    return Controller(config, triggers, launcher or LocalLauncher(home, config.data_root, parameters), store)
+    if launcher is None:
+        launcher = (KfpLauncher(config) if config.kfp_host
+                    else LocalLauncher(home, config.data_root, {"dataset": config.dataset, **config.parameters}))
+    return Controller(config, triggers, launcher, store)

@@ -8,7 +8,7 @@ import pytest
 from pipelines.cli import main
 from pipelines.compile import COMPILED_SPEC, pipeline_version
 from pipelines.continuous_training import PIPELINE_NAME
-from pipelines.submit import SubmitError, schedule, submit_run
+from pipelines.submit import KfpApi, SubmitError
 from tests.kfp_api_stub import KfpApiStub
 
 PARAMETERS = {"data_root": "/var/lib/ct/data", "metadata_connection": "grpc://metadata-grpc-service.kubeflow:8080",
@@ -24,8 +24,9 @@ def api():
 
 
 def test_submit_uploads_the_spec_once_and_creates_a_run_with_its_parameters(api):
-    first = submit_run(api.url, PARAMETERS, "continuous-training", "run-1")
-    second = submit_run(api.url, {**PARAMETERS, "run_id": "run-2"}, "continuous-training", "run-2")
+    kfp_api = KfpApi(api.url)
+    first = kfp_api.submit_run(PARAMETERS, "continuous-training", "run-1")
+    second = KfpApi(api.url).submit_run({**PARAMETERS, "run_id": "run-2"}, "continuous-training", "run-2")
     assert first.url == f"{api.url}/#/runs/details/{first.id}"
     [(query, package)] = api.calls("POST", "/apis/v2beta1/pipelines/upload")
     assert query["name"] == [PIPELINE_NAME] and COMPILED_SPEC.read_bytes() in package
@@ -43,8 +44,8 @@ def test_submit_uploads_the_spec_once_and_creates_a_run_with_its_parameters(api)
 
 
 def test_schedule_is_idempotent_with_concurrency_one_and_no_catchup(api):
-    created = schedule(api.url, "0 6 * * *", PARAMETERS, "continuous-training", "nightly")
-    again = schedule(api.url, "0 6 * * *", PARAMETERS, "continuous-training", "nightly")
+    created = KfpApi(api.url).schedule("0 6 * * *", PARAMETERS, "continuous-training", "nightly")
+    again = KfpApi(api.url).schedule("0 6 * * *", PARAMETERS, "continuous-training", "nightly")
     assert created.created and not again.created and again.id == created.id
     [recurring] = api.recurring_runs
     assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 6 * * *"
@@ -52,10 +53,14 @@ def test_schedule_is_idempotent_with_concurrency_one_and_no_catchup(api):
     assert recurring["runtime_config"]["parameters"] == PARAMETERS
 
 
-def test_bad_cron_is_refused_before_any_request(api):
+def test_bad_cron_is_refused_before_anything_is_uploaded(api, capsys):
     with pytest.raises(ValueError, match="expected 5 fields"):
-        schedule(api.url, "daily", PARAMETERS, "continuous-training", "nightly")
-    assert api.requests == []
+        KfpApi(api.url).schedule("daily", PARAMETERS, "continuous-training", "nightly")
+    assert [path for _, path, _, _ in api.requests] == ["/apis/v2beta1/healthz"]
+    assert main(["schedule", "--host", api.url, "--cron", "daily", "--param", "data_root=/d",
+                 "--param", "model_repository=/m"]) == 1
+    assert "cron 'daily': expected 5 fields" in capsys.readouterr().err
+    assert api.recurring_runs == [] and len(api.requests) == 1
 
 
 @pytest.mark.parametrize("status, message", [
@@ -67,13 +72,13 @@ def test_bad_cron_is_refused_before_any_request(api):
 def test_api_errors_name_the_call_and_create_nothing(api, status, message):
     api.fail["/apis/v2beta1/experiments"] = (status, 0)
     with pytest.raises(SubmitError, match=f"finding or creating the experiment failed: {message}"):
-        submit_run(api.url, PARAMETERS, "continuous-training", "run-1")
+        KfpApi(api.url).submit_run(PARAMETERS, "continuous-training", "run-1")
     assert api.runs == [] and api.recurring_runs == []
 
 
 def test_unreachable_api_is_a_clear_error():
     with pytest.raises(SubmitError, match="cannot reach the KFP API at http://127.0.0.1:9"):
-        submit_run("http://127.0.0.1:9", PARAMETERS, "continuous-training", "run-1")
+        KfpApi("http://127.0.0.1:9")
 
 
 def test_cli_prints_the_run_and_its_dashboard_url(api, capsys):
@@ -96,3 +101,37 @@ def test_cli_api_failure_exits_non_zero(api, capsys):
     assert main(["submit", "--host", api.url, "--param", "data_root=/d", "--param", "model_repository=/m"]) == 1
     assert "creating the run failed: HTTP 500" in capsys.readouterr().err
     assert api.runs == []
+
+
+def test_the_controller_submits_through_the_same_code_and_follows_the_run(api, tmp_path, flight_months):
+    from components.common.metadata import MetadataStore
+    from pipelines.config import TriggerConfig
+    from pipelines.triggers.controller import Controller, KfpLauncher
+    from pipelines.triggers.sources import MANUAL, Firing
+    from tests.conftest import write_month
+
+    write_month(tmp_path / "data", "2013-01", flight_months["2013-01"])
+    config = TriggerConfig(home=tmp_path, data_root=tmp_path / "data", cooldown_seconds=0, kfp_host=api.url,
+                           metadata="grpc://metadata-grpc-service.kubeflow:8080",
+                           parameters={"data_root": "/var/lib/ct/data", "model_repository": "/var/lib/ct/models"})
+
+    class Once:
+        name = MANUAL
+        fired = [Firing(MANUAL, "first model", 0)]
+
+        def check(self, now):
+            firings, self.fired = self.fired, []
+            return firings
+
+    controller = Controller(config, [Once()], KfpLauncher(config), MetadataStore(f"sqlite:///{tmp_path / 'm.sqlite'}"))
+    controller.tick()
+    [run] = api.runs
+    parameters = run["runtime_config"]["parameters"]
+    assert parameters["run_id"] == controller.running == run["display_name"]
+    assert (parameters["trigger"], parameters["reason"]) == ("manual", "manual: first model")
+    assert parameters["metadata_connection"] == "grpc://metadata-grpc-service.kubeflow:8080"
+    controller.tick()
+    assert controller.running is not None  # still RUNNING on the API
+    run["state"] = "SUCCEEDED"
+    controller.tick()
+    assert controller.running is None and controller.events[-1].reason == "exit code 0"
