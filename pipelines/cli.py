@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 import time
 from pathlib import Path
 
@@ -23,6 +25,10 @@ from pipelines.config import (DEFAULT_DATASET, DEFAULT_HOME, ConfigError, Home, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    # TensorFlow's C++ start-up chatter and Google client libraries' Python-version notices
+    # would drown the commands' own output; an explicit TF_CPP_MIN_LOG_LEVEL still wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
     parser = _parser()
     args = parser.parse_args(argv)
     try:
