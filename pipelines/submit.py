@@ -45,17 +45,37 @@ def _call(what: str, function, *args, **kwargs):
         raise SubmitError(f"{what} failed: {_reason(error)}") from None
 
 
+def _time_out_requests(seconds: float) -> None:
+    """kfp.Client sends every request with no timeout, so a hung API would hang us: its
+    REST layer is given a default that an explicit per-request timeout still overrides."""
+    from kfp_server_api import rest
+
+    if not hasattr(rest.RESTClientObject, "_untimed_request"):
+        rest.RESTClientObject._untimed_request = rest.RESTClientObject.request
+    untimed = rest.RESTClientObject._untimed_request
+
+    def request(self, *args, _request_timeout=None, **kwargs):
+        # (connect, read): the REST layer takes a single number only as an int.
+        return untimed(self, *args, _request_timeout=_request_timeout or (seconds, seconds), **kwargs)
+
+    rest.RESTClientObject.request = request
+
+
 TERMINAL_STATES = {"SUCCEEDED": True, "SKIPPED": True, "FAILED": False, "CANCELED": False}
 
 
-class KfpApi:
-    """One connection to a Kubeflow Pipelines API, through `kfp.Client`."""
+REQUEST_TIMEOUT_SECONDS = 30.0
 
-    def __init__(self, host: str, namespace: str | None = None):
+
+class KfpApi:
+    """One connection to a Kubeflow Pipelines API, through `kfp.Client`, with a timeout on every request."""
+
+    def __init__(self, host: str, namespace: str | None = None, timeout: float = REQUEST_TIMEOUT_SECONDS):
         import kfp
 
         self.host = host.rstrip("/")
         self.namespace = namespace
+        _time_out_requests(timeout)
         try:
             self.client = kfp.Client(host=host, namespace=namespace)
         except Exception as error:  # kfp raises urllib3 errors, ApiException or ValueError alike on a bad host

@@ -135,3 +135,11 @@ def test_the_controller_submits_through_the_same_code_and_follows_the_run(api, t
     run["state"] = "SUCCEEDED"
     controller.tick()
     assert controller.running is None and controller.events[-1].reason == "exit code 0"
+
+
+def test_a_hung_api_times_out_with_a_clear_error(api):
+    kfp_api = KfpApi(api.url, timeout=1.0)
+    api.fail["/apis/v2beta1/experiments"] = (200, 5.0)  # answers, but only after 5 s
+    with pytest.raises(SubmitError, match="finding or creating the experiment failed: .*(timed out|Timeout)"):
+        kfp_api.submit_run(PARAMETERS, "continuous-training", "run-1")
+    assert api.runs == []
