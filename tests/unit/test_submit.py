@@ -1,7 +1,6 @@
 """`ct submit` and `ct schedule` through the real kfp.Client, against tests/kfp_api_stub.py:
 a local server with only the KFP API endpoints used (no cluster can run here)."""
 
-import json
 
 import pytest
 
