@@ -103,11 +103,12 @@ class PredictionService:
         if not changed:
             return
         self.metrics.canary_decision(verdict.decision)
-        self.decisions.append({"version": version, "decision": verdict.decision, "reason": verdict.reason,
-                               "numbers": verdict.numbers, "time": time.time()})
         log.info("canary version %s %s: %s", version, verdict.decision, verdict.reason)
         if self.store is not None:
             self.store.record_canary_decision(self.model_name, version, verdict.decision, verdict.reason, verdict.numbers)
+        # Last: a decision listed here is already recorded everywhere else.
+        self.decisions.append({"version": version, "decision": verdict.decision, "reason": verdict.reason,
+                               "numbers": verdict.numbers, "time": time.time()})
 
     # --- requests ----------------------------------------------------------------
 

@@ -174,7 +174,8 @@ def test_canary_is_promoted_or_rolled_back_from_feedback_and_recorded(serve, row
     publish(repository, trained_model, 2, store)
     assert wait_for(lambda: service.registry.routing.canary is not None)
     _traffic_with_feedback(server, rows[:300], canary_good)
-    assert wait_for(lambda: service.registry.routing.canary is None)
+    assert wait_for(lambda: service.decisions)
+    assert service.registry.routing.canary is None
     [made] = service.decisions
     assert (made["version"], made["decision"]) == (2, decision)
     assert made["numbers"]["canary_labelled"] >= 40 and made["numbers"]["stable_labelled"] >= 40
