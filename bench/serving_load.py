@@ -22,9 +22,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -42,15 +39,10 @@ from pipelines.config import Home, PerformanceTrigger, TriggerConfig, NewDataTri
 from pipelines.sample_data import flight_spans, write_span
 from pipelines.triggers.controller import build_controller
 from pipelines.triggers.sources import request_manual_run
+from serving.child import free_port, start_serving
 
 RATE = 200
 P99_TARGET_MS = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Client:
@@ -129,28 +121,6 @@ def publish(repository: Path, model_dir: Path, model_name: str, version: int) ->
     os.rename(staging, repository / model_name / str(version))
 
 
-def wait_ready(port: int, process: subprocess.Popen) -> None:
-    for _ in range(600):
-        if process.poll() is not None:
-            raise RuntimeError("ct serve exited")
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            connection.request("GET", "/v2/health/ready")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("ct serve did not become ready")
-
-
-def serve(home: Path, port: int, *options: str) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--home", str(home), "--port", str(port),
-                                *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_ready(port, process)
-    return process
-
-
 def reaction(controller, event, started_at_least: int) -> float:
     """Seconds from `event()` until the controller has started its `started_at_least`-th run."""
     event_at = time.perf_counter()
@@ -203,7 +173,7 @@ def main() -> None:
             in_process_batch.append((time.perf_counter() - started) * 1000)
 
         port = free_port()
-        server = serve(home.root, port, "--request-log-sample", "1.0")
+        server = start_serving(home.root, port, ["--request-log-sample", "1.0"], wait_for="/v2/health/ready")
         try:
             open_loop(port, path, single, RATE, 2)  # warm-up
             latencies, errors, _ = open_loop(port, path, single, RATE, args.seconds)
@@ -225,7 +195,8 @@ def main() -> None:
         print(f"                         in-process {percentiles(np.array(in_process_batch))}")
 
         port = free_port()
-        server = serve(home.root, port, "--canary-percent", "100", "--request-log-sample", "0")
+        server = start_serving(home.root, port, ["--canary-percent", "100", "--request-log-sample", "0"],
+                               wait_for="/v2/health/ready")
         try:
             swaps = 20
             result = {}
@@ -246,7 +217,7 @@ def main() -> None:
         port = free_port()
         trigger_home = Home(folder / "trigger-home").create()
         shutil.copytree(home.model_repository, trigger_home.model_repository, dirs_exist_ok=True)
-        server = serve(trigger_home.root, port, "--canary-min-labelled", "50")
+        server = start_serving(trigger_home.root, port, ["--canary-min-labelled", "50"], wait_for="/v2/health/ready")
         try:
             config = TriggerConfig(home=trigger_home.root, data_root=folder / "arriving", cooldown_seconds=0,
                                    poll_seconds=0.1, new_data=NewDataTrigger(),

@@ -204,21 +204,31 @@ def _trigger(args) -> int:
 def _watch(args) -> int:
     import logging
 
-    from pipelines.config import load_trigger_config
-    from pipelines.local_run import pipeline_parameters
     from pipelines.triggers.controller import build_controller
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = load_trigger_config(args.config)
-    declared = {name: kind for name, (kind, _) in pipeline_parameters().items()}
-    parse_parameters([f"{k}={v}" for k, v in config.parameters.items()], declared)
-    controller = build_controller(config)
+    controller = build_controller(checked_trigger_config(args.config))
     print(f"watching with triggers: {', '.join(t.name for t in controller.triggers)}", flush=True)
     try:
         controller.run_forever(args.heartbeat)
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def checked_trigger_config(path: Path):
+    """triggers.yaml, with its pipeline parameters checked against the pipeline's declared types.
+
+    A cluster run (`kfp_host`) is given the paths `ct run` would set itself (data_root,
+    model_repository, ...), so those are allowed there.
+    """
+    from pipelines.config import load_trigger_config
+    from pipelines.local_run import pipeline_parameters
+
+    config = load_trigger_config(path)
+    declared = {name: kind for name, (kind, _) in pipeline_parameters(include_wired=bool(config.kfp_host)).items()}
+    parse_parameters([f"{k}={v}" for k, v in config.parameters.items()], declared)
+    return config
 
 
 def _runs(args) -> int:

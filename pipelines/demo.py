@@ -20,7 +20,6 @@ import dataclasses
 import http.client
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pipelines.report import write_report
 from pipelines.sample_data import flight_spans, parse_months, write_span
 from pipelines.triggers.controller import build_controller
 from pipelines.triggers.sources import request_manual_run
+from serving.child import free_port, start_serving
 from serving.service import REQUEST_LOG_FLUSH_SECONDS
 
 SERVE_OPTIONS = ("--canary-percent", "30", "--canary-min-labelled", "300", "--canary-auc-tolerance", "0.01")
@@ -63,30 +63,11 @@ class MonthRow:
         return ", ".join(f"v{v} {t['auc']:.3f} ({t['requests']})" for v, t in self.traffic["versions"].items())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(port: int, path: str) -> tuple[int, dict]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     connection.request("GET", path)
     response = connection.getresponse()
     return response.status, json.loads(response.read())
-
-
-def _wait_until_live(port: int, server: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"ct serve exited with code {server.returncode}; see its log")
-        try:
-            if _get(port, "/v2/health/live")[0] == 200:
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"ct serve did not answer within {timeout:g} s")
 
 
 def _served(port: int, model_name: str) -> list[str]:
@@ -101,7 +82,7 @@ def run_demo(home_path: Path, months_text: str, rows_per_month: int = 2000) -> i
     shutil.rmtree(home_path, ignore_errors=True)
     home = Home(home_path).create()
     dataset = load_dataset("flights")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     config = TriggerConfig(
         home=home.root, data_root=home.root / "data", parameters=PARAMETERS, cooldown_seconds=0, poll_seconds=0.5,
@@ -117,10 +98,8 @@ def run_demo(home_path: Path, months_text: str, rows_per_month: int = 2000) -> i
     print(f"replaying {months[0]}..{months[-1]}: service at {url}, home {home.root}")
     print(f"{'month':<8} {'traffic (online AUC by version)':<38} {'triggers':<34} {'decision':<28} serving after")
     with open(home.logs / "serve.log", "w") as serve_log, tempfile.TemporaryDirectory() as scratch:
-        server = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--home", str(home.root), "--port",
-                                   str(port), *SERVE_OPTIONS], stdout=serve_log, stderr=subprocess.STDOUT)
+        server = start_serving(home.root, port, SERVE_OPTIONS, output=serve_log)
         try:
-            _wait_until_live(port, server)
             for span in flight_spans(months):
                 rows.append(_month(span, port, url, Path(scratch), controller, store, dataset.model_name, rows_per_month))
                 print(_line(rows[-1]), flush=True)

@@ -340,10 +340,8 @@ class MetadataStore:
         A rolled-back version's pushed-model artifact is marked, so it is no longer the
         production model (the pipeline's baseline) and is never loaded again.
         """
-        [pushed] = [a for a in self._store.get_artifacts_by_type(PUSHED_MODEL)
-                    if _to_value(a.custom_properties["model_name"]) == model_name
-                    and _to_value(a.custom_properties["version"]) == version]
-        run_id = str(_to_value(pushed.custom_properties["run_id"]))
+        [pushed] = [a for a in self.pushed_models(model_name) if a.properties["version"] == version]
+        run_id = str(pushed.properties["run_id"])
         with self.step(run_id, "canary", {"decision": decision, **numbers}) as step:
             step.input(PUSHED_MODEL, pushed.uri, canary=decision, canary_reason=reason,
                        **({"state": ROLLED_BACK} if decision == ROLLED_BACK else {}))

@@ -138,10 +138,12 @@ class Controller:
         except DataError as error:
             self._wait(now, triggers, f"{reason} -- waiting: {error}")
             return
-        if not forced and fingerprint(files) in self.store.trained_fingerprints(self.config.dataset):
-            self._wait(now, triggers, f"{reason} -- waiting for new data: the latest data was trained on already "
-                                      f"(fingerprint {fingerprint(files)[:12]}); a forced manual trigger retrains it")
-            return
+        if not forced:
+            window = fingerprint(files)
+            if window in self.store.trained_fingerprints(self.config.dataset):
+                self._wait(now, triggers, f"{reason} -- waiting for new data: the latest data was trained on already "
+                                          f"(fingerprint {window[:12]}); a forced manual trigger retrains it")
+                return
         run_id = new_run_id()
         self.launcher.start(run_id, ", ".join(triggers), reason)
         self.running = run_id

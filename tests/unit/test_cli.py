@@ -41,3 +41,25 @@ def test_missing_data_root_is_named(tmp_path, capsys):
 def test_reading_a_home_where_nothing_ran_says_so(tmp_path, capsys, command):
     assert main([command, "--home", str(tmp_path / "home")]) == 1
     assert "metadata.sqlite: no ML Metadata store (nothing has run with --home" in capsys.readouterr().err
+
+
+def test_the_clusters_trigger_configuration_is_valid():
+    from pathlib import Path
+
+    from pipelines.cli import checked_trigger_config
+
+    config = checked_trigger_config(Path(__file__).resolve().parents[2] / "manifests" / "base" / "triggers.yaml")
+    assert config.kfp_host and config.parameters["data_root"] == "/var/lib/ct/data"
+
+
+def test_a_local_trigger_configuration_may_not_set_what_ct_run_sets(tmp_path):
+    from pipelines.cli import checked_trigger_config
+    from pipelines.config import ConfigError
+
+    path = tmp_path / "triggers.yaml"
+    path.write_text("home: h\ndata_root: d\nparameters: {data_root: /elsewhere}\n")
+    with pytest.raises(ConfigError, match="--param data_root: unknown parameter"):
+        checked_trigger_config(path)
+    path.write_text("home: h\ndata_root: d\nparameters: {epochs: many}\n")
+    with pytest.raises(ConfigError, match="epochs='many': expected int"):
+        checked_trigger_config(path)

@@ -1,0 +1,43 @@
+"""`ct serve` as a child process on a free loopback port, for the demo and the benchmarks."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Sequence
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_serving(home: Path, port: int, options: Sequence[str] = (), output: IO | int = subprocess.DEVNULL,
+                  wait_for: str = "/v2/health/live", timeout: float = 120) -> subprocess.Popen:
+    """Starts `ct serve` and returns once `wait_for` answers 200 (`/v2/health/ready`: a model is loaded).
+
+    Raises:
+        RuntimeError: the service exited, or did not answer in time (it is stopped then).
+    """
+    process = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--home", str(home), "--port", str(port),
+                                *options], stdout=output, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"ct serve exited with code {process.returncode}")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            connection.request("GET", wait_for)
+            if connection.getresponse().status == 200:
+                return process
+        except OSError:
+            pass
+        time.sleep(0.1)
+    process.terminate()
+    process.wait()
+    raise RuntimeError(f"ct serve did not answer {wait_for} within {timeout:g} s")
