@@ -6,6 +6,7 @@
     ct runs / ct lineage [VERSION]                          read ML Metadata
     ct compile [--out FILE]                                 write the KFP IR YAML spec
     ct serve / ct watch / ct trigger                        serve models; retrain when triggers fire
+    ct submit / ct schedule / ct rollout                    runs, schedules and KServe rollouts in a cluster
     ct demo                                                 2013 replayed: traffic, feedback, triggers, canaries
 """
 
@@ -19,9 +20,10 @@ import time
 from pathlib import Path
 
 from components.common.errors import DataError
+from pipelines.rollout import RolloutError
 from pipelines.submit import SubmitError
-from pipelines.config import (DEFAULT_DATASET, DEFAULT_HOME, ConfigError, Home, ServingConfig, load_dataset,
-                              parse_parameters)
+from pipelines.config import (DEFAULT_DATASET, DEFAULT_HOME, MODEL_VERSION_ENV, ConfigError, Home, ServingConfig,
+                              load_dataset, parse_parameters)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (ConfigError, DataError, SubmitError, ValueError, KeyError) as error:
+    except (ConfigError, DataError, SubmitError, RolloutError, ValueError, KeyError) as error:
         print(f"ct {args.command}: {error}", file=sys.stderr)
         return 2 if isinstance(error, DataError) else 1
 
@@ -77,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     trigger.set_defaults(handler=_trigger)
 
     watch = commands.add_parser("watch", help="run the trigger controller: retrain when a trigger fires")
-    watch.add_argument("--config", type=Path, required=True, help="triggers.yaml")
+    watch.add_argument("--config", type=Path, action="append", required=True,
+                       help="triggers.yaml; repeat to add settings from more files")
     watch.add_argument("--heartbeat", type=Path, default=None, help="a file touched after every check (liveness probe)")
     watch.set_defaults(handler=_watch)
 
@@ -103,6 +106,17 @@ def _parser() -> argparse.ArgumentParser:
             cluster.add_argument("--name", default="continuous-training-schedule", help="the recurring run's name")
         cluster.set_defaults(handler=_cluster)
 
+    rollout = commands.add_parser("rollout", help="canary, promote or roll back the KServe InferenceService")
+    rollout.add_argument("action", choices=["status", "deploy", "promote", "rollback"])
+    rollout.add_argument("version", nargs="?", type=int, help="the model version to deploy")
+    rollout.add_argument("--canary-percent", type=int, default=10, help="traffic share of a deployed version")
+    rollout.add_argument("--namespace", default="ct")
+    rollout.add_argument("--name", default="ct-predictor", help="the InferenceService")
+    rollout.add_argument("--dataset", default=DEFAULT_DATASET, help="whose model (for ML Metadata)")
+    rollout.add_argument("--metadata", default="", help="record promotions and rollbacks in this ML Metadata "
+                                                        f"(e.g. {CLUSTER_METADATA})")
+    rollout.set_defaults(handler=_rollout)
+
     serve = commands.add_parser("serve", parents=[home_options], help="serve the model repository (TF Serving REST and Open Inference Protocol v2)")
     serve.add_argument("--dataset", default=DEFAULT_DATASET, help="whose model to serve")
     serve.add_argument("--host", default="127.0.0.1")
@@ -111,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--canary-min-labelled", type=int, default=ServingConfig.canary_min_labelled)
     serve.add_argument("--canary-auc-tolerance", type=float, default=ServingConfig.canary_auc_tolerance)
     serve.add_argument("--request-log-sample", type=float, default=ServingConfig.request_log_sample)
+    serve.add_argument("--model-version", type=int, default=_env_int(MODEL_VERSION_ENV),
+                       help=f"serve only this version, no canary of our own (a KServe revision; env {MODEL_VERSION_ENV})")
     serve.set_defaults(handler=_serve)
 
     compile_ = commands.add_parser("compile", help="write the KFP pipeline spec (IR YAML)")
@@ -193,6 +209,38 @@ def _cluster(args) -> int:
     return 0
 
 
+def _rollout(args) -> int:
+    from pipelines.rollout import InferenceServiceRollout
+
+    if (args.action == "deploy") != (args.version is not None):
+        raise ConfigError("a version is given with deploy, and only with deploy")
+    rollout = InferenceServiceRollout.in_cluster_or_kubeconfig(args.namespace, args.name)
+    before = rollout.state()
+    if args.action == "deploy":
+        after = rollout.deploy(args.version, args.canary_percent)
+    elif args.action == "promote":
+        after = rollout.promote()
+    elif args.action == "rollback":
+        after = rollout.roll_back()
+    else:
+        after = before
+    if args.action in ("promote", "rollback") and args.metadata:
+        from components.common import metadata
+
+        decision = metadata.PROMOTED if args.action == "promote" else metadata.ROLLED_BACK
+        metadata.MetadataStore(args.metadata).record_canary_decision(
+            load_dataset(args.dataset).model_name, before.version, decision, f"ct rollout {args.action}", {})
+    canary = f", canary at {after.canary_percent}%" if after.canary else ""
+    print(f"{args.namespace}/{args.name}: version {after.version} (stable {after.stable_version}{canary}, "
+          f"ready {after.ready})")
+    return 0
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "")
+    return int(value) if value else None
+
+
 def _trigger(args) -> int:
     from pipelines.triggers.sources import request_manual_run
 
@@ -207,7 +255,7 @@ def _watch(args) -> int:
     from pipelines.triggers.controller import build_controller
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    controller = build_controller(checked_trigger_config(args.config))
+    controller = build_controller(checked_trigger_config(*args.config))
     print(f"watching with triggers: {', '.join(t.name for t in controller.triggers)}", flush=True)
     try:
         controller.run_forever(args.heartbeat)
@@ -216,7 +264,7 @@ def _watch(args) -> int:
     return 0
 
 
-def checked_trigger_config(path: Path):
+def checked_trigger_config(*paths: Path):
     """triggers.yaml, with its pipeline parameters checked against the pipeline's declared types.
 
     A cluster run (`kfp_host`) is given the paths `ct run` would set itself (data_root,
@@ -225,7 +273,7 @@ def checked_trigger_config(path: Path):
     from pipelines.config import load_trigger_config
     from pipelines.local_run import pipeline_parameters
 
-    config = load_trigger_config(path)
+    config = load_trigger_config(*paths)
     declared = {name: kind for name, (kind, _) in pipeline_parameters(include_wired=bool(config.kfp_host)).items()}
     parse_parameters([f"{k}={v}" for k, v in config.parameters.items()], declared)
     return config
@@ -285,7 +333,8 @@ def _serve(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ServingConfig(canary_percent=args.canary_percent, canary_min_labelled=args.canary_min_labelled,
-                           canary_auc_tolerance=args.canary_auc_tolerance, request_log_sample=args.request_log_sample)
+                           canary_auc_tolerance=args.canary_auc_tolerance, request_log_sample=args.request_log_sample,
+                           pinned_version=args.model_version)
     home = Home(args.home, args.metadata).create()
     model_name = load_dataset(args.dataset).model_name
     request_log = RequestLog(home.request_log, config.request_log_sample, config.request_log_rotate_rows,

@@ -180,6 +180,9 @@ def _convert(name: str, text: str, kind: type) -> Any:
         raise ConfigError(f"--param {name}={text!r}: expected {kind.__name__}") from None
 
 
+MODEL_VERSION_ENV = "CT_MODEL_VERSION"  # pins `ct serve` to one model version (a KServe revision)
+
+
 @dataclasses.dataclass(frozen=True)
 class ServingConfig:
     """How the prediction service routes, judges canaries, logs and protects itself.
@@ -195,6 +198,8 @@ class ServingConfig:
         request_log_max_bytes: Size of the request log beyond which the oldest files are deleted.
         max_body_bytes: Largest request body accepted.
         journal_size: Predictions remembered for feedback (oldest forgotten first).
+        pinned_version: Serve this version only, with no canary of our own (a KServe
+            revision; KServe splits traffic between revisions). None: follow the repository.
     """
 
     canary_percent: int = 20
@@ -207,6 +212,7 @@ class ServingConfig:
     request_log_max_bytes: int = 256 * 1024 * 1024
     max_body_bytes: int = 4 * 1024 * 1024
     journal_size: int = 1_000_000
+    pinned_version: int | None = None
 
     def __post_init__(self):
         if not 0 <= self.canary_percent <= 100:
@@ -253,6 +259,17 @@ class ShiftTrigger:
 
 
 @dataclasses.dataclass(frozen=True)
+class KServeRollout:
+    """Serving on KServe: each pushed version is deployed to the InferenceService as a
+    canary and, after `bake_seconds`, promoted if Ready or rolled back (pipelines/rollout.py)."""
+
+    namespace: str = "ct"
+    name: str = "ct-predictor"
+    canary_percent: int = 10
+    bake_seconds: float = 1800.0
+
+
+@dataclasses.dataclass(frozen=True)
 class TriggerConfig:
     """`ct watch` configuration (triggers.yaml). A trigger section left out is off; manual is always on."""
 
@@ -271,33 +288,42 @@ class TriggerConfig:
     new_data: NewDataTrigger | None = None
     performance: PerformanceTrigger | None = None
     distribution_shift: ShiftTrigger | None = None
+    kserve_rollout: KServeRollout | None = None
 
 
-def load_trigger_config(path: Path) -> TriggerConfig:
-    """Reads and checks triggers.yaml; paths in it are relative to the current folder.
+def load_trigger_config(*paths: Path) -> TriggerConfig:
+    """Reads and checks triggers.yaml (and more files adding settings, e.g. the KServe
+    overlay's `kserve_rollout`); paths in them are relative to the current folder.
 
     Raises:
-        ConfigError: a missing file, an unknown or missing key, a value of the wrong type.
+        ConfigError: a missing file, an unknown, repeated or missing key, a value of the wrong type.
     """
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such trigger configuration")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings")
-    sections = {"new_data": NewDataTrigger, "performance": PerformanceTrigger, "distribution_shift": ShiftTrigger}
+    sections = {"new_data": NewDataTrigger, "performance": PerformanceTrigger, "distribution_shift": ShiftTrigger,
+                "kserve_rollout": KServeRollout}
     values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key in sections:
-            values[key] = _section(path, key, sections[key], value or {})
-        elif key in ("home", "data_root"):
-            values[key] = Path(value)
-        elif key in {f.name for f in dataclasses.fields(TriggerConfig)}:
-            values[key] = value
-        else:
-            raise ConfigError(f"{path}: unknown key {key!r}; known: {', '.join(f.name for f in dataclasses.fields(TriggerConfig))}")
+    given_in: dict[str, Path] = {}
+    for path in paths:
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such trigger configuration")
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings")
+        for key, value in raw.items():
+            if key in given_in:
+                raise ConfigError(f"{path}: {key!r} is set in {given_in[key]} already")
+            given_in[key] = path
+            if key in sections:
+                values[key] = _section(path, key, sections[key], value or {})
+            elif key in ("home", "data_root"):
+                values[key] = Path(value)
+            elif key in {f.name for f in dataclasses.fields(TriggerConfig)}:
+                values[key] = value
+            else:
+                raise ConfigError(f"{path}: unknown key {key!r}; "
+                                  f"known: {', '.join(f.name for f in dataclasses.fields(TriggerConfig))}")
     for key in ("home", "data_root"):
         if key not in values:
-            raise ConfigError(f"{path}: missing key {key!r}")
+            raise ConfigError(f"{', '.join(map(str, paths))}: missing key {key!r}")
     config = TriggerConfig(**values)
     load_dataset(config.dataset)
     if config.schedule:
@@ -306,7 +332,7 @@ def load_trigger_config(path: Path) -> TriggerConfig:
         try:
             parse_cron(config.schedule)
         except ValueError as error:
-            raise ConfigError(f"{path}: schedule: {error}") from None
+            raise ConfigError(f"{given_in['schedule']}: schedule: {error}") from None
     return config
 
 

@@ -5,9 +5,13 @@ ingest -> statistics -> validate_data -> train -> evaluate -> validate_model -> 
 kfp.local cannot run `dsl.If`, so "push only if blessed" is the pusher's own check, and
 "stop on schema skew" is validate_data failing: train takes validate_data's schema and
 anomalies as inputs (and refuses any anomalies itself), so nothing after it runs.
+
+On a cluster every step mounts the home volume (the PersistentVolumeClaim named by
+`home_volume`, in the namespace the run's pods run in) at HOME_MOUNT, where data_root and
+model_repository point; kfp.local ignores the mount and uses the paths as they are.
 """
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from components.evaluate.component import evaluate
 from components.infra_validate.component import infra_validate
@@ -19,6 +23,7 @@ from components.validate_data.component import validate_data
 from components.validate_model.component import validate_model
 
 PIPELINE_NAME = "continuous-training"
+HOME_MOUNT = "/var/lib/ct"
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Retrain, validate and push a model when new data arrives.")
@@ -45,6 +50,7 @@ def continuous_training(
     max_auc_drop: float = 0.01,
     max_slice_auc_drop: float = 0.05,
     min_slice_examples: int = 200,
+    home_volume: str = "ct-home",
 ):
     # An empty run_id (a recurring run) falls back to KFP's job id inside each step.
     common = {"metadata_connection": metadata_connection, "run_id": run_id, "job_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
@@ -67,5 +73,7 @@ def continuous_training(
     infra = infra_validate(dataset=dataset, model=trained.outputs["model"], eval_examples=examples.outputs["eval_examples"],
                            **common)
     infra.after(blessing)
-    push(dataset=dataset, model_repository=model_repository, model=trained.outputs["model"],
-         blessing=blessing.outputs["blessing"], infra_blessing=infra.outputs["infra_blessing"], **common)
+    pushed = push(dataset=dataset, model_repository=model_repository, model=trained.outputs["model"],
+                  blessing=blessing.outputs["blessing"], infra_blessing=infra.outputs["infra_blessing"], **common)
+    for task in (examples, stats, validation, trained, evaluation, blessing, infra, pushed):
+        kubernetes.mount_pvc(task, pvc_name=home_volume, mount_path=HOME_MOUNT)

@@ -16,7 +16,8 @@ from components.common.spans import complete_spans
 from pipelines.config import DEFAULT_DATASET, ConfigError, Home, load_dataset
 
 # Set by `ct run` itself, not by `--param`.
-WIRED_PARAMETERS = ("data_root", "metadata_connection", "model_repository", "run_id", "trigger", "reason")
+# Set by `ct run` itself, or (home_volume) meaningful on a cluster only.
+WIRED_PARAMETERS = ("data_root", "metadata_connection", "model_repository", "run_id", "trigger", "reason", "home_volume")
 KFP_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool}
 
 EXIT_COMPLETED = 0

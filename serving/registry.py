@@ -85,14 +85,17 @@ class ModelRegistry:
     A new version is loaded and warmed in the background; the first ever becomes
     stable, later ones become the canary (replacing an undecided canary). A version
     that fails to load is remembered with its error and never receives traffic.
-    `excluded` versions (rolled back earlier) are never loaded.
+    `excluded` versions (rolled back earlier) are never loaded. A `pinned_version` is the
+    only version ever loaded (one KServe revision per version; KServe splits the traffic).
     """
 
     def __init__(self, repository: Path, model_name: str, canary_percent: int,
-                 excluded: Callable[[], set[int]] = set, on_loaded: Callable[[LoadedModel, str], None] = lambda m, role: None):
+                 excluded: Callable[[], set[int]] = set, on_loaded: Callable[[LoadedModel, str], None] = lambda m, role: None,
+                 pinned_version: int | None = None):
         self.repository = repository
         self.model_name = model_name
         self.canary_percent = canary_percent
+        self.pinned_version = pinned_version
         self.routing = Routing()
         self.failed: dict[int, str] = {}
         self._excluded = excluded
@@ -102,9 +105,12 @@ class ModelRegistry:
 
     def refresh(self) -> None:
         """Loads the newest version not seen yet, if any (at start-up: the newest not excluded)."""
-        excluded = self._excluded()
-        candidates = [v for v in published_versions(self.repository, self.model_name)
-                      if v not in self._seen and v not in excluded]
+        published = published_versions(self.repository, self.model_name)
+        if self.pinned_version is not None:
+            candidates = [v for v in published if v == self.pinned_version and v not in self._seen]
+        else:
+            excluded = self._excluded()
+            candidates = [v for v in published if v not in self._seen and v not in excluded]
         newest_known = max(self._seen, default=0)
         if not candidates or max(candidates) <= newest_known:
             return

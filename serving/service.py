@@ -43,7 +43,8 @@ class PredictionService:
         self.model_name = model_name
         self.registry = ModelRegistry(
             repository, model_name, config.canary_percent,
-            excluded=(lambda: store.rolled_back_versions(model_name)) if store else set, on_loaded=self._loaded)
+            excluded=(lambda: store.rolled_back_versions(model_name)) if store else set, on_loaded=self._loaded,
+            pinned_version=config.pinned_version)
         self.config = config
         self.request_log = request_log
         self.store = store

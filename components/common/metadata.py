@@ -340,7 +340,10 @@ class MetadataStore:
         A rolled-back version's pushed-model artifact is marked, so it is no longer the
         production model (the pipeline's baseline) and is never loaded again.
         """
-        [pushed] = [a for a in self.pushed_models(model_name) if a.properties["version"] == version]
+        found = [a for a in self.pushed_models(model_name) if a.properties["version"] == version]
+        if not found:
+            raise KeyError(f"no pushed model {model_name} version {version} in ML Metadata")
+        [pushed] = found
         run_id = str(pushed.properties["run_id"])
         with self.step(run_id, "canary", {"decision": decision, **numbers}) as step:
             step.input(PUSHED_MODEL, pushed.uri, canary=decision, canary_reason=reason,

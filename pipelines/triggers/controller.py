@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from components.common.errors import DataError
+from components.common import metadata
 from components.common.metadata import MetadataStore
 from components.ingest.logic import fingerprint, latest_spans
 from pipelines.config import Home, TriggerConfig, load_dataset
 from pipelines.local_run import new_run_id
+from pipelines.rollout import InferenceServiceRollout, RolloutError
 from pipelines.triggers.sources import (DistributionShiftTrigger, Firing, ManualTrigger, NewDataTrigger,
                                         PerformanceDropTrigger, ScheduleTrigger, Trigger)
 
@@ -84,12 +86,62 @@ class KfpLauncher:
         return None if succeeded is None else (0 if succeeded else 1)
 
 
+class ClusterCanary:
+    """What the controller does with a pushed version when serving runs on KServe.
+
+    After a run pushes version N, N is deployed as a canary; once it has baked for
+    `bake_seconds` it is promoted if the InferenceService is Ready, and rolled back if not
+    (its revision never became healthy). Each verdict is recorded in ML Metadata like the
+    in-process service's, so a rolled-back version stops being the pipeline's baseline.
+    """
+
+    def __init__(self, rollout: InferenceServiceRollout, store: MetadataStore, model_name: str, canary_percent: int,
+                 bake_seconds: float):
+        self.rollout = rollout
+        self.store = store
+        self.model_name = model_name
+        self.canary_percent = canary_percent
+        self.bake_seconds = bake_seconds
+        self.baking: tuple[int, float] | None = None  # (version, deployed at)
+
+    def run_finished(self, run_id: str, now: float) -> str:
+        """Deploys the version the run pushed, if it pushed one; says what happened."""
+        run = self.store.run(run_id)
+        if run.decision != metadata.PUSHED:
+            return f"run {run_id} pushed nothing ({run.decision or 'no decision'})"
+        version = int(run.properties["version"])
+        state = self.rollout.deploy(version, self.canary_percent)
+        if not state.canary:
+            return f"version {version} deployed to all traffic (the first model)"
+        self.baking = (version, now)
+        return f"version {version} deployed as a canary at {state.canary_percent}%"
+
+    def tick(self, now: float) -> str | None:
+        """Promotes or rolls back a canary that has baked long enough; None if nothing to do."""
+        if self.baking is None or now - self.baking[1] < self.bake_seconds:
+            return None
+        version, _ = self.baking
+        state = self.rollout.state()
+        self.baking = None
+        if state.version != version or not state.canary:
+            return f"canary {version} was changed by someone else (now version {state.version}); left alone"
+        if state.ready:
+            self.rollout.promote()
+            decision, reason = metadata.PROMOTED, f"Ready after {self.bake_seconds:.0f} s at {state.canary_percent}%"
+        else:
+            self.rollout.roll_back()
+            decision, reason = metadata.ROLLED_BACK, f"not Ready after {self.bake_seconds:.0f} s"
+        self.store.record_canary_decision(self.model_name, version, decision, reason,
+                                          {"canary_percent": float(state.canary_percent or 0)})
+        return f"canary {version} {decision}: {reason}"
+
+
 @dataclasses.dataclass
 class Event:
     """What the controller did, for its log and the demo's timeline."""
 
     at: float
-    kind: str  # "started", "finished", "waiting"
+    kind: str  # "started", "finished", "waiting", "rollout"
     run_id: str
     triggers: tuple[str, ...]
     reason: str
@@ -97,8 +149,9 @@ class Event:
 
 class Controller:
     def __init__(self, config: TriggerConfig, triggers: Sequence[Trigger], launcher: Launcher, store: MetadataStore,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, canary: ClusterCanary | None = None):
         self.config = config
+        self.canary = canary
         self.triggers = list(triggers)
         self.launcher = launcher
         self.store = store
@@ -122,8 +175,12 @@ class Controller:
                 return
             self.events.append(Event(now, "finished", self.running, (), f"exit code {code}"))
             log.info("run %s finished with exit code %s", self.running, code)
-            self.running = None
+            finished, self.running = self.running, None
+            if code == 0 and self.canary is not None:
+                self._roll_out(now, lambda: self.canary.run_finished(finished, now))
             self._last_finished = now
+        if self.canary is not None:
+            self._roll_out(now, lambda: self.canary.tick(now))
         if self.pending:
             self._maybe_start(now)
 
@@ -150,6 +207,16 @@ class Controller:
         self.pending = []
         self.events.append(Event(now, "started", run_id, triggers, reason))
         log.info("run %s started by %s: %s", run_id, ", ".join(triggers), reason)
+
+    def _roll_out(self, now: float, step: Callable[[], str | None]) -> None:
+        """One rollout step on KServe; an API failure is logged and retried on a later check."""
+        try:
+            said = step()
+        except RolloutError as error:
+            said = f"rollout failed: {error}"
+        if said:
+            self.events.append(Event(now, "rollout", "", (), said))
+            log.info("%s", said)
 
     def _wait(self, now: float, triggers: tuple[str, ...], reason: str) -> None:
         """Keeps what fired for when there is data to train on; says so once per new firing."""
@@ -184,4 +251,9 @@ def build_controller(config: TriggerConfig, launcher: Launcher | None = None) ->
     if launcher is None:
         launcher = (KfpLauncher(config) if config.kfp_host
                     else LocalLauncher(home, config.data_root, {"dataset": config.dataset, **config.parameters}))
-    return Controller(config, triggers, launcher, store)
+    canary = None
+    if config.kserve_rollout:
+        settings = config.kserve_rollout
+        canary = ClusterCanary(InferenceServiceRollout.in_cluster_or_kubeconfig(settings.namespace, settings.name), store,
+                               dataset.model_name, settings.canary_percent, settings.bake_seconds)
+    return Controller(config, triggers, launcher, store, canary=canary)

@@ -3,7 +3,7 @@ from kfp import components
 
 from components.image import PIPELINE_IMAGE
 from pipelines.compile import COMPILED_SPEC, compile_pipeline, pipeline_version
-from pipelines.continuous_training import PIPELINE_NAME
+from pipelines.continuous_training import HOME_MOUNT, PIPELINE_NAME
 
 STAGES = ["ingest", "statistics", "validate-data", "train", "evaluate", "validate-model", "infra-validate", "push"]
 
@@ -13,15 +13,31 @@ def test_committed_spec_is_fresh(tmp_path):
     assert fresh.read_text() == COMPILED_SPEC.read_text(), "stale spec: run `ct compile` and commit the result"
 
 
+def _documents() -> tuple[dict, dict]:
+    """The pipeline spec and its Kubernetes platform spec (the volume mounts)."""
+    spec, platform = yaml.safe_load_all(COMPILED_SPEC.read_text())
+    return spec, platform
+
+
 def test_spec_loads_with_kfps_loader_and_has_every_stage():
     pipeline = components.load_component_from_file(str(COMPILED_SPEC))
     assert pipeline.name == PIPELINE_NAME
-    spec = yaml.safe_load(COMPILED_SPEC.read_text())
-    assert sorted(spec["root"]["dag"]["tasks"]) == sorted(STAGES)
+    assert sorted(_documents()[0]["root"]["dag"]["tasks"]) == sorted(STAGES)
+
+
+def test_every_step_mounts_the_home_volume_named_by_a_parameter():
+    spec, platform = _documents()
+    assert spec["root"]["inputDefinitions"]["parameters"]["home_volume"]["defaultValue"] == "ct-home"
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert sorted(executors) == sorted(spec["deploymentSpec"]["executors"])
+    for name, executor in executors.items():
+        [mount] = executor["pvcMount"]
+        assert mount["mountPath"] == HOME_MOUNT, name
+        assert mount["pvcNameParameter"] == {"componentInputParameter": "home_volume"}, name
 
 
 def test_every_executor_runs_the_pipeline_image_without_installing_anything():
-    executors = yaml.safe_load(COMPILED_SPEC.read_text())["deploymentSpec"]["executors"]
+    executors = _documents()[0]["deploymentSpec"]["executors"]
     assert len(executors) == len(STAGES)
     for name, executor in executors.items():
         container = executor["container"]
@@ -30,7 +46,7 @@ def test_every_executor_runs_the_pipeline_image_without_installing_anything():
 
 
 def test_train_waits_for_data_validation():
-    train = yaml.safe_load(COMPILED_SPEC.read_text())["root"]["dag"]["tasks"]["train"]
+    train = _documents()[0]["root"]["dag"]["tasks"]["train"]
     assert "validate-data" in train["dependentTasks"]
     assert train["inputs"]["artifacts"]["anomalies"]["taskOutputArtifact"]["producerTask"] == "validate-data"
 

@@ -132,6 +132,19 @@ def test_canary_routing_is_sticky_per_request_key(serve, rows, trained_model):
     assert 0.1 < share < 0.5
 
 
+def test_a_pinned_service_serves_its_version_only_and_never_a_canary(serve, rows, trained_model):
+    # A KServe revision: KServe splits traffic between revisions, each pinned to one version.
+    server, service, repository, _ = serve(ServingConfig(poll_seconds=0.05, pinned_version=2))
+    assert call(server, f"/v1/models/{MODEL}:predict", {"instances": rows[:1]})[0] == 503  # 2 not published yet
+    publish(repository, trained_model, 2)
+    publish(repository, trained_model, 3)
+    assert wait_for(lambda: service.registry.routing.stable is not None)
+    time.sleep(0.3)  # a few more polls: version 3 must not arrive
+    routing = service.registry.routing
+    assert routing.stable.version == 2 and routing.canary is None
+    assert call(server, f"/v1/models/{MODEL}:predict", {"instances": rows[:1]})[1]["model_version"] == "2"
+
+
 def test_a_version_that_fails_to_load_never_gets_traffic(serve, rows):
     server, service, repository, _ = serve()
     broken = repository / MODEL / "2"

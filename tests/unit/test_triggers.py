@@ -247,6 +247,37 @@ def test_trigger_config_is_checked(tmp_path):
             load_trigger_config(path)
 
 
+def test_trigger_config_can_come_from_several_files_without_overrides(tmp_path):
+    (tmp_path / "triggers.yaml").write_text("home: h\ndata_root: d\n")
+    (tmp_path / "kserve.yaml").write_text("kserve_rollout: {canary_percent: 5}\n")
+    config = load_trigger_config(tmp_path / "triggers.yaml", tmp_path / "kserve.yaml")
+    assert config.kserve_rollout.canary_percent == 5 and config.kserve_rollout.name == "ct-predictor"
+    (tmp_path / "again.yaml").write_text("data_root: elsewhere\n")
+    with pytest.raises(ConfigError, match=r"again.yaml: 'data_root' is set in .*triggers.yaml already"):
+        load_trigger_config(tmp_path / "triggers.yaml", tmp_path / "again.yaml")
+
+
+def test_controller_deploys_what_a_finished_run_pushed(tmp_path, store, flight_months):
+    controller, manual, _, launcher, clock = make_controller(tmp_path, store, flight_months)
+    deployed = []
+
+    class Canary:  # the KServe side is tested in test_rollout.py; here only the controller's calls
+        def run_finished(self, run_id, now):
+            deployed.append(run_id)
+            return f"deployed {run_id}"
+
+        def tick(self, now):
+            return None
+
+    controller.canary = Canary()
+    manual.queue.append(Firing(MANUAL, "go", 0))
+    controller.tick()
+    launcher.exit_code = 0
+    controller.tick()
+    assert deployed == [launcher.started[0][0]]
+    assert controller.events[-1].kind == "rollout" and controller.events[-1].reason == f"deployed {deployed[0]}"
+
+
 def test_distribution_shift_can_ignore_calendar_features(tmp_path, production_trained_on_january, flights, flight_months):
     config = ShiftTrigger(window_rows=1000, check_seconds=0, numeric_threshold=0.5, ignore_features=("month",))
     trigger = DistributionShiftTrigger(config, tmp_path / "log", flights, production_trained_on_january)
