@@ -36,6 +36,7 @@ from components.ingest.logic import ingest
 from components.push.logic import MANIFEST
 from components.train.logic import Hyperparameters, train
 from pipelines.config import Home, PerformanceTrigger, TriggerConfig, NewDataTrigger, load_dataset
+from features.sources import FEATURES_FOLDER, write_sources
 from pipelines.sample_data import flight_spans, write_span
 from pipelines.triggers.controller import build_controller
 from pipelines.triggers.sources import request_manual_run
@@ -151,7 +152,8 @@ def main() -> None:
         home = Home(folder / "home").create()
         span = next(flight_spans(["2013-01"]))
         write_span(folder / "data", span)
-        ingest(folder / "data", 1, 20, dataset.key, folder / "train.parquet", folder / "eval.parquet")
+        write_sources(folder / "data" / FEATURES_FOLDER)
+        ingest(folder / "data", 1, 20, dataset.key, folder / "train.parquet", folder / "eval.parquet", dataset)
         train(folder / "train.parquet", dataset, Hyperparameters(epochs=2), folder / "model", folder / "vocabularies.json")
         (home.model_repository / dataset.model_name).mkdir(parents=True)
         publish(home.model_repository, folder / "model", dataset.model_name, 1)

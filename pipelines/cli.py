@@ -6,6 +6,7 @@
     ct runs / ct lineage [VERSION]                          read ML Metadata
     ct compile [--out FILE]                                 write the KFP IR YAML spec
     ct serve / ct watch / ct trigger                        serve models; retrain when triggers fire
+    ct features apply --data-root DIR                       register the feature store's definitions (Feast)
     ct submit / ct schedule / ct rollout                    runs, schedules and KServe rollouts in a cluster
     ct demo                                                 2013 replayed: traffic, feedback, triggers, canaries
 """
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 from components.common.errors import DataError
+from features.store import FeatureStoreError
 from pipelines.rollout import RolloutError
 from pipelines.submit import SubmitError
 from pipelines.config import (DEFAULT_DATASET, DEFAULT_HOME, MODEL_VERSION_ENV, ConfigError, Home, ServingConfig,
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (ConfigError, DataError, SubmitError, RolloutError, ValueError, KeyError) as error:
+    except (ConfigError, DataError, SubmitError, RolloutError, FeatureStoreError, ValueError, KeyError) as error:
         print(f"ct {args.command}: {error}", file=sys.stderr)
         return 2 if isinstance(error, DataError) else 1
 
@@ -106,6 +108,13 @@ def _parser() -> argparse.ArgumentParser:
             cluster.add_argument("--name", default="continuous-training-schedule", help="the recurring run's name")
         cluster.set_defaults(handler=_cluster)
 
+    features = commands.add_parser("features", help="the feature store (Feast)")
+    feature_commands = features.add_subparsers(dest="features_command", required=True)
+    apply_ = feature_commands.add_parser("apply", parents=[home_options], help="register the feature definitions")
+    apply_.add_argument("--data-root", type=Path, required=True, help="where `ct data` wrote the spans and features/")
+    apply_.add_argument("--redis", default="", help="online store on Redis (host:port) instead of SQLite in the home")
+    apply_.set_defaults(handler=_features_apply)
+
     rollout = commands.add_parser("rollout", help="canary, promote or roll back the KServe InferenceService")
     rollout.add_argument("action", choices=["status", "deploy", "promote", "rollback"])
     rollout.add_argument("version", nargs="?", type=int, help="the model version to deploy")
@@ -149,6 +158,11 @@ def _data(args) -> int:
     for span in spans:
         folder = write_span(args.dest, span, args.format)
         print(f"{folder}: {len(span.frame)} rows; dropped {span.dropped} ({span.dropped_reason})")
+    if load_dataset(args.dataset).feature_store:
+        from features.sources import FEATURES_FOLDER, write_sources
+
+        for name, rows in write_sources(args.dest / FEATURES_FOLDER).items():
+            print(f"{args.dest / FEATURES_FOLDER / name}: {rows} rows (feature store source)")
     return 0
 
 
@@ -162,6 +176,13 @@ def _schema_infer(args) -> int:
 
     config = load_dataset(args.dataset)
     spans = [read_spans([SpanFolder(path.name, path)]) for path in args.data]
+    if config.feature_store:  # the features of each span's flights, as ingest joins them
+        from features.joins import training_features
+        from features.sources import FEATURES_FOLDER
+
+        columns = [c for c in (config.key, *config.features, config.label) if c]
+        spans = [training_features(span, path.parent / FEATURES_FOLDER, str(path))[0][columns]
+                 for span, path in zip(spans, args.data)]
     frame = pd.concat(spans, ignore_index=True)
     schema = infer_schema(statistics_of_dataframe(frame), config.categorical_features, config.label,
                           [statistics_of_dataframe(span) for span in spans])
@@ -206,6 +227,18 @@ def _cluster(args) -> int:
         submitted = KfpApi(args.host, args.namespace).schedule(args.cron, parameters, args.experiment, args.name)
     state = "created" if submitted.created else "already there, unchanged"
     print(f"{submitted.kind} {submitted.id} ({state})\n{submitted.url}")
+    return 0
+
+
+def _features_apply(args) -> int:
+    from features.sources import FEATURES_FOLDER
+    from features.store import apply
+
+    home = Home(args.home).create()
+    online = {"type": "redis", "connection_string": args.redis} if args.redis else None
+    views = apply(home.feature_repo, (args.data_root / FEATURES_FOLDER).resolve(), online)
+    print(f"{home.feature_repo}: feature views {', '.join(views)} registered "
+          f"(online store: {'redis ' + args.redis if args.redis else 'SQLite in the home'})")
     return 0
 
 
@@ -336,11 +369,13 @@ def _serve(args) -> int:
                            canary_auc_tolerance=args.canary_auc_tolerance, request_log_sample=args.request_log_sample,
                            pinned_version=args.model_version)
     home = Home(args.home, args.metadata).create()
-    model_name = load_dataset(args.dataset).model_name
+    dataset = load_dataset(args.dataset)
+    model_name = dataset.model_name
     request_log = RequestLog(home.request_log, config.request_log_sample, config.request_log_rotate_rows,
                              config.request_log_max_bytes)
     service = PredictionService(home.model_repository, model_name, config, request_log,
-                                MetadataStore(home.metadata_connection))
+                                MetadataStore(home.metadata_connection),
+                                feature_repo=home.feature_repo if dataset.feature_store else None)
     server = PredictionServer((args.host, args.port), service)
     service.start()
     print(f"serving {model_name} from {home.model_repository} at {server.url} "

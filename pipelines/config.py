@@ -37,6 +37,8 @@ class DatasetConfig:
         numeric_features: Features normalized as floats (missing values imputed).
         slice_features: Features whose values define evaluation slices.
         schema_path: The committed, reviewed TFDV schema.
+        feature_store: Spans carry entity columns only; ingest joins the feature store's
+            tables (`<data root>/features/`) and the service looks them up online.
     """
 
     name: str
@@ -48,6 +50,7 @@ class DatasetConfig:
     numeric_features: tuple[str, ...]
     slice_features: tuple[str, ...]
     schema_path: Path
+    feature_store: bool = False
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -82,6 +85,7 @@ def load_dataset(name: str) -> DatasetConfig:
         numeric_features=tuple(raw["numeric_features"]),
         slice_features=tuple(raw.get("slice_features", ())),
         schema_path=DATASETS_DIR / raw["schema"],
+        feature_store=bool(raw.get("feature_store", False)),
     )
     overlap = set(config.categorical_features) & set(config.numeric_features)
     if overlap:
@@ -122,6 +126,11 @@ class Home:
     @property
     def model_repository(self) -> Path:
         return self.root / "models"
+
+    @property
+    def feature_repo(self) -> Path:
+        """Feast's registry and configuration (and the SQLite online store, locally)."""
+        return self.root / "feature_repo"
 
     @property
     def logs(self) -> Path:

@@ -1,6 +1,7 @@
 """The continuous-training pipeline: wiring only.
 
 ingest -> statistics -> validate_data -> train -> evaluate -> validate_model -> infra_validate -> push
+       \-> materialize (the run's features into the online store, before push)
 
 kfp.local cannot run `dsl.If`, so "push only if blessed" is the pusher's own check, and
 "stop on schema skew" is validate_data failing: train takes validate_data's schema and
@@ -16,6 +17,7 @@ from kfp import dsl, kubernetes
 from components.evaluate.component import evaluate
 from components.infra_validate.component import infra_validate
 from components.ingest.component import ingest
+from components.materialize.component import materialize
 from components.push.component import push
 from components.statistics.component import statistics
 from components.train.component import train
@@ -51,11 +53,14 @@ def continuous_training(
     max_slice_auc_drop: float = 0.05,
     min_slice_examples: int = 200,
     home_volume: str = "ct-home",
+    feature_repo: str = HOME_MOUNT + "/feature_repo",
 ):
     # An empty run_id (a recurring run) falls back to KFP's job id inside each step.
     common = {"metadata_connection": metadata_connection, "run_id": run_id, "job_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
     examples = ingest(data_root=data_root, dataset=dataset, window_spans=window_spans, eval_percent=eval_percent,
                       trigger=trigger, reason=reason, **common)
+    features = materialize(data_root=data_root, dataset=dataset, feature_repo=feature_repo,
+                           train_examples=examples.outputs["train_examples"], **common)
     stats = statistics(dataset=dataset, engine=statistics_engine, beam_pipeline_args=beam_pipeline_args,
                        train_examples=examples.outputs["train_examples"], eval_examples=examples.outputs["eval_examples"],
                        **common)
@@ -75,5 +80,6 @@ def continuous_training(
     infra.after(blessing)
     pushed = push(dataset=dataset, model_repository=model_repository, model=trained.outputs["model"],
                   blessing=blessing.outputs["blessing"], infra_blessing=infra.outputs["infra_blessing"], **common)
-    for task in (examples, stats, validation, trained, evaluation, blessing, infra, pushed):
+    pushed.after(features)  # a pushed model finds its features online
+    for task in (examples, features, stats, validation, trained, evaluation, blessing, infra, pushed):
         kubernetes.mount_pvc(task, pvc_name=home_volume, mount_path=HOME_MOUNT)

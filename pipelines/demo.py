@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 
 from components.common.metadata import FAILED, PUSHED, MetadataStore
+from components.materialize.logic import materialize_window
+from features.sources import FEATURES_FOLDER, write_sources
+from features.store import apply as apply_features
 from pipelines.config import Home, NewDataTrigger, PerformanceTrigger, ShiftTrigger, TriggerConfig, load_dataset
 from pipelines.report import write_report
 from pipelines.sample_data import flight_spans, parse_months, write_span
@@ -91,6 +94,8 @@ def run_demo(home_path: Path, months_text: str, rows_per_month: int = 2000) -> i
         performance=PerformanceTrigger(url, min_auc=0.62, window=1000, min_samples=500),
         distribution_shift=ShiftTrigger(categorical_threshold=0.1, numeric_threshold=0.3, window_rows=rows_per_month // 2,
                                         check_seconds=0, ignore_features=("month",)))
+    write_sources(config.data_root / FEATURES_FOLDER)
+    apply_features(home.feature_repo, config.data_root / FEATURES_FOLDER)
     controller = build_controller(config)
     store = MetadataStore(home.metadata_connection)
     request_manual_run(home.triggers, "first model: nothing in production yet")
@@ -115,6 +120,9 @@ def _month(span, port: int, url: str, scratch: Path, controller, store: Metadata
            rows_per_month: int) -> MonthRow:
     """One month: its traffic and feedback (if a model serves), then its span lands and the triggers are checked."""
     row = MonthRow(span.span_id)
+    # The feature pipeline keeps the online store current as the month's weather comes in.
+    materialize_window(Home(controller.config.home).feature_repo, controller.config.data_root / FEATURES_FOLDER,
+                       (span.frame.sched_dep.min(), span.frame.sched_dep.max()))
     if _served(port, model_name):
         traffic_file = scratch / f"{span.span_id}.parquet"
         span.frame.sample(min(rows_per_month, len(span.frame)), random_state=0).to_parquet(traffic_file)

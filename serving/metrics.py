@@ -38,7 +38,8 @@ class Metrics:
         with self._lock:
             self._canary[decision] += 1
 
-    def render(self) -> str:
+    def render(self, features=None) -> str:
+        """The Prometheus text; with `features` (OnlineFeatures), its missing and stale counts too."""
         model = f'model="{self.model_name}"'
         lines = ["# HELP ct_requests_total Prediction requests answered, by model version and API.",
                  "# TYPE ct_requests_total counter"]
@@ -61,4 +62,10 @@ class Metrics:
                       "# TYPE ct_model_load_failures_total counter", f"ct_model_load_failures_total{{{model}}} {self._load_failures}",
                       "# HELP ct_canary_decisions_total Canary verdicts, by decision.", "# TYPE ct_canary_decisions_total counter"]
             lines += [f'ct_canary_decisions_total{{{model},decision="{d}"}} {n}' for d, n in sorted(self._canary.items())]
+        if features is not None:
+            lines += ["# HELP ct_feature_missing_total Flights with no online feature row (defaults used), by feature view.",
+                      "# TYPE ct_feature_missing_total counter"]
+            lines += [f'ct_feature_missing_total{{{model},view="{v}"}} {n}' for v, n in sorted(features.missing.items())]
+            lines += ["# HELP ct_feature_stale_total Flights scheduled after the online store's last materialization.",
+                      "# TYPE ct_feature_stale_total counter", f"ct_feature_stale_total{{{model}}} {features.stale}"]
         return "\n".join(lines) + "\n"

@@ -80,7 +80,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         if self.path.split("?")[0] == "/metrics":
-            self._send(200, self.server.service.metrics.render().encode(), "text/plain; version=0.0.4")
+            self._send(200, self.server.service.metrics.render(self.server.service.features).encode(), "text/plain; version=0.0.4")
             return
         self._dispatch("get", None)
 

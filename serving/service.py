@@ -15,10 +15,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from components.common import model_io
+from components.common.errors import DataError
 from components.common.metadata import PROMOTED, MetadataStore
 from pipelines.config import ServingConfig
 from serving.metrics import Metrics
 from serving.outcomes import OutcomeJournal, judge_canary
+from features.joins import DEPARTURE, ENTITY_COLUMNS, check_departures
+from features.sources import PLANE_KEY
+from features.store import FeatureStoreError, OnlineFeatures
 from serving.registry import CANARY, STABLE, LoadedModel, ModelRegistry
 from serving.request_log import RequestLog
 
@@ -39,8 +43,11 @@ class PredictionService:
     """Serves one model name from the model repository."""
 
     def __init__(self, repository: Path, model_name: str, config: ServingConfig, request_log: RequestLog,
-                 store: MetadataStore | None = None):
+                 store: MetadataStore | None = None, feature_repo: Path | None = None):
         self.model_name = model_name
+        self.feature_repo = feature_repo
+        self.features: OnlineFeatures | None = None
+        self._features_version: float | None = None
         self.registry = ModelRegistry(
             repository, model_name, config.canary_percent,
             excluded=(lambda: store.rolled_back_versions(model_name)) if store else set, on_loaded=self._loaded,
@@ -81,9 +88,47 @@ class PredictionService:
         for _ in range(len(self.registry.failed) - failed_before):
             self.metrics.load_failed()
         self.judge_canary()
+        self._refresh_features()
         if time.monotonic() - self._last_flush > REQUEST_LOG_FLUSH_SECONDS:
             self._last_flush = time.monotonic()
             self.request_log.flush()
+
+    def _refresh_features(self) -> None:
+        """Opens the feature store again when its registry changed (a run applied or materialized)."""
+        registry = self.feature_repo / "registry.db" if self.feature_repo else None
+        if registry is None or not registry.is_file() or registry.stat().st_mtime == self._features_version:
+            return
+        try:
+            features = OnlineFeatures(self.feature_repo)
+        except FeatureStoreError as error:
+            log.warning("feature store not usable yet: %s", error)
+            return
+        if self.features is not None:  # keep the counts across reopenings
+            features.missing, features.stale = self.features.missing, self.features.stale
+        self.features, self._features_version = features, registry.stat().st_mtime
+
+    def _with_features(self, instances: list[dict]) -> list[dict]:
+        """Adds the online features to rows that name their entities (flight facts only)."""
+        if self.features is None or not any(DEPARTURE in row for row in instances):
+            return instances
+        for index, row in enumerate(instances):
+            missing = [name for name in ENTITY_COLUMNS if name not in row]
+            if missing:
+                raise model_io.RequestError(f"instance {index}: entity '{missing[0]}' is missing (send "
+                                            f"{', '.join(ENTITY_COLUMNS)}; the features come from the feature store)")
+            sent = [name for name in self.features.feature_names if name in row]
+            if sent:
+                raise model_io.RequestError(f"instance {index}: feature '{sent[0]}' comes from the feature store; "
+                                            "send only flight facts and entities")
+        try:
+            check_departures([row[DEPARTURE] for row in instances], "request")
+        except DataError as error:
+            raise model_io.RequestError(str(error)) from None
+        looked_up = self.features.lookup([r["origin"] for r in instances], [r[DEPARTURE] for r in instances],
+                                         [r[PLANE_KEY] for r in instances])
+        entity_only = set(ENTITY_COLUMNS) - {"origin"}
+        return [{**{k: v for k, v in row.items() if k not in entity_only},
+                 **{name: values[i] for name, values in looked_up.items()}} for i, row in enumerate(instances)]
 
     def _loaded(self, model: LoadedModel, role: str) -> None:
         if role == CANARY:
@@ -150,7 +195,7 @@ class PredictionService:
             if "instances" in body:
                 if not isinstance(body["instances"], list) or not all(isinstance(r, dict) for r in body["instances"]):
                     raise model_io.RequestError('"instances" must be a list of objects (feature name -> value)')
-                columns = model_io.instances_to_columns(model.signature, body["instances"])
+                columns = model_io.instances_to_columns(model.signature, self._with_features(body["instances"]))
             else:
                 if not isinstance(body["inputs"], dict):
                     raise model_io.RequestError('"inputs" must be an object (feature name -> list of values)')

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import pytest
 
 from components.common.metadata import MetadataStore
 from components.infra_validate.logic import instances
+from features.sources import FEATURES_FOLDER, write_sources
 from pipelines.config import ServingConfig, load_dataset
 from pipelines.sample_data import Span, flight_spans, write_span
 from serving.request_log import RequestLog
@@ -32,8 +36,28 @@ def flight_months() -> dict[str, pd.DataFrame]:
             for span in flight_spans(["2013-01", "2013-02", "2013-07"])}
 
 
+@pytest.fixture(scope="session")
+def flight_examples(flight_months, flights) -> dict[str, pd.DataFrame]:
+    """The same months as examples: joined with the feature store's tables as ingest joins them."""
+    from features.joins import training_features
+
+    columns = [flights.key, *flights.features, flights.label]
+    return {month: training_features(frame, _feature_sources())[0][columns] for month, frame in flight_months.items()}
+
+
 def write_month(data_root: Path, month: str, frame: pd.DataFrame, file_format: str = "parquet") -> Path:
+    """Writes a span, and the feature store's sources beside it if they are not there yet."""
+    if not (data_root / FEATURES_FOLDER).is_dir():
+        shutil.copytree(_feature_sources(), data_root / FEATURES_FOLDER)
     return write_span(data_root, Span(month, frame, 0, ""), file_format)
+
+
+@functools.lru_cache(maxsize=1)
+def _feature_sources() -> Path:
+    """The feature tables of 2013, written once per test session."""
+    folder = Path(tempfile.mkdtemp(prefix="ct-features-"))
+    write_sources(folder)
+    return folder
 
 
 @pytest.fixture
@@ -51,7 +75,7 @@ def splits(tmp_path_factory, flight_months) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("splits")
     write_month(folder / "data", "2013-01", flight_months["2013-01"])
     train, eval_ = folder / "train.parquet", folder / "eval.parquet"
-    ingest(folder / "data", 1, 20, "flight_id", train, eval_)
+    ingest(folder / "data", 1, 20, "flight_id", train, eval_, load_dataset("flights"))
     return train, eval_
 
 

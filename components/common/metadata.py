@@ -43,6 +43,7 @@ INFRA_BLESSING = "ct.InfraBlessing"
 PUSHED_MODEL = "ct.PushedModel"
 SPAN = "ct.Span"
 VOCABULARIES = "ct.Vocabularies"
+FEATURES = "ct.MaterializedFeatures"  # one feature view loaded into the online store for a window
 
 # Decisions a run ends with; `ct run` maps them to exit codes.
 PUSHED = "pushed"

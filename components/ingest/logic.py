@@ -10,6 +10,9 @@ import pandas as pd
 
 from components.common.errors import DataError
 from components.common.spans import SpanFolder, complete_spans, read_spans
+from features.joins import DEPARTURE, JoinCounts, training_features
+from features.sources import FEATURES_FOLDER
+from pipelines.config import DatasetConfig
 
 HASH_BUCKETS = 100
 
@@ -23,6 +26,8 @@ class IngestResult:
         files: Every file read.
         train_rows, eval_rows: Rows written to each split.
         fingerprint: SHA-256 of the files' names and bytes: the same data gives the same value.
+        features: With the feature store: rows joined and rows missing each table (defaults used).
+        departures: With the feature store: the first and last scheduled departure.
     """
 
     spans: tuple[str, ...]
@@ -30,10 +35,17 @@ class IngestResult:
     train_rows: int
     eval_rows: int
     fingerprint: str
+    features: JoinCounts | None = None
+    departures: tuple[str, str] | None = None
 
 
-def ingest(data_root: Path, window_spans: int, eval_percent: int, key: str, train_path: Path, eval_path: Path) -> IngestResult:
+def ingest(data_root: Path, window_spans: int, eval_percent: int, key: str, train_path: Path, eval_path: Path,
+           dataset: DatasetConfig | None = None) -> IngestResult:
     """Reads the latest `window_spans` complete spans and writes the train and eval splits as Parquet.
+
+    When `dataset` takes its features from the feature store, each row gets them
+    point-in-time correct from `<data_root>/features/` and keeps only the key, the
+    features and the label.
 
     A row goes to eval when a hash of its `key` column (of the whole row when `key` is
     empty) falls in the first `eval_percent` of 100 buckets, so a row keeps its split
@@ -50,6 +62,11 @@ def ingest(data_root: Path, window_spans: int, eval_percent: int, key: str, trai
         raise ValueError(f"eval_percent={eval_percent}: must be between 1 and 99")
     spans = latest_spans(data_root, window_spans)
     frame = read_spans(spans)
+    joined = departures = None
+    if dataset is not None and dataset.feature_store:
+        departures = (str(frame[DEPARTURE].min()), str(frame[DEPARTURE].max())) if DEPARTURE in frame else None
+        frame, joined = training_features(frame, data_root / FEATURES_FOLDER, where=str(spans[-1].path))
+        frame = frame[[c for c in (key, *dataset.features, dataset.label) if c]]
     if key and key not in frame.columns:
         raise DataError("split key column is missing", path=str(spans[-1].path), feature=key)
     hashed = pd.util.hash_pandas_object(frame[key] if key else frame, index=False)
@@ -63,6 +80,8 @@ def ingest(data_root: Path, window_spans: int, eval_percent: int, key: str, trai
         train_rows=int((~is_eval).sum()),
         eval_rows=int(is_eval.sum()),
         fingerprint=fingerprint(files),
+        features=joined,
+        departures=departures,
     )
 
 

@@ -31,7 +31,7 @@ def corrupt(span: Span) -> Span:
     return Span(span.span_id, frame, span.dropped, span.dropped_reason)
 
 SMALL_DATA = {"epochs": 3, "min_auc": 0.55, "min_slice_examples": 50}
-STEPS = ["ingest", "statistics", "validate_data", "train", "evaluate", "validate_model", "infra_validate", "push"]
+STEPS = ["ingest", "materialize", "statistics", "validate_data", "train", "evaluate", "validate_model", "infra_validate", "push"]
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,12 @@ def test_first_run_pushes_version_1(three_runs):
     assert (first.decision, first.properties["version"], exit_code(first)) == (metadata.PUSHED, 1, EXIT_COMPLETED)
     assert first.properties["trigger"] == "new data" and first.properties["reason"] == "span 2013-01 arrived"
     assert first.parameters["epochs"] == 3
+    # The features of January's flights are in the online store, recorded per feature view.
+    windows = {a.properties["view"]: a for a in MetadataStore(home.metadata_connection).run_artifacts(
+        first.run_id, metadata.FEATURES)}
+    assert sorted(windows) == ["planes", "weather"] and windows["weather"].properties["rows"] > 2000
+    assert windows["weather"].properties["start"].startswith("2013-01-01T")  # the first sampled departure hour
+    assert first.properties["weather_missing"] < 0.05 * 3000 and first.properties["planes_missing"] > 0
     assert (home.model_repository / "flight-delay" / "1" / "saved_model.pb").is_file()
 
 
@@ -68,15 +74,15 @@ def test_second_run_is_compared_with_the_production_model(three_runs):
     assert evaluation.properties["production_version"] == 1
     [compared_with] = store.run_artifacts(second.run_id, metadata.PUSHED_MODEL)[:1]
     assert compared_with.properties["version"] == 1
-    assert "production model version 1" in second.properties["reasons"]
+    assert "production" in second.properties["reasons"]  # pushed or not, the verdict is against production
 
 
 def test_corrupted_span_stops_before_training_and_production_is_untouched(three_runs):
     home, runs, repository = three_runs
     stopped = runs[2]
     assert exit_code(stopped) == EXIT_STOPPED_BY_DATA
-    assert [(s.step, s.status) for s in stopped.steps] == [("ingest", "complete"), ("statistics", "complete"),
-                                                           ("validate_data", "failed")]
+    assert [(s.step, s.status) for s in stopped.steps] == [("ingest", "complete"), ("materialize", "complete"),
+                                                           ("statistics", "complete"), ("validate_data", "failed")]
     reasons = stopped.properties["reasons"]
     assert "span=2013-07/part-0.parquet" in reasons
     assert "feature 'carrier': Unexpected string values" in reasons and "ZZ" in reasons

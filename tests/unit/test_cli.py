@@ -5,10 +5,11 @@ import pytest
 from pipelines.cli import main
 
 
-def test_data_command_writes_spans(tmp_path, capsys):
+def test_data_command_writes_spans_and_the_feature_sources(tmp_path, capsys):
     assert main(["data", "flights", "--dest", str(tmp_path), "--months", "2013-02..2013-03"]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["span=2013-02", "span=2013-03"]
-    assert all((p / "_SUCCESS").is_file() for p in tmp_path.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features", "span=2013-02", "span=2013-03"]
+    assert all((tmp_path / span / "_SUCCESS").is_file() for span in ("span=2013-02", "span=2013-03"))
+    assert sorted(p.name for p in (tmp_path / "features").iterdir()) == ["planes.parquet", "weather.parquet"]
     assert "dropped" in capsys.readouterr().out
 
 

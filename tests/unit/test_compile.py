@@ -5,7 +5,7 @@ from components.image import PIPELINE_IMAGE
 from pipelines.compile import COMPILED_SPEC, compile_pipeline, pipeline_version
 from pipelines.continuous_training import HOME_MOUNT, PIPELINE_NAME
 
-STAGES = ["ingest", "statistics", "validate-data", "train", "evaluate", "validate-model", "infra-validate", "push"]
+STAGES = ["ingest", "materialize", "statistics", "validate-data", "train", "evaluate", "validate-model", "infra-validate", "push"]
 
 
 def test_committed_spec_is_fresh(tmp_path):

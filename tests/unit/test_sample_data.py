@@ -24,7 +24,11 @@ def test_flight_spans_hold_only_pre_departure_features_and_the_late_label():
     assert span.dropped == int(january.arr_delay.isna().sum()) > 0
     assert len(span.frame) + span.dropped == len(january)
     assert span.frame.late.mean() == pytest.approx((january.arr_delay > LATE_MINUTES).sum() / len(span.frame))
-    assert span.frame.temp.notna().mean() > 0.99  # weather joined at the origin and hour
+    # Flight facts and entity keys only: weather and plane features come from the feature store.
+    assert "temp" not in span.frame and "seats" not in span.frame
+    assert span.frame.sched_dep.str.fullmatch(r"2013-0[12]-\d\dT\d\d:\d\d:00Z").all()  # UTC: Feb 1 for late flights
+    first = span.frame.iloc[0]  # UA1545 scheduled 5:15 local (EST, UTC-5)
+    assert (first.sched_dep, first.sched_dep_hour, first.tailnum) == ("2013-01-01T10:15:00Z", 5, "N14228")
 
 
 def test_penguin_spans_are_years():

@@ -17,7 +17,7 @@ def test_memory_and_beam_paths_agree(splits, tmp_path, flights):
     memory = compute_statistics(splits[0], tmp_path / "memory.pb", schema, MEMORY)
     beam = compute_statistics(splits[0], tmp_path / "beam.pb", schema, BEAM, ["--runner=DirectRunner"])
     assert memory.rows == beam.rows > 2000
-    assert memory.features == beam.features == 18
+    assert memory.features == beam.features == 22  # key, 20 features, label
     assert feature_counts(load_statistics(tmp_path / "memory.pb")) == feature_counts(load_statistics(tmp_path / "beam.pb"))
 
 

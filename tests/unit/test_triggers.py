@@ -119,22 +119,22 @@ def log_traffic(folder, frame, features):
 
 
 def test_distribution_shift_fires_on_skew_from_training_data(tmp_path, production_trained_on_january, flights,
-                                                            flight_months):
+                                                            flight_examples):
     trigger = DistributionShiftTrigger(ShiftTrigger(window_rows=1000, check_seconds=0), tmp_path / "log", flights,
                                        production_trained_on_january)
-    log_traffic(tmp_path / "log", flight_months["2013-01"].head(1500), flights.features)
+    log_traffic(tmp_path / "log", flight_examples["2013-01"].head(1500), flights.features)
     assert trigger.check(time.time()) == []  # January traffic, January training data
-    log_traffic(tmp_path / "log", flight_months["2013-07"].head(1500), flights.features)
+    log_traffic(tmp_path / "log", flight_examples["2013-07"].head(1500), flights.features)
     [firing] = trigger.check(time.time())
     assert firing.trigger == DISTRIBUTION_SHIFT
     assert "skewed from version 1's training data" in firing.reason and "temp Jensen-Shannon" in firing.reason
     assert "recent traffic drifted" in firing.reason  # July against the January window before it
 
 
-def test_distribution_shift_needs_a_full_window(tmp_path, production_trained_on_january, flights, flight_months):
+def test_distribution_shift_needs_a_full_window(tmp_path, production_trained_on_january, flights, flight_examples):
     trigger = DistributionShiftTrigger(ShiftTrigger(window_rows=1000, check_seconds=0), tmp_path / "log", flights,
                                        production_trained_on_january)
-    log_traffic(tmp_path / "log", flight_months["2013-07"].head(999), flights.features)
+    log_traffic(tmp_path / "log", flight_examples["2013-07"].head(999), flights.features)
     assert trigger.check(time.time()) == []
 
 
@@ -278,10 +278,10 @@ def test_controller_deploys_what_a_finished_run_pushed(tmp_path, store, flight_m
     assert controller.events[-1].kind == "rollout" and controller.events[-1].reason == f"deployed {deployed[0]}"
 
 
-def test_distribution_shift_can_ignore_calendar_features(tmp_path, production_trained_on_january, flights, flight_months):
+def test_distribution_shift_can_ignore_calendar_features(tmp_path, production_trained_on_january, flights, flight_examples):
     config = ShiftTrigger(window_rows=1000, check_seconds=0, numeric_threshold=0.5, ignore_features=("month",))
     trigger = DistributionShiftTrigger(config, tmp_path / "log", flights, production_trained_on_january)
-    february = flight_months["2013-02"].head(1500)
+    february = flight_examples["2013-02"].head(1500)
     log_traffic(tmp_path / "log", february, flights.features)
     assert trigger.check(time.time()) == []  # only month moves that much from January to February
     noisy = DistributionShiftTrigger(ShiftTrigger(window_rows=1000, check_seconds=0, numeric_threshold=0.5), tmp_path / "log",

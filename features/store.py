@@ -1,0 +1,187 @@
+"""The Feast feature store: definitions, registry, materialization and online lookup.
+
+Feast holds the definitions (entities, feature views) in its registry, materializes the
+offline tables into the online store (SQLite here, Redis in the cluster) and answers
+online lookups. Training does not go through Feast's file offline store: its
+`get_historical_features` merges on the key before filtering by time and ran out of 24 GiB
+for 100,000 rows; features/joins.py joins the same tables by key instead (bench/
+feature_retrieval.py measures both that and a plain as-of merge).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from features.joins import DEFAULTS, entity_keys
+from features.sources import (PLANE_CATEGORICAL, PLANE_FEATURES, PLANE_KEY, PLANES_FILE, TIMESTAMP, WEATHER_FEATURES,
+                              WEATHER_FILE, WEATHER_KEY)
+
+PROJECT = "continuous_training"
+WEATHER_VIEW, PLANES_VIEW = "weather", "planes"
+VIEWS = {WEATHER_VIEW: (WEATHER_KEY, WEATHER_FEATURES), PLANES_VIEW: (PLANE_KEY, PLANE_FEATURES)}
+CONFIG_FILE = "feature_store.yaml"
+
+
+class FeatureStoreError(Exception):
+    """The feature store is not set up, lacks a feature view, or is behind the data."""
+
+
+class _FeastNotice(logging.Filter):
+    """Feast 0.40 logs a deprecation notice on the root logger at every lookup; drop just that one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("_list_feature_views will make breaking changes")
+
+
+logging.getLogger().addFilter(_FeastNotice())
+
+
+def write_config(repo: Path, online_store: Mapping[str, Any] | None = None) -> Path:
+    """Writes `repo/feature_store.yaml`: registry in the repo, online store SQLite there
+    unless `online_store` says otherwise (e.g. `{type: redis, connection_string: ...}`)."""
+    repo.mkdir(parents=True, exist_ok=True)
+    config = {"project": PROJECT, "provider": "local", "registry": str(repo / "registry.db"),
+              "online_store": dict(online_store or {"type": "sqlite", "path": str(repo / "online.db")}),
+              "offline_store": {"type": "file"}, "entity_key_serialization_version": 2}
+    path = repo / CONFIG_FILE
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def open_store(repo: Path):
+    """The Feast store of `repo` (its feature_store.yaml).
+
+    Raises:
+        FeatureStoreError: no feature_store.yaml there.
+    """
+    from feast import FeatureStore
+
+    if not (repo / CONFIG_FILE).is_file():
+        raise FeatureStoreError(f"{repo}: no {CONFIG_FILE} (run `ct features apply` first)")
+    return FeatureStore(repo_path=str(repo))
+
+
+def definitions(feature_root: Path) -> list:
+    """The entities and feature views, reading the offline tables under `feature_root`."""
+    from feast import Entity, FeatureView, Field, FileSource, ValueType
+    from feast.types import Float64, String
+
+    origin_hour = Entity(name=WEATHER_KEY, join_keys=[WEATHER_KEY], value_type=ValueType.STRING,
+                         description="origin airport and scheduled departure hour (UTC), e.g. EWR@2013-01-01T10")
+    tailnum = Entity(name=PLANE_KEY, join_keys=[PLANE_KEY], value_type=ValueType.STRING, description="aircraft tail number")
+    weather = FeatureView(
+        name=WEATHER_VIEW, entities=[origin_hour], ttl=dt.timedelta(days=3650),
+        schema=[Field(name=name, dtype=Float64) for name in WEATHER_FEATURES],
+        source=FileSource(name="weather_hourly", path=str(feature_root / WEATHER_FILE), timestamp_field=TIMESTAMP),
+        description="the origin's latest weather observation at the scheduled hour (at most 3 hours old)")
+    planes = FeatureView(
+        name=PLANES_VIEW, entities=[tailnum], ttl=dt.timedelta(days=3650),
+        schema=[Field(name=name, dtype=String if name in PLANE_CATEGORICAL else Float64) for name in PLANE_FEATURES],
+        source=FileSource(name="planes", path=str(feature_root / PLANES_FILE), timestamp_field=TIMESTAMP),
+        description="aircraft attributes by tail number (FAA registry)")
+    return [origin_hour, tailnum, weather, planes]
+
+
+def apply(repo: Path, feature_root: Path, online_store: Mapping[str, Any] | None = None) -> list[str]:
+    """Registers the definitions (writing the config first when there is none or `online_store`
+    is given); returns the feature views' names."""
+    from feast import FeatureStore
+
+    from features.sources import read_source
+
+    for view, name in ((WEATHER_VIEW, WEATHER_FILE), (PLANES_VIEW, PLANES_FILE)):
+        read_source(feature_root, name, *VIEWS[view])  # a clear error now, not at the first materialization
+    if online_store is not None or not (repo / CONFIG_FILE).is_file():
+        write_config(repo, online_store)
+    objects = definitions(feature_root)
+    FeatureStore(repo_path=str(repo)).apply(objects)
+    return [o.name for o in objects if o.__class__.__name__ == "FeatureView"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Materialized:
+    view: str
+    start: dt.datetime
+    end: dt.datetime
+    rows: int  # offline rows in the window
+
+
+def materialize(repo: Path, feature_root: Path, start: dt.datetime, end: dt.datetime,
+                views: Sequence[str] = tuple(VIEWS)) -> list[Materialized]:
+    """Loads each view's rows with timestamps in [start, end) into the online store.
+
+    Planes are attributes with no time window of their own: their view is loaded from its
+    earliest row, so a run whose window starts later still serves every aircraft.
+
+    Raises:
+        FeatureStoreError: an unknown feature view (nothing materialized).
+        DataError: a missing or corrupt source file.
+    """
+    from features.sources import read_source
+
+    store = open_store(repo)
+    known = {view.name for view in store.list_feature_views()}
+    unknown = [view for view in views if view not in known]
+    if unknown:
+        raise FeatureStoreError(f"{repo}: no feature view {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    files = {WEATHER_VIEW: WEATHER_FILE, PLANES_VIEW: PLANES_FILE}
+    windows = []
+    for view in views:
+        key, names = VIEWS[view]
+        stamps = read_source(feature_root, files[view], key, names)[TIMESTAMP]  # a clear error before Feast reads it
+        view_start = min(start, stamps.min().to_pydatetime()) if view == PLANES_VIEW else start
+        windows.append(Materialized(view, view_start, end, int(((stamps >= view_start) & (stamps < end)).sum())))
+    for window in windows:
+        store.materialize(window.start, window.end, [window.view])
+    return windows
+
+
+class OnlineFeatures:
+    """Fills flight requests with their online features, by the same keys as training.
+
+    A flight whose entity has no row in the online store gets the documented defaults
+    (features/joins.py DEFAULTS) and is counted as missing; one scheduled after the end of
+    the last materialization is counted as stale as well (the store is behind the data).
+    """
+
+    def __init__(self, repo: Path):
+        self.store = open_store(repo)
+        known = {view.name: view for view in self.store.list_feature_views()}
+        for view in VIEWS:
+            if view not in known:
+                raise FeatureStoreError(f"{repo}: no feature view {view!r}; run `ct features apply`")
+        self.references = [f"{view}:{name}" for view, (_, names) in VIEWS.items() for name in names]
+        intervals = known[WEATHER_VIEW].materialization_intervals
+        self.materialized_until = max((end for _, end in intervals), default=None)
+        self.missing = {WEATHER_VIEW: 0, PLANES_VIEW: 0}
+        self.stale = 0
+        self._lock = threading.Lock()
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return WEATHER_FEATURES + PLANE_FEATURES
+
+    def lookup(self, origins: Sequence[str], departures: Sequence[str], tailnums: Sequence[str]) -> dict[str, list]:
+        """Feature columns for the flights, defaults where the store has nothing."""
+        keys = entity_keys(origins, departures, tailnums)
+        rows = [{WEATHER_KEY: w, PLANE_KEY: p} for w, p in zip(keys[WEATHER_KEY], keys[PLANE_KEY])]
+        found = self.store.get_online_features(features=self.references, entity_rows=rows).to_dict()
+        columns = {}
+        for view, (_, names) in VIEWS.items():
+            absent = [all(found[name][i] is None for name in names) for i in range(len(rows))]
+            with self._lock:
+                self.missing[view] += sum(absent)
+            for name in names:
+                columns[name] = [DEFAULTS[name] if value is None else value for value in found[name]]
+        if self.materialized_until is not None:
+            limit = self.materialized_until.strftime("%Y-%m-%dT%H:%M:%SZ")
+            with self._lock:
+                self.stale += sum(departure >= limit for departure in departures)
+        return columns

@@ -1,0 +1,142 @@
+"""The feature store: point-in-time joins for training, Feast's online store for serving,
+the same values through both, and bad input. Feast runs for real (SQLite registry and
+online store in a temporary folder)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.common.errors import DataError
+from features import store as feature_store
+from features.joins import DEFAULTS, MISSING_CATEGORY, training_features
+from features.sources import (PLANE_FEATURES, PLANES_FILE, TIMESTAMP, WEATHER_FEATURES, WEATHER_FILE, hourly_weather,
+                              write_sources)
+from features.store import FeatureStoreError, OnlineFeatures
+
+UTC = dt.timezone.utc
+
+
+def observations(*rows: tuple[str, str, float]) -> pd.DataFrame:
+    """Weather observations (origin, time, temp); other weather values 1.0."""
+    frame = pd.DataFrame(rows, columns=["origin", TIMESTAMP, "temp"])
+    frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
+    return frame.assign(**{name: 1.0 for name in WEATHER_FEATURES if name != "temp"})
+
+
+def crafted_sources(folder, weather_rows, plane_timestamp="2013-01-01T00:00:00Z"):
+    folder.mkdir(parents=True, exist_ok=True)
+    hourly_weather(observations(*weather_rows)).to_parquet(folder / WEATHER_FILE)
+    pd.DataFrame({"tailnum": ["N1"], TIMESTAMP: pd.to_datetime([plane_timestamp], utc=True), "plane_year": [2001.0],
+                  "seats": [150.0], "engines": [2.0], "manufacturer": ["BOEING"]}).to_parquet(folder / PLANES_FILE)
+    return folder
+
+
+def flights(*rows: tuple[str, str, str]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["origin", "sched_dep", "tailnum"])
+
+
+def test_no_feature_value_comes_from_after_the_scheduled_departure(tmp_path):
+    sources = crafted_sources(tmp_path, [("EWR", "2013-01-01T13:00:00Z", 10.0), ("EWR", "2013-01-01T14:30:00Z", 99.0),
+                                         ("EWR", "2013-01-01T20:00:00Z", 50.0)])
+    joined, counts = training_features(flights(
+        ("EWR", "2013-01-01T14:10:00Z", "N1"),   # before the 14:30 observation: the 13:00 one
+        ("EWR", "2013-01-01T14:45:00Z", "N1"),   # after it, but in hour 14: still 13:00 (conservative, never later)
+        ("EWR", "2013-01-01T15:05:00Z", "N1"),   # hour 15: the 14:30 observation
+        ("EWR", "2013-01-01T18:05:00Z", "N1"),   # 14:30 is more than 3 hours old at 18:00: missing
+        ("EWR", "2013-01-01T12:59:00Z", "N1"),   # before any observation: missing
+    ), sources)
+    assert joined.temp.tolist()[:3] == [10.0, 10.0, 99.0]
+    assert math.isnan(joined.temp[3]) and math.isnan(joined.temp[4])
+    assert counts.weather_missing == 2 and counts.planes_missing == 0
+
+
+def test_a_plane_row_from_after_the_flight_is_not_used(tmp_path):
+    sources = crafted_sources(tmp_path, [("EWR", "2013-01-01T13:00:00Z", 10.0)], plane_timestamp="2013-01-01T14:00:00Z")
+    joined, counts = training_features(flights(("EWR", "2013-01-01T13:30:00Z", "N1"),
+                                               ("EWR", "2013-01-01T14:00:00Z", "N1"),
+                                               ("EWR", "2013-01-01T13:30:00Z", "N999")), sources)
+    assert math.isnan(joined.seats[0]) and joined.seats[1] == 150.0 and math.isnan(joined.seats[2])
+    assert joined.manufacturer.tolist() == [MISSING_CATEGORY, "BOEING", MISSING_CATEGORY]  # the documented default
+    assert counts.planes_missing == 2
+
+
+@pytest.fixture(scope="module")
+def online(tmp_path_factory):
+    """Real 2013 sources; January's departures (local time, so until 05:00 UTC on February 1)
+    materialized into a SQLite online store through Feast."""
+    folder = tmp_path_factory.mktemp("feast")
+    write_sources(folder / "features")
+    assert feature_store.apply(folder / "repo", folder / "features") == ["weather", "planes"]
+    start, end = dt.datetime(2013, 1, 1, 5, tzinfo=UTC), dt.datetime(2013, 2, 1, 6, tzinfo=UTC)
+    counts = feature_store.materialize(folder / "repo", folder / "features", start, end)
+    hours = pd.read_parquet(folder / "features" / WEATHER_FILE)[TIMESTAMP]
+    assert {c.view: c.rows for c in counts} == {"weather": int(((hours >= start) & (hours < end)).sum()), "planes": 3322}
+    return folder
+
+
+def test_training_and_serving_see_identical_feature_values(online, flight_months):
+    january = flight_months["2013-01"].head(300)
+    trained_on, _ = training_features(january, online / "features")
+    served = OnlineFeatures(online / "repo").lookup(list(january.origin), list(january.sched_dep), list(january.tailnum))
+    for name in WEATHER_FEATURES + PLANE_FEATURES:
+        expected = trained_on[name].tolist()
+        if name == "manufacturer":
+            assert served[name] == expected
+        else:
+            np.testing.assert_array_equal(np.array(served[name], dtype=float), np.array(expected, dtype=float), name)
+    assert trained_on.temp.notna().mean() > 0.95 and trained_on.seats.notna().mean() > 0.7
+
+
+def test_unknown_entities_get_defaults_and_are_counted(online):
+    features = OnlineFeatures(online / "repo")
+    found = features.lookup(["EWR", "XXX"], ["2013-01-05T10:15:00Z", "2013-01-05T10:15:00Z"], ["N14228", "N0000"])
+    assert found["seats"][0] == 149.0 and math.isnan(found["seats"][1]) and found["manufacturer"][1] == MISSING_CATEGORY
+    assert math.isnan(found["temp"][1]) and found["temp"][0] == pytest.approx(32.0)
+    assert features.missing == {"weather": 1, "planes": 1} and features.stale == 0
+    assert set(DEFAULTS) == set(WEATHER_FEATURES + PLANE_FEATURES)
+
+
+def test_a_stale_online_store_is_counted(online):
+    features = OnlineFeatures(online / "repo")
+    assert features.materialized_until == dt.datetime(2013, 2, 1, 6, tzinfo=UTC)
+    found = features.lookup(["EWR"], ["2013-03-05T10:15:00Z"], ["N14228"])  # March was never materialized
+    assert math.isnan(found["temp"][0])
+    assert features.stale == 1 and features.missing["weather"] == 1
+
+
+def test_a_missing_feature_view_is_a_clear_error(online, tmp_path):
+    with pytest.raises(FeatureStoreError, match="no feature view 'airports' \\(known: planes, weather\\)"):
+        feature_store.materialize(online / "repo", online / "features", dt.datetime(2013, 1, 1, tzinfo=UTC),
+                                  dt.datetime(2013, 1, 2, tzinfo=UTC), ["weather", "airports"])
+    with pytest.raises(FeatureStoreError, match="no feature_store.yaml .*ct features apply"):
+        OnlineFeatures(tmp_path / "nothing-applied")
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing", "weather.parquet: feature source file is missing"),
+    ("corrupt", "weather.parquet: feature source file is unreadable"),
+    ("column", "weather.parquet: feature 'temp': feature source file lacks a column"),
+])
+def test_a_missing_or_corrupt_source_file_names_the_file(tmp_path, damage, message):
+    sources = crafted_sources(tmp_path, [("EWR", "2013-01-01T13:00:00Z", 10.0)])
+    if damage == "missing":
+        (sources / WEATHER_FILE).unlink()
+    elif damage == "corrupt":
+        (sources / WEATHER_FILE).write_bytes(b"PAR1 this is not parquet")
+    else:
+        pd.read_parquet(sources / WEATHER_FILE).drop(columns=["temp"]).to_parquet(sources / WEATHER_FILE)
+    with pytest.raises(DataError, match=message):
+        training_features(flights(("EWR", "2013-01-01T13:30:00Z", "N1")), sources)
+
+
+def test_bad_entity_values_name_the_feature_and_value(tmp_path):
+    sources = crafted_sources(tmp_path, [("EWR", "2013-01-01T13:00:00Z", 10.0)])
+    with pytest.raises(DataError, match="span=x: feature 'sched_dep': .*ISO-8601 .*value '2013-01-01 13:30'"):
+        training_features(flights(("EWR", "2013-01-01 13:30", "N1")), sources, where="span=x")
+    with pytest.raises(DataError, match="feature 'tailnum': entity column is missing"):
+        training_features(flights(("EWR", "2013-01-01T13:30:00Z", "N1")).drop(columns=["tailnum"]), sources)
