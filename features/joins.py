@@ -26,6 +26,7 @@ from features.sources import (PLANE_CATEGORICAL, PLANE_FEATURES, PLANE_KEY, PLAN
 DEPARTURE = "sched_dep"
 ENTITY_COLUMNS = ("origin", DEPARTURE, PLANE_KEY)
 DEPARTURE_FORMAT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+DEPARTURE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # what DEPARTURE_FORMAT matches, for strftime and strptime
 MISSING_CATEGORY = "UNKNOWN"
 DEFAULTS: dict[str, float | str] = {**{name: math.nan for name in WEATHER_FEATURES + PLANE_FEATURES},
                                     **{name: MISSING_CATEGORY for name in PLANE_CATEGORICAL}}
@@ -33,11 +34,13 @@ DEFAULTS: dict[str, float | str] = {**{name: math.nan for name in WEATHER_FEATUR
 
 @dataclasses.dataclass(frozen=True)
 class JoinCounts:
-    """Rows joined and, per table, rows with no feature row at their point in time (defaults used)."""
+    """Rows joined, per table the rows with no feature row at their point in time (defaults
+    used), and the first and last scheduled departure."""
 
     rows: int
     weather_missing: int
     planes_missing: int
+    departures: tuple[str, str]
 
 
 def entity_keys(origins: Iterable[str], departures: Iterable[str], tailnums: Iterable[str]) -> dict[str, list[str]]:
@@ -48,11 +51,10 @@ def entity_keys(origins: Iterable[str], departures: Iterable[str], tailnums: Ite
 
 def check_departures(departures: Iterable[str], where: str) -> None:
     """Raises DataError naming the first scheduled departure that is not `YYYY-MM-DDTHH:MM:SSZ`."""
-    values = pd.Series(list(departures), dtype=object)
-    well_formed = values.map(lambda v: isinstance(v, str) and DEPARTURE_FORMAT.fullmatch(v) is not None)
-    if not well_formed.all():
-        raise DataError("scheduled departure is not ISO-8601 UTC like 2013-01-01T10:15:00Z", path=where,
-                        feature=DEPARTURE, value=values[~well_formed].iloc[0])
+    for value in departures:
+        if not isinstance(value, str) or not DEPARTURE_FORMAT.fullmatch(value):
+            raise DataError("scheduled departure is not ISO-8601 UTC like 2013-01-01T10:15:00Z", path=where,
+                            feature=DEPARTURE, value=value)
 
 
 def apply_defaults(frame: pd.DataFrame) -> pd.DataFrame:
@@ -74,7 +76,7 @@ def training_features(flights: pd.DataFrame, feature_root: Path, where: str = ""
     weather = read_source(feature_root, WEATHER_FILE, WEATHER_KEY, WEATHER_FEATURES)
     planes = read_source(feature_root, PLANES_FILE, PLANE_KEY, PLANE_FEATURES)
     keys = entity_keys(flights["origin"], flights[DEPARTURE], flights[PLANE_KEY])
-    departure = _utc_numpy(pd.to_datetime(flights[DEPARTURE], format="%Y-%m-%dT%H:%M:%SZ", utc=True))
+    departure = _utc_numpy(pd.to_datetime(flights[DEPARTURE], format=DEPARTURE_TIME_FORMAT, utc=True))
     joined = flights.reset_index(drop=True)
     missing = {}
     for table, key, names in ((weather, WEATHER_KEY, WEATHER_FEATURES), (planes, PLANE_KEY, PLANE_FEATURES)):
@@ -85,7 +87,8 @@ def training_features(flights: pd.DataFrame, feature_root: Path, where: str = ""
         values.loc[~usable] = np.nan  # no row, an empty row, or a row from after the departure
         joined = pd.concat([joined.drop(columns=[n for n in names if n in joined.columns]), values], axis=1)
         missing[key] = int((~usable).sum())
-    return apply_defaults(joined), JoinCounts(len(joined), missing[WEATHER_KEY], missing[PLANE_KEY])
+    departures = (str(flights[DEPARTURE].min()), str(flights[DEPARTURE].max())) if len(flights) else ("", "")
+    return apply_defaults(joined), JoinCounts(len(joined), missing[WEATHER_KEY], missing[PLANE_KEY], departures)
 
 
 def _utc_numpy(times: pd.Series) -> np.ndarray:

@@ -19,13 +19,14 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from features.joins import DEFAULTS, entity_keys
+from features.joins import DEFAULTS, DEPARTURE_TIME_FORMAT, entity_keys
 from features.sources import (PLANE_CATEGORICAL, PLANE_FEATURES, PLANE_KEY, PLANES_FILE, TIMESTAMP, WEATHER_FEATURES,
-                              WEATHER_FILE, WEATHER_KEY)
+                              WEATHER_FILE, WEATHER_KEY, read_source)
 
 PROJECT = "continuous_training"
 WEATHER_VIEW, PLANES_VIEW = "weather", "planes"
-VIEWS = {WEATHER_VIEW: (WEATHER_KEY, WEATHER_FEATURES), PLANES_VIEW: (PLANE_KEY, PLANE_FEATURES)}
+# Each feature view: its offline file, entity key and features.
+VIEWS = {WEATHER_VIEW: (WEATHER_FILE, WEATHER_KEY, WEATHER_FEATURES), PLANES_VIEW: (PLANES_FILE, PLANE_KEY, PLANE_FEATURES)}
 CONFIG_FILE = "feature_store.yaml"
 
 
@@ -92,17 +93,15 @@ def definitions(feature_root: Path) -> list:
 def apply(repo: Path, feature_root: Path, online_store: Mapping[str, Any] | None = None) -> list[str]:
     """Registers the definitions (writing the config first when there is none or `online_store`
     is given); returns the feature views' names."""
-    from feast import FeatureStore
+    from feast import FeatureStore, FeatureView
 
-    from features.sources import read_source
-
-    for view, name in ((WEATHER_VIEW, WEATHER_FILE), (PLANES_VIEW, PLANES_FILE)):
-        read_source(feature_root, name, *VIEWS[view])  # a clear error now, not at the first materialization
+    for file_name, key, names in VIEWS.values():
+        read_source(feature_root, file_name, key, names)  # a clear error now, not at the first materialization
     if online_store is not None or not (repo / CONFIG_FILE).is_file():
         write_config(repo, online_store)
     objects = definitions(feature_root)
     FeatureStore(repo_path=str(repo)).apply(objects)
-    return [o.name for o in objects if o.__class__.__name__ == "FeatureView"]
+    return [o.name for o in objects if isinstance(o, FeatureView)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,18 +123,14 @@ def materialize(repo: Path, feature_root: Path, start: dt.datetime, end: dt.date
         FeatureStoreError: an unknown feature view (nothing materialized).
         DataError: a missing or corrupt source file.
     """
-    from features.sources import read_source
-
     store = open_store(repo)
     known = {view.name for view in store.list_feature_views()}
     unknown = [view for view in views if view not in known]
     if unknown:
         raise FeatureStoreError(f"{repo}: no feature view {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    files = {WEATHER_VIEW: WEATHER_FILE, PLANES_VIEW: PLANES_FILE}
     windows = []
     for view in views:
-        key, names = VIEWS[view]
-        stamps = read_source(feature_root, files[view], key, names)[TIMESTAMP]  # a clear error before Feast reads it
+        stamps = read_source(feature_root, *VIEWS[view])[TIMESTAMP]  # a clear error before Feast reads it
         view_start = min(start, stamps.min().to_pydatetime()) if view == PLANES_VIEW else start
         windows.append(Materialized(view, view_start, end, int(((stamps >= view_start) & (stamps < end)).sum())))
     for window in windows:
@@ -157,9 +152,11 @@ class OnlineFeatures:
         for view in VIEWS:
             if view not in known:
                 raise FeatureStoreError(f"{repo}: no feature view {view!r}; run `ct features apply`")
-        self.references = [f"{view}:{name}" for view, (_, names) in VIEWS.items() for name in names]
+        self.references = [f"{view}:{name}" for view, (_, _, names) in VIEWS.items() for name in names]
         intervals = known[WEATHER_VIEW].materialization_intervals
         self.materialized_until = max((end for _, end in intervals), default=None)
+        # Departures are ISO-8601 UTC strings, which compare as times do.
+        self._stale_from = self.materialized_until.strftime(DEPARTURE_TIME_FORMAT) if self.materialized_until else None
         self.missing = {WEATHER_VIEW: 0, PLANES_VIEW: 0}
         self.stale = 0
         self._lock = threading.Lock()
@@ -174,14 +171,13 @@ class OnlineFeatures:
         rows = [{WEATHER_KEY: w, PLANE_KEY: p} for w, p in zip(keys[WEATHER_KEY], keys[PLANE_KEY])]
         found = self.store.get_online_features(features=self.references, entity_rows=rows).to_dict()
         columns = {}
-        for view, (_, names) in VIEWS.items():
+        for view, (_, _, names) in VIEWS.items():
             absent = [all(found[name][i] is None for name in names) for i in range(len(rows))]
             with self._lock:
                 self.missing[view] += sum(absent)
             for name in names:
                 columns[name] = [DEFAULTS[name] if value is None else value for value in found[name]]
-        if self.materialized_until is not None:
-            limit = self.materialized_until.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if self._stale_from is not None:
             with self._lock:
-                self.stale += sum(departure >= limit for departure in departures)
+                self.stale += sum(departure >= self._stale_from for departure in departures)
         return columns

@@ -177,11 +177,10 @@ def _schema_infer(args) -> int:
     config = load_dataset(args.dataset)
     spans = [read_spans([SpanFolder(path.name, path)]) for path in args.data]
     if config.feature_store:  # the features of each span's flights, as ingest joins them
-        from features.joins import training_features
+        from components.ingest.logic import examples_with_features
         from features.sources import FEATURES_FOLDER
 
-        columns = [c for c in (config.key, *config.features, config.label) if c]
-        spans = [training_features(span, path.parent / FEATURES_FOLDER, str(path))[0][columns]
+        spans = [examples_with_features(span, config, path.parent / FEATURES_FOLDER, str(path))[0]
                  for span, path in zip(spans, args.data)]
     frame = pd.concat(spans, ignore_index=True)
     schema = infer_schema(statistics_of_dataframe(frame), config.categorical_features, config.label,

@@ -14,6 +14,7 @@ from typing import Iterator
 import pandas as pd
 
 from components.common.spans import SPAN_PREFIX, SUCCESS_MARKER
+from features.joins import DEPARTURE_TIME_FORMAT
 
 MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 LATE_MINUTES = 15
@@ -74,7 +75,7 @@ def _flight_features(rows: pd.DataFrame) -> pd.DataFrame:
             "month": rows.month.astype("float64"),
             # time_hour is the scheduled hour in UTC; the scheduled minute is local and the same.
             "sched_dep": (pd.to_datetime(rows.time_hour, utc=True) + pd.to_timedelta(rows.minute, unit="m"))
-            .dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            .dt.strftime(DEPARTURE_TIME_FORMAT),
             "tailnum": rows.tailnum.fillna(""),
             "late": (rows.arr_delay > LATE_MINUTES).astype("int64"),
         }

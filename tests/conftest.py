@@ -39,10 +39,10 @@ def flight_months() -> dict[str, pd.DataFrame]:
 @pytest.fixture(scope="session")
 def flight_examples(flight_months, flights) -> dict[str, pd.DataFrame]:
     """The same months as examples: joined with the feature store's tables as ingest joins them."""
-    from features.joins import training_features
+    from components.ingest.logic import examples_with_features
 
-    columns = [flights.key, *flights.features, flights.label]
-    return {month: training_features(frame, _feature_sources())[0][columns] for month, frame in flight_months.items()}
+    return {month: examples_with_features(frame, flights, _feature_sources(), month)[0]
+            for month, frame in flight_months.items()}
 
 
 def write_month(data_root: Path, month: str, frame: pd.DataFrame, file_format: str = "parquet") -> Path:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import copy
 import json
 import re
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.api_stub import ApiStub, JsonHandler
 
 PATH = re.compile(r"/apis/serving\.kserve\.io/v1beta1/namespaces/([\w-]+)/inferenceservices/([\w-]+)")
 
@@ -40,19 +40,12 @@ def merge_patch(target, patch):
     return result
 
 
-class KubeApiStub(ThreadingHTTPServer):
-    daemon_threads = True
-
+class KubeApiStub(ApiStub):
     def __init__(self, *objects: dict):
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.objects = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in objects}
         self.requests: list[tuple[str, str, str, dict | None]] = []  # method, path, content type, body
         self.fail: dict[str, tuple[int, float]] = {}  # method -> (status, delay seconds)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
     def patches(self) -> list[dict]:
         return [body for method, _, _, body in self.requests if method == "PATCH"]
@@ -61,23 +54,15 @@ class KubeApiStub(ThreadingHTTPServer):
         self.objects[namespace, name]["status"] = {"conditions": [{"type": "Ready", "status": str(ready)}]}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: KubeApiStub
 
-    def _reply(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def _status(self, code: int, reason: str, message: str) -> None:
-        self._reply(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
+        self.reply(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
                            "reason": reason, "code": code})
 
-    def _handle(self, method: str) -> None:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+    def handle_method(self, method: str) -> None:
+        raw = self.body()
         body = json.loads(raw) if raw else None
         self.server.requests.append((method, self.path, self.headers.get("Content-Type", ""), body))
         if method in self.server.fail:
@@ -90,7 +75,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._status(404, "NotFound", f"inferenceservices {key} not found")
         current = self.server.objects[key]
         if method == "GET":
-            return self._reply(200, current)
+            return self.reply(200, current)
         if self.headers.get("Content-Type") != "application/merge-patch+json":
             return self._status(415, "UnsupportedMediaType", self.headers.get("Content-Type", ""))
         wanted = (body.get("metadata") or {}).get("resourceVersion")
@@ -99,13 +84,5 @@ class _Handler(BaseHTTPRequestHandler):
         updated = merge_patch(current, body)
         updated["metadata"]["resourceVersion"] = str(int(current["metadata"]["resourceVersion"]) + 1)
         self.server.objects[key] = updated
-        self._reply(200, updated)
+        self.reply(200, updated)
 
-    def do_GET(self) -> None:  # noqa: N802
-        self._handle("GET")
-
-    def do_PATCH(self) -> None:  # noqa: N802
-        self._handle("PATCH")
-
-    def log_message(self, format, *args) -> None:  # noqa: A002
-        pass

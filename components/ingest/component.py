@@ -28,11 +28,13 @@ def ingest(data_root: str, dataset: str, window_spans: int, eval_percent: int, m
         step.inputs(metadata.SPAN, sorted({str(Path(f).parent) for f in result.files}), dataset=dataset)
         for split, artifact, rows in (("train", train_examples, result.train_rows), ("eval", eval_examples, result.eval_rows)):
             artifact.metadata.update(split=split, spans=list(result.spans), files=list(result.files), rows=rows,
-                                     fingerprint=result.fingerprint, departures=list(result.departures or ()))
+                                     fingerprint=result.fingerprint,
+                                     departures=list(result.features.departures if result.features else ()))
             step.output(metadata.EXAMPLES, artifact.uri, split=split, dataset=dataset, rows=rows,
                         spans=",".join(result.spans), last_span=result.spans[-1], fingerprint=result.fingerprint)
         if result.features is not None:
             # Which flights had no feature row at their point in time (documented defaults used).
             store.update_run(run_id, weather_missing=result.features.weather_missing,
                              planes_missing=result.features.planes_missing,
-                             first_departure=result.departures[0], last_departure=result.departures[1])
+                             first_departure=result.features.departures[0],
+                             last_departure=result.features.departures[1])

@@ -10,7 +10,7 @@ import pandas as pd
 
 from components.common.errors import DataError
 from components.common.spans import SpanFolder, complete_spans, read_spans
-from features.joins import DEPARTURE, JoinCounts, training_features
+from features.joins import JoinCounts, training_features
 from features.sources import FEATURES_FOLDER
 from pipelines.config import DatasetConfig
 
@@ -26,8 +26,8 @@ class IngestResult:
         files: Every file read.
         train_rows, eval_rows: Rows written to each split.
         fingerprint: SHA-256 of the files' names and bytes: the same data gives the same value.
-        features: With the feature store: rows joined and rows missing each table (defaults used).
-        departures: With the feature store: the first and last scheduled departure.
+        features: With the feature store: rows joined, rows missing each table (defaults used)
+            and the first and last scheduled departure.
     """
 
     spans: tuple[str, ...]
@@ -36,7 +36,6 @@ class IngestResult:
     eval_rows: int
     fingerprint: str
     features: JoinCounts | None = None
-    departures: tuple[str, str] | None = None
 
 
 def ingest(data_root: Path, window_spans: int, eval_percent: int, key: str, train_path: Path, eval_path: Path,
@@ -62,11 +61,9 @@ def ingest(data_root: Path, window_spans: int, eval_percent: int, key: str, trai
         raise ValueError(f"eval_percent={eval_percent}: must be between 1 and 99")
     spans = latest_spans(data_root, window_spans)
     frame = read_spans(spans)
-    joined = departures = None
+    joined = None
     if dataset is not None and dataset.feature_store:
-        departures = (str(frame[DEPARTURE].min()), str(frame[DEPARTURE].max())) if DEPARTURE in frame else None
-        frame, joined = training_features(frame, data_root / FEATURES_FOLDER, where=str(spans[-1].path))
-        frame = frame[[c for c in (key, *dataset.features, dataset.label) if c]]
+        frame, joined = examples_with_features(frame, dataset, data_root / FEATURES_FOLDER, str(spans[-1].path))
     if key and key not in frame.columns:
         raise DataError("split key column is missing", path=str(spans[-1].path), feature=key)
     hashed = pd.util.hash_pandas_object(frame[key] if key else frame, index=False)
@@ -81,8 +78,15 @@ def ingest(data_root: Path, window_spans: int, eval_percent: int, key: str, trai
         eval_rows=int(is_eval.sum()),
         fingerprint=fingerprint(files),
         features=joined,
-        departures=departures,
     )
+
+
+def examples_with_features(flights: pd.DataFrame, dataset: DatasetConfig, feature_root: Path,
+                           where: str) -> tuple[pd.DataFrame, JoinCounts]:
+    """Flights as examples: their features from the feature store (point in time), then only
+    the key, the features and the label; `where` names the span in errors."""
+    joined, counts = training_features(flights, feature_root, where)
+    return joined[[c for c in (dataset.key, *dataset.features, dataset.label) if c]], counts
 
 
 def latest_spans(data_root: Path, window_spans: int) -> list[SpanFolder]:

@@ -11,6 +11,7 @@ import datetime as dt
 from pathlib import Path
 
 from features import store
+from features.joins import DEPARTURE_TIME_FORMAT
 from features.store import Materialized
 
 
@@ -22,7 +23,8 @@ def materialize_window(feature_repo: Path, feature_root: Path, departures: tuple
     """
     if not (feature_repo / store.CONFIG_FILE).is_file():
         store.apply(feature_repo, feature_root)
-    first, last = (dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc) for value in departures)
+    first, last = (dt.datetime.strptime(value, DEPARTURE_TIME_FORMAT).replace(tzinfo=dt.timezone.utc)
+                   for value in departures)
     start = first.replace(minute=0, second=0)
     end = last.replace(minute=0, second=0) + dt.timedelta(hours=1)
     return store.materialize(feature_repo, feature_root, start, end)
