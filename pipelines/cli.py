@@ -234,8 +234,7 @@ def _features_apply(args) -> int:
     from features.store import apply
 
     home = Home(args.home).create()
-    online = {"type": "redis", "connection_string": args.redis} if args.redis else None
-    views = apply(home.feature_repo, (args.data_root / FEATURES_FOLDER).resolve(), online)
+    views = apply(home.feature_repo, (args.data_root / FEATURES_FOLDER).resolve(), args.redis)
     print(f"{home.feature_repo}: feature views {', '.join(views)} registered "
           f"(online store: {'redis ' + args.redis if args.redis else 'SQLite in the home'})")
     return 0

@@ -54,12 +54,14 @@ def continuous_training(
     min_slice_examples: int = 200,
     home_volume: str = "ct-home",
     feature_repo: str = HOME_MOUNT + "/feature_repo",
+    feature_redis: str = "",
 ):
     # An empty run_id (a recurring run) falls back to KFP's job id inside each step.
     common = {"metadata_connection": metadata_connection, "run_id": run_id, "job_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
     examples = ingest(data_root=data_root, dataset=dataset, window_spans=window_spans, eval_percent=eval_percent,
                       trigger=trigger, reason=reason, **common)
-    features = materialize(data_root=data_root, dataset=dataset, feature_repo=feature_repo,
+    # The online store: Redis at feature_redis (host:port) in a cluster, SQLite in feature_repo without one.
+    features = materialize(data_root=data_root, dataset=dataset, feature_repo=feature_repo, feature_redis=feature_redis,
                            train_examples=examples.outputs["train_examples"], **common)
     stats = statistics(dataset=dataset, engine=statistics_engine, beam_pipeline_args=beam_pipeline_args,
                        train_examples=examples.outputs["train_examples"], eval_examples=examples.outputs["eval_examples"],

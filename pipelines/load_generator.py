@@ -24,7 +24,7 @@ import pandas as pd
 
 from components.common.classification_metrics import auc
 from components.infra_validate.logic import instances
-from features.joins import ENTITY_COLUMNS
+from features.joins import request_columns
 from pipelines.config import load_dataset
 
 FEEDBACK_BATCH = 500
@@ -34,8 +34,7 @@ def send(url: str, dataset_name: str, rows: pd.DataFrame, connections: int = 4) 
     dataset = load_dataset(dataset_name)
     address = urlparse(url)
     # With the feature store a client sends flight facts and entity keys; the service looks up the rest.
-    fields = [c for c in rows.columns if c in dataset.features or (dataset.feature_store and c in ENTITY_COLUMNS)]
-    bodies = instances(rows, fields)
+    bodies = instances(rows, request_columns(rows.columns, dataset.features) if dataset.feature_store else dataset.features)
     keys = rows[dataset.key].astype(str).tolist() if dataset.key else [str(i) for i in range(len(rows))]
     labels = (rows[dataset.label] == dataset.positive_label).astype(int).tolist()
     answers: list[tuple | None] = [None] * len(rows)

@@ -29,6 +29,8 @@ from serving.request_log import RequestLog
 log = logging.getLogger(__name__)
 
 V2_DATATYPES = {"string": "BYTES", "int64": "INT64", "float32": "FP32"}
+# Entities a client sends that are not model inputs themselves (origin is both).
+ENTITY_ONLY = frozenset(ENTITY_COLUMNS) - {"origin"}
 TF_DATATYPES = {"string": "DT_STRING", "int64": "DT_INT64", "float32": "DT_FLOAT"}
 REQUEST_LOG_FLUSH_SECONDS = 5.0
 
@@ -107,28 +109,43 @@ class PredictionService:
             features.missing, features.stale = self.features.missing, self.features.stale
         self.features, self._features_version = features, registry.stat().st_mtime
 
-    def _with_features(self, instances: list[dict]) -> list[dict]:
-        """Adds the online features to rows that name their entities (flight facts only)."""
+    def _instances_with_features(self, instances: list[dict]) -> list[dict]:
+        """Rows that name their entities (flight facts only) get their online features."""
         if self.features is None or not any(DEPARTURE in row for row in instances):
             return instances
         for index, row in enumerate(instances):
-            missing = [name for name in ENTITY_COLUMNS if name not in row]
-            if missing:
-                raise model_io.RequestError(f"instance {index}: entity '{missing[0]}' is missing (send "
-                                            f"{', '.join(ENTITY_COLUMNS)}; the features come from the feature store)")
-            sent = [name for name in self.features.feature_names if name in row]
-            if sent:
-                raise model_io.RequestError(f"instance {index}: feature '{sent[0]}' comes from the feature store; "
-                                            "send only flight facts and entities")
+            self._check_entities(row, f"instance {index}")
+        looked_up = self._lookup({name: [row[name] for row in instances] for name in ENTITY_COLUMNS})
+        return [{**{k: v for k, v in row.items() if k not in ENTITY_ONLY},
+                 **{name: values[i] for name, values in looked_up.items()}} for i, row in enumerate(instances)]
+
+    def _inputs_with_features(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Columns that name the entities (flight facts only) get their online feature columns."""
+        if self.features is None or DEPARTURE not in inputs:
+            return inputs
+        self._check_entities(inputs, "inputs")
+        lengths = {len(inputs[name]) if isinstance(inputs[name], list) else -1 for name in ENTITY_COLUMNS}
+        if len(lengths) > 1 or -1 in lengths:
+            raise model_io.RequestError(f"entities {', '.join(ENTITY_COLUMNS)}: expected lists of the same length")
+        return {**{k: v for k, v in inputs.items() if k not in ENTITY_ONLY},
+                **self._lookup({name: inputs[name] for name in ENTITY_COLUMNS})}
+
+    def _check_entities(self, given: Mapping[str, Any], where: str) -> None:
+        missing = [name for name in ENTITY_COLUMNS if name not in given]
+        if missing:
+            raise model_io.RequestError(f"{where}: entity '{missing[0]}' is missing (send "
+                                        f"{', '.join(ENTITY_COLUMNS)}; the features come from the feature store)")
+        sent = [name for name in self.features.feature_names if name in given]
+        if sent:
+            raise model_io.RequestError(f"{where}: feature '{sent[0]}' comes from the feature store; "
+                                        "send only flight facts and entities")
+
+    def _lookup(self, entities: Mapping[str, list]) -> dict[str, list]:
         try:
-            check_departures([row[DEPARTURE] for row in instances], "request")
+            check_departures(entities[DEPARTURE], "request")
         except DataError as error:
             raise model_io.RequestError(str(error)) from None
-        looked_up = self.features.lookup([r["origin"] for r in instances], [r[DEPARTURE] for r in instances],
-                                         [r[PLANE_KEY] for r in instances])
-        entity_only = set(ENTITY_COLUMNS) - {"origin"}
-        return [{**{k: v for k, v in row.items() if k not in entity_only},
-                 **{name: values[i] for name, values in looked_up.items()}} for i, row in enumerate(instances)]
+        return self.features.lookup(entities["origin"], entities[DEPARTURE], entities[PLANE_KEY])
 
     def _loaded(self, model: LoadedModel, role: str) -> None:
         if role == CANARY:
@@ -195,11 +212,11 @@ class PredictionService:
             if "instances" in body:
                 if not isinstance(body["instances"], list) or not all(isinstance(r, dict) for r in body["instances"]):
                     raise model_io.RequestError('"instances" must be a list of objects (feature name -> value)')
-                columns = model_io.instances_to_columns(model.signature, self._with_features(body["instances"]))
+                columns = model_io.instances_to_columns(model.signature, self._instances_with_features(body["instances"]))
             else:
                 if not isinstance(body["inputs"], dict):
                     raise model_io.RequestError('"inputs" must be an object (feature name -> list of values)')
-                columns = model_io.inputs_to_columns(model.signature, body["inputs"])
+                columns = model_io.inputs_to_columns(model.signature, self._inputs_with_features(body["inputs"]))
         except model_io.RequestError as error:
             self.metrics.error(str(model.version), 400)
             raise ServiceError(400, str(error)) from None
@@ -223,7 +240,7 @@ class PredictionService:
                 if expected and tensor.get("datatype", expected) != expected:
                     raise model_io.RequestError(f"feature '{tensor['name']}': datatype {tensor['datatype']}, expected {expected}")
                 inputs[tensor["name"]] = tensor["data"]
-            columns = model_io.inputs_to_columns(model.signature, inputs)
+            columns = model_io.inputs_to_columns(model.signature, self._inputs_with_features(inputs))
         except model_io.RequestError as error:
             self.metrics.error(str(model.version), 400)
             raise ServiceError(400, str(error)) from None

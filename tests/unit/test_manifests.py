@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from components.image import IMAGE_REPOSITORY, PIPELINE_IMAGE
+from pipelines.continuous_training import HOME_MOUNT
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 OVERLAYS = ["kind", "production", "production-kserve"]
@@ -68,11 +69,25 @@ def test_every_pod_meets_the_restricted_profile(overlay):
             assert "/tmp" in writable, container["name"]  # the only scratch space on a read-only root
 
 
+REDIS_IMAGE = "docker.io/library/redis:6.2.14-alpine"  # the version tests/unit/test_features.py runs
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_images_are_the_pipeline_image_at_the_package_version(overlay):
-    images = {c["image"] for doc in build(overlay) for spec in pod_specs(doc) for c in spec["containers"]}
-    assert images == {PIPELINE_IMAGE}, images
+    images = {doc["metadata"]["name"]: {c["image"] for spec in pod_specs(doc) for c in spec["containers"]}
+              for doc in build(overlay) if pod_specs(doc)}
+    assert images.pop("ct-redis") == {REDIS_IMAGE}  # the feature store's online store
+    assert set().union(*images.values()) == {PIPELINE_IMAGE}, images
     assert PIPELINE_IMAGE.startswith(IMAGE_REPOSITORY)
+
+
+def test_the_pipeline_writes_the_online_store_the_manifests_run():
+    docs = build("production")
+    [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
+    parameters = yaml.safe_load(config_map["data"]["triggers.yaml"])["parameters"]
+    [service] = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "ct-redis"]
+    assert parameters["feature_redis"] == f"ct-redis:{service['spec']['ports'][0]['port']}"
+    assert parameters["feature_repo"].startswith(HOME_MOUNT)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
