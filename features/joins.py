@@ -69,7 +69,7 @@ def apply_defaults(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.fillna({name: value for name, value in DEFAULTS.items() if name in frame and not _is_nan(value)})
 
 
-def training_features(flights: pd.DataFrame, feature_root: Path, where: str = "") -> tuple[pd.DataFrame, JoinCounts]:
+def training_features(flights: pd.DataFrame, feature_root: str | Path, where: str = "") -> tuple[pd.DataFrame, JoinCounts]:
     """The flights with their weather and plane features, point-in-time correct.
 
     Raises:

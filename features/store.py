@@ -21,7 +21,7 @@ import yaml
 
 from features.joins import DEFAULTS, DEPARTURE_TIME_FORMAT, entity_keys
 from features.sources import (PLANE_CATEGORICAL, PLANE_FEATURES, PLANE_KEY, PLANES_FILE, TIMESTAMP, WEATHER_FEATURES,
-                              WEATHER_FILE, WEATHER_KEY, read_source)
+                              WEATHER_FILE, WEATHER_KEY, read_source, table_location)
 
 PROJECT = "continuous_training"
 WEATHER_VIEW, PLANES_VIEW = "weather", "planes"
@@ -69,7 +69,7 @@ def open_store(repo: Path):
     return FeatureStore(repo_path=str(repo))
 
 
-def definitions(feature_root: Path) -> list:
+def definitions(feature_root: str | Path) -> list:
     """The entities and feature views, reading the offline tables under `feature_root`."""
     from feast import Entity, FeatureView, Field, FileSource, ValueType
     from feast.types import Float64, String
@@ -80,17 +80,17 @@ def definitions(feature_root: Path) -> list:
     weather = FeatureView(
         name=WEATHER_VIEW, entities=[origin_hour], ttl=dt.timedelta(days=3650),
         schema=[Field(name=name, dtype=Float64) for name in WEATHER_FEATURES],
-        source=FileSource(name="weather_hourly", path=str(feature_root / WEATHER_FILE), timestamp_field=TIMESTAMP),
+        source=FileSource(name="weather_hourly", path=table_location(feature_root, WEATHER_FILE), timestamp_field=TIMESTAMP),
         description="the origin's latest weather observation at the scheduled hour (at most 3 hours old)")
     planes = FeatureView(
         name=PLANES_VIEW, entities=[tailnum], ttl=dt.timedelta(days=3650),
         schema=[Field(name=name, dtype=String if name in PLANE_CATEGORICAL else Float64) for name in PLANE_FEATURES],
-        source=FileSource(name="planes", path=str(feature_root / PLANES_FILE), timestamp_field=TIMESTAMP),
+        source=FileSource(name="planes", path=table_location(feature_root, PLANES_FILE), timestamp_field=TIMESTAMP),
         description="aircraft attributes by tail number (FAA registry)")
     return [origin_hour, tailnum, weather, planes]
 
 
-def apply(repo: Path, feature_root: Path, redis: str = "") -> list[str]:
+def apply(repo: Path, feature_root: str | Path, redis: str = "") -> list[str]:
     """Writes the config (online store on Redis at `redis`, else SQLite in the repo) and
     registers the definitions; returns the feature views' names. Applying again is harmless."""
     from feast import FeatureStore, FeatureView
@@ -111,7 +111,7 @@ class Materialized:
     rows: int  # offline rows in the window
 
 
-def materialize(repo: Path, feature_root: Path, start: dt.datetime, end: dt.datetime,
+def materialize(repo: Path, feature_root: str | Path, start: dt.datetime, end: dt.datetime,
                 views: Sequence[str] = tuple(VIEWS)) -> list[Materialized]:
     """Loads each view's rows with timestamps in [start, end) into the online store.
 

@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--months", default="2013-01..2013-12", help="flights: YYYY-MM or YYYY-MM..YYYY-MM")
     data.add_argument("--years", default="", help="penguins: comma-separated years (default: all)")
     data.add_argument("--format", default="parquet", choices=("parquet", "csv"))
+    data.add_argument("--feature-tables", default="", help="flights: where the feature store's tables go, a folder "
+                                                           "or s3://bucket/prefix (default DEST/features)")
     data.set_defaults(handler=_data)
 
     schema = commands.add_parser("schema", help="schema tools")
@@ -159,10 +161,11 @@ def _data(args) -> int:
         folder = write_span(args.dest, span, args.format)
         print(f"{folder}: {len(span.frame)} rows; dropped {span.dropped} ({span.dropped_reason})")
     if load_dataset(args.dataset).feature_store:
-        from features.sources import FEATURES_FOLDER, write_sources
+        from features.sources import table_location, tables_root, write_sources
 
-        for name, rows in write_sources(args.dest / FEATURES_FOLDER).items():
-            print(f"{args.dest / FEATURES_FOLDER / name}: {rows} rows (feature store source)")
+        root = tables_root(args.dest, args.feature_tables)
+        for name, rows in write_sources(root).items():
+            print(f"{table_location(root, name)}: {rows} rows (feature store table)")
     return 0
 
 

@@ -318,7 +318,12 @@ def load_trigger_config(*paths: Path) -> TriggerConfig:
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of settings")
         for key, value in raw.items():
-            if key in given_in:
+            if key == "parameters" and isinstance(value, dict):  # each file may add pipeline parameters
+                repeated = sorted(set(value) & set(values.get(key, {})))
+                if repeated:
+                    raise ConfigError(f"{path}: parameter {repeated[0]!r} is set in {given_in[key]} already")
+                value = {**values.get(key, {}), **value}
+            elif key in given_in:
                 raise ConfigError(f"{path}: {key!r} is set in {given_in[key]} already")
             given_in[key] = path
             if key in sections:

@@ -26,6 +26,10 @@ from components.validate_model.component import validate_model
 
 PIPELINE_NAME = "continuous-training"
 HOME_MOUNT = "/var/lib/ct"
+# S3/MinIO settings for the steps that read the feature tables: an optional Secret holding
+# an AWS `config` file (endpoint_url, region) and a `credentials` file.
+OBJECT_STORAGE_SECRET = "ct-object-storage"
+OBJECT_STORAGE_MOUNT = "/var/run/secrets/ct-object-storage"
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Retrain, validate and push a model when new data arrives.")
@@ -55,14 +59,16 @@ def continuous_training(
     home_volume: str = "ct-home",
     feature_repo: str = HOME_MOUNT + "/feature_repo",
     feature_redis: str = "",
+    feature_tables: str = "",
 ):
     # An empty run_id (a recurring run) falls back to KFP's job id inside each step.
     common = {"metadata_connection": metadata_connection, "run_id": run_id, "job_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
-    examples = ingest(data_root=data_root, dataset=dataset, window_spans=window_spans, eval_percent=eval_percent,
-                      trigger=trigger, reason=reason, **common)
+    # The feature tables: feature_tables (a folder or s3:// URI) or, empty, data_root/features.
+    examples = ingest(data_root=data_root, feature_tables=feature_tables, dataset=dataset, window_spans=window_spans,
+                      eval_percent=eval_percent, trigger=trigger, reason=reason, **common)
     # The online store: Redis at feature_redis (host:port) in a cluster, SQLite in feature_repo without one.
-    features = materialize(data_root=data_root, dataset=dataset, feature_repo=feature_repo, feature_redis=feature_redis,
-                           train_examples=examples.outputs["train_examples"], **common)
+    features = materialize(data_root=data_root, feature_tables=feature_tables, dataset=dataset, feature_repo=feature_repo,
+                           feature_redis=feature_redis, train_examples=examples.outputs["train_examples"], **common)
     stats = statistics(dataset=dataset, engine=statistics_engine, beam_pipeline_args=beam_pipeline_args,
                        train_examples=examples.outputs["train_examples"], eval_examples=examples.outputs["eval_examples"],
                        **common)
@@ -85,3 +91,8 @@ def continuous_training(
     pushed.after(features)  # a pushed model finds its features online
     for task in (examples, features, stats, validation, trained, evaluation, blessing, infra, pushed):
         kubernetes.mount_pvc(task, pvc_name=home_volume, mount_path=HOME_MOUNT)
+    for task in (examples, features):  # they read the feature tables, maybe from object storage
+        kubernetes.use_secret_as_volume(task, secret_name=OBJECT_STORAGE_SECRET, mount_path=OBJECT_STORAGE_MOUNT,
+                                        optional=True)
+        task.set_env_variable("AWS_CONFIG_FILE", f"{OBJECT_STORAGE_MOUNT}/config")
+        task.set_env_variable("AWS_SHARED_CREDENTIALS_FILE", f"{OBJECT_STORAGE_MOUNT}/credentials")

@@ -11,7 +11,7 @@ import pandas as pd
 from components.common.errors import DataError
 from components.common.spans import SpanFolder, complete_spans, read_spans
 from features.joins import JoinCounts, training_features
-from features.sources import FEATURES_FOLDER
+from features.sources import tables_root
 from pipelines.config import DatasetConfig
 
 HASH_BUCKETS = 100
@@ -39,12 +39,12 @@ class IngestResult:
 
 
 def ingest(data_root: Path, window_spans: int, eval_percent: int, key: str, train_path: Path, eval_path: Path,
-           dataset: DatasetConfig | None = None) -> IngestResult:
+           dataset: DatasetConfig | None = None, feature_tables: str = "") -> IngestResult:
     """Reads the latest `window_spans` complete spans and writes the train and eval splits as Parquet.
 
     When `dataset` takes its features from the feature store, each row gets them
-    point-in-time correct from `<data_root>/features/` and keeps only the key, the
-    features and the label.
+    point-in-time correct from the feature tables (`feature_tables`, a folder or URI;
+    default `<data_root>/features/`) and keeps only the key, the features and the label.
 
     A row goes to eval when a hash of its `key` column (of the whole row when `key` is
     empty) falls in the first `eval_percent` of 100 buckets, so a row keeps its split
@@ -63,7 +63,8 @@ def ingest(data_root: Path, window_spans: int, eval_percent: int, key: str, trai
     frame = read_spans(spans)
     joined = None
     if dataset is not None and dataset.feature_store:
-        frame, joined = examples_with_features(frame, dataset, data_root / FEATURES_FOLDER, str(spans[-1].path))
+        frame, joined = examples_with_features(frame, dataset, tables_root(data_root, feature_tables),
+                                               str(spans[-1].path))
     if key and key not in frame.columns:
         raise DataError("split key column is missing", path=str(spans[-1].path), feature=key)
     hashed = pd.util.hash_pandas_object(frame[key] if key else frame, index=False)
@@ -81,7 +82,7 @@ def ingest(data_root: Path, window_spans: int, eval_percent: int, key: str, trai
     )
 
 
-def examples_with_features(flights: pd.DataFrame, dataset: DatasetConfig, feature_root: Path,
+def examples_with_features(flights: pd.DataFrame, dataset: DatasetConfig, feature_root: str | Path,
                            where: str) -> tuple[pd.DataFrame, JoinCounts]:
     """Flights as examples: their features from the feature store (point in time), then only
     the key, the features and the label; `where` names the span in errors."""

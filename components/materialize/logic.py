@@ -16,7 +16,7 @@ from features.joins import DEPARTURE_TIME_FORMAT
 from features.store import Materialized
 
 
-def materialize_window(feature_repo: Path, feature_root: Path, departures: tuple[str, str],
+def materialize_window(feature_repo: Path, feature_root: str | Path, departures: tuple[str, str],
                        redis: str = "") -> list[Materialized]:
     """Materializes every feature view for the hours of `departures` (first, last; ISO-8601 UTC)
     into the online store: Redis at `redis` (host:port), or SQLite in the repo.

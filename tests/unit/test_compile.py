@@ -3,7 +3,7 @@ from kfp import components
 
 from components.image import PIPELINE_IMAGE
 from pipelines.compile import COMPILED_SPEC, compile_pipeline, pipeline_version
-from pipelines.continuous_training import HOME_MOUNT, PIPELINE_NAME
+from pipelines.continuous_training import HOME_MOUNT, OBJECT_STORAGE_MOUNT, OBJECT_STORAGE_SECRET, PIPELINE_NAME
 
 STAGES = ["ingest", "materialize", "statistics", "validate-data", "train", "evaluate", "validate-model", "infra-validate", "push"]
 
@@ -34,6 +34,20 @@ def test_every_step_mounts_the_home_volume_named_by_a_parameter():
         [mount] = executor["pvcMount"]
         assert mount["mountPath"] == HOME_MOUNT, name
         assert mount["pvcNameParameter"] == {"componentInputParameter": "home_volume"}, name
+
+
+def test_the_steps_reading_feature_tables_get_the_optional_object_storage_settings():
+    spec, platform = _documents()
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    readers = {name for name, executor in executors.items() if "secretAsVolume" in executor}
+    assert readers == {"exec-ingest", "exec-materialize"}
+    for name in readers:
+        [secret] = executors[name]["secretAsVolume"]
+        assert (secret["secretName"], secret["mountPath"], secret["optional"]) == (
+            OBJECT_STORAGE_SECRET, OBJECT_STORAGE_MOUNT, True)
+        env = {e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"][name]["container"]["env"]}
+        assert env == {"AWS_CONFIG_FILE": f"{OBJECT_STORAGE_MOUNT}/config",
+                       "AWS_SHARED_CREDENTIALS_FILE": f"{OBJECT_STORAGE_MOUNT}/credentials"}
 
 
 def test_every_executor_runs_the_pipeline_image_without_installing_anything():

@@ -181,3 +181,67 @@ def test_bad_entity_values_name_the_feature_and_value(tmp_path):
         training_features(flights(("EWR", "2013-01-01 13:30", "N1")), sources, where="span=x")
     with pytest.raises(DataError, match="feature 'tailnum': entity column is missing"):
         training_features(flights(("EWR", "2013-01-01T13:30:00Z", "N1")).drop(columns=["tailnum"]), sources)
+
+
+# --- the offline tables on object storage ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def object_storage(tmp_path_factory):
+    """A local S3 API (moto's server on loopback: no cloud is reachable here), configured as a
+    cluster pod is: an AWS config file naming the endpoint, a credentials file."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    folder = tmp_path_factory.mktemp("aws")
+    (folder / "config").write_text(f"[default]\nendpoint_url = http://{host}:{port}\nregion = us-east-1\n")
+    (folder / "credentials").write_text("[default]\naws_access_key_id = test\naws_secret_access_key = test\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_CONFIG_FILE", str(folder / "config"))
+        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(folder / "credentials"))
+        boto3.client("s3").create_bucket(Bucket="ct-features")
+        write_sources("s3://ct-features/2013")
+        yield "s3://ct-features/2013"
+    server.stop()
+
+
+def test_training_reads_the_same_tables_from_object_storage(object_storage, feature_sources, flight_months):
+    january = flight_months["2013-01"].head(500)
+    from_bucket, counts = training_features(january, object_storage)
+    from_folder, _ = training_features(january, feature_sources)
+    pd.testing.assert_frame_equal(from_bucket, from_folder)
+    assert counts.rows == 500
+
+
+def test_feast_materializes_from_object_storage(object_storage, tmp_path, flight_months):
+    repo = tmp_path / "repo"
+    feature_store.apply(repo, object_storage)
+    windows = feature_store.materialize(repo, object_storage, dt.datetime(2013, 1, 1, 5, tzinfo=UTC),
+                                        dt.datetime(2013, 2, 1, 6, tzinfo=UTC))
+    assert {w.view for w in windows} == {"weather", "planes"} and all(w.rows > 2000 for w in windows)
+    january = flight_months["2013-01"].head(200)
+    trained_on, _ = training_features(january, object_storage)
+    served = OnlineFeatures(repo).lookup(list(january.origin), list(january.sched_dep), list(january.tailnum))
+    np.testing.assert_array_equal(np.array(served["temp"], dtype=float), trained_on.temp.to_numpy())
+
+
+def test_a_missing_object_names_its_uri(object_storage, flight_months):
+    with pytest.raises(DataError, match="s3://ct-features/nothing/weather.parquet: feature source file is missing"):
+        training_features(flight_months["2013-01"].head(5), "s3://ct-features/nothing")
+
+
+def test_ct_data_writes_the_feature_tables_to_a_bucket(object_storage, tmp_path, capsys):
+    import fsspec
+
+    from pipelines.cli import main
+
+    assert main(["data", "flights", "--dest", str(tmp_path), "--months", "2013-02",
+                 "--feature-tables", "s3://ct-features/from-cli"]) == 0
+    assert "s3://ct-features/from-cli/weather.parquet: 26190 rows" in capsys.readouterr().out
+    filesystem, _ = fsspec.core.url_to_fs("s3://ct-features")
+    assert sorted(filesystem.ls("ct-features/from-cli")) == ["ct-features/from-cli/planes.parquet",
+                                                            "ct-features/from-cli/weather.parquet"]
+    assert not (tmp_path / "features").exists()  # the spans stay local, the tables went to the bucket

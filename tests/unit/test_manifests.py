@@ -111,20 +111,46 @@ def test_only_the_kserve_controller_gets_api_rights_and_only_those_it_uses(overl
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ct-controller", "namespace": "ct"}]
 
 
-def test_kserve_controller_reads_the_rollout_settings_it_is_given(tmp_path):
+def controller_config(overlay: str, folder: Path):
+    """The controller's configuration as `ct watch` reads it in that overlay's pod."""
     from pipelines.cli import checked_trigger_config
 
-    docs = build("production-kserve")
+    docs = build(overlay)
     [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
     [controller] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "ct-controller"]
     args = controller["spec"]["template"]["spec"]["containers"][0]["args"]
     files = [Path(args[i + 1]).name for i, arg in enumerate(args) if arg == "--config"]
-    assert files == ["triggers.yaml", "kserve-rollout.yaml"] and set(files) <= set(config_map["data"])
-    [isvc] = [d for d in docs if d["kind"] == "InferenceService"]
     for name in files:
-        (tmp_path / name).write_text(config_map["data"][name])
-    rollout = checked_trigger_config(*(tmp_path / name for name in files)).kserve_rollout
-    assert (rollout.namespace, rollout.name) == (isvc["metadata"]["namespace"], isvc["metadata"]["name"])
+        (folder / name).write_text(config_map["data"][name])  # a KeyError: a file the ConfigMap lacks
+    return files, checked_trigger_config(*(folder / name for name in files)), docs
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_controller_accepts_the_configuration_each_overlay_gives_it(overlay, tmp_path):
+    files, config, docs = controller_config(overlay, tmp_path)
+    expected = {"kind": ["triggers.yaml"], "production": ["triggers.yaml", "object-storage.yaml"],
+                "production-kserve": ["triggers.yaml", "object-storage.yaml", "kserve-rollout.yaml"]}[overlay]
+    assert files == expected
+    if overlay == "production-kserve":
+        [isvc] = [d for d in docs if d["kind"] == "InferenceService"]
+        rollout = config.kserve_rollout
+        assert (rollout.namespace, rollout.name) == (isvc["metadata"]["namespace"], isvc["metadata"]["name"])
+
+
+def test_production_reads_the_feature_tables_from_object_storage_with_the_pipelines_secret(tmp_path):
+    from pipelines.continuous_training import OBJECT_STORAGE_MOUNT, OBJECT_STORAGE_SECRET
+
+    _, config, docs = controller_config("production", tmp_path)
+    assert config.parameters["feature_tables"].startswith("s3://")
+    [controller] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "ct-controller"]
+    pod = controller["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"] == {"secretName": OBJECT_STORAGE_SECRET, "optional": True}
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["mountPath"] == OBJECT_STORAGE_MOUNT and mount["readOnly"] is True
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env == {"AWS_CONFIG_FILE": f"{OBJECT_STORAGE_MOUNT}/config",
+                   "AWS_SHARED_CREDENTIALS_FILE": f"{OBJECT_STORAGE_MOUNT}/credentials"}
 
 
 def test_kind_overlay_shares_kfps_namespace_so_the_steps_mount_the_home_claim():

@@ -255,6 +255,14 @@ def test_trigger_config_can_come_from_several_files_without_overrides(tmp_path):
     (tmp_path / "again.yaml").write_text("data_root: elsewhere\n")
     with pytest.raises(ConfigError, match=r"again.yaml: 'data_root' is set in .*triggers.yaml already"):
         load_trigger_config(tmp_path / "triggers.yaml", tmp_path / "again.yaml")
+    # Pipeline parameters add up across files; the same parameter twice is refused.
+    (tmp_path / "triggers.yaml").write_text("home: h\ndata_root: d\nparameters: {epochs: 3}\n")
+    (tmp_path / "storage.yaml").write_text("parameters: {feature_tables: 's3://b/t'}\n")
+    config = load_trigger_config(tmp_path / "triggers.yaml", tmp_path / "storage.yaml")
+    assert config.parameters == {"epochs": 3, "feature_tables": "s3://b/t"}
+    (tmp_path / "storage.yaml").write_text("parameters: {epochs: 4}\n")
+    with pytest.raises(ConfigError, match=r"storage.yaml: parameter 'epochs' is set in .*triggers.yaml already"):
+        load_trigger_config(tmp_path / "triggers.yaml", tmp_path / "storage.yaml")
 
 
 def test_controller_deploys_what_a_finished_run_pushed(tmp_path, store, flight_months):
