@@ -361,7 +361,7 @@ def _serve(args) -> int:
     import logging
 
     from components.common.metadata import MetadataStore
-    from serving.request_log import RequestLog
+    from serving.request_log import ParquetLog, RequestLog
     from serving.server import PredictionServer
     from serving.service import PredictionService
 
@@ -374,9 +374,10 @@ def _serve(args) -> int:
     model_name = dataset.model_name
     request_log = RequestLog(home.request_log, config.request_log_sample, config.request_log_rotate_rows,
                              config.request_log_max_bytes)
+    feedback_log = ParquetLog(home.feedback_log, config.request_log_rotate_rows, config.request_log_max_bytes)
     service = PredictionService(home.model_repository, model_name, config, request_log,
                                 MetadataStore(home.metadata_connection),
-                                feature_repo=home.feature_repo if dataset.feature_store else None)
+                                feature_repo=home.feature_repo if dataset.feature_store else None, feedback_log=feedback_log)
     server = PredictionServer((args.host, args.port), service)
     service.start()
     print(f"serving {model_name} from {home.model_repository} at {server.url} "

@@ -141,12 +141,17 @@ class Home:
         return self.root / "request_log"
 
     @property
+    def feedback_log(self) -> Path:
+        """True outcomes received as feedback (request id, label), for judges outside the service."""
+        return self.root / "feedback_log"
+
+    @property
     def triggers(self) -> Path:
         """Where `ct trigger` leaves manual run requests for `ct watch`."""
         return self.root / "triggers"
 
     def create(self) -> "Home":
-        for path in (self.root, self.pipeline_root, self.model_repository, self.logs, self.request_log):
+        for path in (self.root, self.pipeline_root, self.model_repository, self.logs, self.request_log, self.feedback_log):
             path.mkdir(parents=True, exist_ok=True)
         return self
 
@@ -270,12 +275,17 @@ class ShiftTrigger:
 @dataclasses.dataclass(frozen=True)
 class KServeRollout:
     """Serving on KServe: each pushed version is deployed to the InferenceService as a
-    canary and, after `bake_seconds`, promoted if Ready or rolled back (pipelines/rollout.py)."""
+    canary (pipelines/rollout.py) and, after `bake_seconds`, rolled back if not Ready, else
+    promoted or rolled back on online AUC as the in-process canary is (ServingConfig), from
+    the shared request and feedback logs, checked every `check_seconds`."""
 
     namespace: str = "ct"
     name: str = "ct-predictor"
     canary_percent: int = 10
-    bake_seconds: float = 1800.0
+    bake_seconds: float = 600.0
+    check_seconds: float = 60.0
+    min_labelled: int = ServingConfig.canary_min_labelled
+    auc_tolerance: float = ServingConfig.canary_auc_tolerance
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ import math
 import threading
 
 import numpy as np
+import pandas as pd
 
 from components.common.classification_metrics import auc, compute
 from components.common.metadata import PROMOTED, ROLLED_BACK
@@ -75,6 +76,20 @@ def judge_canary(stable: VersionOutcomes, canary: VersionOutcomes, min_labelled:
                                       f"(tolerance {auc_tolerance:g}) over {canary.labelled}/{stable.labelled} labels", numbers)
     return CanaryVerdict(ROLLED_BACK, f"online AUC {canary.auc:.4f} below stable {stable.auc:.4f} "
                                     f"minus tolerance {auc_tolerance:g}", numbers)
+
+
+def logged_outcomes(requests: pd.DataFrame, feedback: pd.DataFrame, version: int) -> VersionOutcomes:
+    """One version's outcomes from the shared logs (serving/request_log.py): its logged
+    predictions, and the labels that came back for them (the last one per request)."""
+    if requests.empty:
+        return VersionOutcomes(version, 0, 0, (), ())
+    predictions = requests[requests.model_version == version]
+    if feedback.empty:
+        return VersionOutcomes(version, len(predictions), 0, (), ())
+    labels = feedback.drop_duplicates("request_id", keep="last").set_index("request_id").label
+    joined = predictions.join(labels, on="request_id", how="inner")
+    return VersionOutcomes(version, len(predictions), 0, tuple(joined.prediction.astype(float)),
+                           tuple(joined.label.astype(int)))
 
 
 class OutcomeJournal:

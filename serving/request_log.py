@@ -1,16 +1,20 @@
-"""A sampled log of served requests (features, prediction, version, time) as Parquet files.
+"""Parquet logs on the home volume: served requests (features, prediction, version, time)
+and, apart, the true outcomes that arrive later as feedback.
 
-Rows are buffered and written `rotate_rows` at a time to `part-<time>-<n>.parquet`; when
-the folder grows past `max_bytes` the oldest files are deleted. A file appears whole or
-not at all (written under a temporary name, then renamed).
+Rows are buffered and written `rotate_rows` at a time to
+`part-<time>-<host>-<pid>-<writer>-<n>.parquet` (the host name keeps replicas sharing a
+volume apart); when the folder grows past `max_bytes` the oldest files are deleted. A file
+appears whole or not at all (written under a temporary name, then renamed).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import socket
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -19,29 +23,22 @@ import pandas as pd
 PREFIX = "part-"
 
 
-class RequestLog:
-    def __init__(self, folder: Path, sample: float, rotate_rows: int, max_bytes: int, seed: int | None = None):
+class ParquetLog:
+    def __init__(self, folder: Path, rotate_rows: int, max_bytes: int):
         self.folder = folder
-        self.sample = sample
         self.rotate_rows = rotate_rows
         self.max_bytes = max_bytes
         self._rows: list[dict[str, Any]] = []
-        self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._written = 0
+        self._writer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"  # unique per writer
         folder.mkdir(parents=True, exist_ok=True)
 
-    def append(self, instances: Sequence[Mapping[str, Any]], scores: Sequence[float], version: int,
-               request_ids: Sequence[str]) -> None:
-        """Keeps each row with probability `sample`; writes a file when `rotate_rows` are buffered."""
-        if self.sample <= 0:
-            return
+    def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Buffers the rows, stamped `logged_at`; writes a file when `rotate_rows` are buffered."""
         now = time.time()
         with self._lock:
-            for instance, score, request_id in zip(instances, scores, request_ids):
-                if self.sample >= 1 or self._random.random() < self.sample:
-                    self._rows.append({**instance, "prediction": score, "model_version": version,
-                                       "request_id": request_id, "logged_at": now})
+            self._rows.extend({**row, "logged_at": now} for row in rows)
             full = len(self._rows) >= self.rotate_rows
         if full:
             self.flush()
@@ -51,7 +48,7 @@ class RequestLog:
         with self._lock:
             rows, self._rows = self._rows, []
             self._written += 1
-            name = f"{PREFIX}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{self._written:06d}.parquet"
+            name = f"{PREFIX}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{self._writer}-{self._written:06d}.parquet"
         if not rows:
             return None
         path = self.folder / name
@@ -72,7 +69,26 @@ class RequestLog:
             sizes.pop(0)
 
 
-def read_request_log(folder: Path, since: float = 0.0) -> pd.DataFrame:
+class RequestLog(ParquetLog):
+    """Served requests, each kept with probability `sample`."""
+
+    def __init__(self, folder: Path, sample: float, rotate_rows: int, max_bytes: int, seed: int | None = None):
+        super().__init__(folder, rotate_rows, max_bytes)
+        self.sample = sample
+        self._random = random.Random(seed)
+
+    def append(self, instances: Sequence[Mapping[str, Any]], scores: Sequence[float], version: int,
+               request_ids: Sequence[str]) -> None:
+        if self.sample <= 0:
+            return
+        with self._lock:
+            kept = [(instance, score, request_id) for instance, score, request_id in zip(instances, scores, request_ids)
+                    if self.sample >= 1 or self._random.random() < self.sample]
+        self.add([{**instance, "prediction": score, "model_version": version, "request_id": request_id}
+                  for instance, score, request_id in kept])
+
+
+def read_log(folder: Path, since: float = 0.0) -> pd.DataFrame:
     """Every logged row written after `since` (seconds since the epoch), oldest first."""
     files = sorted(folder.glob(f"{PREFIX}*.parquet"))
     frames = [pd.read_parquet(path) for path in files]

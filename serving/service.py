@@ -24,7 +24,7 @@ from features.joins import DEPARTURE, ENTITY_COLUMNS, check_departures
 from features.sources import PLANE_KEY
 from features.store import FeatureStoreError, OnlineFeatures
 from serving.registry import CANARY, STABLE, LoadedModel, ModelRegistry
-from serving.request_log import RequestLog
+from serving.request_log import ParquetLog, RequestLog
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,10 @@ class PredictionService:
     """Serves one model name from the model repository."""
 
     def __init__(self, repository: Path, model_name: str, config: ServingConfig, request_log: RequestLog,
-                 store: MetadataStore | None = None, feature_repo: Path | None = None):
+                 store: MetadataStore | None = None, feature_repo: Path | None = None,
+                 feedback_log: ParquetLog | None = None):
         self.model_name = model_name
+        self.feedback_log = feedback_log
         self.feature_repo = feature_repo
         self.features: OnlineFeatures | None = None
         self._features_version: float | None = None
@@ -75,7 +77,7 @@ class PredictionService:
         self._stop.set()
         if self._thread:
             self._thread.join()
-        self.request_log.flush()
+        self._flush_logs()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.config.poll_seconds):
@@ -93,7 +95,12 @@ class PredictionService:
         self._refresh_features()
         if time.monotonic() - self._last_flush > REQUEST_LOG_FLUSH_SECONDS:
             self._last_flush = time.monotonic()
-            self.request_log.flush()
+            self._flush_logs()
+
+    def _flush_logs(self) -> None:
+        self.request_log.flush()
+        if self.feedback_log is not None:
+            self.feedback_log.flush()
 
     def _refresh_features(self) -> None:
         """Opens the feature store again when its registry changed (a run applied or materialized)."""
@@ -277,7 +284,11 @@ class PredictionService:
             if not isinstance(item, dict) or not isinstance(item.get("request_id"), str) or item.get("label") not in (0, 1):
                 raise ServiceError(400, f'feedback {index}: expected {{"request_id": "<id>", "label": 0 or 1}}, got {item!r}')
         unknown = [item["request_id"] for item in items if self.journal.feedback(item["request_id"], int(item["label"])) is None]
-        return {"accepted": len(items) - len(unknown), "unknown": unknown}
+        if self.feedback_log is None:
+            return {"accepted": len(items) - len(unknown), "unknown": unknown}
+        # Kept for a judge outside this process (KServe: the prediction may have come from another revision's pod).
+        self.feedback_log.add([{"request_id": item["request_id"], "label": int(item["label"])} for item in items])
+        return {"accepted": len(items) - len(unknown), "unknown": unknown, "logged": len(items)}
 
     def performance(self, name: str, last: int) -> dict[str, Any]:
         """Online metrics of the stable (and canary) version over their last `last` labelled predictions."""

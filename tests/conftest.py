@@ -130,13 +130,13 @@ def serve(tmp_path, trained_model):
     """Starts a server on a free loopback port with version 1 published; yields a factory."""
     started = []
 
-    def start(config=ServingConfig(poll_seconds=0.05, request_log_rotate_rows=50), feature_repo=None):
+    def start(config=ServingConfig(poll_seconds=0.05, request_log_rotate_rows=50), feature_repo=None, feedback_log=None):
         store = MetadataStore(f"sqlite:///{tmp_path / 'metadata.sqlite'}")
         repository = tmp_path / "models"
         publish(repository, trained_model, 1, store)
         request_log = RequestLog(tmp_path / "request_log", config.request_log_sample, config.request_log_rotate_rows,
                                  config.request_log_max_bytes, seed=0)
-        service = PredictionService(repository, MODEL, config, request_log, store, feature_repo)
+        service = PredictionService(repository, MODEL, config, request_log, store, feature_repo, feedback_log)
         server = PredictionServer(("127.0.0.1", 0), service)
         service.start()
         threading.Thread(target=server.serve_forever, daemon=True).start()

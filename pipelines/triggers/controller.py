@@ -22,11 +22,13 @@ from components.common.errors import DataError
 from components.common import metadata
 from components.common.metadata import MetadataStore
 from components.ingest.logic import fingerprint, latest_spans
-from pipelines.config import Home, TriggerConfig, load_dataset
+from pipelines.config import Home, KServeRollout, TriggerConfig, load_dataset
 from pipelines.local_run import new_run_id
 from pipelines.rollout import InferenceServiceRollout, RolloutError
 from pipelines.triggers.sources import (DistributionShiftTrigger, Firing, ManualTrigger, NewDataTrigger,
                                         PerformanceDropTrigger, ScheduleTrigger, Trigger)
+from serving.outcomes import judge_canary, logged_outcomes
+from serving.request_log import read_log
 
 log = logging.getLogger(__name__)
 
@@ -89,20 +91,26 @@ class KfpLauncher:
 class ClusterCanary:
     """What the controller does with a pushed version when serving runs on KServe.
 
-    After a run pushes version N, N is deployed as a canary; once it has baked for
-    `bake_seconds` it is promoted if the InferenceService is Ready, and rolled back if not
-    (its revision never became healthy). Each verdict is recorded in ML Metadata like the
-    in-process service's, so a rolled-back version stops being the pipeline's baseline.
+    After a run pushes version N, N is deployed as a canary. Once it has baked for
+    `bake_seconds`, it is rolled back if the InferenceService is not Ready (its revision
+    never became healthy); otherwise it is judged as the in-process service judges its
+    canaries (serving/outcomes.py `judge_canary`): on online AUC against the stable
+    version, over the predictions both revisions logged since the deployment joined with
+    the feedback received for them (the request and feedback logs on the home volume,
+    checked every `check_seconds`). It waits until both have `min_labelled` labels. Each
+    verdict is recorded in ML Metadata, so a rolled-back version stops being the
+    pipeline's baseline.
     """
 
-    def __init__(self, rollout: InferenceServiceRollout, store: MetadataStore, model_name: str, canary_percent: int,
-                 bake_seconds: float):
+    def __init__(self, rollout: InferenceServiceRollout, store: MetadataStore, model_name: str, settings: KServeRollout,
+                 home: Home):
         self.rollout = rollout
         self.store = store
         self.model_name = model_name
-        self.canary_percent = canary_percent
-        self.bake_seconds = bake_seconds
+        self.settings = settings
+        self.home = home
         self.baking: tuple[int, float] | None = None  # (version, deployed at)
+        self._checked = float("-inf")
 
     def run_finished(self, run_id: str, now: float) -> str:
         """Deploys the version the run pushed, if it pushed one; says what happened."""
@@ -110,29 +118,42 @@ class ClusterCanary:
         if run.decision != metadata.PUSHED:
             return f"run {run_id} pushed nothing ({run.decision or 'no decision'})"
         version = int(run.properties["version"])
-        state = self.rollout.deploy(version, self.canary_percent)
+        state = self.rollout.deploy(version, self.settings.canary_percent)
         if not state.canary:
             return f"version {version} deployed to all traffic (the first model)"
         self.baking = (version, now)
         return f"version {version} deployed as a canary at {state.canary_percent}%"
 
     def tick(self, now: float) -> str | None:
-        """Promotes or rolls back a canary that has baked long enough; None if nothing to do."""
-        if self.baking is None or now - self.baking[1] < self.bake_seconds:
+        """Promotes or rolls back a canary once it can be judged; None while there is nothing to say."""
+        if self.baking is None or now - self.baking[1] < self.settings.bake_seconds:
             return None
-        version, _ = self.baking
+        if now - self._checked < self.settings.check_seconds:
+            return None
+        self._checked = now
+        version, deployed_at = self.baking
         state = self.rollout.state()
-        self.baking = None
         if state.version != version or not state.canary:
+            self.baking = None
             return f"canary {version} was changed by someone else (now version {state.version}); left alone"
-        if state.ready:
+        numbers = {"canary_percent": float(state.canary_percent or 0)}
+        if not state.ready:
+            decision, reason = metadata.ROLLED_BACK, f"not Ready after {self.settings.bake_seconds:.0f} s"
+        else:
+            requests = read_log(self.home.request_log, since=deployed_at)
+            feedback = read_log(self.home.feedback_log, since=deployed_at)
+            verdict = judge_canary(logged_outcomes(requests, feedback, state.stable_version),
+                                   logged_outcomes(requests, feedback, version), self.settings.min_labelled,
+                                   self.settings.auc_tolerance, max_error_rate=1.0)  # failures show as not Ready
+            if verdict is None:
+                return None  # not enough labels yet
+            decision, reason, numbers = verdict.decision, verdict.reason, {**numbers, **verdict.numbers}
+        if decision == metadata.PROMOTED:
             self.rollout.promote()
-            decision, reason = metadata.PROMOTED, f"Ready after {self.bake_seconds:.0f} s at {state.canary_percent}%"
         else:
             self.rollout.roll_back()
-            decision, reason = metadata.ROLLED_BACK, f"not Ready after {self.bake_seconds:.0f} s"
-        self.store.record_canary_decision(self.model_name, version, decision, reason,
-                                          {"canary_percent": float(state.canary_percent or 0)})
+        self.baking = None
+        self.store.record_canary_decision(self.model_name, version, decision, reason, numbers)
         return f"canary {version} {decision}: {reason}"
 
 
@@ -255,5 +276,5 @@ def build_controller(config: TriggerConfig, launcher: Launcher | None = None) ->
     if config.kserve_rollout:
         settings = config.kserve_rollout
         canary = ClusterCanary(InferenceServiceRollout.in_cluster_or_kubeconfig(settings.namespace, settings.name), store,
-                               dataset.model_name, settings.canary_percent, settings.bake_seconds)
+                               dataset.model_name, settings, home)
     return Controller(config, triggers, launcher, store, canary=canary)

@@ -18,7 +18,7 @@ from components.common.metadata import MetadataStore, local_path
 from components.common.spans import complete_spans
 from pipelines.config import DatasetConfig, PerformanceTrigger, ShiftTrigger
 from pipelines.triggers.cron import parse_cron
-from serving.request_log import read_request_log
+from serving.request_log import read_log
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class DistributionShiftTrigger:
         if now - self._last_check < self.config.check_seconds:
             return []
         self._last_check = now
-        frame = read_request_log(self.request_log, self._since)
+        frame = read_log(self.request_log, self._since)
         if len(frame) < self.config.window_rows:
             return []
         window = frame.tail(self.config.window_rows)

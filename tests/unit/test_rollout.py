@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 from kubernetes import client
 
@@ -13,9 +14,10 @@ from components.common import metadata
 from components.common.metadata import MetadataStore
 from pipelines import rollout as rollout_module
 from pipelines.cli import main
-from pipelines.config import MODEL_VERSION_ENV, load_dataset
+from pipelines.config import MODEL_VERSION_ENV, Home, KServeRollout, load_dataset
 from pipelines.rollout import STABLE_ANNOTATION, InferenceServiceRollout, RolloutError
 from pipelines.triggers.controller import ClusterCanary
+from serving.request_log import ParquetLog, RequestLog
 from tests.kube_api_stub import KubeApiStub, inference_service
 
 KEY = ("ct", "ct-predictor")
@@ -166,25 +168,60 @@ def pushed_run(store: MetadataStore, run_id: str, version: int) -> None:
     store.update_run(run_id, decision=metadata.PUSHED, version=version)
 
 
-@pytest.mark.parametrize("ready, decision", [(True, metadata.PROMOTED), (False, metadata.ROLLED_BACK)])
-def test_controller_canary_bakes_then_promotes_if_ready_or_rolls_back(api, store, ready, decision):
-    canary = ClusterCanary(rollout_for(api), store, MODEL, canary_percent=10, bake_seconds=600)
+def log_traffic(home: Home, version: int, good: bool, rows: int, seed: int) -> None:
+    """What a revision's pods write on the shared volume: its predictions, and the labels that came back."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, rows)
+    scores = np.clip(labels * 0.6 + rng.random(rows) * 0.4, 0, 1) if good else rng.random(rows)
+    ids = [f"v{version}-{seed}-{i}" for i in range(rows)]
+    requests, feedback = RequestLog(home.request_log, 1.0, 10**6, 10**9), ParquetLog(home.feedback_log, 10**6, 10**9)
+    requests.append([{"origin": "EWR"}] * rows, list(scores), version, ids)
+    requests.flush()
+    feedback.add([{"request_id": i, "label": int(label)} for i, label in zip(ids, labels)])
+    feedback.flush()
+
+
+def deployed_canary(api, store, home, **settings) -> ClusterCanary:
+    canary = ClusterCanary(rollout_for(api), store, MODEL, KServeRollout(bake_seconds=600, check_seconds=0, min_labelled=100,
+                                                                        **settings), home)
     pushed_run(store, "run-1", 1)
     assert canary.run_finished("run-1", now=0) == "version 1 deployed to all traffic (the first model)"
     pushed_run(store, "run-2", 2)
     assert canary.run_finished("run-2", now=100) == "version 2 deployed as a canary at 10%"
+    return canary
+
+
+@pytest.mark.parametrize("canary_good, decision", [(True, metadata.PROMOTED), (False, metadata.ROLLED_BACK)])
+def test_controller_canary_is_judged_on_online_auc_from_the_shared_logs(api, store, tmp_path, canary_good, decision):
+    home = Home(tmp_path / "home").create()
+    canary = deployed_canary(api, store, home)
+    log_traffic(home, 1, good=True, rows=300, seed=1)
+    log_traffic(home, 2, good=canary_good, rows=60, seed=2)
     assert canary.tick(now=600) is None  # still baking
-    api.set_ready(*KEY, ready)
-    said = canary.tick(now=700)
-    assert said.startswith(f"canary 2 {decision}")
-    assert served(api)["version"] == ("2" if ready else "1") and served(api)["canary"] is None
-    assert store.run("run-2").properties["canary"] == decision
-    assert store.rolled_back_versions(MODEL) == (set() if ready else {2})
+    assert canary.tick(now=800) is None  # too few labels for the canary (60 < 100): it waits
+    log_traffic(home, 2, good=canary_good, rows=60, seed=3)
+    said = canary.tick(now=900)
+    assert said.startswith(f"canary 2 {decision}: online AUC")
+    assert served(api)["version"] == ("2" if canary_good else "1") and served(api)["canary"] is None
+    run = store.run("run-2")
+    assert run.properties["canary"] == decision
+    [step] = [s for s in run.steps if s.step == "canary"]
+    assert step.parameters["canary_labelled"] == 120 and step.parameters["stable_labelled"] == 300
+    assert store.rolled_back_versions(MODEL) == (set() if canary_good else {2})
     assert canary.tick(now=10_000) is None  # decided once
 
 
-def test_controller_canary_ignores_runs_that_pushed_nothing_and_edits_by_others(api, store):
-    canary = ClusterCanary(rollout_for(api), store, MODEL, canary_percent=10, bake_seconds=0)
+def test_controller_canary_rolls_back_a_revision_that_never_gets_ready(api, store, tmp_path):
+    home = Home(tmp_path / "home").create()
+    canary = deployed_canary(api, store, home)
+    api.set_ready(*KEY, False)
+    assert canary.tick(now=800) == "canary 2 rolled back: not Ready after 600 s"
+    assert served(api)["version"] == "1" and store.rolled_back_versions(MODEL) == {2}
+
+
+def test_controller_canary_ignores_runs_that_pushed_nothing_and_edits_by_others(api, store, tmp_path):
+    canary = ClusterCanary(rollout_for(api), store, MODEL, KServeRollout(bake_seconds=0, check_seconds=0),
+                           Home(tmp_path / "home").create())
     store.update_run("run-0", decision=metadata.NOT_BLESSED)
     assert "pushed nothing" in canary.run_finished("run-0", now=0)
     assert api.patches() == []

@@ -14,7 +14,7 @@ from components.common import metadata
 from components.infra_validate.logic import instances
 from components.push.logic import MANIFEST
 from pipelines.config import ServingConfig
-from serving.request_log import RequestLog, read_request_log
+from serving.request_log import ParquetLog, RequestLog, read_log
 from serving.service import PredictionService
 from tests.serving_helpers import MODEL, call, publish, wait_for
 
@@ -218,7 +218,7 @@ def test_request_log_and_metrics(serve, rows, tmp_path):
     for row in rows[:120]:
         call(server, f"/v1/models/{MODEL}:predict", {"instances": [row]})
     service.request_log.flush()
-    logged = read_request_log(tmp_path / "request_log")
+    logged = read_log(tmp_path / "request_log")
     assert len(logged) == 120
     assert {"carrier", "temp", "prediction", "model_version", "request_id", "logged_at"} <= set(logged.columns)
     assert len(service.request_log.files()) == 3  # 50 + 50 + the flushed 20
@@ -233,7 +233,7 @@ def test_request_log_stays_under_its_size_bound(tmp_path):
         log.append([{"x": float(i), "name": "row" * 20}], [0.5], 1, [f"id-{i}"])
     files = log.files()
     assert sum(f.stat().st_size for f in files) <= 20_000 and len(files) < 40
-    assert read_request_log(tmp_path).request_id.iloc[-1] == "id-399"
+    assert read_log(tmp_path).request_id.iloc[-1] == "id-399"
 
 
 def test_performance_reports_online_metrics(serve, rows):
@@ -297,3 +297,15 @@ def test_bad_entity_requests_are_refused_with_400(serve, feature_repo, facts_and
     row = {k: v for k, v in {**facts_and_examples[0][0], **change}.items() if v is not None}
     status, answer = call(server, f"/v1/models/{MODEL}:predict", {"instances": [row]})
     assert status == 400 and re.search(message, answer["error"]), answer
+
+
+def test_feedback_is_logged_for_judges_outside_the_service(serve, rows, tmp_path):
+    # On KServe the feedback may reach another revision's pod: the shared log keeps it anyway.
+    server, service, _, _ = serve(feedback_log=ParquetLog(tmp_path / "feedback_log", 1000, 10**9))
+    answer = call(server, f"/v1/models/{MODEL}:predict", {"instances": rows[:3]})[1]
+    items = [{"request_id": rid, "label": 1} for rid in answer["request_ids"]] + [{"request_id": "elsewhere", "label": 0}]
+    status, body = call(server, f"/v1/models/{MODEL}:feedback", {"feedback": items})
+    assert status == 200 and body == {"accepted": 3, "unknown": ["elsewhere"], "logged": 4}
+    service.stop()  # flushes
+    logged = read_log(tmp_path / "feedback_log")
+    assert logged.request_id.tolist() == [*answer["request_ids"], "elsewhere"] and logged.label.tolist() == [1, 1, 1, 0]
