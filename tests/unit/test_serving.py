@@ -309,3 +309,11 @@ def test_feedback_is_logged_for_judges_outside_the_service(serve, rows, tmp_path
     service.stop()  # flushes
     logged = read_log(tmp_path / "feedback_log")
     assert logged.request_id.tolist() == [*answer["request_ids"], "elsewhere"] and logged.label.tolist() == [1, 1, 1, 0]
+
+
+def test_entity_columns_of_different_lengths_are_refused(serve, feature_repo, facts_and_examples):
+    server, _, _, _ = serve(feature_repo=feature_repo)
+    columns = {name: [row[name] for row in facts_and_examples[0][:3]] for name in FACTS}
+    columns["tailnum"] = columns["tailnum"][:2]
+    status, answer = call(server, f"/v1/models/{MODEL}:predict", {"inputs": columns})
+    assert status == 400 and "expected lists of the same length" in answer["error"]
