@@ -48,6 +48,7 @@ def write_config(repo: Path, redis: str = "") -> Path:
     """Writes `repo/feature_store.yaml`: the registry in the repo, the online store on Redis
     at `redis` (host:port) or, without one, SQLite in the repo."""
     repo.mkdir(parents=True, exist_ok=True)
+    repo = repo.resolve()  # Feast reads relative paths in the config relative to the repo: keep them absolute
     online = {"type": "redis", "connection_string": redis} if redis else {"type": "sqlite", "path": str(repo / "online.db")}
     config = {"project": PROJECT, "provider": "local", "registry": str(repo / "registry.db"), "online_store": online,
               "offline_store": {"type": "file"}, "entity_key_serialization_version": 2}
@@ -66,7 +67,7 @@ def open_store(repo: Path):
 
     if not (repo / CONFIG_FILE).is_file():
         raise FeatureStoreError(f"{repo}: no {CONFIG_FILE} (run `ct features apply` first)")
-    return FeatureStore(repo_path=str(repo))
+    return FeatureStore(repo_path=str(repo.resolve()))
 
 
 def definitions(feature_root: str | Path) -> list:
@@ -93,13 +94,13 @@ def definitions(feature_root: str | Path) -> list:
 def apply(repo: Path, feature_root: str | Path, redis: str = "") -> list[str]:
     """Writes the config (online store on Redis at `redis`, else SQLite in the repo) and
     registers the definitions; returns the feature views' names. Applying again is harmless."""
-    from feast import FeatureStore, FeatureView
+    from feast import FeatureView
 
     for file_name, key, names in VIEWS.values():
         read_source(feature_root, file_name, key, names)  # a clear error now, not at the first materialization
     write_config(repo, redis)
     objects = definitions(feature_root)
-    FeatureStore(repo_path=str(repo)).apply(objects)
+    open_store(repo).apply(objects)
     return [o.name for o in objects if isinstance(o, FeatureView)]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from pathlib import Path
 import subprocess
 import time
 
@@ -17,8 +18,8 @@ import redis
 from components.common.errors import DataError
 from features import store as feature_store
 from features.joins import DEFAULTS, MISSING_CATEGORY, training_features
-from features.sources import (PLANE_FEATURES, PLANES_FILE, TIMESTAMP, WEATHER_FEATURES, WEATHER_FILE, hourly_weather,
-                              write_sources)
+from features.sources import (PLANE_CATEGORICAL, PLANE_FEATURES, PLANES_FILE, TIMESTAMP, WEATHER_FEATURES, WEATHER_FILE,
+                              hourly_weather, write_sources)
 from features.store import FeatureStoreError, OnlineFeatures
 from serving.child import free_port
 
@@ -36,7 +37,7 @@ def crafted_sources(folder, weather_rows, plane_timestamp="2013-01-01T00:00:00Z"
     folder.mkdir(parents=True, exist_ok=True)
     hourly_weather(observations(*weather_rows)).to_parquet(folder / WEATHER_FILE)
     pd.DataFrame({"tailnum": ["N1"], TIMESTAMP: pd.to_datetime([plane_timestamp], utc=True), "plane_year": [2001.0],
-                  "seats": [150.0], "engines": [2.0], "manufacturer": ["BOEING"]}).to_parquet(folder / PLANES_FILE)
+                  "seats": [150.0], "engines": ["2"], "manufacturer": ["BOEING"]}).to_parquet(folder / PLANES_FILE)
     return folder
 
 
@@ -92,7 +93,7 @@ def test_training_and_serving_see_identical_feature_values(online, flight_months
     assert counts.planes_missing > 0  # some tail numbers are not in the registry
     for name in WEATHER_FEATURES + PLANE_FEATURES:
         expected = trained_on[name].tolist()
-        if name == "manufacturer":
+        if name in PLANE_CATEGORICAL:
             assert served[name] == expected
         else:
             np.testing.assert_array_equal(np.array(served[name], dtype=float), np.array(expected, dtype=float), name)
@@ -131,6 +132,16 @@ def test_redis_online_store_serves_what_training_joined(online, redis_server, tm
     served = OnlineFeatures(repo).lookup(list(january.origin), list(january.sched_dep), list(january.tailnum))
     np.testing.assert_array_equal(np.array(served["temp"], dtype=float), trained_on.temp.to_numpy())
     assert served["manufacturer"] == trained_on.manufacturer.tolist()
+
+
+def test_relative_paths_work_as_ct_commands_give_them(online, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `ct demo --home .ct-demo`, `ct serve --home .ct`: paths relative to here
+    (tmp_path / "data").symlink_to(online / "features")
+    feature_store.apply(Path(".ct/feature_repo"), Path("data"))
+    feature_store.materialize(Path(".ct/feature_repo"), Path("data"), dt.datetime(2013, 1, 1, 5, tzinfo=UTC),
+                              dt.datetime(2013, 1, 2, tzinfo=UTC))
+    found = OnlineFeatures(Path(".ct/feature_repo")).lookup(["EWR"], ["2013-01-01T10:15:00Z"], ["N14228"])
+    assert found["seats"] == [149.0] and not math.isnan(found["temp"][0])
 
 
 def test_unknown_entities_get_defaults_and_are_counted(online):
