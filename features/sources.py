@@ -24,8 +24,10 @@ WEATHER_FILE, PLANES_FILE = "weather.parquet", "planes.parquet"
 TIMESTAMP = "event_timestamp"
 WEATHER_KEY, PLANE_KEY = "origin_hour", "tailnum"
 WEATHER_FEATURES = ("temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib")
-PLANE_NUMERIC = ("plane_year", "seats", "engines")
-PLANE_CATEGORICAL = ("manufacturer",)
+PLANE_NUMERIC = ("plane_year", "seats")
+# Engines is a count with four values, nearly all 2: a histogram of it is degenerate (a
+# numeric drift measure fired on it every month), a vocabulary is not.
+PLANE_CATEGORICAL = ("manufacturer", "engines")
 PLANE_FEATURES = PLANE_NUMERIC + PLANE_CATEGORICAL
 WEATHER_MAX_AGE = pd.Timedelta(hours=3)
 # Registration data: known before any 2013 flight.
@@ -62,8 +64,10 @@ def tables_root(data_root: str | Path, feature_tables: str = "") -> str | Path:
 
 
 def table_location(root: str | Path, name: str) -> str:
-    """Where table `name` lives under `root` (a folder or an object-storage URI)."""
-    return f"{str(root).rstrip('/')}/{name}"
+    """Where table `name` lives under `root` (a folder or an object-storage URI); a folder
+    is made absolute (Feast would read a relative one relative to its repository)."""
+    root = str(root) if "://" in str(root) else str(Path(root).resolve())
+    return f"{root.rstrip('/')}/{name}"
 
 
 def write_sources(dest: str | Path) -> dict[str, int]:
@@ -81,7 +85,7 @@ def write_sources(dest: str | Path) -> dict[str, int]:
     plane_table = pd.DataFrame({
         PLANE_KEY: planes.tailnum, TIMESTAMP: PLANES_AS_OF,
         "plane_year": planes.year.astype("float64"), "seats": planes.seats.astype("float64"),
-        "engines": planes.engines.astype("float64"), "manufacturer": planes.manufacturer.astype(str),
+        "manufacturer": planes.manufacturer.astype(str), "engines": planes.engines.astype(str),
     })
     written = {}
     for name, table in ((WEATHER_FILE, grid), (PLANES_FILE, plane_table)):
