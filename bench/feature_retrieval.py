@@ -34,7 +34,7 @@ from features.sources import FEATURES_FOLDER, PLANES_FILE, TIMESTAMP, WEATHER_FE
 
 
 def flights_of_2013(folder: Path) -> Path:
-    from pipelines.sample_data import flight_spans, parse_months
+    from pipelines.demo.sample_data import flight_spans, parse_months
 
     path = folder / "flights.parquet"
     pd.concat([span.frame for span in flight_spans(parse_months("2013-01..2013-12"))]).to_parquet(path)
@@ -54,8 +54,15 @@ def join(method: str, flights_path: Path, feature_root: Path) -> dict:
     started = time.perf_counter()
     if method == "baseline":
         ordered = flights.assign(departure=pd.to_datetime(flights.sched_dep, utc=True)).sort_values("departure")
-        joined = pd.merge_asof(ordered, observations, left_on="departure", right_on=TIMESTAMP, by="origin",
-                               direction="backward", tolerance=WEATHER_MAX_AGE)
+        joined = pd.merge_asof(
+            ordered,
+            observations,
+            left_on="departure",
+            right_on=TIMESTAMP,
+            by="origin",
+            direction="backward",
+            tolerance=WEATHER_MAX_AGE,
+        )
         joined = joined.merge(planes, on="tailnum", how="left")
     else:
         from features.joins import training_features
@@ -63,15 +70,24 @@ def join(method: str, flights_path: Path, feature_root: Path) -> dict:
         joined, _ = training_features(flights, feature_root)
     seconds = time.perf_counter() - started
     added_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    return {"rows": len(joined), "seconds": seconds, "peak_mib": added_mib, "temp_present": float(joined.temp.notna().mean())}
+    return {
+        "rows": len(joined),
+        "seconds": seconds,
+        "peak_mib": added_mib,
+        "temp_present": float(joined.temp.notna().mean()),
+    }
 
 
 def online_lookup(feature_root: Path, repo: Path, flights_path: Path, lookups: int = 2000) -> dict:
     from features import store
 
     store.apply(repo, feature_root)
-    store.materialize(repo, feature_root, dt.datetime(2013, 1, 1, tzinfo=dt.timezone.utc),
-                      dt.datetime(2013, 2, 2, tzinfo=dt.timezone.utc))
+    store.materialize(
+        repo,
+        feature_root,
+        dt.datetime(2013, 1, 1, tzinfo=dt.timezone.utc),
+        dt.datetime(2013, 2, 2, tzinfo=dt.timezone.utc),
+    )
     features = store.OnlineFeatures(repo)
     flights = pd.read_parquet(flights_path)
     january = flights[flights.sched_dep < "2013-02-01"].sample(lookups, random_state=0)
@@ -82,8 +98,11 @@ def online_lookup(feature_root: Path, repo: Path, flights_path: Path, lookups: i
         started = time.perf_counter()
         features.lookup([row.origin], [row.sched_dep], [row.tailnum])
         timings.append((time.perf_counter() - started) * 1000)
-    return {"p50_ms": float(np.percentile(timings, 50)), "p99_ms": float(np.percentile(timings, 99)),
-            "missing": features.missing}
+    return {
+        "p50_ms": float(np.percentile(timings, 50)),
+        "p99_ms": float(np.percentile(timings, 99)),
+        "missing": features.missing,
+    }
 
 
 def main() -> None:
@@ -98,19 +117,29 @@ def main() -> None:
         flights_path = flights_of_2013(folder)
         results = {}
         for method in ("baseline", "ours"):
-            output = subprocess.run([sys.executable, __file__, "--join", method, str(flights_path), str(feature_root)],
-                                    check=True, capture_output=True, text=True).stdout
+            output = subprocess.run(
+                [sys.executable, __file__, "--join", method, str(flights_path), str(feature_root)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             results[method] = json.loads(output.strip().splitlines()[-1])
         base, ours = results["baseline"], results["ours"]
         print(f"training retrieval, {ours['rows']:,} flights of 2013 with 9 weather and 4 plane features:")
         for name, result in results.items():
-            print(f"  {name:<9} {result['seconds']:6.2f} s   peak +{result['peak_mib']:6.0f} MiB   "
-                  f"weather present {result['temp_present']:.1%}")
-        print(f"  ours / baseline: time {ours['seconds'] / base['seconds']:.2f}x, "
-              f"memory {ours['peak_mib'] / max(base['peak_mib'], 1):.2f}x (goal: within 2x)")
+            print(
+                f"  {name:<9} {result['seconds']:6.2f} s   peak +{result['peak_mib']:6.0f} MiB   "
+                f"weather present {result['temp_present']:.1%}"
+            )
+        print(
+            f"  ours / baseline: time {ours['seconds'] / base['seconds']:.2f}x, "
+            f"memory {ours['peak_mib'] / max(base['peak_mib'], 1):.2f}x (goal: within 2x)"
+        )
         online = online_lookup(feature_root, folder / "repo", flights_path)
-        print(f"online lookup per single-row predict (Feast, SQLite): p50 {online['p50_ms']:.2f} ms, "
-              f"p99 {online['p99_ms']:.2f} ms (goal: p99 < 2 ms); missing entities {online['missing']}")
+        print(
+            f"online lookup per single-row predict (Feast, SQLite): p50 {online['p50_ms']:.2f} ms, "
+            f"p99 {online['p99_ms']:.2f} ms (goal: p99 < 2 ms); missing entities {online['missing']}"
+        )
 
 
 if __name__ == "__main__":

@@ -19,10 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines.config import Home
-from pipelines.local_run import run_locally
+from components.common.home import Home
 from features.sources import FEATURES_FOLDER, write_sources
-from pipelines.sample_data import flight_spans, penguin_spans, write_span
+from pipelines.demo.sample_data import flight_spans, penguin_spans, write_span
+from pipelines.local_run import run_locally
 
 TARGET_SECONDS = 60.0
 TASK_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) - INFO - (?:Executing task|Task) \S*'([a-z-]+)'")
@@ -70,10 +70,14 @@ def main() -> None:
     process = sum(walls[s.step] for s in run.steps)
     work = sum(s.seconds for s in run.steps)
     print(f"{'total':<16}{process:>10.2f}{work:>8.2f}{process - work:>17.2f}")
-    print(f"wall {wall:.1f} s = work {work:.1f} s + process start and imports {process - work:.1f} s "
-          f"+ kfp.local orchestration {wall - process:.1f} s")
-    print(f"target: under {TARGET_SECONDS:.0f} s; this run took {wall / TARGET_SECONDS:.2f} of it "
-          f"({'met' if wall < TARGET_SECONDS else 'MISSED'})")
+    print(
+        f"wall {wall:.1f} s = work {work:.1f} s + process start and imports {process - work:.1f} s "
+        f"+ kfp.local orchestration {wall - process:.1f} s"
+    )
+    print(
+        f"target: under {TARGET_SECONDS:.0f} s; this run took {wall / TARGET_SECONDS:.2f} of it "
+        f"({'met' if wall < TARGET_SECONDS else 'MISSED'})"
+    )
 
 
 if __name__ == "__main__":

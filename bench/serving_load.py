@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import shutil
 import tempfile
 import threading
@@ -30,17 +29,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.common import model_io
-from components.infra_validate.logic import instances
+from components.common import model_io, model_repository
+from components.common.datasets import load_dataset
+from components.common.home import Home
+from components.common.model_io import frame_to_instances
 from components.ingest.logic import ingest
 from components.materialize.logic import materialize_window
-from components.push.logic import MANIFEST
 from components.train.logic import Hyperparameters, train
-from pipelines.config import Home, PerformanceTrigger, TriggerConfig, NewDataTrigger, load_dataset
 from features.joins import request_columns
 from features.sources import FEATURES_FOLDER, write_sources
 from features.store import apply as apply_features
-from pipelines.sample_data import flight_spans, write_span
+from pipelines.demo.sample_data import flight_spans, write_span
+from pipelines.triggers.config import NewDataSettings, PerformanceSettings, TriggerConfig
 from pipelines.triggers.controller import build_controller
 from pipelines.triggers.sources import request_manual_run
 from serving.child import free_port, start_serving
@@ -115,14 +115,9 @@ def closed_loop(port: int, path: str, bodies: list[dict], seconds: float, connec
 
 
 def percentiles(values) -> str:
-    return f"p50 {np.percentile(values, 50):6.2f} ms  p99 {np.percentile(values, 99):6.2f} ms  max {values.max():7.2f} ms"
-
-
-def publish(repository: Path, model_dir: Path, model_name: str, version: int) -> None:
-    staging = repository / model_name / f".staging-{version}"
-    shutil.copytree(model_dir, staging)
-    (staging / MANIFEST).write_text(json.dumps({"version": version}))
-    os.rename(staging, repository / model_name / str(version))
+    return (
+        f"p50 {np.percentile(values, 50):6.2f} ms  p99 {np.percentile(values, 99):6.2f} ms  max {values.max():7.2f} ms"
+    )
 
 
 def reaction(controller, event, started_at_least: int) -> float:
@@ -157,18 +152,26 @@ def main() -> None:
         write_span(folder / "data", span)
         write_sources(folder / "data" / FEATURES_FOLDER)
         ingest(folder / "data", 1, 20, dataset.key, folder / "train.parquet", folder / "eval.parquet", dataset)
-        train(folder / "train.parquet", dataset, Hyperparameters(epochs=2), folder / "model", folder / "vocabularies.json")
+        train(
+            folder / "train.parquet", dataset, Hyperparameters(epochs=2), folder / "model", folder / "vocabularies.json"
+        )
         (home.model_repository / dataset.model_name).mkdir(parents=True)
-        publish(home.model_repository, folder / "model", dataset.model_name, 1)
-        rows = instances(pd.read_parquet(folder / "eval.parquet").head(2000), dataset.features)
+        model_repository.publish(folder / "model", home.model_repository, dataset.model_name, {})
+        rows = frame_to_instances(pd.read_parquet(folder / "eval.parquet").head(2000), dataset.features)
         single = [{"instances": [row]} for row in rows]
         # The same kind of flights as a client sends them to the feature store's service: facts and entities.
         flights = span.frame.sample(2000, random_state=0)
-        facts = [{"instances": [row]} for row in instances(flights, request_columns(flights.columns, dataset.features))]
+        facts = [
+            {"instances": [row]}
+            for row in frame_to_instances(flights, request_columns(flights.columns, dataset.features))
+        ]
         apply_features(home.feature_repo, folder / "data" / FEATURES_FOLDER)
-        materialize_window(home.feature_repo, folder / "data" / FEATURES_FOLDER,
-                           (span.frame.sched_dep.min(), span.frame.sched_dep.max()))
-        batch = [{"instances": rows[i:i + 100]} for i in range(0, 1000, 100)]
+        materialize_window(
+            home.feature_repo,
+            folder / "data" / FEATURES_FOLDER,
+            (span.frame.sched_dep.min(), span.frame.sched_dep.max()),
+        )
+        batch = [{"instances": rows[i : i + 100]} for i in range(0, 1000, 100)]
         path = f"/v1/models/{dataset.model_name}:predict"
 
         serving_fn = model_io.load(folder / "model")
@@ -199,46 +202,64 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait()
-        print(f"single-row predict at {RATE} requests/s for {args.seconds:g} s, {len(latencies)} requests over loopback:")
-        print(f"  HTTP (ct serve)   {percentiles(latencies)}  errors {len(errors)}  "
-              f"(target p99 <= {P99_TARGET_MS:g} ms: {'met' if np.percentile(latencies, 99) <= P99_TARGET_MS and not errors else 'MISSED'})")
+        print(
+            f"single-row predict at {RATE} requests/s for {args.seconds:g} s, {len(latencies)} requests over loopback:"
+        )
+        met = np.percentile(latencies, 99) <= P99_TARGET_MS and not errors
+        print(
+            f"  HTTP (ct serve)   {percentiles(latencies)}  errors {len(errors)}  "
+            f"(target p99 <= {P99_TARGET_MS:g} ms: {'met' if met else 'MISSED'})"
+        )
         print(f"  in-process        {percentiles(np.array(in_process_single))}  (baseline: no HTTP)")
-        print(f"  HTTP, flight facts only (features looked up online): {percentiles(fact_latencies)}  "
-              f"errors {len(fact_errors)}; extra p50 "
-              f"{np.percentile(fact_latencies, 50) - np.percentile(latencies, 50):.2f} ms, extra p99 "
-              f"{np.percentile(fact_latencies, 99) - np.percentile(latencies, 99):.2f} ms (goal: under 2 ms at p99)")
+        print(
+            f"  HTTP, flight facts only (features looked up online): {percentiles(fact_latencies)}  "
+            f"errors {len(fact_errors)}; extra p50 "
+            f"{np.percentile(fact_latencies, 50) - np.percentile(latencies, 50):.2f} ms, extra p99 "
+            f"{np.percentile(fact_latencies, 99) - np.percentile(latencies, 99):.2f} ms (goal: under 2 ms at p99)"
+        )
         print(f"peak sustained throughput, 8 connections: {peak:,.0f} single-row requests/s")
         print(f"batch predict, 100 rows: HTTP {percentiles(np.array(batch_latencies))}")
         print(f"                         in-process {percentiles(np.array(in_process_batch))}")
 
         port = free_port()
-        server = start_serving(home.root, port, ["--canary-percent", "100", "--request-log-sample", "0"],
-                               wait_for="/v2/health/ready")
+        server = start_serving(
+            home.root, port, ["--canary-percent", "100", "--request-log-sample", "0"], wait_for="/v2/health/ready"
+        )
         try:
             swaps = 20
             result = {}
-            load = threading.Thread(target=lambda: result.update(
-                zip(("latencies", "errors", "versions"), open_loop(port, path, single, RATE, swaps * 1.0 + 3))))
+            load = threading.Thread(
+                target=lambda: result.update(
+                    zip(("latencies", "errors", "versions"), open_loop(port, path, single, RATE, swaps * 1.0 + 3))
+                )
+            )
             load.start()
-            for version in range(2, swaps + 2):
+            for _ in range(swaps):
                 time.sleep(1.0)
-                publish(home.model_repository, folder / "model", dataset.model_name, version)
+                model_repository.publish(folder / "model", home.model_repository, dataset.model_name, {})
             load.join()
         finally:
             server.terminate()
             server.wait()
-        print(f"hot swap: {swaps} versions published while serving {RATE} requests/s: "
-              f"{len(result['latencies'])} requests, {len(result['errors'])} failed, "
-              f"{len(result['versions'])} versions answered, {percentiles(result['latencies'])}")
+        print(
+            f"hot swap: {swaps} versions published while serving {RATE} requests/s: "
+            f"{len(result['latencies'])} requests, {len(result['errors'])} failed, "
+            f"{len(result['versions'])} versions answered, {percentiles(result['latencies'])}"
+        )
 
         port = free_port()
         trigger_home = Home(folder / "trigger-home").create()
         shutil.copytree(home.model_repository, trigger_home.model_repository, dirs_exist_ok=True)
         server = start_serving(trigger_home.root, port, ["--canary-min-labelled", "50"], wait_for="/v2/health/ready")
         try:
-            config = TriggerConfig(home=trigger_home.root, data_root=folder / "arriving", cooldown_seconds=0,
-                                   poll_seconds=0.1, new_data=NewDataTrigger(),
-                                   performance=PerformanceTrigger(f"http://127.0.0.1:{port}", min_auc=0.6, min_samples=200))
+            config = TriggerConfig(
+                home=trigger_home.root,
+                data_root=folder / "arriving",
+                cooldown_seconds=0,
+                poll_seconds=0.1,
+                new_data=NewDataSettings(),
+                performance=PerformanceSettings(f"http://127.0.0.1:{port}", min_auc=0.6, min_samples=200),
+            )
             controller = build_controller(config, RecordingLauncher())
             controller.tick()
             new_data = reaction(controller, lambda: write_span(folder / "arriving", span), 1)
@@ -248,13 +269,16 @@ def main() -> None:
             answers = [client.post(path, body)[1] for body in single[:200]]
             median = float(np.median([a["predictions"][0] for a in answers]))
             labels = [{"request_id": a["request_ids"][0], "label": int(a["predictions"][0] < median)} for a in answers]
-            performance = reaction(controller, lambda: client.post(f"/v1/models/{dataset.model_name}:feedback",
-                                                                   {"feedback": labels}), 3)
+            performance = reaction(
+                controller, lambda: client.post(f"/v1/models/{dataset.model_name}:feedback", {"feedback": labels}), 3
+            )
         finally:
             server.terminate()
             server.wait()
-        print(f"trigger reaction, event to run start (controller polling every {config.poll_seconds:g} s): "
-              f"new span {new_data:.2f} s, manual {manual:.2f} s, feedback crossing the AUC floor {performance:.2f} s")
+        print(
+            f"trigger reaction, event to run start (controller polling every {config.poll_seconds:g} s): "
+            f"new span {new_data:.2f} s, manual {manual:.2f} s, feedback crossing the AUC floor {performance:.2f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The one image every pipeline component runs in; its tag is the package version."""
+"""The one image every pipeline component runs in; its tag is the code's version, so a
+change to the code is a new image (components/version.py)."""
 
-from components import __version__
+from components.version import code_version
 
 IMAGE_REPOSITORY = "ghcr.io/continuous-training/ct-pipeline"
-PIPELINE_IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"
+PIPELINE_IMAGE = f"{IMAGE_REPOSITORY}:{code_version()}"

@@ -20,16 +20,27 @@ import numpy as np
 import pandas as pd
 
 from components.common.errors import DataError
-from features.sources import (PLANE_CATEGORICAL, PLANE_FEATURES, PLANE_KEY, PLANES_FILE, TIMESTAMP, WEATHER_FEATURES,
-                              WEATHER_FILE, WEATHER_KEY, read_source)
+from features.sources import (
+    PLANE_CATEGORICAL,
+    PLANE_FEATURES,
+    PLANE_KEY,
+    PLANES_FILE,
+    TIMESTAMP,
+    WEATHER_FEATURES,
+    WEATHER_FILE,
+    WEATHER_KEY,
+    read_source,
+)
 
 DEPARTURE = "sched_dep"
 ENTITY_COLUMNS = ("origin", DEPARTURE, PLANE_KEY)
 DEPARTURE_FORMAT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 DEPARTURE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # what DEPARTURE_FORMAT matches, for strftime and strptime
 MISSING_CATEGORY = "UNKNOWN"
-DEFAULTS: dict[str, float | str] = {**{name: math.nan for name in WEATHER_FEATURES + PLANE_FEATURES},
-                                    **{name: MISSING_CATEGORY for name in PLANE_CATEGORICAL}}
+DEFAULTS: dict[str, float | str] = {
+    **{name: math.nan for name in WEATHER_FEATURES + PLANE_FEATURES},
+    **{name: MISSING_CATEGORY for name in PLANE_CATEGORICAL},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +56,10 @@ class JoinCounts:
 
 def entity_keys(origins: Iterable[str], departures: Iterable[str], tailnums: Iterable[str]) -> dict[str, list[str]]:
     """The feature tables' keys of flights: weather by origin and scheduled hour, planes by tail number."""
-    return {WEATHER_KEY: [f"{origin}@{departure[:13]}" for origin, departure in zip(origins, departures)],
-            PLANE_KEY: [str(tailnum) for tailnum in tailnums]}
+    return {
+        WEATHER_KEY: [f"{origin}@{departure[:13]}" for origin, departure in zip(origins, departures)],
+        PLANE_KEY: [str(tailnum) for tailnum in tailnums],
+    }
 
 
 def request_columns(columns: Iterable[str], features: Iterable[str]) -> list[str]:
@@ -60,8 +73,12 @@ def check_departures(departures: Iterable[str], where: str) -> None:
     """Raises DataError naming the first scheduled departure that is not `YYYY-MM-DDTHH:MM:SSZ`."""
     for value in departures:
         if not isinstance(value, str) or not DEPARTURE_FORMAT.fullmatch(value):
-            raise DataError("scheduled departure is not ISO-8601 UTC like 2013-01-01T10:15:00Z", path=where,
-                            feature=DEPARTURE, value=value)
+            raise DataError(
+                "scheduled departure is not ISO-8601 UTC like 2013-01-01T10:15:00Z",
+                path=where,
+                feature=DEPARTURE,
+                value=value,
+            )
 
 
 def apply_defaults(frame: pd.DataFrame) -> pd.DataFrame:
@@ -69,7 +86,9 @@ def apply_defaults(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.fillna({name: value for name, value in DEFAULTS.items() if name in frame and not _is_nan(value)})
 
 
-def training_features(flights: pd.DataFrame, feature_root: str | Path, where: str = "") -> tuple[pd.DataFrame, JoinCounts]:
+def training_features(
+    flights: pd.DataFrame, feature_root: str | Path, where: str = ""
+) -> tuple[pd.DataFrame, JoinCounts]:
     """The flights with their weather and plane features, point-in-time correct.
 
     Raises:
@@ -88,7 +107,9 @@ def training_features(flights: pd.DataFrame, feature_root: str | Path, where: st
     looked_up, missing = [], {}
     for table, key, names in ((weather, WEATHER_KEY, WEATHER_FEATURES), (planes, PLANE_KEY, PLANE_FEATURES)):
         rows = table.drop_duplicates(key, keep="last").set_index(key).reindex(keys[key])
-        usable = (rows[TIMESTAMP].notna() & (_utc_numpy(pd.to_datetime(rows[TIMESTAMP], utc=True)) <= departure)).to_numpy()
+        usable = (
+            rows[TIMESTAMP].notna() & (_utc_numpy(pd.to_datetime(rows[TIMESTAMP], utc=True)) <= departure)
+        ).to_numpy()
         values = rows[list(names)].reset_index(drop=True)
         usable &= values.notna().any(axis=1).to_numpy()  # a grid hour with no recent observation is empty
         values.loc[~usable] = np.nan  # no row, an empty row, or a row from after the departure

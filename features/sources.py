@@ -51,8 +51,14 @@ def hourly_weather(observations: pd.DataFrame) -> pd.DataFrame:
         hours = pd.date_range(rows[TIMESTAMP].min().floor("h"), rows[TIMESTAMP].max().ceil("h"), freq="h")
         grids.append(pd.DataFrame({"origin": origin, TIMESTAMP: hours}))
     grid = pd.concat(grids, ignore_index=True).sort_values(TIMESTAMP)
-    joined = pd.merge_asof(grid, observations[["origin", TIMESTAMP, *WEATHER_FEATURES]], on=TIMESTAMP, by="origin",
-                           direction="backward", tolerance=WEATHER_MAX_AGE)
+    joined = pd.merge_asof(
+        grid,
+        observations[["origin", TIMESTAMP, *WEATHER_FEATURES]],
+        on=TIMESTAMP,
+        by="origin",
+        direction="backward",
+        tolerance=WEATHER_MAX_AGE,
+    )
     joined.insert(0, WEATHER_KEY, origin_hour(joined["origin"], joined[TIMESTAMP]))
     return joined.drop(columns=["origin"]).reset_index(drop=True)
 
@@ -82,11 +88,16 @@ def write_sources(dest: str | Path) -> dict[str, int]:
     observations = weather.assign(**{TIMESTAMP: pd.to_datetime(weather.time_hour, utc=True)})
     observations = observations.drop_duplicates(["origin", TIMESTAMP])[["origin", TIMESTAMP, *WEATHER_FEATURES]]
     grid = hourly_weather(observations.astype({c: "float64" for c in WEATHER_FEATURES}))
-    plane_table = pd.DataFrame({
-        PLANE_KEY: planes.tailnum, TIMESTAMP: PLANES_AS_OF,
-        "plane_year": planes.year.astype("float64"), "seats": planes.seats.astype("float64"),
-        "manufacturer": planes.manufacturer.astype(str), "engines": planes.engines.astype(str),
-    })
+    plane_table = pd.DataFrame(
+        {
+            PLANE_KEY: planes.tailnum,
+            TIMESTAMP: PLANES_AS_OF,
+            "plane_year": planes.year.astype("float64"),
+            "seats": planes.seats.astype("float64"),
+            "manufacturer": planes.manufacturer.astype(str),
+            "engines": planes.engines.astype(str),
+        }
+    )
     written = {}
     for name, table in ((WEATHER_FILE, grid), (PLANES_FILE, plane_table)):
         # A reader sees the old table or the new one, never half of one: a local file is

@@ -19,18 +19,32 @@ from typing import Sequence
 
 import yaml
 
+from components.common.errors import CtError
 from features.joins import DEFAULTS, DEPARTURE_TIME_FORMAT, entity_keys
-from features.sources import (PLANE_CATEGORICAL, PLANE_FEATURES, PLANE_KEY, PLANES_FILE, TIMESTAMP, WEATHER_FEATURES,
-                              WEATHER_FILE, WEATHER_KEY, read_source, table_location)
+from features.sources import (
+    PLANE_CATEGORICAL,
+    PLANE_FEATURES,
+    PLANE_KEY,
+    PLANES_FILE,
+    TIMESTAMP,
+    WEATHER_FEATURES,
+    WEATHER_FILE,
+    WEATHER_KEY,
+    read_source,
+    table_location,
+)
 
 PROJECT = "continuous_training"
 WEATHER_VIEW, PLANES_VIEW = "weather", "planes"
 # Each feature view: its offline file, entity key and features.
-VIEWS = {WEATHER_VIEW: (WEATHER_FILE, WEATHER_KEY, WEATHER_FEATURES), PLANES_VIEW: (PLANES_FILE, PLANE_KEY, PLANE_FEATURES)}
+VIEWS = {
+    WEATHER_VIEW: (WEATHER_FILE, WEATHER_KEY, WEATHER_FEATURES),
+    PLANES_VIEW: (PLANES_FILE, PLANE_KEY, PLANE_FEATURES),
+}
 CONFIG_FILE = "feature_store.yaml"
 
 
-class FeatureStoreError(Exception):
+class FeatureStoreError(CtError):
     """The feature store is not set up, lacks a feature view, or is behind the data."""
 
 
@@ -41,7 +55,12 @@ class _FeastNotice(logging.Filter):
         return not str(record.msg).startswith("_list_feature_views will make breaking changes")
 
 
-logging.getLogger().addFilter(_FeastNotice())
+_FEAST_NOTICE = _FeastNotice()
+
+
+def _quiet_feast_notice() -> None:
+    """Installed when the store is opened, not at import: importing this module changes no logging."""
+    logging.getLogger().addFilter(_FEAST_NOTICE)  # adding the same filter twice keeps one
 
 
 def write_config(repo: Path, redis: str = "") -> Path:
@@ -49,9 +68,17 @@ def write_config(repo: Path, redis: str = "") -> Path:
     at `redis` (host:port) or, without one, SQLite in the repo."""
     repo.mkdir(parents=True, exist_ok=True)
     repo = repo.resolve()  # Feast reads relative paths in the config relative to the repo: keep them absolute
-    online = {"type": "redis", "connection_string": redis} if redis else {"type": "sqlite", "path": str(repo / "online.db")}
-    config = {"project": PROJECT, "provider": "local", "registry": str(repo / "registry.db"), "online_store": online,
-              "offline_store": {"type": "file"}, "entity_key_serialization_version": 2}
+    online = (
+        {"type": "redis", "connection_string": redis} if redis else {"type": "sqlite", "path": str(repo / "online.db")}
+    )
+    config = {
+        "project": PROJECT,
+        "provider": "local",
+        "registry": str(repo / "registry.db"),
+        "online_store": online,
+        "offline_store": {"type": "file"},
+        "entity_key_serialization_version": 2,
+    }
     path = repo / CONFIG_FILE
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -67,6 +94,7 @@ def open_store(repo: Path):
 
     if not (repo / CONFIG_FILE).is_file():
         raise FeatureStoreError(f"{repo}: no {CONFIG_FILE} (run `ct features apply` first)")
+    _quiet_feast_notice()
     return FeatureStore(repo_path=str(repo.resolve()))
 
 
@@ -75,19 +103,33 @@ def definitions(feature_root: str | Path) -> list:
     from feast import Entity, FeatureView, Field, FileSource, ValueType
     from feast.types import Float64, String
 
-    origin_hour = Entity(name=WEATHER_KEY, join_keys=[WEATHER_KEY], value_type=ValueType.STRING,
-                         description="origin airport and scheduled departure hour (UTC), e.g. EWR@2013-01-01T10")
-    tailnum = Entity(name=PLANE_KEY, join_keys=[PLANE_KEY], value_type=ValueType.STRING, description="aircraft tail number")
+    origin_hour = Entity(
+        name=WEATHER_KEY,
+        join_keys=[WEATHER_KEY],
+        value_type=ValueType.STRING,
+        description="origin airport and scheduled departure hour (UTC), e.g. EWR@2013-01-01T10",
+    )
+    tailnum = Entity(
+        name=PLANE_KEY, join_keys=[PLANE_KEY], value_type=ValueType.STRING, description="aircraft tail number"
+    )
     weather = FeatureView(
-        name=WEATHER_VIEW, entities=[origin_hour], ttl=dt.timedelta(days=3650),
+        name=WEATHER_VIEW,
+        entities=[origin_hour],
+        ttl=dt.timedelta(days=3650),
         schema=[Field(name=name, dtype=Float64) for name in WEATHER_FEATURES],
-        source=FileSource(name="weather_hourly", path=table_location(feature_root, WEATHER_FILE), timestamp_field=TIMESTAMP),
-        description="the origin's latest weather observation at the scheduled hour (at most 3 hours old)")
+        source=FileSource(
+            name="weather_hourly", path=table_location(feature_root, WEATHER_FILE), timestamp_field=TIMESTAMP
+        ),
+        description="the origin's latest weather observation at the scheduled hour (at most 3 hours old)",
+    )
     planes = FeatureView(
-        name=PLANES_VIEW, entities=[tailnum], ttl=dt.timedelta(days=3650),
+        name=PLANES_VIEW,
+        entities=[tailnum],
+        ttl=dt.timedelta(days=3650),
         schema=[Field(name=name, dtype=String if name in PLANE_CATEGORICAL else Float64) for name in PLANE_FEATURES],
         source=FileSource(name="planes", path=table_location(feature_root, PLANES_FILE), timestamp_field=TIMESTAMP),
-        description="aircraft attributes by tail number (FAA registry)")
+        description="aircraft attributes by tail number (FAA registry)",
+    )
     return [origin_hour, tailnum, weather, planes]
 
 
@@ -112,8 +154,9 @@ class Materialized:
     rows: int  # offline rows in the window
 
 
-def materialize(repo: Path, feature_root: str | Path, start: dt.datetime, end: dt.datetime,
-                views: Sequence[str] = tuple(VIEWS)) -> list[Materialized]:
+def materialize(
+    repo: Path, feature_root: str | Path, start: dt.datetime, end: dt.datetime, views: Sequence[str] = tuple(VIEWS)
+) -> list[Materialized]:
     """Loads each view's rows with timestamps in [start, end) into the online store.
 
     Planes are attributes with no time window of their own: their view is loaded from its

@@ -11,14 +11,24 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from components.common.datasets import DEFAULT_DATASET, load_dataset
+from components.common.errors import ConfigError, NotFoundError
+from components.common.home import Home
 from components.common.metadata import FAILED, NOT_BLESSED, PUSHED, STOPPED_BY_DATA, MetadataStore, RunRecord
 from components.common.spans import complete_spans
-from pipelines.config import DEFAULT_DATASET, ConfigError, Home, load_dataset
 
 # Set by `ct run` itself, not by `--param`.
 # Set by `ct run` itself, or (home_volume) meaningful on a cluster only.
-WIRED_PARAMETERS = ("data_root", "metadata_connection", "model_repository", "feature_repo", "run_id", "trigger", "reason",
-                    "home_volume")
+WIRED_PARAMETERS = (
+    "data_root",
+    "metadata_connection",
+    "model_repository",
+    "feature_repo",
+    "run_id",
+    "trigger",
+    "reason",
+    "home_volume",
+)
 KFP_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool}
 
 EXIT_COMPLETED = 0
@@ -38,7 +48,8 @@ def pipeline_parameters(include_wired: bool = False) -> dict[str, tuple[type, An
     spec = continuous_training.pipeline_spec.root.input_definitions.parameters
     return {
         name: (KFP_TYPES[_type_name(p.parameter_type)], _default(p))
-        for name, p in spec.items() if include_wired or name not in WIRED_PARAMETERS
+        for name, p in spec.items()
+        if include_wired or name not in WIRED_PARAMETERS
     }
 
 
@@ -67,8 +78,15 @@ def exit_code(run: RunRecord) -> int:
     return EXIT_FAILED
 
 
-def run_locally(home: Home, data_root: Path, parameters: Mapping[str, Any], trigger: str = "manual", reason: str = "",
-                log_path: Path | None = None, run_id: str | None = None) -> RunRecord:
+def run_locally(
+    home: Home,
+    data_root: Path,
+    parameters: Mapping[str, Any],
+    trigger: str = "manual",
+    reason: str = "",
+    log_path: Path | None = None,
+    run_id: str | None = None,
+) -> RunRecord:
     """Runs the pipeline once with kfp.local's SubprocessRunner and returns the run as ML Metadata recorded it.
 
     Args:
@@ -93,22 +111,31 @@ def run_locally(home: Home, data_root: Path, parameters: Mapping[str, Any], trig
     run_id = run_id or new_run_id()
     log_path = log_path or home.logs / f"{run_id}.log"
     arguments = {
-        "data_root": str(data_root.resolve()), "metadata_connection": home.metadata_connection,
+        "data_root": str(data_root.resolve()),
+        "metadata_connection": home.metadata_connection,
         "model_repository": str(home.model_repository.resolve()),
-        "feature_repo": str(home.feature_repo.resolve()), "run_id": run_id, "trigger": trigger, "reason": reason,
+        "feature_repo": str(home.feature_repo.resolve()),
+        "run_id": run_id,
+        "trigger": trigger,
+        "reason": reason,
         **parameters,
     }
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(home.pipeline_root.resolve()),
-               raise_on_error=False)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(home.pipeline_root.resolve()),
+        raise_on_error=False,
+    )
     with _output_to(log_path), _quiet_tensorflow(), warnings.catch_warnings():
         # kfp.local warns that the steps' image is not this interpreter; running the image's
         # Python environment here (installed from the same constraints) is the point.
-        warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom", category=RuntimeWarning)
+        warnings.filterwarnings(
+            "ignore", message="You may be attemping to run a task that uses custom", category=RuntimeWarning
+        )
         continuous_training(**arguments)
     store = MetadataStore(home.metadata_connection)
     try:
         return store.run(run_id)
-    except KeyError:
+    except NotFoundError:
         raise ConfigError(f"the run recorded nothing in ML Metadata; see {log_path}") from None
 
 
@@ -149,14 +176,19 @@ def _quiet_tensorflow() -> Iterator[None]:
 
 def describe(run: RunRecord) -> str:
     """The run as people read it: id, steps with status and duration, decision with reasons."""
-    lines = [f"run {run.run_id} (dataset {run.properties.get('dataset', '?')}, trigger {run.properties.get('trigger', '?')}"
-             + (f": {run.properties['reason']}" if run.properties.get("reason") else "") + ")"]
+    lines = [
+        f"run {run.run_id} (dataset {run.properties.get('dataset', '?')}, trigger {run.properties.get('trigger', '?')}"
+        + (f": {run.properties['reason']}" if run.properties.get("reason") else "")
+        + ")"
+    ]
     for step in run.steps:
         seconds = f"{step.seconds:6.1f} s" if step.seconds is not None else "      -"
         lines.append(f"  {step.step:<15} {step.status:<9} {seconds}")
     total = (run.end - run.start) if run.start is not None and run.end is not None else None
     if total is not None:
-        lines.append(f"  {'wall':<15} {'':<9} {total:6.1f} s  (steps' work above; the rest is process start and imports)")
+        lines.append(
+            f"  {'wall':<15} {'':<9} {total:6.1f} s  (steps' work above; the rest is process start and imports)"
+        )
     decision = run.decision or FAILED
     lines.append(f"decision: {decision}")
     for reason in str(run.properties.get("reasons", "")).split("; "):

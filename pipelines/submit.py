@@ -8,15 +8,26 @@ recurring run is then created from that version in the named experiment.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, Mapping
 
+from components.common.errors import ConfigError, CtError
+from components.common.home import KUBEFLOW_METADATA
 from pipelines.compile import COMPILED_SPEC, pipeline_version
+from pipelines.config import parse_parameters
 from pipelines.continuous_training import PIPELINE_NAME
+from pipelines.local_run import new_run_id, pipeline_parameters
 from pipelines.triggers.cron import parse_cron
 
+log = logging.getLogger(__name__)
 
-class SubmitError(RuntimeError):
+# The kfp versions whose REST layer `_time_out_requests` was read against (kfp_server_api's
+# RESTClientObject.request and its `_request_timeout`).
+TIMEOUT_PATCH_CHECKED_ON = "2.13."
+
+
+class SubmitError(CtError):
     """The KFP API refused or failed; the message says which call and why."""
 
 
@@ -31,8 +42,10 @@ class Submitted:
 def _reason(error: Exception) -> str:
     status = getattr(error, "status", None)
     reason = getattr(error, "reason", None) or str(error).splitlines()[0]
-    hint = {401: " (not authenticated: check the token or the dashboard's auth proxy)",
-            403: " (not allowed in this namespace)"}.get(status, "")
+    hint = {
+        401: " (not authenticated: check the token or the dashboard's auth proxy)",
+        403: " (not allowed in this namespace)",
+    }.get(status, "")
     return f"HTTP {status} {reason}{hint}" if status else f"{type(error).__name__}: {reason}"
 
 
@@ -46,9 +59,20 @@ def _call(what: str, function, *args, **kwargs):
 
 
 def _time_out_requests(seconds: float) -> None:
-    """kfp.Client sends every request with no timeout, so a hung API would hang us: its
-    REST layer is given a default that an explicit per-request timeout still overrides."""
+    """kfp.Client sends every request with no timeout (its constructor's health check
+    included), so a hung API would hang us: its REST layer is given a default that an
+    explicit per-request timeout still overrides. There is no per-client setting to do this
+    with, so the class is patched, once, and only on the kfp versions it was checked on."""
+    import kfp
     from kfp_server_api import rest
+
+    if not kfp.__version__.startswith(TIMEOUT_PATCH_CHECKED_ON):
+        log.warning(
+            "kfp %s: KFP API requests are sent without a timeout (checked on %sx only)",
+            kfp.__version__,
+            TIMEOUT_PATCH_CHECKED_ON,
+        )
+        return
 
     if not hasattr(rest.RESTClientObject, "_untimed_request"):
         rest.RESTClientObject._untimed_request = rest.RESTClientObject.request
@@ -86,26 +110,46 @@ class KfpApi:
         client, version_name = self.client, pipeline_version()
         pipeline_id = _call("looking up the pipeline", client.get_pipeline_id, PIPELINE_NAME)
         if pipeline_id is None:
-            pipeline = _call("uploading the pipeline", client.upload_pipeline, str(spec), pipeline_name=PIPELINE_NAME,
-                             description="Continuous training: retrain, validate and push on new data.")
+            pipeline = _call(
+                "uploading the pipeline",
+                client.upload_pipeline,
+                str(spec),
+                pipeline_name=PIPELINE_NAME,
+                description="Continuous training: retrain, validate and push on new data.",
+            )
             pipeline_id = pipeline.pipeline_id
-        versions = _call("listing pipeline versions", client.list_pipeline_versions, pipeline_id=pipeline_id, page_size=100)
+        versions = _call(
+            "listing pipeline versions", client.list_pipeline_versions, pipeline_id=pipeline_id, page_size=100
+        )
         for version in versions.pipeline_versions or []:
             if version.display_name == version_name:
                 return pipeline_id, version.pipeline_version_id
-        version = _call("uploading the pipeline version", client.upload_pipeline_version, str(spec),
-                        pipeline_version_name=version_name, pipeline_id=pipeline_id)
+        version = _call(
+            "uploading the pipeline version",
+            client.upload_pipeline_version,
+            str(spec),
+            pipeline_version_name=version_name,
+            pipeline_id=pipeline_id,
+        )
         return pipeline_id, version.pipeline_version_id
 
     def _experiment_id(self, experiment: str) -> str:
-        return _call("finding or creating the experiment", self.client.create_experiment, experiment,
-                     namespace=self.namespace).experiment_id
+        return _call(
+            "finding or creating the experiment", self.client.create_experiment, experiment, namespace=self.namespace
+        ).experiment_id
 
     def submit_run(self, parameters: Mapping[str, Any], experiment: str, run_name: str) -> Submitted:
         """Creates one run of this code's pipeline version."""
         pipeline_id, version_id = self.ensure_pipeline_version()
-        run = _call("creating the run", self.client.run_pipeline, experiment_id=self._experiment_id(experiment),
-                    job_name=run_name, params=dict(parameters), pipeline_id=pipeline_id, version_id=version_id)
+        run = _call(
+            "creating the run",
+            self.client.run_pipeline,
+            experiment_id=self._experiment_id(experiment),
+            job_name=run_name,
+            params=dict(parameters),
+            pipeline_id=pipeline_id,
+            version_id=version_id,
+        )
         return Submitted("run", run.run_id, f"{self.host}/#/runs/details/{run.run_id}", True)
 
     def schedule(self, cron: str, parameters: Mapping[str, Any], experiment: str, name: str) -> Submitted:
@@ -118,19 +162,69 @@ class KfpApi:
         parse_cron(cron)
         pipeline_id, version_id = self.ensure_pipeline_version()
         experiment_id = self._experiment_id(experiment)
-        existing = _call("listing recurring runs", self.client.list_recurring_runs, experiment_id=experiment_id,
-                         page_size=100)
+        existing = _call(
+            "listing recurring runs", self.client.list_recurring_runs, experiment_id=experiment_id, page_size=100
+        )
         for recurring in existing.recurring_runs or []:
             if recurring.display_name == name:
-                return Submitted("recurring run", recurring.recurring_run_id,
-                                 f"{self.host}/#/recurringrun/details/{recurring.recurring_run_id}", False)
-        recurring = _call("creating the recurring run", self.client.create_recurring_run, experiment_id=experiment_id,
-                          job_name=name, cron_expression=f"0 {cron}", max_concurrency=1, no_catchup=True,
-                          params=dict(parameters), pipeline_id=pipeline_id, version_id=version_id)
-        return Submitted("recurring run", recurring.recurring_run_id,
-                         f"{self.host}/#/recurringrun/details/{recurring.recurring_run_id}", True)
+                return Submitted(
+                    "recurring run",
+                    recurring.recurring_run_id,
+                    f"{self.host}/#/recurringrun/details/{recurring.recurring_run_id}",
+                    False,
+                )
+        recurring = _call(
+            "creating the recurring run",
+            self.client.create_recurring_run,
+            experiment_id=experiment_id,
+            job_name=name,
+            cron_expression=f"0 {cron}",
+            max_concurrency=1,
+            no_catchup=True,
+            params=dict(parameters),
+            pipeline_id=pipeline_id,
+            version_id=version_id,
+        )
+        return Submitted(
+            "recurring run",
+            recurring.recurring_run_id,
+            f"{self.host}/#/recurringrun/details/{recurring.recurring_run_id}",
+            True,
+        )
 
     def run_succeeded(self, run_id: str) -> bool | None:
         """None while the run goes on; then whether it succeeded."""
         state = str(_call("reading the run", self.client.get_run, run_id).state or "")
         return TERMINAL_STATES.get(state)
+
+
+def cluster_parameters(assignments: list[str]) -> dict[str, Any]:
+    """`--param` values for a cluster run, checked; the metadata connection defaults to Kubeflow's.
+
+    Raises:
+        ConfigError: an unknown name, a wrong type, or no data_root / model_repository.
+    """
+    declared = {name: kind for name, (kind, _) in pipeline_parameters(include_wired=True).items()}
+    parameters = {"metadata_connection": KUBEFLOW_METADATA, **parse_parameters(assignments, declared)}
+    missing = [name for name in ("data_root", "model_repository") if name not in parameters]
+    if missing:
+        raise ConfigError(f"--param {missing[0]}=...: required for a cluster run (a path or URI the steps can read)")
+    return parameters
+
+
+def submit(host: str, namespace: str | None, experiment: str, assignments: list[str], reason: str) -> Submitted:
+    """`ct submit`: one manual run of this code's pipeline version."""
+    parameters = cluster_parameters(assignments)
+    run_id = parameters.setdefault("run_id", new_run_id())
+    parameters.update(trigger="manual", reason=reason)
+    return KfpApi(host, namespace).submit_run(parameters, experiment, run_id)
+
+
+def schedule(
+    host: str, namespace: str | None, experiment: str, assignments: list[str], reason: str, cron: str, name: str
+) -> Submitted:
+    """`ct schedule`: a recurring run (idempotent by name); each run falls back to KFP's job id."""
+    parse_cron(cron)
+    parameters = cluster_parameters(assignments)
+    parameters.update(run_id="", trigger="schedule", reason=reason or f"cron '{cron}'")
+    return KfpApi(host, namespace).schedule(cron, parameters, experiment, name)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Sets up, checks the committed pipeline spec, then runs both test tiers: unit tests and
-# the kfp.local pipeline runs (marker `pipeline`).
+# Sets up, lints (ruff: pycodestyle, pyflakes, import order, line length, formatting), then
+# runs both test tiers: unit tests and the kfp.local pipeline runs (marker `pipeline`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"

@@ -17,15 +17,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_serving(home: Path, port: int, options: Sequence[str] = (), output: IO | int = subprocess.DEVNULL,
-                  wait_for: str = "/v2/health/live", timeout: float = 120) -> subprocess.Popen:
+def start_serving(
+    home: Path,
+    port: int,
+    options: Sequence[str] = (),
+    output: IO | int = subprocess.DEVNULL,
+    wait_for: str = "/v2/health/live",
+    timeout: float = 120,
+) -> subprocess.Popen:
     """Starts `ct serve` and returns once `wait_for` answers 200 (`/v2/health/ready`: a model is loaded).
 
     Raises:
         RuntimeError: the service exited, or did not answer in time (it is stopped then).
     """
-    process = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--home", str(home), "--port", str(port),
-                                *options], stdout=output, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "serve", "--home", str(home), "--port", str(port), *options],
+        stdout=output,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

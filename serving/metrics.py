@@ -41,15 +41,27 @@ class Metrics:
     def render(self, features=None) -> str:
         """The Prometheus text; with `features` (OnlineFeatures), its missing and stale counts too."""
         model = f'model="{self.model_name}"'
-        lines = ["# HELP ct_requests_total Prediction requests answered, by model version and API.",
-                 "# TYPE ct_requests_total counter"]
+        lines = [
+            "# HELP ct_requests_total Prediction requests answered, by model version and API.",
+            "# TYPE ct_requests_total counter",
+        ]
         with self._lock:
-            lines += [f'ct_requests_total{{{model},version="{v}",api="{api}"}} {n}' for (v, api), n in sorted(self._requests.items())]
-            lines += ["# HELP ct_request_errors_total Requests refused or failed, by model version and HTTP status.",
-                      "# TYPE ct_request_errors_total counter"]
-            lines += [f'ct_request_errors_total{{{model},version="{v}",code="{c}"}} {n}' for (v, c), n in sorted(self._errors.items())]
-            lines += ["# HELP ct_request_latency_ms Prediction latency in milliseconds, by model version.",
-                      "# TYPE ct_request_latency_ms histogram"]
+            lines += [
+                f'ct_requests_total{{{model},version="{v}",api="{api}"}} {n}'
+                for (v, api), n in sorted(self._requests.items())
+            ]
+            lines += [
+                "# HELP ct_request_errors_total Requests refused or failed, by model version and HTTP status.",
+                "# TYPE ct_request_errors_total counter",
+            ]
+            lines += [
+                f'ct_request_errors_total{{{model},version="{v}",code="{c}"}} {n}'
+                for (v, c), n in sorted(self._errors.items())
+            ]
+            lines += [
+                "# HELP ct_request_latency_ms Prediction latency in milliseconds, by model version.",
+                "# TYPE ct_request_latency_ms histogram",
+            ]
             for version, counts in sorted(self._buckets.items()):
                 cumulative = 0
                 for bound, count in zip(LATENCY_BUCKETS_MS + (float("inf"),), counts):
@@ -58,14 +70,27 @@ class Metrics:
                     lines.append(f'ct_request_latency_ms_bucket{{{model},version="{version}",le="{le}"}} {cumulative}')
                 lines.append(f'ct_request_latency_ms_sum{{{model},version="{version}"}} {self._sums[version]:.3f}')
                 lines.append(f'ct_request_latency_ms_count{{{model},version="{version}"}} {cumulative}')
-            lines += ["# HELP ct_model_load_failures_total Model versions that failed to load.",
-                      "# TYPE ct_model_load_failures_total counter", f"ct_model_load_failures_total{{{model}}} {self._load_failures}",
-                      "# HELP ct_canary_decisions_total Canary verdicts, by decision.", "# TYPE ct_canary_decisions_total counter"]
-            lines += [f'ct_canary_decisions_total{{{model},decision="{d}"}} {n}' for d, n in sorted(self._canary.items())]
+            lines += [
+                "# HELP ct_model_load_failures_total Model versions that failed to load.",
+                "# TYPE ct_model_load_failures_total counter",
+                f"ct_model_load_failures_total{{{model}}} {self._load_failures}",
+                "# HELP ct_canary_decisions_total Canary verdicts, by decision.",
+                "# TYPE ct_canary_decisions_total counter",
+            ]
+            lines += [
+                f'ct_canary_decisions_total{{{model},decision="{d}"}} {n}' for d, n in sorted(self._canary.items())
+            ]
         if features is not None:
-            lines += ["# HELP ct_feature_missing_total Flights with no online feature row (defaults used), by feature view.",
-                      "# TYPE ct_feature_missing_total counter"]
-            lines += [f'ct_feature_missing_total{{{model},view="{v}"}} {n}' for v, n in sorted(features.missing.items())]
-            lines += ["# HELP ct_feature_stale_total Flights scheduled after the online store's last materialization.",
-                      "# TYPE ct_feature_stale_total counter", f"ct_feature_stale_total{{{model}}} {features.stale}"]
+            lines += [
+                "# HELP ct_feature_missing_total Flights with no online feature row (defaults used), by feature view.",
+                "# TYPE ct_feature_missing_total counter",
+            ]
+            lines += [
+                f'ct_feature_missing_total{{{model},view="{v}"}} {n}' for v, n in sorted(features.missing.items())
+            ]
+            lines += [
+                "# HELP ct_feature_stale_total Flights scheduled after the online store's last materialization.",
+                "# TYPE ct_feature_stale_total counter",
+                f"ct_feature_stale_total{{{model}}} {features.stale}",
+            ]
         return "\n".join(lines) + "\n"

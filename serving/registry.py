@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from components.common import model_io
-from components.push.logic import published_versions
+from components.common.model_repository import published_versions
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,9 @@ def load_model(path: Path, version: int) -> LoadedModel:
 
 def _warmup_columns(signature: model_io.Signature) -> dict[str, np.ndarray]:
     samples = {"string": "", "int64": 0, "float32": 0.0}
-    return model_io.instances_to_columns(signature, [{name: samples[dtype] for name, dtype in signature.inputs.items()}]
-                                         * WARMUP_ROWS)
+    return model_io.instances_to_columns(
+        signature, [{name: samples[dtype] for name, dtype in signature.inputs.items()}] * WARMUP_ROWS
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,9 +90,15 @@ class ModelRegistry:
     only version ever loaded (one KServe revision per version; KServe splits the traffic).
     """
 
-    def __init__(self, repository: Path, model_name: str, canary_percent: int,
-                 excluded: Callable[[], set[int]] = set, on_loaded: Callable[[LoadedModel, str], None] = lambda m, role: None,
-                 pinned_version: int | None = None):
+    def __init__(
+        self,
+        repository: Path,
+        model_name: str,
+        canary_percent: int,
+        excluded: Callable[[], set[int]] = set,
+        on_loaded: Callable[[LoadedModel, str], None] = lambda m, role: None,
+        pinned_version: int | None = None,
+    ):
         self.repository = repository
         self.model_name = model_name
         self.canary_percent = canary_percent

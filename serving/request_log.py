@@ -77,15 +77,23 @@ class RequestLog(ParquetLog):
         self.sample = sample
         self._random = random.Random(seed)
 
-    def append(self, instances: Sequence[Mapping[str, Any]], scores: Sequence[float], version: int,
-               request_ids: Sequence[str]) -> None:
+    def append(
+        self, instances: Sequence[Mapping[str, Any]], scores: Sequence[float], version: int, request_ids: Sequence[str]
+    ) -> None:
         if self.sample <= 0:
             return
         with self._lock:
-            kept = [(instance, score, request_id) for instance, score, request_id in zip(instances, scores, request_ids)
-                    if self.sample >= 1 or self._random.random() < self.sample]
-        self.add([{**instance, "prediction": score, "model_version": version, "request_id": request_id}
-                  for instance, score, request_id in kept])
+            kept = [
+                (instance, score, request_id)
+                for instance, score, request_id in zip(instances, scores, request_ids)
+                if self.sample >= 1 or self._random.random() < self.sample
+            ]
+        self.add(
+            [
+                {**instance, "prediction": score, "model_version": version, "request_id": request_id}
+                for instance, score, request_id in kept
+            ]
+        )
 
 
 def read_log(folder: Path, since: float = 0.0) -> pd.DataFrame:

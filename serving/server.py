@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 import orjson
 
+from serving.canary.journal import OutcomeJournal
 from serving.service import PredictionService, ServiceError
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 NAME = r"(?P<name>[A-Za-z0-9_.-]+)"
 TARGET = r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[A-Za-z0-9_-]+))?"
 V2_VERSION = r"(?:/versions/(?P<version>\d+))?"
+DEFAULT_PERFORMANCE_WINDOW = 1000
 
 
 def _version(match: re.Match) -> int | None:
@@ -30,8 +33,17 @@ def _version(match: re.Match) -> int | None:
     return int(value) if value else None
 
 
+def _last(query: dict[str, list[str]]) -> int:
+    """`?last=N`: how many of the latest labelled predictions an online metric covers."""
+    text = query.get("last", [str(DEFAULT_PERFORMANCE_WINDOW)])[-1]
+    if not text.isdigit() or not 0 < int(text) <= OutcomeJournal.RECENT:
+        raise ServiceError(400, f"last={text!r}: expected a whole number from 1 to {OutcomeJournal.RECENT}")
+    return int(text)
+
+
 class Routes:
-    """Path patterns -> handlers `(service, match, body, headers) -> (status, payload)`."""
+    """Path patterns -> handlers `(service, match, body, request) -> (status, payload)`; `request`
+    has the headers and the query parameters."""
 
     def __init__(self):
         self.get: list[tuple[re.Pattern, Callable]] = []
@@ -49,23 +61,36 @@ class Routes:
 
 
 ROUTES = Routes()
-ROUTES.add("get", rf"/v1/models/{NAME}{TARGET}",
-           lambda s, m, b, h: (200, s.status(m["name"], _version(m), m["label"])))
-ROUTES.add("get", rf"/v1/models/{NAME}{TARGET}/metadata",
-           lambda s, m, b, h: (200, s.metadata(m["name"], _version(m), m["label"])))
-ROUTES.add("get", rf"/v1/models/{NAME}/performance",
-           lambda s, m, b, h: (200, s.performance(m["name"], s.config.canary_min_labelled * 5)))
-ROUTES.add("post", rf"/v1/models/{NAME}{TARGET}:predict",
-           lambda s, m, b, h: (200, s.predict(m["name"], b, _version(m), m["label"], h.get("X-Request-Key"))))
+ROUTES.add("get", rf"/v1/models/{NAME}{TARGET}", lambda s, m, b, h: (200, s.status(m["name"], _version(m), m["label"])))
+ROUTES.add(
+    "get",
+    rf"/v1/models/{NAME}{TARGET}/metadata",
+    lambda s, m, b, h: (200, s.metadata(m["name"], _version(m), m["label"])),
+)
+ROUTES.add("get", rf"/v1/models/{NAME}/performance", lambda s, m, b, h: (200, s.performance(m["name"], _last(h.query))))
+ROUTES.add(
+    "post",
+    rf"/v1/models/{NAME}{TARGET}:predict",
+    lambda s, m, b, h: (200, s.predict(m["name"], b, _version(m), m["label"], h.headers.get("X-Request-Key"))),
+)
 ROUTES.add("post", rf"/v1/models/{NAME}:feedback", lambda s, m, b, h: (200, s.feedback(m["name"], b)))
 ROUTES.add("get", r"/v2/health/live", lambda s, m, b, h: (200, {"live": True}))
 ROUTES.add("get", r"/v2/health/ready", lambda s, m, b, h: (200 if s.ready() else 503, {"ready": s.ready()}))
 ROUTES.add("get", rf"/v2/models/{NAME}{V2_VERSION}", lambda s, m, b, h: (200, s.v2_model(m["name"], _version(m))))
-ROUTES.add("get", rf"/v2/models/{NAME}{V2_VERSION}/ready",
-           lambda s, m, b, h: ((200, {"name": m["name"], "ready": True}) if s.ready(m["name"], _version(m))
-                               else (503, {"name": m["name"], "ready": False})))
-ROUTES.add("post", rf"/v2/models/{NAME}{V2_VERSION}/infer",
-           lambda s, m, b, h: (200, s.infer(m["name"], b, _version(m), h.get("X-Request-Key"))))
+ROUTES.add(
+    "get",
+    rf"/v2/models/{NAME}{V2_VERSION}/ready",
+    lambda s, m, b, h: (
+        (200, {"name": m["name"], "ready": True})
+        if s.ready(m["name"], _version(m))
+        else (503, {"name": m["name"], "ready": False})
+    ),
+)
+ROUTES.add(
+    "post",
+    rf"/v2/models/{NAME}{V2_VERSION}/infer",
+    lambda s, m, b, h: (200, s.infer(m["name"], b, _version(m), h.headers.get("X-Request-Key"))),
+)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -80,7 +105,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         if self.path.split("?")[0] == "/metrics":
-            self._send(200, self.server.service.metrics.render(self.server.service.features).encode(), "text/plain; version=0.0.4")
+            self._send(
+                200,
+                self.server.service.metrics.render(self.server.service.online_features).encode(),
+                "text/plain; version=0.0.4",
+            )
             return
         self._dispatch("get", None)
 
@@ -102,6 +131,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._dispatch("post", body)
 
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+
     def _dispatch(self, method: str, body: Any) -> None:
         path = self.path.split("?")[0]
         handler, match = ROUTES.find(method, path)
@@ -113,7 +146,7 @@ class Handler(BaseHTTPRequestHandler):
                 self._error(404, f"no such endpoint: {method.upper()} {path}")
             return
         try:
-            status, payload = handler(self.server.service, match, body, self.headers)
+            status, payload = handler(self.server.service, match, body, self)
         except ServiceError as error:
             self._error(error.status, str(error))
             return

@@ -15,22 +15,17 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from components.common import model_io
-from components.common.errors import DataError
-from components.common.metadata import PROMOTED, MetadataStore
-from pipelines.config import ServingConfig
+from components.common.metadata import MetadataStore
+from features.requests import RequestFeatures
+from serving.canary.in_process import InProcessCanary
+from serving.config import ServingConfig
 from serving.metrics import Metrics
-from serving.outcomes import OutcomeJournal, judge_canary
-from features.joins import DEPARTURE, ENTITY_COLUMNS, check_departures
-from features.sources import PLANE_KEY
-from features.store import FeatureStoreError, OnlineFeatures
 from serving.registry import CANARY, STABLE, LoadedModel, ModelRegistry
 from serving.request_log import ParquetLog, RequestLog
 
 log = logging.getLogger(__name__)
 
 V2_DATATYPES = {"string": "BYTES", "int64": "INT64", "float32": "FP32"}
-# Entities a client sends that are not model inputs themselves (origin is both).
-ENTITY_ONLY = frozenset(ENTITY_COLUMNS) - {"origin"}
 TF_DATATYPES = {"string": "DT_STRING", "int64": "DT_INT64", "float32": "DT_FLOAT"}
 REQUEST_LOG_FLUSH_SECONDS = 5.0
 
@@ -44,27 +39,39 @@ class ServiceError(Exception):
 class PredictionService:
     """Serves one model name from the model repository."""
 
-    def __init__(self, repository: Path, model_name: str, config: ServingConfig, request_log: RequestLog,
-                 store: MetadataStore | None = None, feature_repo: Path | None = None,
-                 feedback_log: ParquetLog | None = None):
+    def __init__(
+        self,
+        repository: Path,
+        model_name: str,
+        config: ServingConfig,
+        request_log: RequestLog,
+        store: MetadataStore | None = None,
+        feature_repo: Path | None = None,
+        feedback_log: ParquetLog | None = None,
+    ):
         self.model_name = model_name
         self.feedback_log = feedback_log
-        self.feature_repo = feature_repo
-        self.features: OnlineFeatures | None = None
-        self._features_version: float | None = None
-        self.registry = ModelRegistry(
-            repository, model_name, config.canary_percent,
-            excluded=(lambda: store.rolled_back_versions(model_name)) if store else set, on_loaded=self._loaded,
-            pinned_version=config.pinned_version)
+        self.features = RequestFeatures(feature_repo) if feature_repo else None
         self.config = config
         self.request_log = request_log
-        self.store = store
-        self.journal = OutcomeJournal(config.journal_size)
         self.metrics = Metrics(self.model_name)
-        self.decisions: list[dict[str, Any]] = []
+        self.canary = InProcessCanary(model_name, config, self.metrics, store)
+        self.registry = ModelRegistry(
+            repository,
+            model_name,
+            config.canary_percent,
+            excluded=(lambda: store.rolled_back_versions(model_name)) if store else set,
+            on_loaded=lambda model, role: self.canary.loaded(self.registry, model, role),
+            pinned_version=config.pinned_version,
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_flush = time.monotonic()
+
+    @property
+    def online_features(self):
+        """The online store's lookups (their missing and stale counts), or None without a feature store."""
+        return self.features.online if self.features is not None else None
 
     # --- background work: new versions, canary verdicts, request-log flushes ------
 
@@ -91,8 +98,9 @@ class PredictionService:
         self.registry.refresh()
         for _ in range(len(self.registry.failed) - failed_before):
             self.metrics.load_failed()
-        self.judge_canary()
-        self._refresh_features()
+        self.canary.judge(self.registry)
+        if self.features is not None:
+            self.features.refresh()
         if time.monotonic() - self._last_flush > REQUEST_LOG_FLUSH_SECONDS:
             self._last_flush = time.monotonic()
             self._flush_logs()
@@ -101,84 +109,6 @@ class PredictionService:
         self.request_log.flush()
         if self.feedback_log is not None:
             self.feedback_log.flush()
-
-    def _refresh_features(self) -> None:
-        """Opens the feature store again when its registry changed (a run applied or materialized)."""
-        registry = self.feature_repo / "registry.db" if self.feature_repo else None
-        if registry is None or not registry.is_file() or registry.stat().st_mtime == self._features_version:
-            return
-        try:
-            features = OnlineFeatures(self.feature_repo)
-        except FeatureStoreError as error:
-            log.warning("feature store not usable yet: %s", error)
-            return
-        if self.features is not None:  # keep the counts across reopenings
-            features.missing, features.stale = self.features.missing, self.features.stale
-        self.features, self._features_version = features, registry.stat().st_mtime
-
-    def _instances_with_features(self, instances: list[dict]) -> list[dict]:
-        """Rows that name their entities (flight facts only) get their online features."""
-        if self.features is None or not any(DEPARTURE in row for row in instances):
-            return instances
-        for index, row in enumerate(instances):
-            self._check_entities(row, f"instance {index}")
-        looked_up = self._lookup({name: [row[name] for row in instances] for name in ENTITY_COLUMNS})
-        return [{**{k: v for k, v in row.items() if k not in ENTITY_ONLY},
-                 **{name: values[i] for name, values in looked_up.items()}} for i, row in enumerate(instances)]
-
-    def _inputs_with_features(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        """Columns that name the entities (flight facts only) get their online feature columns."""
-        if self.features is None or DEPARTURE not in inputs:
-            return inputs
-        self._check_entities(inputs, "inputs")
-        lengths = {len(inputs[name]) if isinstance(inputs[name], list) else -1 for name in ENTITY_COLUMNS}
-        if len(lengths) > 1 or -1 in lengths:
-            raise model_io.RequestError(f"entities {', '.join(ENTITY_COLUMNS)}: expected lists of the same length")
-        return {**{k: v for k, v in inputs.items() if k not in ENTITY_ONLY},
-                **self._lookup({name: inputs[name] for name in ENTITY_COLUMNS})}
-
-    def _check_entities(self, given: Mapping[str, Any], where: str) -> None:
-        missing = [name for name in ENTITY_COLUMNS if name not in given]
-        if missing:
-            raise model_io.RequestError(f"{where}: entity '{missing[0]}' is missing (send "
-                                        f"{', '.join(ENTITY_COLUMNS)}; the features come from the feature store)")
-        sent = [name for name in self.features.feature_names if name in given]
-        if sent:
-            raise model_io.RequestError(f"{where}: feature '{sent[0]}' comes from the feature store; "
-                                        "send only flight facts and entities")
-
-    def _lookup(self, entities: Mapping[str, list]) -> dict[str, list]:
-        try:
-            check_departures(entities[DEPARTURE], "request")
-        except DataError as error:
-            raise model_io.RequestError(str(error)) from None
-        return self.features.lookup(entities["origin"], entities[DEPARTURE], entities[PLANE_KEY])
-
-    def _loaded(self, model: LoadedModel, role: str) -> None:
-        if role == CANARY:
-            # Compare canary and stable over the same period only.
-            self.journal.reset([model.version, self.registry.routing.stable.version])
-
-    def judge_canary(self) -> None:
-        routing = self.registry.routing
-        if routing.canary is None:
-            return
-        verdict = judge_canary(self.journal.outcomes(routing.stable.version), self.journal.outcomes(routing.canary.version),
-                               self.config.canary_min_labelled, self.config.canary_auc_tolerance,
-                               self.config.canary_max_error_rate)
-        if verdict is None:
-            return
-        version = routing.canary.version
-        changed = self.registry.promote(version) if verdict.decision == PROMOTED else self.registry.roll_back(version)
-        if not changed:
-            return
-        self.metrics.canary_decision(verdict.decision)
-        log.info("canary version %s %s: %s", version, verdict.decision, verdict.reason)
-        if self.store is not None:
-            self.store.record_canary_decision(self.model_name, version, verdict.decision, verdict.reason, verdict.numbers)
-        # Last: a decision listed here is already recorded everywhere else.
-        self.decisions.append({"version": version, "decision": verdict.decision, "reason": verdict.reason,
-                               "numbers": verdict.numbers, "time": time.time()})
 
     # --- requests ----------------------------------------------------------------
 
@@ -192,8 +122,11 @@ class PredictionService:
         if version is not None:
             model = routing.by_version(version)
             if model is None:
-                raise ServiceError(404, f"model '{name}' version {version} is not being served "
-                                        f"(serving {[m.version for m in routing.models]})")
+                raise ServiceError(
+                    404,
+                    f"model '{name}' version {version} is not being served "
+                    f"(serving {[m.version for m in routing.models]})",
+                )
             return model
         if label is not None:
             if label not in (STABLE, CANARY):
@@ -207,8 +140,15 @@ class PredictionService:
             raise ServiceError(503, f"model '{name}' has no version loaded yet")
         return model
 
-    def predict(self, name: str, body: Any, version: int | None = None, label: str | None = None,
-                request_key: str | None = None) -> dict[str, Any]:
+    def _with_features(self, given):
+        """Rows or columns with their online features added, when the client sent entities only."""
+        if self.features is None:
+            return given
+        return self.features.add_to_instances(given) if isinstance(given, list) else self.features.add_to_columns(given)
+
+    def predict(
+        self, name: str, body: Any, version: int | None = None, label: str | None = None, request_key: str | None = None
+    ) -> dict[str, Any]:
         """TF Serving REST predict: `{"instances": [...]}` (rows) or `{"inputs": {...}}` (columns)."""
         if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
             raise ServiceError(400, 'the body must be a JSON object with either "instances" or "inputs"')
@@ -219,11 +159,11 @@ class PredictionService:
             if "instances" in body:
                 if not isinstance(body["instances"], list) or not all(isinstance(r, dict) for r in body["instances"]):
                     raise model_io.RequestError('"instances" must be a list of objects (feature name -> value)')
-                columns = model_io.instances_to_columns(model.signature, self._instances_with_features(body["instances"]))
+                columns = model_io.instances_to_columns(model.signature, self._with_features(body["instances"]))
             else:
                 if not isinstance(body["inputs"], dict):
                     raise model_io.RequestError('"inputs" must be an object (feature name -> list of values)')
-                columns = model_io.inputs_to_columns(model.signature, self._inputs_with_features(body["inputs"]))
+                columns = model_io.inputs_to_columns(model.signature, self._with_features(body["inputs"]))
         except model_io.RequestError as error:
             self.metrics.error(str(model.version), 400)
             raise ServiceError(400, str(error)) from None
@@ -245,22 +185,30 @@ class PredictionService:
                     raise model_io.RequestError('each input needs "name" and "data"')
                 expected = V2_DATATYPES.get(model.signature.inputs.get(tensor["name"], ""))
                 if expected and tensor.get("datatype", expected) != expected:
-                    raise model_io.RequestError(f"feature '{tensor['name']}': datatype {tensor['datatype']}, expected {expected}")
+                    raise model_io.RequestError(
+                        f"feature '{tensor['name']}': datatype {tensor['datatype']}, expected {expected}"
+                    )
                 inputs[tensor["name"]] = tensor["data"]
-            columns = model_io.inputs_to_columns(model.signature, self._inputs_with_features(inputs))
+            columns = model_io.inputs_to_columns(model.signature, self._with_features(inputs))
         except model_io.RequestError as error:
             self.metrics.error(str(model.version), 400)
             raise ServiceError(400, str(error)) from None
         scores, request_ids = self._answer(model, columns, request_id, "v2", started)
-        return {"model_name": self.model_name, "model_version": str(model.version), "id": request_id,
-                "outputs": [{"name": model_io.OUTPUT, "shape": [len(scores)], "datatype": "FP32", "data": scores}],
-                "parameters": {"request_ids": request_ids}}
+        return {
+            "model_name": self.model_name,
+            "model_version": str(model.version),
+            "id": request_id,
+            "outputs": [{"name": model_io.OUTPUT, "shape": [len(scores)], "datatype": "FP32", "data": scores}],
+            "parameters": {"request_ids": request_ids},
+        }
 
-    def _answer(self, model: LoadedModel, columns, request_id: str, api: str, started: float) -> tuple[list[float], list[str]]:
+    def _answer(
+        self, model: LoadedModel, columns, request_id: str, api: str, started: float
+    ) -> tuple[list[float], list[str]]:
         """Scores the rows, and remembers, counts and logs the answer; one request id per row."""
         scores = self._score(model, columns)
         request_ids = [f"{request_id}-{i}" for i in range(len(scores))]
-        self.journal.predicted(model.version, request_ids, scores)
+        self.canary.journal.predicted(model.version, request_ids, scores)
         self.metrics.observe(str(model.version), api, (time.perf_counter() - started) * 1000)
         self.request_log.append(_rows(columns), scores, model.version, request_ids)
         return scores, request_ids
@@ -269,10 +217,12 @@ class PredictionService:
         try:
             return [float(s) for s in model.predict(columns)]
         except Exception as error:  # the model itself failed on valid input: count it against the version
-            self.journal.failed(model.version)
+            self.canary.journal.failed(model.version)
             self.metrics.error(str(model.version), 500)
             log.exception("model %s version %s failed to predict", self.model_name, model.version)
-            raise ServiceError(500, f"model version {model.version} failed to predict: {type(error).__name__}") from None
+            raise ServiceError(
+                500, f"model version {model.version} failed to predict: {type(error).__name__}"
+            ) from None
 
     def feedback(self, name: str, body: Any) -> dict[str, Any]:
         """True outcomes: `{"feedback": [{"request_id": "...", "label": 0 or 1}, ...]}`."""
@@ -281,9 +231,19 @@ class PredictionService:
         if not isinstance(items, list) or not items:
             raise ServiceError(400, 'the body must be a JSON object with a non-empty "feedback" list')
         for index, item in enumerate(items):
-            if not isinstance(item, dict) or not isinstance(item.get("request_id"), str) or item.get("label") not in (0, 1):
-                raise ServiceError(400, f'feedback {index}: expected {{"request_id": "<id>", "label": 0 or 1}}, got {item!r}')
-        unknown = [item["request_id"] for item in items if self.journal.feedback(item["request_id"], int(item["label"])) is None]
+            if (
+                not isinstance(item, dict)
+                or not isinstance(item.get("request_id"), str)
+                or item.get("label") not in (0, 1)
+            ):
+                raise ServiceError(
+                    400, f'feedback {index}: expected {{"request_id": "<id>", "label": 0 or 1}}, got {item!r}'
+                )
+        unknown = [
+            item["request_id"]
+            for item in items
+            if self.canary.journal.feedback(item["request_id"], int(item["label"])) is None
+        ]
         if self.feedback_log is None:
             return {"accepted": len(items) - len(unknown), "unknown": unknown}
         # Kept for a judge outside this process (KServe: the prediction may have come from another revision's pod).
@@ -294,8 +254,11 @@ class PredictionService:
         """Online metrics of the stable (and canary) version over their last `last` labelled predictions."""
         self._check_name(name)
         routing = self.registry.routing
-        return {label: _finite(self.journal.recent(model.version, last).summary())
-                for label, model in ((STABLE, routing.stable), (CANARY, routing.canary)) if model is not None}
+        return {
+            label: _finite(self.canary.journal.recent(model.version, last).summary())
+            for label, model in ((STABLE, routing.stable), (CANARY, routing.canary))
+            if model is not None
+        }
 
     # --- status and metadata -------------------------------------------------------
 
@@ -309,28 +272,46 @@ class PredictionService:
             models = self.registry.routing.models
             failed = self.registry.failed
         routing = self.registry.routing
-        statuses = [{"version": str(m.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""},
-                     "label": STABLE if m is routing.stable else CANARY} for m in models]
-        statuses += [{"version": str(v), "state": "END", "status": {"error_code": "UNKNOWN", "error_message": error}}
-                     for v, error in sorted(failed.items())]
+        statuses = [
+            {
+                "version": str(m.version),
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+                "label": STABLE if m is routing.stable else CANARY,
+            }
+            for m in models
+        ]
+        statuses += [
+            {"version": str(v), "state": "END", "status": {"error_code": "UNKNOWN", "error_message": error}}
+            for v, error in sorted(failed.items())
+        ]
         return {"model_version_status": statuses}
 
     def metadata(self, name: str, version: int | None = None, label: str | None = None) -> dict[str, Any]:
         """TF Serving model metadata: the serving signature."""
         model = self._model(name, version, label or (None if version is not None else STABLE), "")
         tensor = lambda dtype, n: {"dtype": dtype, "tensor_shape": {"dim": [{"size": "-1"}]}, "name": n}  # noqa: E731
-        signature = {"inputs": {n: tensor(TF_DATATYPES[d], n) for n, d in model.signature.inputs.items()},
-                     "outputs": {o: tensor("DT_FLOAT", o) for o in model.signature.outputs},
-                     "method_name": "tensorflow/serving/predict"}
-        return {"model_spec": {"name": name, "signature_name": "", "version": str(model.version)},
-                "metadata": {"signature_def": {"signature_def": {model_io.SIGNATURE: signature}}}}
+        signature = {
+            "inputs": {n: tensor(TF_DATATYPES[d], n) for n, d in model.signature.inputs.items()},
+            "outputs": {o: tensor("DT_FLOAT", o) for o in model.signature.outputs},
+            "method_name": "tensorflow/serving/predict",
+        }
+        return {
+            "model_spec": {"name": name, "signature_name": "", "version": str(model.version)},
+            "metadata": {"signature_def": {"signature_def": {model_io.SIGNATURE: signature}}},
+        }
 
     def v2_model(self, name: str, version: int | None = None) -> dict[str, Any]:
         model = self._model(name, version, None if version is not None else STABLE, "")
-        return {"name": name, "versions": [str(m.version) for m in self.registry.routing.models],
-                "platform": "tensorflow_savedmodel",
-                "inputs": [{"name": n, "datatype": V2_DATATYPES[d], "shape": [-1]} for n, d in model.signature.inputs.items()],
-                "outputs": [{"name": o, "datatype": "FP32", "shape": [-1]} for o in model.signature.outputs]}
+        return {
+            "name": name,
+            "versions": [str(m.version) for m in self.registry.routing.models],
+            "platform": "tensorflow_savedmodel",
+            "inputs": [
+                {"name": n, "datatype": V2_DATATYPES[d], "shape": [-1]} for n, d in model.signature.inputs.items()
+            ],
+            "outputs": [{"name": o, "datatype": "FP32", "shape": [-1]} for o in model.signature.outputs],
+        }
 
     def ready(self, name: str | None = None, version: int | None = None) -> bool:
         if name is None:

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
-import functools
-import shutil
-import tempfile
 import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from components.common.datasets import load_dataset
 from components.common.metadata import MetadataStore
-from components.infra_validate.logic import instances
-from features.sources import FEATURES_FOLDER, write_sources
-from pipelines.config import ServingConfig, load_dataset
-from pipelines.sample_data import Span, flight_spans, write_span
+from components.common.model_io import frame_to_instances
+from pipelines.demo.sample_data import flight_spans
+from serving.config import ServingConfig
 from serving.request_log import RequestLog
 from serving.server import PredictionServer
 from serving.service import PredictionService
-from tests.serving_helpers import MODEL, publish
+from tests.support.serving_helpers import MODEL, publish
+from tests.support.spans import feature_tables_folder, write_month
 
 SAMPLE_ROWS = 3000
+
+
+@pytest.fixture
+def store(tmp_path):
+    """An ML Metadata store on a temporary SQLite file."""
+    return MetadataStore(f"sqlite:///{tmp_path / 'metadata.sqlite'}")
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +36,10 @@ def flights():
 @pytest.fixture(scope="session")
 def flight_months() -> dict[str, pd.DataFrame]:
     """The first rows of three real months of flights (every origin and most carriers appear)."""
-    return {span.span_id: span.frame.sample(SAMPLE_ROWS, random_state=0).reset_index(drop=True)
-            for span in flight_spans(["2013-01", "2013-02", "2013-07"])}
+    return {
+        span.span_id: span.frame.sample(SAMPLE_ROWS, random_state=0).reset_index(drop=True)
+        for span in flight_spans(["2013-01", "2013-02", "2013-07"])
+    }
 
 
 @pytest.fixture(scope="session")
@@ -41,13 +47,15 @@ def flight_examples(flight_months, flights) -> dict[str, pd.DataFrame]:
     """The same months as examples: joined with the feature store's tables as ingest joins them."""
     from components.ingest.logic import examples_with_features
 
-    return {month: examples_with_features(frame, flights, _feature_sources(), month)[0]
-            for month, frame in flight_months.items()}
+    return {
+        month: examples_with_features(frame, flights, feature_tables_folder(), month)[0]
+        for month, frame in flight_months.items()
+    }
 
 
 @pytest.fixture(scope="session")
 def feature_sources() -> Path:
-    return _feature_sources()
+    return feature_tables_folder()
 
 
 @pytest.fixture(scope="session")
@@ -58,25 +66,12 @@ def feature_repo(tmp_path_factory) -> Path:
     from features import store
 
     repo = tmp_path_factory.mktemp("feature_repo")
-    store.apply(repo, _feature_sources())
+    store.apply(repo, feature_tables_folder())
     utc = dt.timezone.utc
-    store.materialize(repo, _feature_sources(), dt.datetime(2013, 1, 1, 5, tzinfo=utc), dt.datetime(2013, 2, 1, 6, tzinfo=utc))
+    store.materialize(
+        repo, feature_tables_folder(), dt.datetime(2013, 1, 1, 5, tzinfo=utc), dt.datetime(2013, 2, 1, 6, tzinfo=utc)
+    )
     return repo
-
-
-def write_month(data_root: Path, month: str, frame: pd.DataFrame, file_format: str = "parquet") -> Path:
-    """Writes a span, and the feature store's sources beside it if they are not there yet."""
-    if not (data_root / FEATURES_FOLDER).is_dir():
-        shutil.copytree(_feature_sources(), data_root / FEATURES_FOLDER)
-    return write_span(data_root, Span(month, frame, 0, ""), file_format)
-
-
-@functools.lru_cache(maxsize=1)
-def _feature_sources() -> Path:
-    """The feature tables of 2013, written once per test session."""
-    folder = Path(tempfile.mkdtemp(prefix="ct-features-"))
-    write_sources(folder)
-    return folder
 
 
 @pytest.fixture
@@ -112,17 +107,23 @@ def trained_model(tmp_path_factory, splits, flights) -> Path:
 def penguin_model(tmp_path_factory) -> Path:
     """A real model of another dataset: its signature differs from the flights model's."""
     from components.train.logic import Hyperparameters, train
-    from pipelines.sample_data import penguin_spans
+    from pipelines.demo.sample_data import penguin_spans
 
     folder = tmp_path_factory.mktemp("penguins")
     pd.concat([s.frame for s in penguin_spans()]).to_parquet(folder / "train.parquet")
-    train(folder / "train.parquet", load_dataset("penguins"), Hyperparameters(epochs=1), folder / "model", folder / "v.json")
+    train(
+        folder / "train.parquet",
+        load_dataset("penguins"),
+        Hyperparameters(epochs=1),
+        folder / "model",
+        folder / "v.json",
+    )
     return folder / "model"
 
 
 @pytest.fixture
 def rows(splits, flights):
-    return instances(pd.read_parquet(splits[1]).head(400), flights.features)
+    return frame_to_instances(pd.read_parquet(splits[1]).head(400), flights.features)
 
 
 @pytest.fixture
@@ -130,12 +131,18 @@ def serve(tmp_path, trained_model):
     """Starts a server on a free loopback port with version 1 published; yields a factory."""
     started = []
 
-    def start(config=ServingConfig(poll_seconds=0.05, request_log_rotate_rows=50), feature_repo=None, feedback_log=None):
+    def start(config=None, feature_repo=None, feedback_log=None):
+        config = config or ServingConfig(poll_seconds=0.05, request_log_rotate_rows=50)
         store = MetadataStore(f"sqlite:///{tmp_path / 'metadata.sqlite'}")
         repository = tmp_path / "models"
         publish(repository, trained_model, 1, store)
-        request_log = RequestLog(tmp_path / "request_log", config.request_log_sample, config.request_log_rotate_rows,
-                                 config.request_log_max_bytes, seed=0)
+        request_log = RequestLog(
+            tmp_path / "request_log",
+            config.request_log_sample,
+            config.request_log_rotate_rows,
+            config.request_log_max_bytes,
+            seed=0,
+        )
         service = PredictionService(repository, MODEL, config, request_log, store, feature_repo, feedback_log)
         server = PredictionServer(("127.0.0.1", 0), service)
         service.start()

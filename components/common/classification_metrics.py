@@ -50,7 +50,9 @@ def compute(labels: np.ndarray, scores: np.ndarray, threshold: float = THRESHOLD
     return Metrics(
         examples=len(labels),
         auc=auc(labels, scores),
-        log_loss=float(-np.mean(np.where(labels, np.log(clipped), np.log(1 - clipped)))) if len(labels) else float("nan"),
+        log_loss=float(-np.mean(np.where(labels, np.log(clipped), np.log(1 - clipped))))
+        if len(labels)
+        else float("nan"),
         accuracy=float((predicted == labels).mean()) if len(labels) else float("nan"),
         precision=true_positives / int(predicted.sum()) if predicted.any() else 0.0,
         recall=true_positives / int(labels.sum()) if labels.any() else 0.0,

@@ -1,9 +1,18 @@
-"""Errors raised for bad input data; they name the file, the feature and the value."""
+"""The errors the product raises on purpose: each names what is wrong, so entry points
+print it and exit instead of showing a traceback."""
 
 from __future__ import annotations
 
 
-class DataError(ValueError):
+class CtError(Exception):
+    """Base of every error the product raises deliberately; the message is for people."""
+
+
+class ConfigError(CtError, ValueError):
+    """A configuration value that cannot be used; the message names the key."""
+
+
+class DataError(CtError, ValueError):
     """Input data the pipeline must not train on.
 
     The message always says where (file or span), what (feature) and which value,
@@ -22,3 +31,10 @@ class DataError(ValueError):
         if path:
             text = f"{path}: {text}"
         super().__init__(text)
+
+
+class NotFoundError(CtError, KeyError):
+    """Something asked for by name or version is not recorded (a run, a model version)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

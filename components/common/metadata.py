@@ -23,8 +23,8 @@ from urllib.parse import urlparse
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from components import __version__
-from components.common.errors import DataError
+from components.common.errors import ConfigError, DataError, NotFoundError
+from components.version import code_version
 
 Value = Union[str, int, float]
 
@@ -145,7 +145,7 @@ def local_path(uri: str) -> Path:
     """The file path at which a component reads an artifact recorded with this URI."""
     for prefix, mount in _MOUNTS.items():
         if uri.startswith(prefix):
-            return Path(mount + uri[len(prefix):])
+            return Path(mount + uri[len(prefix) :])
     return Path(uri)
 
 
@@ -159,9 +159,9 @@ def connect(connection: str) -> metadata_store.MetadataStore:
         return metadata_store.MetadataStore(config)
     if parsed.scheme == "grpc":
         if not parsed.hostname or not parsed.port:
-            raise ValueError(f"metadata connection {connection!r}: expected grpc://host:port")
+            raise ConfigError(f"metadata connection {connection!r}: expected grpc://host:port")
         return metadata_store.MetadataStore(mlmd.MetadataStoreClientConfig(host=parsed.hostname, port=parsed.port))
-    raise ValueError(f"metadata connection {connection!r}: expected sqlite:///path or grpc://host:port")
+    raise ConfigError(f"metadata connection {connection!r}: expected sqlite:///path or grpc://host:port")
 
 
 class MetadataStore:
@@ -210,10 +210,16 @@ class MetadataStore:
         data validation", anything else as "failed"; the reason is the error message.
         """
         execution = mlmd.Execution(type_id=self._execution_type_id(), last_known_state=mlmd.Execution.RUNNING)
-        _set(execution.custom_properties, {
-            "step": step, "run_id": run_id, "code_version": __version__,
-            "parameters": json.dumps(dict(parameters), sort_keys=True, default=str), "start_time": time.time(),
-        })
+        _set(
+            execution.custom_properties,
+            {
+                "step": step,
+                "run_id": run_id,
+                "code_version": code_version(),
+                "parameters": json.dumps(dict(parameters), sort_keys=True, default=str),
+                "start_time": time.time(),
+            },
+        )
         execution.id, _, _ = self._store.put_execution(execution, [], [self._run_context(run_id)])
         recorder = StepRecorder(self, execution, run_id)
         try:
@@ -233,8 +239,15 @@ class MetadataStore:
         _set(execution.custom_properties, {"end_time": time.time(), "error": error})
         self._store.put_execution(execution, [], [self._run_context(run_id)])
 
-    def _record(self, execution: mlmd.Execution, run_id: str, event_type: int,
-                type_name: str, uri: str, properties: Mapping[str, Value]) -> int:
+    def _record(
+        self,
+        execution: mlmd.Execution,
+        run_id: str,
+        event_type: int,
+        type_name: str,
+        uri: str,
+        properties: Mapping[str, Value],
+    ) -> int:
         artifact = mlmd.Artifact(type_id=self._artifact_type_id(type_name), uri=uri, state=mlmd.Artifact.LIVE)
         if event_type == mlmd.Event.INPUT:
             existing = [a for a in self._store.get_artifacts_by_uri(uri) if a.type_id == artifact.type_id]
@@ -265,8 +278,10 @@ class MetadataStore:
     def previous_statistics(self, dataset: str, before_span: str) -> Artifact | None:
         """The newest training statistics of the dataset whose last span is older than `before_span`."""
         candidates = [
-            a for a in self._artifacts(STATISTICS)
-            if a.properties.get("dataset") == dataset and a.properties.get("split") == "train"
+            a
+            for a in self._artifacts(STATISTICS)
+            if a.properties.get("dataset") == dataset
+            and a.properties.get("split") == "train"
             and str(a.properties.get("last_span", "")) < before_span
         ]
         return max(candidates, key=lambda a: (str(a.properties["last_span"]), a.id), default=None)
@@ -280,7 +295,7 @@ class MetadataStore:
         """One run with its steps in the order they started."""
         context = self._store.get_context_by_type_and_name(RUN_CONTEXT, run_id)
         if context is None:
-            raise KeyError(f"no run {run_id!r} in ML Metadata")
+            raise NotFoundError(f"no run {run_id!r} in ML Metadata")
         steps = [self._step_record(e) for e in self._store.get_executions_by_context(context.id)]
         properties = {name: _to_value(value) for name, value in context.custom_properties.items()}
         return RunRecord(run_id, properties, tuple(sorted(steps, key=lambda s: s.start)))
@@ -295,12 +310,18 @@ class MetadataStore:
     @staticmethod
     def _step_record(execution: mlmd.Execution) -> StepRecord:
         props = {name: _to_value(value) for name, value in execution.custom_properties.items()}
-        status = {mlmd.Execution.RUNNING: "running", mlmd.Execution.COMPLETE: "complete",
-                  mlmd.Execution.FAILED: "failed"}.get(execution.last_known_state, "unknown")
+        status = {
+            mlmd.Execution.RUNNING: "running",
+            mlmd.Execution.COMPLETE: "complete",
+            mlmd.Execution.FAILED: "failed",
+        }.get(execution.last_known_state, "unknown")
         return StepRecord(
-            step=str(props.get("step", "")), status=status, start=float(props.get("start_time", 0.0)),
+            step=str(props.get("step", "")),
+            status=status,
+            start=float(props.get("start_time", 0.0)),
             end=float(props["end_time"]) if "end_time" in props else None,
-            parameters=json.loads(str(props.get("parameters", "{}"))), error=str(props.get("error", "")),
+            parameters=json.loads(str(props.get("parameters", "{}"))),
+            error=str(props.get("error", "")),
         )
 
     def pushed_models(self, model_name: str) -> list[Artifact]:
@@ -311,31 +332,55 @@ class MetadataStore:
     def trained_fingerprints(self, dataset: str) -> set[str]:
         """Fingerprints of the data of every run that completed (pushed or not blessed)."""
         completed = {run.run_id for run in self.runs() if run.decision in (PUSHED, NOT_BLESSED)}
-        return {str(a.properties["fingerprint"]) for run_id in completed for a in self.run_artifacts(run_id, EXAMPLES)
-                if a.properties.get("dataset") == dataset and a.properties.get("split") == "train"}
+        return {
+            str(a.properties["fingerprint"])
+            for run_id in completed
+            for a in self.run_artifacts(run_id, EXAMPLES)
+            if a.properties.get("dataset") == dataset and a.properties.get("split") == "train"
+        }
 
     def ingested_spans(self, dataset: str) -> set[str]:
         """Span ids that any run has read."""
-        return {span for a in self._artifacts(EXAMPLES) if a.properties.get("dataset") == dataset
-                for span in str(a.properties.get("spans", "")).split(",") if span}
+        return {
+            span
+            for a in self._artifacts(EXAMPLES)
+            if a.properties.get("dataset") == dataset
+            for span in str(a.properties.get("spans", "")).split(",")
+            if span
+        }
 
     def training_statistics(self, pushed: Artifact) -> Artifact | None:
         """The training-split statistics of the run that produced a pushed model."""
         run_id = pushed.properties.get("run_id")
-        return next((a for a in self.run_artifacts(str(run_id), STATISTICS) if a.properties.get("split") == "train"
-                     and a.properties.get("spans") and self._produced_in(a, str(run_id))), None)
+        return next(
+            (
+                a
+                for a in self.run_artifacts(str(run_id), STATISTICS)
+                if a.properties.get("split") == "train"
+                and a.properties.get("spans")
+                and self._produced_in(a, str(run_id))
+            ),
+            None,
+        )
 
     def _produced_in(self, artifact: Artifact, run_id: str) -> bool:
         events = self._store.get_events_by_artifact_ids([artifact.id])
         producers = [e.execution_id for e in events if e.type == mlmd.Event.OUTPUT]
-        return any(_to_value(e.custom_properties["run_id"]) == run_id for e in self._store.get_executions_by_id(producers))
+        return any(
+            _to_value(e.custom_properties["run_id"]) == run_id for e in self._store.get_executions_by_id(producers)
+        )
 
     def rolled_back_versions(self, model_name: str) -> set[int]:
         """Pushed versions whose canary was rolled back: they never serve again."""
-        return {int(a.properties["version"]) for a in self.pushed_models(model_name) if a.properties.get("state") == ROLLED_BACK}
+        return {
+            int(a.properties["version"])
+            for a in self.pushed_models(model_name)
+            if a.properties.get("state") == ROLLED_BACK
+        }
 
-    def record_canary_decision(self, model_name: str, version: int, decision: str, reason: str,
-                               numbers: Mapping[str, float]) -> None:
+    def record_canary_decision(
+        self, model_name: str, version: int, decision: str, reason: str, numbers: Mapping[str, float]
+    ) -> None:
         """Records a canary verdict as a `canary` step of the run that pushed the version.
 
         A rolled-back version's pushed-model artifact is marked, so it is no longer the
@@ -343,12 +388,17 @@ class MetadataStore:
         """
         found = [a for a in self.pushed_models(model_name) if a.properties["version"] == version]
         if not found:
-            raise KeyError(f"no pushed model {model_name} version {version} in ML Metadata")
+            raise NotFoundError(f"no pushed model {model_name} version {version} in ML Metadata")
         [pushed] = found
         run_id = str(pushed.properties["run_id"])
         with self.step(run_id, "canary", {"decision": decision, **numbers}) as step:
-            step.input(PUSHED_MODEL, pushed.uri, canary=decision, canary_reason=reason,
-                       **({"state": ROLLED_BACK} if decision == ROLLED_BACK else {}))
+            step.input(
+                PUSHED_MODEL,
+                pushed.uri,
+                canary=decision,
+                canary_reason=reason,
+                **({"state": ROLLED_BACK} if decision == ROLLED_BACK else {}),
+            )
         self.update_run(run_id, canary=decision, canary_reason=reason)
 
     def lineage(self, artifact_id: int) -> list[LineageEntry]:
@@ -362,7 +412,9 @@ class MetadataStore:
                 break
             seen.update(frontier)
             artifacts = self._store.get_artifacts_by_id(frontier)
-            type_names = {t.id: t.name for t in self._store.get_artifact_types_by_id(list({a.type_id for a in artifacts}))}
+            type_names = {
+                t.id: t.name for t in self._store.get_artifact_types_by_id(list({a.type_id for a in artifacts}))
+            }
             producers = {
                 event.artifact_id: event.execution_id
                 for event in self._store.get_events_by_artifact_ids(frontier)
@@ -389,20 +441,38 @@ class MetadataStore:
 
 
 class StepRecorder:
-    """Records the artifacts of one running step."""
+    """Records the artifacts of one running step; `store` answers its queries."""
 
     def __init__(self, store: MetadataStore, execution: mlmd.Execution, run_id: str):
-        self._store = store
+        self.store = store
+        self.run_id = run_id
         self._execution = execution
-        self._run_id = run_id
+
+    def update_run(self, **properties: Value) -> None:
+        """Sets properties of the step's run (see MetadataStore.update_run)."""
+        self.store.update_run(self.run_id, **properties)
 
     def input(self, type_name: str, uri: str, **properties: Value) -> int:
         """Records an artifact the step read; an artifact already recorded at that URI is reused."""
-        return self._store._record(self._execution, self._run_id, mlmd.Event.INPUT, type_name, uri, properties)
+        return self.store._record(self._execution, self.run_id, mlmd.Event.INPUT, type_name, uri, properties)
 
     def output(self, type_name: str, uri: str, **properties: Value) -> int:
         """Records an artifact the step wrote."""
-        return self._store._record(self._execution, self._run_id, mlmd.Event.OUTPUT, type_name, uri, properties)
+        return self.store._record(self._execution, self.run_id, mlmd.Event.OUTPUT, type_name, uri, properties)
 
     def inputs(self, type_name: str, uris: Sequence[str], **properties: Value) -> list[int]:
         return [self.input(type_name, uri, **properties) for uri in uris]
+
+
+@contextlib.contextmanager
+def pipeline_step(
+    connection: str, run_id: str, job_id: str, step: str, parameters: Mapping[str, object]
+) -> Iterator[StepRecorder]:
+    """What every component adapter opens with: the store, and the step recorded in it.
+
+    A recurring run has no run id of its own: KFP's job id stands in, so each scheduled
+    run is still one context in ML Metadata.
+    """
+    store = MetadataStore(connection)
+    with store.step(run_id or job_id, step, parameters) as recorder:
+        yield recorder

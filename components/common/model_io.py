@@ -29,11 +29,14 @@ class Signature:
 
     def differences(self, other: "Signature") -> list[str]:
         """What a client of `other` would find changed in this signature; empty when compatible."""
-        found = [f"input '{name}' missing (was {dtype})" for name, dtype in other.inputs.items() if name not in self.inputs]
+        found = [
+            f"input '{name}' missing (was {dtype})" for name, dtype in other.inputs.items() if name not in self.inputs
+        ]
         found += [f"input '{name}' added ({dtype})" for name, dtype in self.inputs.items() if name not in other.inputs]
         found += [
             f"input '{name}' is {dtype}, was {other.inputs[name]}"
-            for name, dtype in self.inputs.items() if name in other.inputs and other.inputs[name] != dtype
+            for name, dtype in self.inputs.items()
+            if name in other.inputs and other.inputs[name] != dtype
         ]
         if self.outputs != other.outputs:
             found.append(f"outputs {list(self.outputs)}, were {list(other.outputs)}")
@@ -100,7 +103,9 @@ def inputs_to_columns(signature: Signature, inputs: Mapping[str, Sequence[Any]])
     rows = next(iter(lengths.values()), 0)
     if rows == 0:
         raise RequestError("no instances")
-    return {name: _column(name, dtype, list(inputs.get(name, [None] * rows))) for name, dtype in signature.inputs.items()}
+    return {
+        name: _column(name, dtype, list(inputs.get(name, [None] * rows))) for name, dtype in signature.inputs.items()
+    }
 
 
 def frame_to_columns(signature: Signature, frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -109,6 +114,18 @@ def frame_to_columns(signature: Signature, frame: pd.DataFrame) -> dict[str, np.
     if missing:
         raise RequestError(f"feature(s) {missing} missing from the data")
     return {name: _column(name, dtype, frame[name].tolist()) for name, dtype in signature.inputs.items()}
+
+
+def frame_to_instances(frame: pd.DataFrame, features: Sequence[str]) -> list[dict[str, Any]]:
+    """DataFrame rows as JSON-ready prediction instances (NaN -> null)."""
+    records = frame[list(features)].to_dict(orient="records")
+    return [
+        {
+            k: (None if isinstance(v, float) and math.isnan(v) else v.item() if isinstance(v, np.generic) else v)
+            for k, v in record.items()
+        }
+        for record in records
+    ]
 
 
 def _column(name: str, dtype: str, values: list[Any]) -> np.ndarray:
@@ -121,8 +138,10 @@ def _column(name: str, dtype: str, values: list[Any]) -> np.ndarray:
         return np.array(values, dtype=object)
     if dtype == "int64":
         for value in values:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
-                isinstance(value, float) and value.is_integer()
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, np.integer))
+                and not (isinstance(value, float) and value.is_integer())
             ):
                 raise RequestError(f"feature '{name}': expected an integer, got {value!r}")
         return np.array(values, dtype=np.int64)
@@ -139,6 +158,6 @@ def predict(serving_fn, columns: Mapping[str, np.ndarray], batch_size: int = 819
     rows = len(next(iter(columns.values())))
     parts = []
     for start in range(0, rows, batch_size):
-        batch = {name: tf.constant(values[start:start + batch_size]) for name, values in columns.items()}
+        batch = {name: tf.constant(values[start : start + batch_size]) for name, values in columns.items()}
         parts.append(serving_fn(**batch)[OUTPUT].numpy().reshape(-1))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)

@@ -37,7 +37,7 @@ def complete_spans(data_root: Path) -> list[SpanFolder]:
     if not data_root.is_dir():
         raise DataError("data root does not exist or is not a folder", path=str(data_root))
     spans = [
-        SpanFolder(child.name[len(SPAN_PREFIX):], child)
+        SpanFolder(child.name[len(SPAN_PREFIX) :], child)
         for child in data_root.iterdir()
         if child.is_dir() and child.name.startswith(SPAN_PREFIX) and (child / SUCCESS_MARKER).is_file()
     ]
@@ -98,7 +98,9 @@ def _check_same_columns(reference_path: Path, reference: pd.DataFrame, path: Pat
         if reference[column].dtype != frame[column].dtype:
             raise DataError(
                 f"type {frame[column].dtype} differs from {reference[column].dtype} in {reference_path}",
-                path=str(path), feature=column, value=_first_value(frame[column]),
+                path=str(path),
+                feature=column,
+                value=_first_value(frame[column]),
             )
 
 

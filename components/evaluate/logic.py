@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
@@ -11,10 +10,10 @@ import numpy as np
 
 from components.common import classification_metrics, model_io
 from components.common.classification_metrics import Metrics
-from components.common.reports import markdown_table
+from components.common.datasets import DatasetConfig
+from components.common.reports import JsonRecord, markdown_table
 from components.common.spans import read_file
 from components.train.logic import binary_labels
-from pipelines.config import DatasetConfig
 
 OVERALL = "overall"
 
@@ -45,7 +44,7 @@ class ModelEvaluation:
 
 
 @dataclasses.dataclass(frozen=True)
-class Evaluation:
+class Evaluation(JsonRecord):
     """Candidate and production metrics on the same rows.
 
     Attributes:
@@ -65,32 +64,43 @@ class Evaluation:
     roc: tuple[list[float], list[float], list[float]]
     confusion: list[list[int]]
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> "Evaluation":
-        raw = json.loads(text)
-
-        def model(value):
-            if value is None:
-                return None
-            return ModelEvaluation(tuple(SliceMetrics(s["feature"], s["value"], Metrics(**s["metrics"])) for s in value["slices"]))
-
-        return cls(model(raw["candidate"]), model(raw["production"]), raw["production_version"], raw["production_note"],
-                   tuple(raw["roc"]), raw["confusion"])
-
     def markdown(self) -> str:
         production = self.production.by_name() if self.production else {}
-        header = ("slice", "examples", "AUC", "log loss", "accuracy", "precision", "recall", "production AUC", "AUC change")
+        header = (
+            "slice",
+            "examples",
+            "AUC",
+            "log loss",
+            "accuracy",
+            "precision",
+            "recall",
+            "production AUC",
+            "AUC change",
+        )
         rows = []
         for s in self.candidate.slices:
             m, base = s.metrics, production.get(s.name)
-            rows.append((s.name, m.examples, _fmt(m.auc), _fmt(m.log_loss), _fmt(m.accuracy), _fmt(m.precision), _fmt(m.recall),
-                         _fmt(base.auc) if base else "-", _fmt(m.auc - base.auc, signed=True) if base else "-"))
-        against = (f"production model version {self.production_version}" if self.production
-                   else f"no production model ({self.production_note})")
-        return f"## Evaluation\n\nCandidate against {against}, on the same eval rows.\n\n{markdown_table(header, rows)}\n"
+            rows.append(
+                (
+                    s.name,
+                    m.examples,
+                    _fmt(m.auc),
+                    _fmt(m.log_loss),
+                    _fmt(m.accuracy),
+                    _fmt(m.precision),
+                    _fmt(m.recall),
+                    _fmt(base.auc) if base else "-",
+                    _fmt(m.auc - base.auc, signed=True) if base else "-",
+                )
+            )
+        against = (
+            f"production model version {self.production_version}"
+            if self.production
+            else f"no production model ({self.production_note})"
+        )
+        return (
+            f"## Evaluation\n\nCandidate against {against}, on the same eval rows.\n\n{markdown_table(header, rows)}\n"
+        )
 
 
 def _fmt(value: float, signed: bool = False) -> str:
@@ -99,8 +109,14 @@ def _fmt(value: float, signed: bool = False) -> str:
     return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
-def evaluate(candidate_dir: Path, eval_path: Path, dataset: DatasetConfig, production_dir: Path | None = None,
-             production_version: int | None = None, min_slice_examples: int = 1) -> Evaluation:
+def evaluate(
+    candidate_dir: Path,
+    eval_path: Path,
+    dataset: DatasetConfig,
+    production_dir: Path | None = None,
+    production_version: int | None = None,
+    min_slice_examples: int = 1,
+) -> Evaluation:
     """Scores the eval split with the candidate and, if given, the production model.
 
     Args:
@@ -135,11 +151,14 @@ def _scores(model_dir: Path, frame) -> np.ndarray:
     return model_io.predict(serving_fn, model_io.frame_to_columns(model_io.signature_of(serving_fn), frame))
 
 
-def _evaluate_scores(labels: np.ndarray, scores: np.ndarray, frame, dataset: DatasetConfig,
-                     min_slice_examples: int) -> ModelEvaluation:
+def _evaluate_scores(
+    labels: np.ndarray, scores: np.ndarray, frame, dataset: DatasetConfig, min_slice_examples: int
+) -> ModelEvaluation:
     slices = [SliceMetrics("", "", classification_metrics.compute(labels, scores))]
     for feature in dataset.slice_features:
         for value, index in sorted(frame.groupby(feature).indices.items(), key=lambda item: str(item[0])):
             if len(index) >= min_slice_examples:
-                slices.append(SliceMetrics(feature, str(value), classification_metrics.compute(labels[index], scores[index])))
+                slices.append(
+                    SliceMetrics(feature, str(value), classification_metrics.compute(labels[index], scores[index]))
+                )
     return ModelEvaluation(tuple(slices))

@@ -15,12 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from components.common import model_io
-from components.common.reports import markdown_table
+from components.common.datasets import DatasetConfig
+from components.common.reports import JsonRecord, markdown_table
 from components.common.spans import read_file
-from pipelines.config import DatasetConfig
 
 INFRA_BLESSED = "INFRA_BLESSED"
 INFRA_NOT_BLESSED = "INFRA_NOT_BLESSED"
@@ -28,7 +26,7 @@ PROBE_TIMEOUT_SECONDS = 300
 
 
 @dataclasses.dataclass(frozen=True)
-class InfraBlessing:
+class InfraBlessing(JsonRecord):
     blessed: bool
     checks: tuple[tuple[str, bool, str], ...]
     load_seconds: float
@@ -43,28 +41,19 @@ class InfraBlessing:
         failed = [f"{name}: {detail}" for name, passed, detail in self.checks if not passed]
         return failed or [f"all {len(self.checks)} checks passed"]
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> "InfraBlessing":
-        raw = json.loads(text)
-        return cls(raw["blessed"], tuple(tuple(c) for c in raw["checks"]), raw["load_seconds"], raw["p50_ms"])
-
     def markdown(self) -> str:
         rows = [(name, "pass" if passed else "FAIL", detail) for name, passed, detail in self.checks]
         return f"## Infra validation: {self.verdict}\n\n" + markdown_table(("check", "verdict", "detail"), rows) + "\n"
 
 
-def instances(frame, features) -> list[dict]:
-    """DataFrame rows as JSON-ready prediction instances (NaN -> null)."""
-    records = frame[list(features)].to_dict(orient="records")
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v.item() if isinstance(v, np.generic) else v)
-             for k, v in record.items()} for record in records]
-
-
-def infra_validate(model_dir: Path, eval_path: Path, dataset: DatasetConfig, production_dir: Path | None = None,
-                   single_requests: int = 20, batch_rows: int = 100) -> InfraBlessing:
+def infra_validate(
+    model_dir: Path,
+    eval_path: Path,
+    dataset: DatasetConfig,
+    production_dir: Path | None = None,
+    single_requests: int = 20,
+    batch_rows: int = 100,
+) -> InfraBlessing:
     """Loads the model in a fresh process and checks it answers eval rows through its serving signature.
 
     Args:
@@ -76,14 +65,17 @@ def infra_validate(model_dir: Path, eval_path: Path, dataset: DatasetConfig, pro
         batch_rows: Rows in the one batch request.
     """
     frame = read_file(eval_path, "parquet")
-    rows = instances(frame.head(max(single_requests, batch_rows)), dataset.features)
+    rows = model_io.frame_to_instances(frame.head(max(single_requests, batch_rows)), dataset.features)
     requests = [{"instances": [row]} for row in rows[:single_requests]] + [{"instances": rows[:batch_rows]}]
     models = [str(model_dir)] + ([str(production_dir)] if production_dir else [])
     checks: list[tuple[str, bool, str]] = []
     try:
         completed = subprocess.run(
-            [sys.executable, "-m", "components.infra_validate.probe"], input=json.dumps({"models": models, "requests": requests}),
-            capture_output=True, text=True, timeout=PROBE_TIMEOUT_SECONDS,
+            [sys.executable, "-m", "components.infra_validate.probe"],
+            input=json.dumps({"models": models, "requests": requests}),
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_SECONDS,
         )
     except subprocess.TimeoutExpired:
         checks.append(("loads in a fresh process", False, f"no answer within {PROBE_TIMEOUT_SECONDS} s"))
@@ -97,11 +89,18 @@ def infra_validate(model_dir: Path, eval_path: Path, dataset: DatasetConfig, pro
     signature = model_io.Signature(**result["signatures"][0])
     checks.append(("signature output", model_io.OUTPUT in signature.outputs, f"outputs {list(signature.outputs)}"))
     responses = result["responses"]
-    answered = sum(len(response.get("predictions", [])) == len(request["instances"])
-                   for request, response in zip(requests, responses))
+    answered = sum(
+        len(response.get("predictions", [])) == len(request["instances"])
+        for request, response in zip(requests, responses)
+    )
     errors = [response["error"] for response in responses if "error" in response]
-    checks.append(("answers every request", answered == len(requests),
-                   f"{answered}/{len(requests)} answered" + (f"; first error: {errors[0]}" if errors else "")))
+    checks.append(
+        (
+            "answers every request",
+            answered == len(requests),
+            f"{answered}/{len(requests)} answered" + (f"; first error: {errors[0]}" if errors else ""),
+        )
+    )
     predictions = [p for response in responses for p in response.get("predictions", [])]
     valid = all(0.0 <= p <= 1.0 for p in predictions)
     checks.append(("probabilities in [0, 1]", bool(predictions) and valid, f"{len(predictions)} predictions"))

@@ -32,8 +32,14 @@ def main() -> None:
             response = {"error": str(error)}
         response["seconds"] = time.perf_counter() - started
         responses.append(response)
-    json.dump({"signatures": [dataclasses.asdict(s) for s in signatures], "load_seconds": load_seconds,
-               "responses": responses}, sys.stdout)
+    json.dump(
+        {
+            "signatures": [dataclasses.asdict(s) for s in signatures],
+            "load_seconds": load_seconds,
+            "responses": responses,
+        },
+        sys.stdout,
+    )
 
 
 if __name__ == "__main__":

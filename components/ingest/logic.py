@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from components.common.datasets import DatasetConfig
 from components.common.errors import DataError
 from components.common.spans import SpanFolder, complete_spans, read_spans
 from features.joins import JoinCounts, training_features
 from features.sources import tables_root
-from pipelines.config import DatasetConfig
 
 HASH_BUCKETS = 100
 
@@ -37,9 +37,21 @@ class IngestResult:
     fingerprint: str
     features: JoinCounts | None = None
 
+    @property
+    def span_folders(self) -> list[str]:
+        return sorted({str(Path(f).parent) for f in self.files})
 
-def ingest(data_root: Path, window_spans: int, eval_percent: int, key: str, train_path: Path, eval_path: Path,
-           dataset: DatasetConfig | None = None, feature_tables: str = "") -> IngestResult:
+
+def ingest(
+    data_root: Path,
+    window_spans: int,
+    eval_percent: int,
+    key: str,
+    train_path: Path,
+    eval_path: Path,
+    dataset: DatasetConfig | None = None,
+    feature_tables: str = "",
+) -> IngestResult:
     """Reads the latest `window_spans` complete spans and writes the train and eval splits as Parquet.
 
     When `dataset` takes its features from the feature store, each row gets them
@@ -63,8 +75,9 @@ def ingest(data_root: Path, window_spans: int, eval_percent: int, key: str, trai
     frame = read_spans(spans)
     joined = None
     if dataset is not None and dataset.feature_store:
-        frame, joined = examples_with_features(frame, dataset, tables_root(data_root, feature_tables),
-                                               str(spans[-1].path))
+        frame, joined = examples_with_features(
+            frame, dataset, tables_root(data_root, feature_tables), str(spans[-1].path)
+        )
     if key and key not in frame.columns:
         raise DataError("split key column is missing", path=str(spans[-1].path), feature=key)
     hashed = pd.util.hash_pandas_object(frame[key] if key else frame, index=False)
@@ -82,8 +95,9 @@ def ingest(data_root: Path, window_spans: int, eval_percent: int, key: str, trai
     )
 
 
-def examples_with_features(flights: pd.DataFrame, dataset: DatasetConfig, feature_root: str | Path,
-                           where: str) -> tuple[pd.DataFrame, JoinCounts]:
+def examples_with_features(
+    flights: pd.DataFrame, dataset: DatasetConfig, feature_root: str | Path, where: str
+) -> tuple[pd.DataFrame, JoinCounts]:
     """Flights as examples: their features from the feature store (point in time), then only
     the key, the features and the label; `where` names the span in errors."""
     joined, counts = training_features(flights, feature_root, where)

@@ -7,28 +7,46 @@ from components.image import PIPELINE_IMAGE
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
-def statistics(dataset: str, engine: str, beam_pipeline_args: str, metadata_connection: str, run_id: str, job_id: str,
-               train_examples: Input[Dataset], eval_examples: Input[Dataset], train_statistics: Output[Artifact],
-               eval_statistics: Output[Artifact], statistics_view: Output[HTML]):
+def statistics(
+    dataset: str,
+    engine: str,
+    beam_pipeline_args: str,
+    metadata_connection: str,
+    run_id: str,
+    job_id: str,
+    train_examples: Input[Dataset],
+    eval_examples: Input[Dataset],
+    train_statistics: Output[Artifact],
+    eval_statistics: Output[Artifact],
+    statistics_view: Output[HTML],
+):
     """TFDV statistics of both splits, and TFDV's view of them for the Kubeflow UI."""
     import shlex
     from pathlib import Path
 
     from components.common import metadata
-    from components.statistics.logic import compute_statistics, load_statistics, statistics_html
-    from components.validate_data.logic import load_schema
-    from pipelines.config import load_dataset
+    from components.common.datasets import load_dataset
+    from components.common.tfdv_io import load_schema, load_statistics
+    from components.statistics.logic import compute_statistics, statistics_html
 
-    schema = load_schema(load_dataset(dataset).schema_path)
-    run_id = run_id or job_id  # a recurring run has no run id of its own
-    store = metadata.MetadataStore(metadata_connection)
     parameters = {"dataset": dataset, "statistics_engine": engine, "beam_pipeline_args": beam_pipeline_args}
-    with store.step(run_id, "statistics", parameters) as step:
+    with metadata.pipeline_step(metadata_connection, run_id, job_id, "statistics", parameters) as step:
+        schema = load_schema(load_dataset(dataset).schema_path)
         for examples, output in ((train_examples, train_statistics), (eval_examples, eval_statistics)):
             step.input(metadata.EXAMPLES, examples.uri)
-            result = compute_statistics(Path(examples.path), Path(output.path), schema, engine, shlex.split(beam_pipeline_args))
+            result = compute_statistics(
+                Path(examples.path), Path(output.path), schema, engine, shlex.split(beam_pipeline_args)
+            )
             output.metadata.update(examples.metadata, rows=result.rows, features=result.features)
-            step.output(metadata.STATISTICS, output.uri, dataset=dataset, split=examples.metadata["split"], rows=result.rows,
-                        spans=",".join(examples.metadata["spans"]), last_span=examples.metadata["spans"][-1])
+            step.output(
+                metadata.STATISTICS,
+                output.uri,
+                dataset=dataset,
+                split=examples.metadata["split"],
+                rows=result.rows,
+                spans=",".join(examples.metadata["spans"]),
+                last_span=examples.metadata["spans"][-1],
+            )
         Path(statistics_view.path).write_text(
-            statistics_html(load_statistics(Path(train_statistics.path)), load_statistics(Path(eval_statistics.path))))
+            statistics_html(load_statistics(Path(train_statistics.path)), load_statistics(Path(eval_statistics.path)))
+        )

@@ -24,8 +24,13 @@ class StatisticsResult:
     engine: str
 
 
-def compute_statistics(data_path: Path, out_path: Path, schema: schema_pb2.Schema | None = None,
-                       engine: str = MEMORY, beam_pipeline_args: Sequence[str] = ()) -> StatisticsResult:
+def compute_statistics(
+    data_path: Path,
+    out_path: Path,
+    schema: schema_pb2.Schema | None = None,
+    engine: str = MEMORY,
+    beam_pipeline_args: Sequence[str] = (),
+) -> StatisticsResult:
     """Computes TFDV statistics of one Parquet split and writes them as a binary proto.
 
     Args:
@@ -52,7 +57,9 @@ def compute_statistics(data_path: Path, out_path: Path, schema: schema_pb2.Schem
     return StatisticsResult(rows=int(dataset.num_examples), features=len(dataset.features), engine=engine)
 
 
-def statistics_of_dataframe(frame: pd.DataFrame, schema: schema_pb2.Schema | None = None) -> statistics_pb2.DatasetFeatureStatisticsList:
+def statistics_of_dataframe(
+    frame: pd.DataFrame, schema: schema_pb2.Schema | None = None
+) -> statistics_pb2.DatasetFeatureStatisticsList:
     """TFDV statistics of an in-memory DataFrame."""
     return tfdv.generate_statistics_from_dataframe(frame, _options(schema))
 
@@ -61,8 +68,9 @@ def _options(schema: schema_pb2.Schema | None) -> tfdv.StatsOptions:
     return tfdv.StatsOptions(schema=schema) if schema is not None else tfdv.StatsOptions()
 
 
-def _statistics_on_beam(data_path: Path, options: tfdv.StatsOptions,
-                        beam_pipeline_args: Sequence[str]) -> statistics_pb2.DatasetFeatureStatisticsList:
+def _statistics_on_beam(
+    data_path: Path, options: tfdv.StatsOptions, beam_pipeline_args: Sequence[str]
+) -> statistics_pb2.DatasetFeatureStatisticsList:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -92,13 +100,11 @@ def _to_record_batches(table):
     return [table_util.CanonicalizeRecordBatch(batch) for batch in table.to_batches()]
 
 
-def load_statistics(path: Path) -> statistics_pb2.DatasetFeatureStatisticsList:
-    return tfdv.load_stats_binary(str(path))
-
-
-def statistics_html(statistics: statistics_pb2.DatasetFeatureStatisticsList,
-                    baseline: statistics_pb2.DatasetFeatureStatisticsList | None = None,
-                    names: tuple[str, str] = ("train", "eval")) -> str:
+def statistics_html(
+    statistics: statistics_pb2.DatasetFeatureStatisticsList,
+    baseline: statistics_pb2.DatasetFeatureStatisticsList | None = None,
+    names: tuple[str, str] = ("train", "eval"),
+) -> str:
     """TFDV's Facets view of the statistics (beside a baseline, if any), for the Kubeflow UI."""
     from tensorflow_data_validation.utils.display_util import get_statistics_html
 

@@ -7,22 +7,40 @@ from components.image import PIPELINE_IMAGE
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
-def train(dataset: str, epochs: int, batch_size: int, learning_rate: float, hidden_units: str, seed: int,
-          metadata_connection: str, run_id: str, job_id: str, train_examples: Input[Dataset], schema: Input[Artifact],
-          anomalies: Input[Artifact], model: Output[Model], vocabularies: Output[Artifact]):
+def train(
+    dataset: str,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    hidden_units: str,
+    seed: int,
+    metadata_connection: str,
+    run_id: str,
+    job_id: str,
+    train_examples: Input[Dataset],
+    schema: Input[Artifact],
+    anomalies: Input[Artifact],
+    model: Output[Model],
+    vocabularies: Output[Artifact],
+):
     """Fits the Keras model on validated data and exports it as a SavedModel taking raw features."""
     from pathlib import Path
 
     from components.common import metadata
-    from components.train.logic import Hyperparameters, parse_hidden_units, train as fit
-    from pipelines.config import load_dataset
+    from components.common.datasets import load_dataset
+    from components.train.logic import Hyperparameters, parse_hidden_units
+    from components.train.logic import train as fit
 
-    config = load_dataset(dataset)
-    run_id = run_id or job_id  # a recurring run has no run id of its own
-    store = metadata.MetadataStore(metadata_connection)
-    parameters = {"dataset": dataset, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-                  "hidden_units": hidden_units, "seed": seed}
-    with store.step(run_id, "train", parameters) as step:
+    parameters = {
+        "dataset": dataset,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "hidden_units": hidden_units,
+        "seed": seed,
+    }
+    with metadata.pipeline_step(metadata_connection, run_id, job_id, "train", parameters) as step:
+        config = load_dataset(dataset)
         hyperparameters = Hyperparameters(epochs, batch_size, learning_rate, parse_hidden_units(hidden_units), seed)
         step.input(metadata.EXAMPLES, train_examples.uri)
         step.input(metadata.SCHEMA, schema.uri)
@@ -30,7 +48,13 @@ def train(dataset: str, epochs: int, batch_size: int, learning_rate: float, hidd
         if anomalies.metadata.get("count", 1) != 0:
             raise ValueError(f"refusing to train on data with anomalies: {anomalies.uri}")
         result = fit(Path(train_examples.path), config, hyperparameters, Path(model.path), Path(vocabularies.path))
-        model.metadata.update(model_name=config.model_name, rows=result.rows, final_loss=result.final_loss,
-                              spans=train_examples.metadata["spans"])
-        step.output(metadata.MODEL, model.uri, model_name=config.model_name, final_loss=result.final_loss, rows=result.rows)
+        model.metadata.update(
+            model_name=config.model_name,
+            rows=result.rows,
+            final_loss=result.final_loss,
+            spans=train_examples.metadata["spans"],
+        )
+        step.output(
+            metadata.MODEL, model.uri, model_name=config.model_name, final_loss=result.final_loss, rows=result.rows
+        )
         step.output(metadata.VOCABULARIES, vocabularies.uri, sizes=str(result.vocabulary_sizes))

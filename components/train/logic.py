@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from components.common import model_io
+from components.common.datasets import DatasetConfig
 from components.common.errors import DataError
 from components.common.spans import read_file
-from pipelines.config import DatasetConfig
 
 MIN_VARIANCE = 1e-6
 
@@ -53,8 +53,9 @@ def parse_hidden_units(text: str) -> tuple[int, ...]:
         raise ValueError(f"hidden_units={text!r}: expected comma-separated integers such as 64,32") from None
 
 
-def train(train_path: Path, dataset: DatasetConfig, hyperparameters: Hyperparameters, model_dir: Path,
-          vocabularies_path: Path) -> TrainResult:
+def train(
+    train_path: Path, dataset: DatasetConfig, hyperparameters: Hyperparameters, model_dir: Path, vocabularies_path: Path
+) -> TrainResult:
     """Fits the model on the train split and exports it with its serving signature.
 
     Args:
@@ -76,16 +77,24 @@ def train(train_path: Path, dataset: DatasetConfig, hyperparameters: Hyperparame
         raise DataError("feature missing from the training data", path=str(train_path), feature=missing[0])
     keras.utils.set_random_seed(hyperparameters.seed)
     model, vocabularies = _build_model(frame, dataset, hyperparameters)
-    signature = model_io.Signature({name: _dtype(frame[name], name in dataset.categorical_features)
-                                    for name in dataset.features}, (model_io.OUTPUT,))
+    signature = model_io.Signature(
+        {name: _dtype(frame[name], name in dataset.categorical_features) for name in dataset.features},
+        (model_io.OUTPUT,),
+    )
     history = model.fit(
-        model_io.frame_to_columns(signature, frame), labels, epochs=hyperparameters.epochs,
-        batch_size=hyperparameters.batch_size, shuffle=True, verbose=0,
+        model_io.frame_to_columns(signature, frame),
+        labels,
+        epochs=hyperparameters.epochs,
+        batch_size=hyperparameters.batch_size,
+        shuffle=True,
+        verbose=0,
     )
     _export(model, signature, model_dir)
     vocabularies_path.write_text(json.dumps(vocabularies, indent=1, default=str))
     return TrainResult(
-        rows=len(frame), positive_rate=float(labels.mean()), final_loss=float(history.history["loss"][-1]),
+        rows=len(frame),
+        positive_rate=float(labels.mean()),
+        final_loss=float(history.history["loss"][-1]),
         vocabulary_sizes={name: len(vocabulary) for name, vocabulary in vocabularies.items()},
     )
 
@@ -116,7 +125,8 @@ def _build_model(frame: pd.DataFrame, dataset: DatasetConfig, hp: Hyperparameter
         vocabularies[name] = vocabulary
         inputs[name] = keras.Input(shape=(), dtype=dtype, name=name)
         lookup = (layers.StringLookup if dtype == "string" else layers.IntegerLookup)(
-            vocabulary=vocabulary, output_mode="one_hot", name=f"{name}_lookup")
+            vocabulary=vocabulary, output_mode="one_hot", name=f"{name}_lookup"
+        )
         encoded.append(lookup(inputs[name]))
     for name in dataset.numeric_features:
         values = frame[name].astype("float64")
@@ -127,8 +137,9 @@ def _build_model(frame: pd.DataFrame, dataset: DatasetConfig, hp: Hyperparameter
         # dividing by its near-zero spread would blow any other value up to saturation.
         variance = float(values.var()) if values.count() > 1 else 0.0
         imputed = ops.where(ops.isnan(inputs[name]), mean, inputs[name])
-        normalize = layers.Normalization(mean=mean, variance=variance if variance > MIN_VARIANCE else 1.0,
-                                         name=f"{name}_normalize")
+        normalize = layers.Normalization(
+            mean=mean, variance=variance if variance > MIN_VARIANCE else 1.0, name=f"{name}_normalize"
+        )
         encoded.append(normalize(ops.expand_dims(imputed, -1)))
     x = layers.Concatenate()(encoded)
     for units in hp.hidden_units:
@@ -145,7 +156,9 @@ def _export(model, signature: model_io.Signature, model_dir: Path) -> None:
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    specs = {name: tf.TensorSpec([None], tf.dtypes.as_dtype(dtype), name=name) for name, dtype in signature.inputs.items()}
+    specs = {
+        name: tf.TensorSpec([None], tf.dtypes.as_dtype(dtype), name=name) for name, dtype in signature.inputs.items()
+    }
     archive.add_endpoint(
         name=model_io.SIGNATURE,
         fn=lambda features: {model_io.OUTPUT: model(features)},

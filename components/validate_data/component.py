@@ -7,45 +7,75 @@ from components.image import PIPELINE_IMAGE
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
-def validate_data(dataset: str, categorical_drift_threshold: float, numeric_drift_threshold: float,
-                  metadata_connection: str, run_id: str, job_id: str, train_statistics: Input[Artifact], eval_statistics: Input[Artifact],
-                  schema: Output[Artifact], anomalies: Output[Artifact], drift_report: Output[Markdown]):
+def validate_data(
+    dataset: str,
+    categorical_drift_threshold: float,
+    numeric_drift_threshold: float,
+    metadata_connection: str,
+    run_id: str,
+    job_id: str,
+    train_statistics: Input[Artifact],
+    eval_statistics: Input[Artifact],
+    schema: Output[Artifact],
+    anomalies: Output[Artifact],
+    drift_report: Output[Markdown],
+):
     """Stops the run on schema skew (after recording the anomalies); measures drift against the previous span."""
     import json
     import shutil
     from pathlib import Path
 
     from components.common import metadata
+    from components.common.datasets import load_dataset
     from components.common.errors import DataError
-    from components.statistics.logic import load_statistics
-    from components.validate_data.logic import load_schema, validate_data as validate
-    from pipelines.config import load_dataset
+    from components.common.tfdv_io import load_schema, load_statistics
+    from components.validate_data.logic import validate_data as validate
 
-    config = load_dataset(dataset)
-    run_id = run_id or job_id  # a recurring run has no run id of its own
-    store = metadata.MetadataStore(metadata_connection)
-    parameters = {"dataset": dataset, "categorical_drift_threshold": categorical_drift_threshold,
-                  "numeric_drift_threshold": numeric_drift_threshold}
-    with store.step(run_id, "validate_data", parameters) as step:
+    parameters = {
+        "dataset": dataset,
+        "categorical_drift_threshold": categorical_drift_threshold,
+        "numeric_drift_threshold": numeric_drift_threshold,
+    }
+    with metadata.pipeline_step(metadata_connection, run_id, job_id, "validate_data", parameters) as step:
+        config = load_dataset(dataset)
         shutil.copyfile(config.schema_path, schema.path)
         step.input(metadata.SCHEMA, schema.uri, dataset=dataset, source=str(config.schema_path))
         step.inputs(metadata.STATISTICS, [train_statistics.uri, eval_statistics.uri])
         spans = train_statistics.metadata["spans"]
-        baseline = store.previous_statistics(dataset, before_span=spans[-1])
+        baseline = step.store.previous_statistics(dataset, before_span=spans[-1])
         if baseline is not None:
             step.input(metadata.STATISTICS, baseline.uri)
         result = validate(
-            {"train": load_statistics(Path(train_statistics.path)), "eval": load_statistics(Path(eval_statistics.path))},
-            load_schema(config.schema_path), config.categorical_features,
+            {
+                "train": load_statistics(Path(train_statistics.path)),
+                "eval": load_statistics(Path(eval_statistics.path)),
+            },
+            load_schema(config.schema_path),
+            config.categorical_features,
             baseline=load_statistics(metadata.local_path(baseline.uri)) if baseline else None,
             baseline_name=f"span {baseline.properties['spans']}" if baseline else "",
-            categorical_threshold=categorical_drift_threshold, numeric_threshold=numeric_drift_threshold)
+            categorical_threshold=categorical_drift_threshold,
+            numeric_threshold=numeric_drift_threshold,
+        )
         Path(anomalies.path).write_text("\n".join(a.message() for a in result.anomalies))
         Path(drift_report.path).write_text(result.markdown())
         anomalies.metadata.update(count=len(result.anomalies), drifted=list(result.drifted_features))
-        step.output(metadata.ANOMALIES, anomalies.uri, count=len(result.anomalies), spans=",".join(spans),
-                    drifted=",".join(result.drifted_features))
-        step.output(metadata.DRIFT, drift_report.uri, drifted=",".join(result.drifted_features), baseline=result.baseline,
-                    spans=",".join(spans), measures=json.dumps({d.feature: round(d.value, 6) for d in result.drift}))
+        step.output(
+            metadata.ANOMALIES,
+            anomalies.uri,
+            count=len(result.anomalies),
+            spans=",".join(spans),
+            drifted=",".join(result.drifted_features),
+        )
+        step.output(
+            metadata.DRIFT,
+            drift_report.uri,
+            drifted=",".join(result.drifted_features),
+            baseline=result.baseline,
+            spans=",".join(spans),
+            measures=json.dumps({d.feature: round(d.value, 6) for d in result.drift}),
+        )
         if not result.passed:
-            raise DataError("; ".join(a.message() for a in result.anomalies), path=", ".join(train_statistics.metadata["files"]))
+            raise DataError(
+                "; ".join(a.message() for a in result.anomalies), path=", ".join(train_statistics.metadata["files"])
+            )

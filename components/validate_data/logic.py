@@ -11,7 +11,6 @@ divergence for numeric ones) and reported.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import tensorflow_data_validation as tfdv
@@ -48,7 +47,11 @@ class Anomaly:
     value: str = ""
 
     def message(self) -> str:
-        text = f"feature '{self.feature}': {self.kind}: {self.description}" if self.feature else f"{self.kind}: {self.description}"
+        text = (
+            f"feature '{self.feature}': {self.kind}: {self.description}"
+            if self.feature
+            else f"{self.kind}: {self.description}"
+        )
         return f"{text} (value {self.value!r})" if self.value else text
 
 
@@ -91,8 +94,13 @@ class DataValidation:
         lines = ["## Data validation", ""]
         if self.anomalies:
             lines.append(f"**Stopped: {len(self.anomalies)} schema anomalies.**")
-            lines += ["", markdown_table(("split", "feature", "anomaly", "description", "value"),
-                                         [(a.split, a.feature, a.kind, a.description, a.value) for a in self.anomalies])]
+            lines += [
+                "",
+                markdown_table(
+                    ("split", "feature", "anomaly", "description", "value"),
+                    [(a.split, a.feature, a.kind, a.description, a.value) for a in self.anomalies],
+                ),
+            ]
         else:
             lines.append("No schema anomalies.")
         lines += ["", "## Drift", ""]
@@ -100,18 +108,25 @@ class DataValidation:
             lines.append("No previous span to compare with: drift not measured.")
         else:
             lines.append(f"Against {self.baseline}; drifted: {', '.join(self.drifted_features) or 'none'}.")
-            lines += ["", markdown_table(("feature", "measure", "value", "threshold", "drifted"),
-                                         [(d.feature, d.measure, f"{d.value:.4f}", f"{d.threshold:g}", "yes" if d.drifted else "no")
-                                          for d in self.drift])]
+            lines += [
+                "",
+                markdown_table(
+                    ("feature", "measure", "value", "threshold", "drifted"),
+                    [
+                        (d.feature, d.measure, f"{d.value:.4f}", f"{d.threshold:g}", "yes" if d.drifted else "no")
+                        for d in self.drift
+                    ],
+                ),
+            ]
         return "\n".join(lines) + "\n"
 
 
-def load_schema(path: Path) -> schema_pb2.Schema:
-    return tfdv.load_schema_text(str(path))
-
-
-def infer_schema(statistics: statistics_pb2.DatasetFeatureStatisticsList, categorical_features: Sequence[str],
-                 label: str, span_statistics: Sequence[statistics_pb2.DatasetFeatureStatisticsList] = ()) -> schema_pb2.Schema:
+def infer_schema(
+    statistics: statistics_pb2.DatasetFeatureStatisticsList,
+    categorical_features: Sequence[str],
+    label: str,
+    span_statistics: Sequence[statistics_pb2.DatasetFeatureStatisticsList] = (),
+) -> schema_pb2.Schema:
     """A schema to review and commit, with tolerances that real data needs.
 
     Beyond TFDV's inference: integer categorical features are marked categorical (so
@@ -149,9 +164,15 @@ def _present_fraction(feature: statistics_pb2.FeatureNameStatistics, rows: int) 
     return stats.num_non_missing / rows if rows else 0.0
 
 
-def validate_data(statistics: Mapping[str, statistics_pb2.DatasetFeatureStatisticsList], schema: schema_pb2.Schema,
-                  categorical_features: Sequence[str], baseline: statistics_pb2.DatasetFeatureStatisticsList | None = None,
-                  baseline_name: str = "", categorical_threshold: float = 0.1, numeric_threshold: float = 0.1) -> DataValidation:
+def validate_data(
+    statistics: Mapping[str, statistics_pb2.DatasetFeatureStatisticsList],
+    schema: schema_pb2.Schema,
+    categorical_features: Sequence[str],
+    baseline: statistics_pb2.DatasetFeatureStatisticsList | None = None,
+    baseline_name: str = "",
+    categorical_threshold: float = 0.1,
+    numeric_threshold: float = 0.1,
+) -> DataValidation:
     """Validates each split against the schema and measures drift of the train split against the baseline.
 
     Args:
@@ -169,24 +190,39 @@ def validate_data(statistics: Mapping[str, statistics_pb2.DatasetFeatureStatisti
             # The same problem in both splits is one problem, seen in both.
             seen = by_feature.get((anomaly.feature, anomaly.kind))
             by_feature[(anomaly.feature, anomaly.kind)] = (
-                dataclasses.replace(seen, split=f"{seen.split}, {split}") if seen else anomaly)
+                dataclasses.replace(seen, split=f"{seen.split}, {split}") if seen else anomaly
+            )
     anomalies = tuple(by_feature.values())
     drift: tuple[FeatureDrift, ...] = ()
     if baseline is not None and not anomalies:
-        drift = measure_drift(statistics["train"], baseline, schema, categorical_features, categorical_threshold, numeric_threshold)
+        drift = measure_drift(
+            statistics["train"], baseline, schema, categorical_features, categorical_threshold, numeric_threshold
+        )
     return DataValidation(anomalies=anomalies, drift=drift, baseline=baseline_name if baseline is not None else "")
 
 
-def measure_drift(current: statistics_pb2.DatasetFeatureStatisticsList, baseline: statistics_pb2.DatasetFeatureStatisticsList,
-                  schema: schema_pb2.Schema, categorical_features: Sequence[str],
-                  categorical_threshold: float, numeric_threshold: float) -> tuple[FeatureDrift, ...]:
+def measure_drift(
+    current: statistics_pb2.DatasetFeatureStatisticsList,
+    baseline: statistics_pb2.DatasetFeatureStatisticsList,
+    schema: schema_pb2.Schema,
+    categorical_features: Sequence[str],
+    categorical_threshold: float,
+    numeric_threshold: float,
+) -> tuple[FeatureDrift, ...]:
     """Per-feature distance of `current` from `baseline` (drift), with a comparator on every feature."""
-    return _distances(current, baseline, schema, categorical_features, categorical_threshold, numeric_threshold, skew=False)
+    return _distances(
+        current, baseline, schema, categorical_features, categorical_threshold, numeric_threshold, skew=False
+    )
 
 
-def measure_skew(training: statistics_pb2.DatasetFeatureStatisticsList, serving: statistics_pb2.DatasetFeatureStatisticsList,
-                 schema: schema_pb2.Schema, categorical_features: Sequence[str],
-                 categorical_threshold: float, numeric_threshold: float) -> tuple[FeatureDrift, ...]:
+def measure_skew(
+    training: statistics_pb2.DatasetFeatureStatisticsList,
+    serving: statistics_pb2.DatasetFeatureStatisticsList,
+    schema: schema_pb2.Schema,
+    categorical_features: Sequence[str],
+    categorical_threshold: float,
+    numeric_threshold: float,
+) -> tuple[FeatureDrift, ...]:
     """Per-feature distance of serving traffic from the training data (training/serving skew).
 
     Only features present in the serving statistics are compared (the label never is).
@@ -198,11 +234,14 @@ def measure_skew(training: statistics_pb2.DatasetFeatureStatisticsList, serving:
         kept = [f for f in dataset.features if tuple(f.path.step) in served]
         del dataset.features[:]
         dataset.features.extend(kept)
-    return _distances(compared, serving, schema, categorical_features, categorical_threshold, numeric_threshold, skew=True)
+    return _distances(
+        compared, serving, schema, categorical_features, categorical_threshold, numeric_threshold, skew=True
+    )
 
 
-def _distances(current, other, schema, categorical_features, categorical_threshold, numeric_threshold,
-               skew: bool) -> tuple[FeatureDrift, ...]:
+def _distances(
+    current, other, schema, categorical_features, categorical_threshold, numeric_threshold, skew: bool
+) -> tuple[FeatureDrift, ...]:
     present = {".".join(f.path.step) for f in other.datasets[0].features}
     compared = schema_pb2.Schema()
     compared.CopyFrom(schema)
@@ -218,8 +257,10 @@ def _distances(current, other, schema, categorical_features, categorical_thresho
         result = tfdv.validate_statistics(current, compared, environment=SERVING, serving_statistics=other)
     else:
         result = tfdv.validate_statistics(current, compared, environment=TRAINING, previous_statistics=other)
-    names = {anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY: L_INFINITY,
-             anomalies_pb2.DriftSkewInfo.Measurement.JENSEN_SHANNON_DIVERGENCE: JENSEN_SHANNON}
+    names = {
+        anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY: L_INFINITY,
+        anomalies_pb2.DriftSkewInfo.Measurement.JENSEN_SHANNON_DIVERGENCE: JENSEN_SHANNON,
+    }
     return tuple(
         FeatureDrift(".".join(info.path.step), names.get(m.type, str(m.type)), m.value, m.threshold)
         for info in result.drift_skew_info
@@ -227,12 +268,21 @@ def _distances(current, other, schema, categorical_features, categorical_thresho
     )
 
 
-def _anomalies(split: str, result: anomalies_pb2.Anomalies, statistics: statistics_pb2.DatasetFeatureStatisticsList,
-               schema: schema_pb2.Schema) -> list[Anomaly]:
+def _anomalies(
+    split: str,
+    result: anomalies_pb2.Anomalies,
+    statistics: statistics_pb2.DatasetFeatureStatisticsList,
+    schema: schema_pb2.Schema,
+) -> list[Anomaly]:
     numeric = {f.name for f in schema.feature if f.type in (schema_pb2.INT, schema_pb2.FLOAT)}
     found = [
-        Anomaly(split, feature, info.short_description, info.description.strip(),
-                _string_value(statistics, feature) if feature in numeric else "")
+        Anomaly(
+            split,
+            feature,
+            info.short_description,
+            info.description.strip(),
+            _string_value(statistics, feature) if feature in numeric else "",
+        )
         for feature, info in sorted(result.anomaly_info.items())
     ]
     if result.HasField("dataset_anomaly_info"):

@@ -9,14 +9,14 @@ production model and only the floor applies; the blessing says so.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 
-from components.common.reports import markdown_table
+from components.common.reports import JsonRecord, markdown_table
 from components.evaluate.logic import OVERALL, Evaluation
 
-BLESSED = "BLESSED"
-NOT_BLESSED = "NOT_BLESSED"
+# The verdict, as TFX writes it (a run's decision is components/common/metadata.py's).
+VERDICT_BLESSED = "BLESSED"
+VERDICT_NOT_BLESSED = "NOT_BLESSED"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Check:
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelBlessing:
+class ModelBlessing(JsonRecord):
     blessed: bool
     checks: tuple[Check, ...]
     production_version: int | None
@@ -53,7 +53,7 @@ class ModelBlessing:
 
     @property
     def verdict(self) -> str:
-        return BLESSED if self.blessed else NOT_BLESSED
+        return VERDICT_BLESSED if self.blessed else VERDICT_NOT_BLESSED
 
     @property
     def reasons(self) -> list[str]:
@@ -63,32 +63,53 @@ class ModelBlessing:
             return failed
         return [f"all {len(self.checks)} checks passed. {self.note}"]
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> "ModelBlessing":
-        raw = json.loads(text)
-        return cls(raw["blessed"], tuple(Check(**c) for c in raw["checks"]), raw["production_version"], raw["note"])
-
     def markdown(self) -> str:
-        rows = [(c.check, c.slice, f"{c.value:.4f}", "-" if c.baseline is None else f"{c.baseline:.4f}",
-                 f"{c.threshold:g}", "pass" if c.passed else "FAIL") for c in self.checks]
-        return (f"## Model validation: {self.verdict}\n\n{self.note}\n\n"
-                + markdown_table(("check", "slice", "value", "production", "threshold", "verdict"), rows) + "\n")
+        rows = [
+            (
+                c.check,
+                c.slice,
+                f"{c.value:.4f}",
+                "-" if c.baseline is None else f"{c.baseline:.4f}",
+                f"{c.threshold:g}",
+                "pass" if c.passed else "FAIL",
+            )
+            for c in self.checks
+        ]
+        return (
+            f"## Model validation: {self.verdict}\n\n{self.note}\n\n"
+            + markdown_table(("check", "slice", "value", "production", "threshold", "verdict"), rows)
+            + "\n"
+        )
 
 
 def validate_model(evaluation: Evaluation, thresholds: Thresholds) -> ModelBlessing:
     """Decides whether the candidate may replace the production model."""
     candidate = evaluation.candidate.overall
-    checks = [Check("AUC at least", OVERALL, candidate.auc, None, thresholds.min_auc, _at_least(candidate.auc, thresholds.min_auc))]
+    checks = [
+        Check(
+            "AUC at least",
+            OVERALL,
+            candidate.auc,
+            None,
+            thresholds.min_auc,
+            _at_least(candidate.auc, thresholds.min_auc),
+        )
+    ]
     if evaluation.production is None:
         note = f"Absolute threshold only: {evaluation.production_note}."
         return ModelBlessing(all(c.passed for c in checks), tuple(checks), None, note)
     production = evaluation.production.by_name()
     change = candidate.auc - production[OVERALL].auc
-    checks.append(Check("AUC change vs production at least", OVERALL, change, production[OVERALL].auc,
-                        -thresholds.max_auc_drop, _at_least(change, -thresholds.max_auc_drop)))
+    checks.append(
+        Check(
+            "AUC change vs production at least",
+            OVERALL,
+            change,
+            production[OVERALL].auc,
+            -thresholds.max_auc_drop,
+            _at_least(change, -thresholds.max_auc_drop),
+        )
+    )
     for s in evaluation.candidate.slices[1:]:
         base = production.get(s.name)
         if base is None or min(s.metrics.examples, base.examples) < thresholds.min_slice_examples:
@@ -96,8 +117,16 @@ def validate_model(evaluation: Evaluation, thresholds: Thresholds) -> ModelBless
         if math.isnan(s.metrics.auc) or math.isnan(base.auc):
             continue
         change = s.metrics.auc - base.auc
-        checks.append(Check("slice AUC change vs production at least", s.name, change, base.auc,
-                            -thresholds.max_slice_auc_drop, _at_least(change, -thresholds.max_slice_auc_drop)))
+        checks.append(
+            Check(
+                "slice AUC change vs production at least",
+                s.name,
+                change,
+                base.auc,
+                -thresholds.max_slice_auc_drop,
+                _at_least(change, -thresholds.max_slice_auc_drop),
+            )
+        )
     note = f"Compared with production model version {evaluation.production_version} on the same eval rows."
     return ModelBlessing(all(c.passed for c in checks), tuple(checks), evaluation.production_version, note)
 

@@ -18,17 +18,23 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
+from components.common.datasets import load_dataset
 from components.common.errors import DataError
-from components.common import metadata
+from components.common.home import Home
 from components.common.metadata import MetadataStore
 from components.ingest.logic import fingerprint, latest_spans
-from pipelines.config import Home, KServeRollout, TriggerConfig, load_dataset
 from pipelines.local_run import new_run_id
-from pipelines.rollout import InferenceServiceRollout, RolloutError
-from pipelines.triggers.sources import (DistributionShiftTrigger, Firing, ManualTrigger, NewDataTrigger,
-                                        PerformanceDropTrigger, ScheduleTrigger, Trigger)
-from serving.outcomes import judge_canary, logged_outcomes
-from serving.request_log import read_log
+from pipelines.triggers.config import TriggerConfig
+from pipelines.triggers.sources import (
+    DistributionShiftTrigger,
+    Firing,
+    ManualTrigger,
+    NewDataTrigger,
+    PerformanceDropTrigger,
+    ScheduleTrigger,
+    Trigger,
+)
+from serving.canary.kserve import InferenceServiceRollout, KServeCanary, RolloutError
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +56,22 @@ class LocalLauncher:
         self._process: subprocess.Popen | None = None
 
     def command(self, run_id: str, trigger: str, reason: str) -> list[str]:
-        command = [sys.executable, "-m", "pipelines.cli", "run", "--data-root", str(self.data_root),
-                   "--home", str(self.home.root), "--run-id", run_id, "--trigger", trigger, "--reason", reason]
+        command = [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "run",
+            "--data-root",
+            str(self.data_root),
+            "--home",
+            str(self.home.root),
+            "--run-id",
+            run_id,
+            "--trigger",
+            trigger,
+            "--reason",
+            reason,
+        ]
         if self.home.metadata:
             command += ["--metadata", self.home.metadata]
         for name, value in self.parameters.items():
@@ -59,8 +79,9 @@ class LocalLauncher:
         return command
 
     def start(self, run_id: str, trigger: str, reason: str) -> None:
-        self._process = subprocess.Popen(self.command(run_id, trigger, reason), stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL)
+        self._process = subprocess.Popen(
+            self.command(run_id, trigger, reason), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
     def finished(self) -> int | None:
         return None if self._process is None else self._process.poll()
@@ -88,75 +109,6 @@ class KfpLauncher:
         return None if succeeded is None else (0 if succeeded else 1)
 
 
-class ClusterCanary:
-    """What the controller does with a pushed version when serving runs on KServe.
-
-    After a run pushes version N, N is deployed as a canary. Once it has baked for
-    `bake_seconds`, it is rolled back if the InferenceService is not Ready (its revision
-    never became healthy); otherwise it is judged as the in-process service judges its
-    canaries (serving/outcomes.py `judge_canary`): on online AUC against the stable
-    version, over the predictions both revisions logged since the deployment joined with
-    the feedback received for them (the request and feedback logs on the home volume,
-    checked every `check_seconds`). It waits until both have `min_labelled` labels. Each
-    verdict is recorded in ML Metadata, so a rolled-back version stops being the
-    pipeline's baseline.
-    """
-
-    def __init__(self, rollout: InferenceServiceRollout, store: MetadataStore, model_name: str, settings: KServeRollout,
-                 home: Home):
-        self.rollout = rollout
-        self.store = store
-        self.model_name = model_name
-        self.settings = settings
-        self.home = home
-        self.baking: tuple[int, float] | None = None  # (version, deployed at)
-        self._checked = float("-inf")
-
-    def run_finished(self, run_id: str, now: float) -> str:
-        """Deploys the version the run pushed, if it pushed one; says what happened."""
-        run = self.store.run(run_id)
-        if run.decision != metadata.PUSHED:
-            return f"run {run_id} pushed nothing ({run.decision or 'no decision'})"
-        version = int(run.properties["version"])
-        state = self.rollout.deploy(version, self.settings.canary_percent)
-        if not state.canary:
-            return f"version {version} deployed to all traffic (the first model)"
-        self.baking = (version, now)
-        return f"version {version} deployed as a canary at {state.canary_percent}%"
-
-    def tick(self, now: float) -> str | None:
-        """Promotes or rolls back a canary once it can be judged; None while there is nothing to say."""
-        if self.baking is None or now - self.baking[1] < self.settings.bake_seconds:
-            return None
-        if now - self._checked < self.settings.check_seconds:
-            return None
-        self._checked = now
-        version, deployed_at = self.baking
-        state = self.rollout.state()
-        if state.version != version or not state.canary:
-            self.baking = None
-            return f"canary {version} was changed by someone else (now version {state.version}); left alone"
-        numbers = {"canary_percent": float(state.canary_percent or 0)}
-        if not state.ready:
-            decision, reason = metadata.ROLLED_BACK, f"not Ready after {self.settings.bake_seconds:.0f} s"
-        else:
-            requests = read_log(self.home.request_log, since=deployed_at)
-            feedback = read_log(self.home.feedback_log, since=deployed_at)
-            verdict = judge_canary(logged_outcomes(requests, feedback, state.stable_version),
-                                   logged_outcomes(requests, feedback, version), self.settings.min_labelled,
-                                   self.settings.auc_tolerance, max_error_rate=1.0)  # failures show as not Ready
-            if verdict is None:
-                return None  # not enough labels yet
-            decision, reason, numbers = verdict.decision, verdict.reason, {**numbers, **verdict.numbers}
-        if decision == metadata.PROMOTED:
-            self.rollout.promote()
-        else:
-            self.rollout.roll_back()
-        self.baking = None
-        self.store.record_canary_decision(self.model_name, version, decision, reason, numbers)
-        return f"canary {version} {decision}: {reason}"
-
-
 @dataclasses.dataclass
 class Event:
     """What the controller did, for its log and the demo's timeline."""
@@ -169,8 +121,15 @@ class Event:
 
 
 class Controller:
-    def __init__(self, config: TriggerConfig, triggers: Sequence[Trigger], launcher: Launcher, store: MetadataStore,
-                 clock: Callable[[], float] = time.time, canary: ClusterCanary | None = None):
+    def __init__(
+        self,
+        config: TriggerConfig,
+        triggers: Sequence[Trigger],
+        launcher: Launcher,
+        store: MetadataStore,
+        clock: Callable[[], float] = time.time,
+        canary: KServeCanary | None = None,
+    ):
         self.config = config
         self.canary = canary
         self.triggers = list(triggers)
@@ -219,8 +178,12 @@ class Controller:
         if not forced:
             window = fingerprint(files)
             if window in self.store.trained_fingerprints(self.config.dataset):
-                self._wait(now, triggers, f"{reason} -- waiting for new data: the latest data was trained on already "
-                                          f"(fingerprint {window[:12]}); a forced manual trigger retrains it")
+                self._wait(
+                    now,
+                    triggers,
+                    f"{reason} -- waiting for new data: the latest data was trained on already "
+                    f"(fingerprint {window[:12]}); a forced manual trigger retrains it",
+                )
                 return
         run_id = new_run_id()
         self.launcher.start(run_id, ", ".join(triggers), reason)
@@ -270,11 +233,19 @@ def build_controller(config: TriggerConfig, launcher: Launcher | None = None) ->
     if config.distribution_shift:
         triggers.append(DistributionShiftTrigger(config.distribution_shift, home.request_log, dataset, store))
     if launcher is None:
-        launcher = (KfpLauncher(config) if config.kfp_host
-                    else LocalLauncher(home, config.data_root, {"dataset": config.dataset, **config.parameters}))
+        launcher = (
+            KfpLauncher(config)
+            if config.kfp_host
+            else LocalLauncher(home, config.data_root, {"dataset": config.dataset, **config.parameters})
+        )
     canary = None
     if config.kserve_rollout:
         settings = config.kserve_rollout
-        canary = ClusterCanary(InferenceServiceRollout.in_cluster_or_kubeconfig(settings.namespace, settings.name), store,
-                               dataset.model_name, settings, home)
+        canary = KServeCanary(
+            InferenceServiceRollout.in_cluster_or_kubeconfig(settings.namespace, settings.name),
+            store,
+            dataset.model_name,
+            settings,
+            home,
+        )
     return Controller(config, triggers, launcher, store, canary=canary)

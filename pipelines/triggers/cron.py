@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 
+from components.common.errors import ConfigError
+
 FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
 
 
@@ -38,11 +40,11 @@ def parse_cron(expression: str) -> Cron:
     """Parses a cron expression.
 
     Raises:
-        ValueError: naming the field and the part that is wrong.
+        ConfigError: naming the field and the part that is wrong.
     """
     parts = expression.split()
     if len(parts) != 5:
-        raise ValueError(f"cron {expression!r}: expected 5 fields (minute hour day-of-month month day-of-week)")
+        raise ConfigError(f"cron {expression!r}: expected 5 fields (minute hour day-of-month month day-of-week)")
     values = [_field(expression, part, name, low, high) for part, (name, low, high) in zip(parts, FIELDS)]
     weekdays = frozenset(d % 7 for d in values[4])
     return Cron(expression, *values[:4], weekdays, any_day=parts[2] == "*", any_weekday=parts[4] == "*")
@@ -61,8 +63,10 @@ def _field(expression: str, text: str, name: str, low: int, high: int) -> frozen
             else:
                 start = end = int(base)
         except ValueError:
-            raise ValueError(f"cron {expression!r}: {name} field {text!r} is not a number, range, list or step") from None
+            raise ConfigError(
+                f"cron {expression!r}: {name} field {text!r} is not a number, range, list or step"
+            ) from None
         if step < 1 or not low <= start <= end <= high:
-            raise ValueError(f"cron {expression!r}: {name} field {text!r} is outside {low}-{high}")
+            raise ConfigError(f"cron {expression!r}: {name} field {text!r} is outside {low}-{high}")
         found.update(range(start, end + 1, step))
     return frozenset(found)

@@ -14,9 +14,10 @@ import uuid
 from pathlib import Path
 from typing import Protocol, Sequence
 
+from components.common.datasets import DatasetConfig
 from components.common.metadata import MetadataStore, local_path
 from components.common.spans import complete_spans
-from pipelines.config import DatasetConfig, PerformanceTrigger, ShiftTrigger
+from pipelines.triggers.config import PerformanceSettings, ShiftSettings
 from pipelines.triggers.cron import parse_cron
 from serving.request_log import read_log
 
@@ -64,7 +65,9 @@ class ManualTrigger:
         for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
             try:
                 request = json.loads(path.read_text())
-                firings.append(Firing(MANUAL, str(request.get("reason") or "requested by hand"), now, bool(request.get("force"))))
+                firings.append(
+                    Firing(MANUAL, str(request.get("reason") or "requested by hand"), now, bool(request.get("force")))
+                )
             except (OSError, ValueError) as error:
                 log.warning("ignoring unreadable manual trigger %s: %s", path, error)
             path.unlink(missing_ok=True)
@@ -122,13 +125,13 @@ class PerformanceDropTrigger:
 
     name = PERFORMANCE
 
-    def __init__(self, config: PerformanceTrigger, model_name: str):
+    def __init__(self, config: PerformanceSettings, model_name: str):
         self.config = config
         self.model_name = model_name
         self._fired_for: set[str] = set()
 
     def check(self, now: float) -> list[Firing]:
-        url = f"{self.config.serving_url}/v1/models/{self.model_name}/performance"
+        url = f"{self.config.serving_url}/v1/models/{self.model_name}/performance?last={self.config.window}"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 stable = json.loads(response.read()).get("stable")
@@ -141,8 +144,14 @@ class PerformanceDropTrigger:
         if stable["auc"] >= self.config.min_auc or version in self._fired_for:
             return []
         self._fired_for.add(version)
-        return [Firing(PERFORMANCE, f"online AUC {stable['auc']:.4f} of version {version} below {self.config.min_auc:g} "
-                                    f"over its last {stable['labelled']} labelled predictions", now)]
+        return [
+            Firing(
+                PERFORMANCE,
+                f"online AUC {stable['auc']:.4f} of version {version} below {self.config.min_auc:g} "
+                f"over its last {stable['labelled']} labelled predictions",
+                now,
+            )
+        ]
 
 
 class DistributionShiftTrigger:
@@ -151,7 +160,7 @@ class DistributionShiftTrigger:
 
     name = DISTRIBUTION_SHIFT
 
-    def __init__(self, config: ShiftTrigger, request_log: Path, dataset: DatasetConfig, store: MetadataStore):
+    def __init__(self, config: ShiftSettings, request_log: Path, dataset: DatasetConfig, store: MetadataStore):
         self.config = config
         self.request_log = request_log
         self.dataset = dataset
@@ -173,20 +182,27 @@ class DistributionShiftTrigger:
 
     def _compare(self, window, now: float) -> list[Firing]:
         # TFDV takes seconds to import: only when there is traffic to compare.
-        from components.statistics.logic import load_statistics, statistics_of_dataframe
-        from components.validate_data.logic import load_schema, measure_drift, measure_skew
+        from components.common.tfdv_io import load_schema, load_statistics
+        from components.statistics.logic import statistics_of_dataframe
+        from components.validate_data.logic import measure_drift, measure_skew
 
         schema = load_schema(self.dataset.schema_path)
         features = [f for f in self.dataset.features if f in window.columns and f not in self.config.ignore_features]
         current = statistics_of_dataframe(window[features], schema)
-        thresholds = (self.dataset.categorical_features, self.config.categorical_threshold, self.config.numeric_threshold)
+        thresholds = (
+            self.dataset.categorical_features,
+            self.config.categorical_threshold,
+            self.config.numeric_threshold,
+        )
         reasons = []
         production = self.store.production_model(self.dataset.model_name)
         training = self.store.training_statistics(production) if production else None
         if training is not None:
             skewed = _over(measure_skew(load_statistics(local_path(training.uri)), current, schema, *thresholds))
             if skewed:
-                reasons.append(f"serving traffic skewed from version {production.properties['version']}'s training data: {skewed}")
+                reasons.append(
+                    f"serving traffic skewed from version {production.properties['version']}'s training data: {skewed}"
+                )
         if self._previous is not None:
             drifted = _over(measure_drift(current, self._previous, schema, *thresholds))
             if drifted:

@@ -12,12 +12,12 @@ import time
 import pytest
 
 from components.common import metadata
+from components.common.home import Home
 from components.common.metadata import MetadataStore
 from pipelines.cli import main
-from pipelines.config import Home
+from pipelines.demo.sample_data import Span
 from pipelines.local_run import EXIT_COMPLETED, EXIT_STOPPED_BY_DATA, exit_code, run_locally
-from pipelines.sample_data import Span
-from tests.conftest import write_month
+from tests.support.spans import write_month
 
 pytestmark = pytest.mark.pipeline
 
@@ -30,8 +30,19 @@ def corrupt(span: Span) -> Span:
     frame.loc[frame.index % 3 == 0, "carrier"] = "ZZ"
     return Span(span.span_id, frame, span.dropped, span.dropped_reason)
 
+
 SMALL_DATA = {"epochs": 3, "min_auc": 0.55, "min_slice_examples": 50}
-STEPS = ["ingest", "materialize", "statistics", "validate_data", "train", "evaluate", "validate_model", "infra_validate", "push"]
+STEPS = [
+    "ingest",
+    "materialize",
+    "statistics",
+    "validate_data",
+    "train",
+    "evaluate",
+    "validate_model",
+    "infra_validate",
+    "push",
+]
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +68,10 @@ def test_first_run_pushes_version_1(three_runs):
     assert first.properties["trigger"] == "new data" and first.properties["reason"] == "span 2013-01 arrived"
     assert first.parameters["epochs"] == 3
     # The features of January's flights are in the online store, recorded per feature view.
-    windows = {a.properties["view"]: a for a in MetadataStore(home.metadata_connection).run_artifacts(
-        first.run_id, metadata.FEATURES)}
+    windows = {
+        a.properties["view"]: a
+        for a in MetadataStore(home.metadata_connection).run_artifacts(first.run_id, metadata.FEATURES)
+    }
     assert sorted(windows) == ["planes", "weather"] and windows["weather"].properties["rows"] > 2000
     assert windows["weather"].properties["start"].startswith("2013-01-01T")  # the first sampled departure hour
     assert first.properties["weather_missing"] < 0.05 * 3000 and first.properties["planes_missing"] > 0
@@ -81,8 +94,12 @@ def test_corrupted_span_stops_before_training_and_production_is_untouched(three_
     home, runs, repository = three_runs
     stopped = runs[2]
     assert exit_code(stopped) == EXIT_STOPPED_BY_DATA
-    assert [(s.step, s.status) for s in stopped.steps] == [("ingest", "complete"), ("materialize", "complete"),
-                                                           ("statistics", "complete"), ("validate_data", "failed")]
+    assert [(s.step, s.status) for s in stopped.steps] == [
+        ("ingest", "complete"),
+        ("materialize", "complete"),
+        ("statistics", "complete"),
+        ("validate_data", "failed"),
+    ]
     reasons = stopped.properties["reasons"]
     assert "span=2013-07/part-0.parquet" in reasons
     assert "feature 'carrier': Unexpected string values" in reasons and "ZZ" in reasons
@@ -109,8 +126,18 @@ def test_lineage_runs_from_the_model_back_to_its_span(three_runs, capsys):
     home, runs, _ = three_runs
     assert main(["lineage", "1", "--home", str(home.root)]) == 0
     out = capsys.readouterr().out
-    for artifact_type in (metadata.PUSHED_MODEL, metadata.MODEL, metadata.EXAMPLES, metadata.SCHEMA, metadata.ANOMALIES,
-                          metadata.STATISTICS, metadata.EVALUATION, metadata.BLESSING, metadata.INFRA_BLESSING, metadata.SPAN):
+    for artifact_type in (
+        metadata.PUSHED_MODEL,
+        metadata.MODEL,
+        metadata.EXAMPLES,
+        metadata.SCHEMA,
+        metadata.ANOMALIES,
+        metadata.STATISTICS,
+        metadata.EVALUATION,
+        metadata.BLESSING,
+        metadata.INFRA_BLESSING,
+        metadata.SPAN,
+    ):
         assert f"| {artifact_type} |" in out, artifact_type
     assert "span=2013-01" in out and "span=2013-02" not in out
 
@@ -132,12 +159,17 @@ def test_penguins_run_through_the_same_pipeline(tmp_path):
 
 
 def test_controller_retrains_on_new_data_and_not_twice_on_the_same_data(tmp_path, flight_months):
-    from pipelines.config import NewDataTrigger, TriggerConfig
+    from pipelines.triggers.config import NewDataSettings, TriggerConfig
     from pipelines.triggers.controller import build_controller
     from pipelines.triggers.sources import request_manual_run
 
-    config = TriggerConfig(home=tmp_path / "home", data_root=tmp_path / "data", parameters=SMALL_DATA,
-                           cooldown_seconds=0, new_data=NewDataTrigger())
+    config = TriggerConfig(
+        home=tmp_path / "home",
+        data_root=tmp_path / "data",
+        parameters=SMALL_DATA,
+        cooldown_seconds=0,
+        new_data=NewDataSettings(),
+    )
     controller = build_controller(config)
     controller.tick()
     assert controller.running is None and controller.events == []
@@ -159,7 +191,9 @@ def test_controller_retrains_on_new_data_and_not_twice_on_the_same_data(tmp_path
 
 
 def test_demo_replays_months_with_serving_feedback_and_triggers(tmp_path, capsys):
-    assert main(["demo", "--home", str(tmp_path / "demo"), "--months", "2013-01..2013-02", "--rows-per-month", "600"]) == 0
+    assert (
+        main(["demo", "--home", str(tmp_path / "demo"), "--months", "2013-01..2013-02", "--rows-per-month", "600"]) == 0
+    )
     out = capsys.readouterr().out
     store = MetadataStore(Home(tmp_path / "demo").metadata_connection)
     first = store.runs()[0]

@@ -1,0 +1,97 @@
+"""The versioned model repository: `<repository>/<model_name>/<version>/`, each version a
+SavedModel with its manifest `ct-model.json`, written last.
+
+Every writer (push, tests, benchmarks) calls `publish`, which copies the model into a
+staging folder inside the repository, fsyncs every file and folder, then renames it into
+place: a reader (the prediction service) sees the whole version or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+MANIFEST = "ct-model.json"
+STAGING_PREFIX = ".staging-"
+
+
+def published_versions(repository: Path, model_name: str) -> list[int]:
+    """The versions of `model_name` whose manifest is in place, oldest first."""
+    folder = repository / model_name
+    if not folder.is_dir():
+        return []
+    return sorted(
+        int(child.name) for child in folder.iterdir() if child.name.isdigit() and (child / MANIFEST).is_file()
+    )
+
+
+def version_path(repository: Path, model_name: str, version: int) -> Path:
+    return repository / model_name / str(version)
+
+
+def publish(model_dir: Path, repository: Path, model_name: str, manifest: Mapping[str, Any]) -> tuple[int, Path]:
+    """Publishes `model_dir` as the next version of `model_name`, atomically.
+
+    Args:
+        model_dir: The SavedModel to publish.
+        repository: The repository's root.
+        model_name: Whose version it is.
+        manifest: What to record beside the model (run id, blessings, ...); the name,
+            version, source and time are added.
+
+    Returns:
+        The new version and its folder.
+    """
+    target_root = repository / model_name
+    target_root.mkdir(parents=True, exist_ok=True)
+    staging = target_root / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+    shutil.copytree(model_dir, staging)
+    try:
+        while True:
+            version = _next_version(target_root)
+            record = {
+                "model_name": model_name,
+                "version": version,
+                "source": str(model_dir),
+                "pushed_at": time.time(),
+                **manifest,
+            }
+            (staging / MANIFEST).write_text(json.dumps(record, indent=1))
+            _fsync_tree(staging)
+            try:
+                os.rename(staging, target_root / str(version))
+            except OSError:
+                # Another publisher took this version between listing and renaming: take the next one.
+                if (target_root / str(version)).exists():
+                    continue
+                raise
+            _fsync_dir(target_root)
+            return version, target_root / str(version)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _next_version(folder: Path) -> int:
+    # Any numbered folder counts, published or not, so a publish never lands on a foreign folder.
+    return max((int(child.name) for child in folder.iterdir() if child.name.isdigit()), default=0) + 1
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(Path(folder))
+
+
+def _fsync_dir(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,45 @@
+"""Which code this is: the package version and a fingerprint of the code's content.
+
+The fingerprint is a SHA-256 of every Python source file of the four packages and of the
+dataset catalogue (configs and schemas), by path relative to the project root, so the
+same code gives the same version on a laptop, in CI and inside the image, and any change
+to the logic gives a new one. The image tag, the pipeline version uploaded to KFP and the
+`code_version` every step records in ML Metadata all come from here.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+from components import __version__
+
+PACKAGES = ("components", "features", "pipelines", "serving")
+CATALOGUE_SUFFIXES = (".yaml", ".pbtxt")
+FINGERPRINT_LENGTH = 12
+
+
+def source_files(root: Path) -> list[Path]:
+    """The files whose content defines the code's version, sorted by relative path."""
+    files = [path for package in PACKAGES for path in (root / package).rglob("*.py")]
+    files += [
+        path for path in (root / "components" / "common" / "datasets").iterdir() if path.suffix in CATALOGUE_SUFFIXES
+    ]
+    return sorted(files, key=lambda path: path.relative_to(root).as_posix())
+
+
+def fingerprint(root: Path) -> str:
+    """SHA-256 (first 12 hex digits) of the relative paths and bytes of `source_files`."""
+    digest = hashlib.sha256()
+    for path in source_files(root):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:FINGERPRINT_LENGTH]
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """`<package version>-<fingerprint>` of the code that is running, e.g. `0.1.0-3f2a9c1e0b7d`
+    (a `-`, not a `+`: it is also an image tag)."""
+    return f"{__version__}-{fingerprint(Path(__file__).resolve().parent.parent)}"

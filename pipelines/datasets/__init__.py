@@ -1,1 +1,0 @@
-"""Dataset configs (YAML) and their committed, reviewed TFDV schemas."""

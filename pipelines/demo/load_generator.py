@@ -1,0 +1,109 @@
+"""Sends a span's rows to the prediction service as live traffic, then their true outcomes as feedback.
+
+Runs as its own process (as real clients are): one single-row TF Serving predict per row
+over keep-alive connections, the row's key as `X-Request-Key` (a caller keeps its model
+version during a canary), then the labels in batches to `:feedback`. Prints one JSON
+summary: requests, errors, latency, and per model version the online AUC of its answers.
+
+    python -m pipelines.load_generator --url http://127.0.0.1:8501 --dataset flights --rows FILE.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+
+from components.common.classification_metrics import auc
+from components.common.datasets import load_dataset
+from components.common.model_io import frame_to_instances
+from features.joins import request_columns
+
+FEEDBACK_BATCH = 500
+
+
+def send(url: str, dataset_name: str, rows: pd.DataFrame, connections: int = 4) -> dict:
+    dataset = load_dataset(dataset_name)
+    address = urlparse(url)
+    # With the feature store a client sends flight facts and entity keys; the service looks up the rest.
+    bodies = frame_to_instances(
+        rows, request_columns(rows.columns, dataset.features) if dataset.feature_store else dataset.features
+    )
+    keys = rows[dataset.key].astype(str).tolist() if dataset.key else [str(i) for i in range(len(rows))]
+    labels = (rows[dataset.label] == dataset.positive_label).astype(int).tolist()
+    answers: list[tuple | None] = [None] * len(rows)
+    latencies: list[float] = []
+    errors: list[str] = []
+    next_index = iter(range(len(rows)))
+    lock = threading.Lock()
+    path = f"/v1/models/{dataset.model_name}:predict"
+
+    def worker():
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+        for i in next_index:
+            started = time.perf_counter()
+            connection.request(
+                "POST",
+                path,
+                json.dumps({"instances": [bodies[i]]}),
+                {"Content-Type": "application/json", "X-Request-Key": keys[i]},
+            )
+            response = connection.getresponse()
+            payload = json.loads(response.read())
+            with lock:
+                latencies.append((time.perf_counter() - started) * 1000)
+                if response.status == 200:
+                    answers[i] = (payload["request_ids"][0], payload["model_version"], payload["predictions"][0])
+                else:
+                    errors.append(payload.get("error", str(response.status)))
+
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    answered = [(a, label) for a, label in zip(answers, labels) if a is not None]
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    for start in range(0, len(answered), FEEDBACK_BATCH):
+        feedback = [{"request_id": a[0], "label": label} for a, label in answered[start : start + FEEDBACK_BATCH]]
+        connection.request(
+            "POST",
+            f"/v1/models/{dataset.model_name}:feedback",
+            json.dumps({"feedback": feedback}),
+            {"Content-Type": "application/json"},
+        )
+        connection.getresponse().read()
+    by_version: dict[str, dict] = {}
+    for version in sorted({a[1] for a, _ in answered}, key=int):
+        scores = np.array([a[2] for a, _ in answered if a[1] == version])
+        truth = np.array([label for a, label in answered if a[1] == version])
+        by_version[version] = {"requests": len(scores), "auc": auc(truth, scores)}
+    return {
+        "requests": len(rows),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else "",
+        "p50_ms": float(np.percentile(latencies, 50)) if latencies else None,
+        "p99_ms": float(np.percentile(latencies, 99)) if latencies else None,
+        "versions": by_version,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--dataset", default="flights")
+    parser.add_argument("--rows", type=Path, required=True, help="a Parquet file of rows with their labels")
+    args = parser.parse_args()
+    json.dump(send(args.url, args.dataset, pd.read_parquet(args.rows)), sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""The main job on bundled data: 2013 replayed month by month, the whole loop running by itself.
+
+A prediction service (`ct serve`) and the trigger controller run on one home folder.
+Each month:
+  1. the month's flights arrive as live traffic, sent by a load generator in another
+     process to the model in production (and its canary), and their true outcomes
+     follow as feedback; the canary is promoted or rolled back on them;
+  2. the month's span lands under the data root (`_SUCCESS` last);
+  3. the controller checks its triggers (new data every second span, online performance,
+     distribution shift of the logged traffic) and runs the pipeline if any fired; a
+     pushed model is hot-swapped into the service as the next canary.
+The first model is asked for by hand (a manual trigger), as a team would bootstrap.
+Nothing is staged: which trigger fires when is decided by the data. The timeline is
+printed, and an HTML report is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from components.common.datasets import load_dataset
+from components.common.home import Home
+from components.common.metadata import FAILED, PUSHED, MetadataStore
+from components.materialize.logic import materialize_window
+from features.sources import FEATURES_FOLDER, write_sources
+from features.store import apply as apply_features
+from pipelines.demo.report import write_report
+from pipelines.demo.sample_data import flight_spans, parse_months, write_span
+from pipelines.triggers.config import NewDataSettings, PerformanceSettings, ShiftSettings, TriggerConfig
+from pipelines.triggers.controller import build_controller
+from pipelines.triggers.sources import request_manual_run
+from serving.child import free_port, start_serving
+from serving.service import REQUEST_LOG_FLUSH_SECONDS
+
+SERVE_OPTIONS = ("--canary-percent", "30", "--canary-min-labelled", "300", "--canary-auc-tolerance", "0.01")
+PARAMETERS = {"epochs": 3}
+
+
+@dataclasses.dataclass
+class MonthRow:
+    month: str
+    traffic: dict | None = None
+    triggers: str = ""
+    reasons: str = ""
+    run_id: str = ""
+    decision: str = ""
+    pushed_version: int | None = None
+    serving_after: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def outcome(self) -> str:
+        """`pushed v4`, `not blessed`, `stopped by data validation`, or `-` for a month without a run."""
+        return f"{self.decision} v{self.pushed_version}" if self.pushed_version else (self.decision or "-")
+
+    @property
+    def online(self) -> str:
+        """`v1 0.712 (1400), v2 0.705 (600)`: online AUC (requests) of each version that answered the month."""
+        if self.traffic is None:
+            return "-"
+        return ", ".join(f"v{v} {t['auc']:.3f} ({t['requests']})" for v, t in self.traffic["versions"].items())
+
+
+def _get(port: int, path: str) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    connection.request("GET", path)
+    response = connection.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def _served(port: int, model_name: str) -> list[str]:
+    status, body = _get(port, f"/v1/models/{model_name}")
+    return (
+        [
+            f"{s['version']} {s.get('label', s['state'])}"
+            for s in body.get("model_version_status", [])
+            if s["state"] == "AVAILABLE"
+        ]
+        if status == 200
+        else []
+    )
+
+
+def run_demo(home_path: Path, months_text: str, rows_per_month: int = 2000) -> int:
+    """Replays the months; returns 0 when no run failed (pushed, not blessed and stopped by bad data are outcomes)."""
+    months = parse_months(months_text)
+    shutil.rmtree(home_path, ignore_errors=True)
+    home = Home(home_path).create()
+    dataset = load_dataset("flights")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = TriggerConfig(
+        home=home.root,
+        data_root=home.root / "data",
+        parameters=PARAMETERS,
+        cooldown_seconds=0,
+        poll_seconds=0.5,
+        # Retrain on new data every second span; drift or a performance drop retrains sooner.
+        new_data=NewDataSettings(min_new_spans=2),
+        performance=PerformanceSettings(url, min_auc=0.62, window=1000, min_samples=500),
+        distribution_shift=ShiftSettings(
+            categorical_threshold=0.1,
+            numeric_threshold=0.3,
+            window_rows=rows_per_month // 2,
+            check_seconds=0,
+            ignore_features=("month",),
+        ),
+    )
+    write_sources(config.data_root / FEATURES_FOLDER)
+    apply_features(home.feature_repo, config.data_root / FEATURES_FOLDER)
+    controller = build_controller(config)
+    store = MetadataStore(home.metadata_connection)
+    request_manual_run(home.triggers, "first model: nothing in production yet")
+    rows: list[MonthRow] = []
+    print(f"replaying {months[0]}..{months[-1]}: service at {url}, home {home.root}")
+    print(f"{'month':<8} {'traffic (online AUC by version)':<38} {'triggers':<34} {'decision':<28} serving after")
+    with open(home.logs / "serve.log", "w") as serve_log, tempfile.TemporaryDirectory() as scratch:
+        server = start_serving(home.root, port, SERVE_OPTIONS, output=serve_log)
+        try:
+            for span in flight_spans(months):
+                rows.append(
+                    _month(span, port, url, Path(scratch), controller, store, dataset.model_name, rows_per_month)
+                )
+                print(_line(rows[-1]), flush=True)
+        finally:
+            server.terminate()
+            server.wait()
+    report = write_report(home, rows, store, dataset)
+    print(f"\nreport: {report}\nruns: ct runs --home {home.root}    lineage: ct lineage --home {home.root}")
+    return 0 if all(r.decision != FAILED for r in rows) else 1
+
+
+def _month(
+    span, port: int, url: str, scratch: Path, controller, store: MetadataStore, model_name: str, rows_per_month: int
+) -> MonthRow:
+    """One month: its traffic and feedback (if a model serves), then its span lands and the triggers are checked."""
+    row = MonthRow(span.span_id)
+    # The feature pipeline keeps the online store current as the month's weather comes in.
+    materialize_window(
+        Home(controller.config.home).feature_repo,
+        controller.config.data_root / FEATURES_FOLDER,
+        (span.frame.sched_dep.min(), span.frame.sched_dep.max()),
+    )
+    if _served(port, model_name):
+        traffic_file = scratch / f"{span.span_id}.parquet"
+        span.frame.sample(min(rows_per_month, len(span.frame)), random_state=0).to_parquet(traffic_file)
+        row.traffic = json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "pipelines.demo.load_generator", "--url", url, "--rows", str(traffic_file)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+        time.sleep(REQUEST_LOG_FLUSH_SECONDS + 1)  # the service flushes its request log, judges the canary
+    write_span(controller.config.data_root, span)
+    _settle(controller, row)
+    if row.run_id:
+        run = store.run(row.run_id)
+        row.decision = run.decision
+        if run.decision == PUSHED:
+            row.pushed_version = int(run.properties["version"])
+            _wait_for_version(port, model_name, row.pushed_version)
+    row.serving_after = _served(port, model_name)
+    return row
+
+
+def _settle(controller, row: MonthRow, timeout: float = 600) -> None:
+    """Ticks the controller until it is idle; notes the run it started, if any."""
+    deadline = time.monotonic() + timeout
+    controller.tick()
+    while controller.running is not None and time.monotonic() < deadline:
+        if not row.run_id:
+            started = controller.events[-1]
+            row.run_id, row.triggers, row.reasons = started.run_id, ", ".join(started.triggers), started.reason
+        time.sleep(controller.config.poll_seconds)
+        controller.tick()
+
+
+def _wait_for_version(port: int, model_name: str, version: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not any(s.startswith(f"{version} ") for s in _served(port, model_name)):
+        time.sleep(0.2)
+
+
+def _line(row: MonthRow) -> str:
+    return f"{row.month:<8} {row.online:<38} {row.triggers or '-':<34} {row.outcome:<28} {', '.join(row.serving_after)}"

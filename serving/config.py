@@ -1,0 +1,74 @@
+"""The prediction service's settings, checked when they are made."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from components.common.errors import ConfigError
+
+MODEL_VERSION_ENV = "CT_MODEL_VERSION"  # pins `ct serve` to one model version (a KServe revision)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingConfig:
+    """How the prediction service routes, judges canaries, logs and protects itself.
+
+    Attributes:
+        canary_percent: Share of traffic (by request key) a new version gets while it is the canary.
+        canary_min_labelled: Labelled predictions each of stable and canary needs before a verdict.
+        canary_auc_tolerance: How much lower than stable the canary's online AUC may be and still be promoted.
+        canary_max_error_rate: Share of failed predictions above which the canary is rolled back at once.
+        poll_seconds: How often the model repository is checked for new versions.
+        request_log_sample: Share of predictions written to the request log (0 turns it off).
+        request_log_rotate_rows: Rows per request-log Parquet file.
+        request_log_max_bytes: Size of the request log beyond which the oldest files are deleted.
+        max_body_bytes: Largest request body accepted.
+        journal_size: Predictions remembered for feedback (oldest forgotten first).
+        pinned_version: Serve this version only, with no canary of our own (a KServe
+            revision; KServe splits traffic between revisions). None: follow the repository.
+    """
+
+    canary_percent: int = 20
+    canary_min_labelled: int = 200
+    canary_auc_tolerance: float = 0.02
+    canary_max_error_rate: float = 0.01
+    poll_seconds: float = 0.5
+    request_log_sample: float = 1.0
+    request_log_rotate_rows: int = 20_000
+    request_log_max_bytes: int = 256 * 1024 * 1024
+    max_body_bytes: int = 4 * 1024 * 1024
+    journal_size: int = 1_000_000
+    pinned_version: int | None = None
+
+    def __post_init__(self):
+        if not 0 <= self.canary_percent <= 100:
+            raise ConfigError(f"canary_percent={self.canary_percent}: expected 0..100")
+        if not 0 <= self.request_log_sample <= 1:
+            raise ConfigError(f"request_log_sample={self.request_log_sample}: expected 0..1")
+        for name in (
+            "canary_min_labelled",
+            "request_log_rotate_rows",
+            "request_log_max_bytes",
+            "max_body_bytes",
+            "journal_size",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
+        if self.poll_seconds <= 0:
+            raise ConfigError(f"poll_seconds={self.poll_seconds}: must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class KServeRollout:
+    """Serving on KServe: each pushed version is deployed to the InferenceService as a
+    canary (serving/canary/kserve.py) and, after `bake_seconds`, rolled back if not Ready, else
+    promoted or rolled back on online AUC as the in-process canary is (ServingConfig), from
+    the shared request and feedback logs, checked every `check_seconds`."""
+
+    namespace: str = "ct"
+    name: str = "ct-predictor"
+    canary_percent: int = 10
+    bake_seconds: float = 600.0
+    check_seconds: float = 60.0
+    min_labelled: int = ServingConfig.canary_min_labelled
+    auc_tolerance: float = ServingConfig.canary_auc_tolerance

@@ -1,0 +1,77 @@
+"""Helpers for tests that talk to a real prediction server on loopback."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+from components.common import metadata, model_repository
+
+MODEL = "flight-delay"
+
+
+def publish(repository, model_dir, version, store=None):
+    """Publishes the next model version, which must be `version`, through the repository's
+    one publish (and, with a store, records its push as the pipeline's push step does)."""
+    published, target = model_repository.publish(model_dir, repository, MODEL, {"run_id": f"run-{version}"})
+    assert published == version, f"published version {published}, expected {version}"
+    if store is not None:
+        with store.step(f"run-{version}", "push", {}) as step:
+            step.output(
+                metadata.PUSHED_MODEL,
+                str(target),
+                model_name=MODEL,
+                version=version,
+                run_id=f"run-{version}",
+                state="live",
+            )
+
+
+def call(server, path, body=None, headers=None, raw=None):
+    """One HTTP request; returns (status, decoded JSON body)."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(server.url + path, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def wait_for(condition, seconds=20.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def metrics_text(server):
+    """The service's Prometheus metrics."""
+    with urllib.request.urlopen(server.url + "/metrics") as response:
+        return response.read().decode()
+
+
+def traffic_with_feedback(server, rows, canary_good: bool):
+    """Sends each row once; answers with labels that make the canary look good or bad."""
+    answers = []
+    for index, row in enumerate(rows):
+        status, payload = call(
+            server, f"/v1/models/{MODEL}:predict", {"instances": [row]}, headers={"X-Request-Key": f"caller-{index}"}
+        )
+        assert status == 200
+        answers.append((payload["request_ids"][0], payload["model_version"], payload["predictions"][0]))
+    median = float(np.median([score for _, _, score in answers]))
+    feedback = [
+        {"request_id": rid, "label": int((score > median) == (version == "1" or canary_good))}
+        for rid, version, score in answers
+    ]
+    status, result = call(
+        server, f"/v1/models/{MODEL}:feedback", {"feedback": feedback + [{"request_id": "gone", "label": 1}]}
+    )
+    assert status == 200 and result == {"accepted": len(feedback), "unknown": ["gone"]}

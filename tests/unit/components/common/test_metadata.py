@@ -1,0 +1,130 @@
+import pytest
+
+from components.common import metadata
+from components.common.errors import DataError
+from components.common.metadata import MetadataStore, local_path
+
+
+def test_a_step_records_status_times_parameters_and_artifacts(store):
+    with store.step("run-1", "ingest", {"window_spans": 2}) as step:
+        step.input(metadata.SPAN, "/data/span=2013-01", dataset="flights")
+        step.output(metadata.EXAMPLES, "/root/train", split="train", rows=10)
+    run = store.run("run-1")
+    [record] = run.steps
+    assert (record.step, record.status, record.parameters, record.error) == (
+        "ingest",
+        "complete",
+        {"window_spans": 2},
+        "",
+    )
+    assert record.end >= record.start > 0
+    assert run.parameters == {"window_spans": 2}
+
+
+def test_bad_data_stops_the_run_and_other_errors_fail_it(store):
+    with pytest.raises(DataError):
+        with store.step("run-1", "validate_data", {}):
+            raise DataError("unexpected values", path="span=2013-03", feature="carrier", value="ZZ")
+    run = store.run("run-1")
+    assert run.decision == metadata.STOPPED_BY_DATA
+    assert run.properties["reasons"] == "validate_data: span=2013-03: feature 'carrier': unexpected values (value 'ZZ')"
+    assert run.steps[0].status == "failed" and "DataError" in run.steps[0].error
+    with pytest.raises(RuntimeError):
+        with store.step("run-2", "train", {}):
+            raise RuntimeError("out of memory")
+    assert store.run("run-2").decision == metadata.FAILED
+
+
+def test_run_properties_survive_later_steps(store):
+    store.update_run("run-1", trigger="new data", reason="span 2013-02 arrived")
+    with store.step("run-1", "push", {}):
+        store.update_run("run-1", decision=metadata.PUSHED)
+    properties = store.run("run-1").properties
+    assert (properties["trigger"], properties["decision"]) == ("new data", metadata.PUSHED)
+
+
+def test_production_model_is_the_highest_live_version(store):
+    assert store.production_model("flight-delay") is None
+    for version in (1, 2):
+        with store.step(f"run-{version}", "push", {}) as step:
+            step.output(
+                metadata.PUSHED_MODEL,
+                f"/models/flight-delay/{version}",
+                model_name="flight-delay",
+                version=version,
+                state="live",
+            )
+    with store.step("run-3", "push", {}) as step:
+        step.output(metadata.PUSHED_MODEL, "/models/other/9", model_name="other", version=9, state="live")
+    assert store.production_model("flight-delay").uri == "/models/flight-delay/2"
+    assert [p.properties["version"] for p in store.pushed_models("flight-delay")] == [1, 2]
+
+
+def test_previous_statistics_are_those_of_an_older_span(store):
+    for span in ("2013-01", "2013-02"):
+        with store.step(f"run-{span}", "statistics", {}) as step:
+            for split in ("train", "eval"):
+                step.output(
+                    metadata.STATISTICS,
+                    f"/stats/{span}/{split}",
+                    dataset="flights",
+                    split=split,
+                    last_span=span,
+                    spans=span,
+                )
+    assert store.previous_statistics("flights", before_span="2013-01") is None
+    assert store.previous_statistics("flights", before_span="2013-02").uri == "/stats/2013-01/train"
+    assert store.previous_statistics("flights", before_span="2013-03").uri == "/stats/2013-02/train"
+    assert store.previous_statistics("penguins", before_span="2013-03") is None
+
+
+def test_lineage_walks_back_to_the_sources_but_not_into_older_models(store):
+    with store.step("run-1", "push", {}) as step:
+        step.input(metadata.MODEL, "/r1/model")
+        step.output(metadata.PUSHED_MODEL, "/models/m/1", model_name="m", version=1)
+    with store.step("run-2", "ingest", {}) as step:
+        step.input(metadata.SPAN, "/data/span=2")
+        step.output(metadata.EXAMPLES, "/r2/examples")
+    with store.step("run-2", "train", {}) as step:
+        step.input(metadata.EXAMPLES, "/r2/examples")
+        step.output(metadata.MODEL, "/r2/model")
+    with store.step("run-2", "evaluate", {}) as step:
+        step.input(metadata.MODEL, "/r2/model")
+        step.input(metadata.PUSHED_MODEL, "/models/m/1")
+        step.output(metadata.EVALUATION, "/r2/evaluation")
+    with store.step("run-2", "push", {}) as step:
+        step.input(metadata.MODEL, "/r2/model")
+        step.input(metadata.EVALUATION, "/r2/evaluation")
+        pushed = step.output(metadata.PUSHED_MODEL, "/models/m/2", model_name="m", version=2)
+    entries = store.lineage(pushed)
+    assert entries[0].artifact.uri == "/models/m/2"
+    assert {(e.produced_by, e.artifact.uri) for e in entries} == {
+        ("push", "/models/m/2"),
+        ("train", "/r2/model"),
+        ("evaluate", "/r2/evaluation"),
+        ("ingest", "/r2/examples"),
+        ("push", "/models/m/1"),
+        ("", "/data/span=2"),
+    }  # the older model is named, its own inputs (/r1/model) are not
+    assert {e.run_id for e in entries if e.produced_by} == {"run-1", "run-2"}
+
+
+def test_runs_are_listed_oldest_first(store):
+    for run_id in ("run-b", "run-a"):
+        with store.step(run_id, "ingest", {}):
+            pass
+    assert [r.run_id for r in store.runs()] == ["run-b", "run-a"]
+    with pytest.raises(KeyError, match="no run 'run-c'"):
+        store.run("run-c")
+
+
+@pytest.mark.parametrize("connection", ["mysql://db/metadata", "grpc://metadata-grpc-service", "metadata.sqlite"])
+def test_bad_connection_strings_are_rejected(connection):
+    with pytest.raises(ValueError, match="metadata connection"):
+        MetadataStore(connection)
+
+
+def test_remote_artifact_uris_map_to_kfp_mounts():
+    assert str(local_path("gs://bucket/run/model")) == "/gcs/bucket/run/model"
+    assert str(local_path("minio://mlpipeline/v2/artifacts/x")) == "/minio/mlpipeline/v2/artifacts/x"
+    assert str(local_path("/tmp/root/x")) == "/tmp/root/x"

@@ -1,0 +1,43 @@
+import pytest
+
+from components.common.tfdv_io import load_schema, load_statistics
+from components.statistics.logic import BEAM, MEMORY, compute_statistics, statistics_html
+
+
+def feature_counts(statistics):
+    counts = {}
+    for feature in statistics.datasets[0].features:
+        common = feature.num_stats.common_stats if feature.HasField("num_stats") else feature.string_stats.common_stats
+        counts[feature.path.step[0]] = (common.num_non_missing, common.num_missing)
+    return counts
+
+
+def test_memory_and_beam_paths_agree(splits, tmp_path, flights):
+    schema = load_schema(flights.schema_path)
+    memory = compute_statistics(splits[0], tmp_path / "memory.pb", schema, MEMORY)
+    beam = compute_statistics(splits[0], tmp_path / "beam.pb", schema, BEAM, ["--runner=DirectRunner"])
+    assert memory.rows == beam.rows > 2000
+    assert memory.features == beam.features == 22  # key, 20 features, label
+    assert feature_counts(load_statistics(tmp_path / "memory.pb")) == feature_counts(
+        load_statistics(tmp_path / "beam.pb")
+    )
+
+
+def test_integer_categoricals_get_value_counts_from_the_schema(splits, tmp_path, flights):
+    compute_statistics(splits[0], tmp_path / "s.pb", load_schema(flights.schema_path))
+    hour = next(
+        f for f in load_statistics(tmp_path / "s.pb").datasets[0].features if f.path.step[0] == "sched_dep_hour"
+    )
+    assert hour.HasField("string_stats") and len(hour.string_stats.top_values) > 10
+
+
+def test_html_view_shows_both_splits(splits, tmp_path):
+    compute_statistics(splits[0], tmp_path / "train.pb")
+    compute_statistics(splits[1], tmp_path / "eval.pb")
+    html = statistics_html(load_statistics(tmp_path / "train.pb"), load_statistics(tmp_path / "eval.pb"))
+    assert html.count("<facets-overview proto-input=") == 1
+
+
+def test_unknown_engine_is_rejected(splits, tmp_path):
+    with pytest.raises(ValueError, match="statistics_engine='spark'"):
+        compute_statistics(splits[0], tmp_path / "s.pb", engine="spark")

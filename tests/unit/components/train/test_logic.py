@@ -1,0 +1,69 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.common import model_io
+from components.common.errors import DataError
+from components.train.logic import Hyperparameters, parse_hidden_units, train
+
+
+def test_exported_model_takes_raw_features(trained_model, splits, flights):
+    serving_fn = model_io.load(trained_model)
+    signature = model_io.signature_of(serving_fn)
+    assert set(signature.inputs) == set(flights.features)
+    assert signature.inputs["carrier"] == "string"
+    assert signature.inputs["sched_dep_hour"] == "int64"
+    assert signature.inputs["temp"] == "float32"
+    assert signature.outputs == (model_io.OUTPUT,)
+    frame = pd.read_parquet(splits[1])
+    scores = model_io.predict(serving_fn, model_io.frame_to_columns(signature, frame))
+    assert scores.shape == (len(frame),)
+    assert np.all((scores >= 0) & (scores <= 1)) and scores.std() > 0.01
+
+
+def test_missing_values_and_unseen_categories_are_served(trained_model, splits):
+    serving_fn = model_io.load(trained_model)
+    signature = model_io.signature_of(serving_fn)
+    row = pd.read_parquet(splits[1]).head(1).assign(temp=np.nan, dest="NOWHERE", sched_dep_hour=3)
+    [score] = model_io.predict(serving_fn, model_io.frame_to_columns(signature, row))
+    assert 0 <= score <= 1
+
+
+def test_training_is_reproducible_with_a_seed(splits, flights, tmp_path):
+    results = [
+        train(splits[0], flights, Hyperparameters(epochs=1, seed=7), tmp_path / f"m{i}", tmp_path / f"v{i}.json")
+        for i in range(2)
+    ]
+    assert results[0].final_loss == pytest.approx(results[1].final_loss, rel=1e-4)
+    vocabularies = json.loads((tmp_path / "v0.json").read_text())
+    assert "UA" in vocabularies["carrier"] and results[0].vocabulary_sizes["origin"] == 3
+
+
+def test_missing_label_is_named(splits, flights, tmp_path):
+    pd.read_parquet(splits[0]).drop(columns=["late"]).to_parquet(tmp_path / "train")
+    with pytest.raises(DataError, match="feature 'late': label column is missing"):
+        train(tmp_path / "train", flights, Hyperparameters(epochs=1), tmp_path / "m", tmp_path / "v.json")
+    assert not (tmp_path / "m").exists()
+
+
+def test_bad_hyperparameters_are_rejected():
+    assert parse_hidden_units("64, 32") == (64, 32)
+    with pytest.raises(ValueError, match="hidden_units='64,x'"):
+        parse_hidden_units("64,x")
+    with pytest.raises(ValueError, match="must be positive"):
+        Hyperparameters(epochs=0)
+    with pytest.raises(ValueError, match="hidden_units must be positive"):
+        Hyperparameters(hidden_units=(0,))
+
+
+def test_a_feature_constant_in_training_does_not_saturate_the_model(trained_model, splits):
+    # The January sample has month == 1 everywhere; February must not push scores to 0 or 1.
+    serving_fn = model_io.load(trained_model)
+    signature = model_io.signature_of(serving_fn)
+    frame = pd.read_parquet(splits[1]).head(200)
+    january = model_io.predict(serving_fn, model_io.frame_to_columns(signature, frame))
+    february = model_io.predict(serving_fn, model_io.frame_to_columns(signature, frame.assign(month=2.0)))
+    assert 0.01 < february.mean() < 0.99
+    assert abs(february.mean() - january.mean()) < 0.3

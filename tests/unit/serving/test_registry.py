@@ -1,0 +1,108 @@
+"""Which versions serve: hot swap under load, sticky canary routing, pinned versions, failed loads, rollbacks."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from components.common import metadata
+from components.common.model_repository import MANIFEST
+from serving.config import ServingConfig
+from serving.request_log import RequestLog
+from serving.service import PredictionService
+from tests.support.serving_helpers import MODEL, call, metrics_text, publish, wait_for
+
+
+def test_hot_swap_under_load_fails_no_request(serve, rows, trained_model):
+    server, service, repository, _ = serve(ServingConfig(poll_seconds=0.05, canary_percent=50))
+    failures, versions, stop = [], set(), threading.Event()
+
+    def hammer(worker):
+        index = 0
+        while not stop.is_set():
+            status, payload = call(
+                server,
+                f"/v1/models/{MODEL}:predict",
+                {"instances": [rows[index % len(rows)]]},
+                headers={"X-Request-Key": f"caller-{worker}-{index}"},
+            )
+            if status != 200:
+                failures.append(payload)
+            else:
+                versions.add(payload["model_version"])
+            index += 1
+
+    workers = [threading.Thread(target=hammer, args=(w,)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    time.sleep(0.3)
+    publish(repository, trained_model, 2)
+    assert wait_for(lambda: service.registry.routing.canary is not None)
+    time.sleep(0.5)
+    stop.set()
+    for worker in workers:
+        worker.join()
+    assert failures == []
+    assert versions == {"1", "2"}
+    assert [s["label"] for s in call(server, f"/v1/models/{MODEL}")[1]["model_version_status"]] == ["stable", "canary"]
+
+
+def test_canary_routing_is_sticky_per_request_key(serve, rows, trained_model):
+    server, service, repository, _ = serve(ServingConfig(poll_seconds=0.05, canary_percent=30))
+    publish(repository, trained_model, 2)
+    assert wait_for(lambda: service.registry.routing.canary is not None)
+    answered = {
+        key: {
+            call(server, f"/v1/models/{MODEL}:predict", {"instances": rows[:1]}, headers={"X-Request-Key": key})[1][
+                "model_version"
+            ]
+            for _ in range(3)
+        }
+        for key in (f"caller-{i}" for i in range(60))
+    }
+    assert all(len(v) == 1 for v in answered.values())
+    share = sum(v == {"2"} for v in answered.values()) / len(answered)
+    assert 0.1 < share < 0.5
+
+
+def test_a_pinned_service_serves_its_version_only_and_never_a_canary(serve, rows, trained_model):
+    # A KServe revision: KServe splits traffic between revisions, each pinned to one version.
+    server, service, repository, _ = serve(ServingConfig(poll_seconds=0.05, pinned_version=2))
+    assert call(server, f"/v1/models/{MODEL}:predict", {"instances": rows[:1]})[0] == 503  # 2 not published yet
+    publish(repository, trained_model, 2)
+    publish(repository, trained_model, 3)
+    assert wait_for(lambda: service.registry.routing.stable is not None)
+    time.sleep(0.3)  # a few more polls: version 3 must not arrive
+    routing = service.registry.routing
+    assert routing.stable.version == 2 and routing.canary is None
+    assert call(server, f"/v1/models/{MODEL}:predict", {"instances": rows[:1]})[1]["model_version"] == "2"
+
+
+def test_a_version_that_fails_to_load_never_gets_traffic(serve, rows):
+    server, service, repository, _ = serve()
+    broken = repository / MODEL / "2"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"not a model")
+    (broken / MANIFEST).write_text("{}")
+    assert wait_for(lambda: 2 in service.registry.failed)
+    statuses = call(server, f"/v1/models/{MODEL}")[1]["model_version_status"]
+    assert [(s["version"], s["state"]) for s in statuses] == [("1", "AVAILABLE"), ("2", "END")]
+    assert statuses[1]["status"]["error_message"]
+    assert all(
+        call(server, f"/v1/models/{MODEL}:predict", {"instances": rows[:1]}, headers={"X-Request-Key": str(i)})[1][
+            "model_version"
+        ]
+        == "1"
+        for i in range(20)
+    )
+    assert 'ct_model_load_failures_total{model="flight-delay"} 1' in metrics_text(server)
+
+
+def test_a_rolled_back_version_is_not_served_after_a_restart(serve, trained_model, tmp_path):
+    server, service, repository, store = serve()
+    publish(repository, trained_model, 2, store)
+    assert wait_for(lambda: service.registry.routing.canary is not None)
+    store.record_canary_decision(MODEL, 2, metadata.ROLLED_BACK, "test", {})
+    again = PredictionService(repository, MODEL, ServingConfig(), RequestLog(tmp_path / "log2", 0, 1, 1), store)
+    again.tick()
+    assert [m.version for m in again.registry.routing.models] == [1]
