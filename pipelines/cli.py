@@ -79,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--reason", default="", help="why this run, recorded with it")
     run.add_argument("--trigger", default="manual", help="what started this run, recorded with it")
     run.add_argument("--run-id", default=None, help="the run's id (default: a new one)")
+    run.add_argument(
+        "--runner",
+        default="subprocess",
+        choices=("subprocess", "docker"),
+        help="each step as a process here (default, fast) or in a container of the image, mounted as on a cluster",
+    )
     run.set_defaults(handler=_run)
 
     trigger = commands.add_parser("trigger", help="ask the watching controller for a run now")
@@ -210,6 +216,7 @@ def _run(args) -> int:
         trigger=args.trigger,
         reason=args.reason,
         run_id=args.run_id,
+        runner=args.runner,
     )
     print(describe(run))
     print(f"log: {home.logs / (run.run_id + '.log')}")

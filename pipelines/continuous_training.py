@@ -1,19 +1,32 @@
 r"""The continuous-training pipeline: wiring only.
 
-ingest -> statistics -> validate_data -> train -> evaluate -> validate_model -> infra_validate -> push
-       \-> materialize (the run's features into the online store, before push)
+ingest -> statistics -> validate_data -> data_gate -> train -> evaluate -> validate_model
+       \-> materialize (the run's features into the online store)     -> infra_validate -> push
 
 kfp.local cannot run `dsl.If`, so "push only if blessed" is the pusher's own check, and
-"stop on schema skew" is validate_data failing: train takes validate_data's schema and
-anomalies as inputs (and refuses any anomalies itself), so nothing after it runs.
+"stop on schema skew" is the data gate failing after validate_data has written its views
+(a KFP step that fails uploads nothing, so validation itself must succeed to be seen);
+train also takes the anomalies as an input and refuses any itself.
 
 On a cluster every step mounts the home volume (the PersistentVolumeClaim named by
-`home_volume`, in the namespace the run's pods run in) at HOME_MOUNT, where data_root and
-model_repository point; kfp.local ignores the mount and uses the paths as they are.
+`home_volume`, in the namespace the run's pods run in) at HOME_MOUNT, where data_root,
+model_repository, feature_repo and statistics_root point: everything a step reads from an
+earlier run comes from there, never from KFP's artifact store, which gives a step only its
+own inputs. kfp.local ignores the mount and uses the paths as they are.
+
+Each step declares its CPU and memory (sized from what it used on the bundled data, with
+headroom: `ct run` prints every step's peak), a timeout, and, for the steps that read
+external stores (the spans, the feature tables, the online store), retries. Steps whose
+failure is deterministic are not retried, and push is never retried: a second attempt
+could publish a second version.
 """
+
+import dataclasses
 
 from kfp import dsl, kubernetes
 
+from components.common.home import HOME_MOUNT
+from components.data_gate.component import data_gate
 from components.evaluate.component import evaluate
 from components.infra_validate.component import infra_validate
 from components.ingest.component import ingest
@@ -25,11 +38,51 @@ from components.validate_data.component import validate_data
 from components.validate_model.component import validate_model
 
 PIPELINE_NAME = "continuous-training"
-HOME_MOUNT = "/var/lib/ct"
+# The oldest KFP backend this spec runs on: its driver accepts kfp-kubernetes 1.5's fields
+# (pvcNameParameter, secretNameParameter), which 2.4 rejects; it applies requests, limits,
+# retries of root tasks and activeDeadlineSeconds.
+KFP_BACKEND_VERSION = "2.5.0"
 # S3/MinIO settings for the steps that read the feature tables: an optional Secret holding
 # an AWS `config` file (endpoint_url, region) and a `credentials` file.
 OBJECT_STORAGE_SECRET = "ct-object-storage"
 OBJECT_STORAGE_MOUNT = "/var/run/secrets/ct-object-storage"
+
+
+@dataclasses.dataclass(frozen=True)
+class StepResources:
+    """What a step's pod asks for and may use, how long it may run, how often it is retried."""
+
+    cpu: str
+    memory: str
+    cpu_limit: str
+    memory_limit: str
+    timeout_seconds: int
+    retries: int = 0
+
+
+# Peaks measured on one month of flights (README, Speed), with room for a window of several.
+RESOURCES = {
+    "ingest": StepResources("500m", "1Gi", "2", "4Gi", 1800, retries=2),
+    "materialize": StepResources("250m", "1Gi", "1", "2Gi", 1800, retries=2),
+    "statistics": StepResources("1", "2Gi", "2", "6Gi", 3600),
+    "validate-data": StepResources("250m", "1Gi", "1", "2Gi", 900),
+    "data-gate": StepResources("100m", "256Mi", "500m", "512Mi", 300),
+    "train": StepResources("2", "2Gi", "4", "8Gi", 7200),
+    "evaluate": StepResources("1", "2Gi", "2", "4Gi", 1800),
+    "validate-model": StepResources("100m", "256Mi", "500m", "512Mi", 300),
+    "infra-validate": StepResources("500m", "1Gi", "2", "3Gi", 1200),
+    "push": StepResources("250m", "512Mi", "1", "1Gi", 900),
+}
+RETRY_BACKOFF = "30s"
+
+
+def declare(task: dsl.PipelineTask, resources: StepResources) -> None:
+    """Requests, limits, timeout (the pod's activeDeadlineSeconds) and retries of one step."""
+    task.set_cpu_request(resources.cpu).set_memory_request(resources.memory)
+    task.set_cpu_limit(resources.cpu_limit).set_memory_limit(resources.memory_limit)
+    kubernetes.set_timeout(task, resources.timeout_seconds)
+    if resources.retries:
+        task.set_retry(num_retries=resources.retries, backoff_duration=RETRY_BACKOFF)
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Retrain, validate and push a model when new data arrives.")
@@ -58,9 +111,10 @@ def continuous_training(
     min_slice_examples: int = 200,
     home_volume: str = "ct-home",
     feature_repo: str = HOME_MOUNT + "/feature_repo",
+    statistics_root: str = HOME_MOUNT + "/statistics",
     feature_redis: str = "",
     feature_tables: str = "",
-):
+) -> str:
     # An empty run_id (a recurring run) falls back to KFP's job id inside each step.
     common = {"metadata_connection": metadata_connection, "run_id": run_id, "job_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
     # The feature tables: feature_tables (a folder or s3:// URI) or, empty, data_root/features.
@@ -88,6 +142,7 @@ def continuous_training(
         dataset=dataset,
         engine=statistics_engine,
         beam_pipeline_args=beam_pipeline_args,
+        statistics_root=statistics_root,
         train_examples=examples.outputs["train_examples"],
         eval_examples=examples.outputs["eval_examples"],
         **common,
@@ -100,6 +155,7 @@ def continuous_training(
         eval_statistics=stats.outputs["eval_statistics"],
         **common,
     )
+    gate = data_gate(anomalies=validation.outputs["anomalies"], **common)
     trained = train(
         dataset=dataset,
         epochs=epochs,
@@ -139,12 +195,15 @@ def continuous_training(
         infra_blessing=infra.outputs["infra_blessing"],
         **common,
     )
+    trained.after(gate)
     pushed.after(features)  # a pushed model finds its features online
-    for task in (examples, features, stats, validation, trained, evaluation, blessing, infra, pushed):
+    for task in (examples, features, stats, validation, gate, trained, evaluation, blessing, infra, pushed):
         kubernetes.mount_pvc(task, pvc_name=home_volume, mount_path=HOME_MOUNT)
+        declare(task, RESOURCES[task.name])
     for task in (examples, features):  # they read the feature tables, maybe from object storage
         kubernetes.use_secret_as_volume(
             task, secret_name=OBJECT_STORAGE_SECRET, mount_path=OBJECT_STORAGE_MOUNT, optional=True
         )
         task.set_env_variable("AWS_CONFIG_FILE", f"{OBJECT_STORAGE_MOUNT}/config")
         task.set_env_variable("AWS_SHARED_CREDENTIALS_FILE", f"{OBJECT_STORAGE_MOUNT}/credentials")
+    return pushed.outputs["Output"]

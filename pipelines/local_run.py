@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import socket
 import sys
 import time
 import warnings
@@ -16,20 +17,24 @@ from components.common.errors import ConfigError, NotFoundError
 from components.common.home import Home
 from components.common.metadata import FAILED, NOT_BLESSED, PUSHED, STOPPED_BY_DATA, MetadataStore, RunRecord
 from components.common.spans import complete_spans
+from pipelines.pods import DATA_MOUNT, PodVolumes, container_home, steps_in_containers
 
-# Set by `ct run` itself, not by `--param`.
 # Set by `ct run` itself, or (home_volume) meaningful on a cluster only.
 WIRED_PARAMETERS = (
     "data_root",
     "metadata_connection",
     "model_repository",
     "feature_repo",
+    "statistics_root",
     "run_id",
     "trigger",
     "reason",
     "home_volume",
 )
 KFP_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool}
+
+SUBPROCESS, DOCKER = "subprocess", "docker"
+RUNNERS = (SUBPROCESS, DOCKER)
 
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
@@ -86,8 +91,9 @@ def run_locally(
     reason: str = "",
     log_path: Path | None = None,
     run_id: str | None = None,
+    runner: str = SUBPROCESS,
 ) -> RunRecord:
-    """Runs the pipeline once with kfp.local's SubprocessRunner and returns the run as ML Metadata recorded it.
+    """Runs the pipeline once through kfp.local and returns the run as ML Metadata recorded it.
 
     Args:
         home: Where the metadata store, pipeline root and model repository live.
@@ -96,47 +102,80 @@ def run_locally(
         trigger, reason: Why this run happens; recorded with the run.
         log_path: Where kfp.local's and the steps' output goes (default: `home/logs/<run id>.log`).
         run_id: The run's id (default: a new one).
+        runner: `subprocess` runs each step as a process of this environment (fast);
+            `docker` runs each in its own container of the project's image, given only what
+            a KFP pod gets (pipelines/pods.py): the home at /var/lib/ct, as on a cluster.
 
     Raises:
-        ConfigError: an unknown dataset.
+        ConfigError: an unknown dataset or runner, or no image or Docker engine for `docker`.
         DataError: the data root does not exist (checked before anything starts).
     """
     from kfp import local
 
     from pipelines.continuous_training import continuous_training
 
+    if runner not in RUNNERS:
+        raise ConfigError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
     load_dataset(str(parameters.get("dataset", DEFAULT_DATASET)))
     complete_spans(data_root)
     home.create()
     run_id = run_id or new_run_id()
     log_path = log_path or home.logs / f"{run_id}.log"
+    store = MetadataStore(home.metadata_connection)
+    store.close_interrupted_runs(launcher_alive)
+    store.update_run(run_id, launcher=this_launcher())
+    # The home and the data root as the steps see them: here, or mounted as a cluster mounts the claim.
+    seen_home, seen_data = (home, data_root) if runner == SUBPROCESS else (container_home(home), Path(DATA_MOUNT))
     arguments = {
-        "data_root": str(data_root.resolve()),
-        "metadata_connection": home.metadata_connection,
-        "model_repository": str(home.model_repository.resolve()),
-        "feature_repo": str(home.feature_repo.resolve()),
+        "data_root": str(seen_data.resolve()),
+        "metadata_connection": seen_home.metadata_connection,
+        "model_repository": str(seen_home.model_repository.resolve()),
+        "feature_repo": str(seen_home.feature_repo.resolve()),
+        "statistics_root": str(seen_home.statistics.resolve()),
         "run_id": run_id,
         "trigger": trigger,
         "reason": reason,
         **parameters,
     }
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(home.pipeline_root.resolve()),
-        raise_on_error=False,
-    )
-    with _output_to(log_path), _quiet_tensorflow(), warnings.catch_warnings():
+    pipeline_root = home.pipeline_root.resolve()
+    if runner == SUBPROCESS:
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=False
+        )
+        steps = contextlib.nullcontext()
+    else:
+        local.init(runner=local.DockerRunner(), pipeline_root=str(pipeline_root), raise_on_error=False)
+        steps = steps_in_containers(PodVolumes(home.root.resolve(), data_root.resolve(), pipeline_root))
+    with _output_to(log_path), _quiet_tensorflow(), warnings.catch_warnings(), steps:
         # kfp.local warns that the steps' image is not this interpreter; running the image's
         # Python environment here (installed from the same constraints) is the point.
         warnings.filterwarnings(
             "ignore", message="You may be attemping to run a task that uses custom", category=RuntimeWarning
         )
         continuous_training(**arguments)
-    store = MetadataStore(home.metadata_connection)
     try:
         return store.run(run_id)
     except NotFoundError:
         raise ConfigError(f"the run recorded nothing in ML Metadata; see {log_path}") from None
+
+
+def this_launcher() -> str:
+    """Who runs a local run: this host and process (recorded, so a killed run can be told)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def launcher_alive(launcher: str) -> bool:
+    """Whether a run's launcher still runs; True when it cannot be told (another host's)."""
+    host, _, pid = launcher.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        pass
+    return True
 
 
 @contextlib.contextmanager
@@ -183,7 +222,8 @@ def describe(run: RunRecord) -> str:
     ]
     for step in run.steps:
         seconds = f"{step.seconds:6.1f} s" if step.seconds is not None else "      -"
-        lines.append(f"  {step.step:<15} {step.status:<9} {seconds}")
+        memory = f"  peak {step.peak_memory_mib:6.0f} MiB" if step.peak_memory_mib is not None else ""
+        lines.append(f"  {step.step:<15} {step.status:<9} {seconds}{memory}")
     total = (run.end - run.start) if run.start is not None and run.end is not None else None
     if total is not None:
         lines.append(

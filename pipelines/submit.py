@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -85,6 +86,17 @@ def _time_out_requests(seconds: float) -> None:
     rest.RESTClientObject.request = request
 
 
+def service_account_token():
+    """In a pod of multi-user Kubeflow: the projected service-account token (audience
+    `pipelines.kubeflow.org`) that KFP's API authenticates, at kfp's path or the one
+    `KF_PIPELINES_SA_TOKEN_PATH` names; re-read at each request, as the kubelet rotates it.
+    kfp.Client sends none by itself when given a host. None outside such a pod."""
+    from kfp.client import KF_PIPELINES_SA_TOKEN_ENV, KF_PIPELINES_SA_TOKEN_PATH, ServiceAccountTokenVolumeCredentials
+
+    path = Path(os.environ.get(KF_PIPELINES_SA_TOKEN_ENV) or KF_PIPELINES_SA_TOKEN_PATH)
+    return ServiceAccountTokenVolumeCredentials(str(path)) if path.is_file() else None
+
+
 TERMINAL_STATES = {"SUCCEEDED": True, "SKIPPED": True, "FAILED": False, "CANCELED": False}
 
 
@@ -101,7 +113,7 @@ class KfpApi:
         self.namespace = namespace
         _time_out_requests(timeout)
         try:
-            self.client = kfp.Client(host=host, namespace=namespace)
+            self.client = kfp.Client(host=host, namespace=namespace, credentials=service_account_token())
         except Exception as error:  # kfp raises urllib3 errors, ApiException or ValueError alike on a bad host
             raise SubmitError(f"cannot reach the KFP API at {host}: {_reason(error)}") from None
 

@@ -6,6 +6,8 @@ import dataclasses
 from pathlib import Path
 
 DEFAULT_HOME = Path(".ct")
+# Where a pod mounts the home volume: every step, the service and the controller alike.
+HOME_MOUNT = "/var/lib/ct"
 # ML Metadata in a Kubeflow cluster: its gRPC service, as Kubeflow installs it.
 KUBEFLOW_METADATA = "grpc://metadata-grpc-service.kubeflow:8080"
 
@@ -43,6 +45,11 @@ class Home:
     def feature_repo(self) -> Path:
         """Feast's registry and configuration (and the SQLite online store, locally)."""
         return self.root / "feature_repo"
+
+    @property
+    def statistics(self) -> Path:
+        """Every run's training and eval statistics, read by later runs and the drift trigger."""
+        return self.root / "statistics"
 
     @property
     def logs(self) -> Path:

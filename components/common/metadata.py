@@ -15,9 +15,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import resource
 import time
-from pathlib import Path
-from typing import Iterator, Mapping, Sequence, Union
+from typing import Callable, Iterator, Mapping, Sequence, Union
 from urllib.parse import urlparse
 
 from ml_metadata.metadata_store import metadata_store
@@ -76,6 +76,7 @@ class StepRecord:
     end: float | None
     parameters: Mapping[str, object]
     error: str
+    peak_memory_mib: float | None = None  # the step's process and its children, at most
 
     @property
     def seconds(self) -> float | None:
@@ -137,16 +138,10 @@ def _set(target, values: Mapping[str, Value]) -> None:
             target[name].string_value = str(value)
 
 
-# Where KFP mounts remote artifact stores in a component's container (as `dsl.Artifact.path` does).
-_MOUNTS = {"gs://": "/gcs/", "minio://": "/minio/", "s3://": "/s3/"}
-
-
-def local_path(uri: str) -> Path:
-    """The file path at which a component reads an artifact recorded with this URI."""
-    for prefix, mount in _MOUNTS.items():
-        if uri.startswith(prefix):
-            return Path(mount + uri[len(prefix) :])
-    return Path(uri)
+def _peak_memory_mib() -> float:
+    """The largest resident size this process or any of its waited-for children reached (Linux: KiB)."""
+    own, children = (resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return max(own, children) / 1024
 
 
 def connect(connection: str) -> metadata_store.MetadataStore:
@@ -198,6 +193,34 @@ class MetadataStore:
         _set(context.custom_properties, properties)
         self._store.put_contexts([context])
 
+    def close_interrupted_runs(self, is_alive: Callable[[str], bool]) -> list[str]:
+        """Decides, as failed, every run with no decision whose launcher is gone.
+
+        A run records its launcher (`launcher`: host and process) when it starts; a run killed
+        before it decided would otherwise stay "running" forever.
+
+        Args:
+            is_alive: Whether a launcher still runs; it answers False only for launchers it
+                can check (this host's processes), so runs launched elsewhere are left alone.
+
+        Returns:
+            The runs closed.
+        """
+        closed = []
+        for run in self.runs():
+            launcher = str(run.properties.get("launcher", ""))
+            if run.decision or not launcher or is_alive(launcher):
+                continue
+            unfinished = [step.step for step in run.steps if step.end is None]
+            where = f" during {', '.join(unfinished)}" if unfinished else ""
+            self.update_run(
+                run.run_id,
+                decision=FAILED,
+                reasons=f"interrupted{where}: its launcher {launcher} exited before the run decided",
+            )
+            closed.append(run.run_id)
+        return closed
+
     # --- recording steps ----------------------------------------------------
 
     @contextlib.contextmanager
@@ -236,7 +259,10 @@ class MetadataStore:
 
     def _finish(self, execution: mlmd.Execution, run_id: str, state: int, error: str) -> None:
         execution.last_known_state = state
-        _set(execution.custom_properties, {"end_time": time.time(), "error": error})
+        _set(
+            execution.custom_properties,
+            {"end_time": time.time(), "error": error, "peak_memory_mib": round(_peak_memory_mib(), 1)},
+        )
         self._store.put_execution(execution, [], [self._run_context(run_id)])
 
     def _record(
@@ -322,6 +348,7 @@ class MetadataStore:
             end=float(props["end_time"]) if "end_time" in props else None,
             parameters=json.loads(str(props.get("parameters", "{}"))),
             error=str(props.get("error", "")),
+            peak_memory_mib=float(props["peak_memory_mib"]) if "peak_memory_mib" in props else None,
         )
 
     def pushed_models(self, model_name: str) -> list[Artifact]:

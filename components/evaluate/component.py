@@ -39,7 +39,7 @@ def evaluate(
             Path(model.path),
             Path(eval_examples.path),
             config,
-            metadata.local_path(production.uri) if production else None,
+            Path(production.uri) if production else None,  # in the model repository
             int(production.properties["version"]) if production else None,
             min_slice_examples,
         )

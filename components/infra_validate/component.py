@@ -32,7 +32,7 @@ def infra_validate(
             Path(model.path),
             Path(eval_examples.path),
             config,
-            metadata.local_path(production.uri) if production else None,
+            Path(production.uri) if production else None,  # in the model repository
         )
         Path(infra_blessing.path).write_text(result.to_json())
         Path(infra_view.path).write_text(result.markdown())

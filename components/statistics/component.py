@@ -11,6 +11,7 @@ def statistics(
     dataset: str,
     engine: str,
     beam_pipeline_args: str,
+    statistics_root: str,
     metadata_connection: str,
     run_id: str,
     job_id: str,
@@ -20,16 +21,21 @@ def statistics(
     eval_statistics: Output[Artifact],
     statistics_view: Output[HTML],
 ):
-    """TFDV statistics of both splits, and TFDV's view of them for the Kubeflow UI."""
+    """TFDV statistics of both splits, kept on the home volume for later runs, and TFDV's view for the UI."""
     import shlex
     from pathlib import Path
 
     from components.common import metadata
     from components.common.datasets import load_dataset
     from components.common.tfdv_io import load_schema, load_statistics
-    from components.statistics.logic import compute_statistics, statistics_html
+    from components.statistics.logic import compute_statistics, keep_statistics, statistics_html
 
-    parameters = {"dataset": dataset, "statistics_engine": engine, "beam_pipeline_args": beam_pipeline_args}
+    parameters = {
+        "dataset": dataset,
+        "statistics_engine": engine,
+        "beam_pipeline_args": beam_pipeline_args,
+        "statistics_root": statistics_root,
+    }
     with metadata.pipeline_step(metadata_connection, run_id, job_id, "statistics", parameters) as step:
         schema = load_schema(load_dataset(dataset).schema_path)
         for examples, output in ((train_examples, train_statistics), (eval_examples, eval_statistics)):
@@ -37,10 +43,15 @@ def statistics(
             result = compute_statistics(
                 Path(examples.path), Path(output.path), schema, engine, shlex.split(beam_pipeline_args)
             )
-            output.metadata.update(examples.metadata, rows=result.rows, features=result.features)
+            # Later runs and the drift trigger read these from the home volume, never from this
+            # run's artifact store, which a pod of another run cannot read.
+            kept = keep_statistics(
+                Path(output.path), Path(statistics_root), dataset, step.run_id, examples.metadata["split"]
+            )
+            output.metadata.update(examples.metadata, rows=result.rows, features=result.features, stored_at=str(kept))
             step.output(
                 metadata.STATISTICS,
-                output.uri,
+                str(kept),
                 dataset=dataset,
                 split=examples.metadata["split"],
                 rows=result.rows,

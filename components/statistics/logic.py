@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -111,3 +112,16 @@ def statistics_html(
     if baseline is None:
         return get_statistics_html(statistics, lhs_name=names[0])
     return get_statistics_html(statistics, baseline, lhs_name=names[0], rhs_name=names[1])
+
+
+def keep_statistics(statistics_path: Path, statistics_root: Path, dataset: str, run_id: str, split: str) -> Path:
+    """Copies a split's statistics to `<statistics_root>/<dataset>/<run_id>/<split>.pb`, where
+    later runs (the drift baseline) and the distribution-shift trigger read them. The file
+    appears whole or not at all (written under a temporary name, then renamed).
+    """
+    target = statistics_root / dataset / run_id / f"{split}.pb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.partial")
+    temporary.write_bytes(statistics_path.read_bytes())
+    os.replace(temporary, target)
+    return target

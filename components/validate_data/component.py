@@ -20,14 +20,13 @@ def validate_data(
     anomalies: Output[Artifact],
     drift_report: Output[Markdown],
 ):
-    """Stops the run on schema skew (after recording the anomalies); measures drift against the previous span."""
+    """Finds schema anomalies and measures drift against the previous span; records and shows both."""
     import json
     import shutil
     from pathlib import Path
 
     from components.common import metadata
     from components.common.datasets import load_dataset
-    from components.common.errors import DataError
     from components.common.tfdv_io import load_schema, load_statistics
     from components.validate_data.logic import validate_data as validate
 
@@ -40,7 +39,9 @@ def validate_data(
         config = load_dataset(dataset)
         shutil.copyfile(config.schema_path, schema.path)
         step.input(metadata.SCHEMA, schema.uri, dataset=dataset, source=str(config.schema_path))
-        step.inputs(metadata.STATISTICS, [train_statistics.uri, eval_statistics.uri])
+        step.inputs(
+            metadata.STATISTICS, [train_statistics.metadata["stored_at"], eval_statistics.metadata["stored_at"]]
+        )
         spans = train_statistics.metadata["spans"]
         baseline = step.store.previous_statistics(dataset, before_span=spans[-1])
         if baseline is not None:
@@ -52,14 +53,19 @@ def validate_data(
             },
             load_schema(config.schema_path),
             config.categorical_features,
-            baseline=load_statistics(metadata.local_path(baseline.uri)) if baseline else None,
+            baseline=load_statistics(Path(baseline.uri)) if baseline else None,  # on the home volume
             baseline_name=f"span {baseline.properties['spans']}" if baseline else "",
             categorical_threshold=categorical_drift_threshold,
             numeric_threshold=numeric_drift_threshold,
         )
         Path(anomalies.path).write_text("\n".join(a.message() for a in result.anomalies))
         Path(drift_report.path).write_text(result.markdown())
-        anomalies.metadata.update(count=len(result.anomalies), drifted=list(result.drifted_features))
+        anomalies.metadata.update(
+            count=len(result.anomalies),
+            drifted=list(result.drifted_features),
+            messages=[a.message() for a in result.anomalies],
+            files=train_statistics.metadata["files"],
+        )
         step.output(
             metadata.ANOMALIES,
             anomalies.uri,
@@ -75,7 +81,3 @@ def validate_data(
             spans=",".join(spans),
             measures=json.dumps({d.feature: round(d.value, 6) for d in result.drift}),
         )
-        if not result.passed:
-            raise DataError(
-                "; ".join(a.message() for a in result.anomalies), path=", ".join(train_statistics.metadata["files"])
-            )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 from components.common.datasets import DatasetConfig
-from components.common.metadata import MetadataStore, local_path
+from components.common.metadata import MetadataStore
 from components.common.spans import complete_spans
 from pipelines.triggers.config import PerformanceSettings, ShiftSettings
 from pipelines.triggers.cron import parse_cron
@@ -198,7 +198,7 @@ class DistributionShiftTrigger:
         production = self.store.production_model(self.dataset.model_name)
         training = self.store.training_statistics(production) if production else None
         if training is not None:
-            skewed = _over(measure_skew(load_statistics(local_path(training.uri)), current, schema, *thresholds))
+            skewed = _over(measure_skew(load_statistics(Path(training.uri)), current, schema, *thresholds))
             if skewed:
                 reasons.append(
                     f"serving traffic skewed from version {production.properties['version']}'s training data: {skewed}"

@@ -1,8 +1,9 @@
-"""The compiled pipeline, run for real through kfp.local (one subprocess per step, no Docker).
+"""The compiled pipeline, run for real through kfp.local: each step as a process here, and each
+step in its own container of the project's image, given only what a KFP pod gets.
 
 Three spans of real flights arrive in turn: the first trains and pushes; the second is
-compared with the first model in production; the third arrives corrupted and is stopped
-by data validation, leaving production as it was.
+compared with the first model in production (read across runs from the home volume only);
+the third arrives corrupted and is stopped by data validation, leaving production as it was.
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ from components.common.home import Home
 from components.common.metadata import MetadataStore
 from pipelines.cli import main
 from pipelines.demo.sample_data import Span
-from pipelines.local_run import EXIT_COMPLETED, EXIT_STOPPED_BY_DATA, exit_code, run_locally
+from pipelines.local_run import (
+    DOCKER,
+    EXIT_COMPLETED,
+    EXIT_STOPPED_BY_DATA,
+    RUNNERS,
+    SUBPROCESS,
+    exit_code,
+    run_locally,
+)
+from pipelines.pods import container_home
+from tests.support.containers import require_the_image
 from tests.support.spans import write_month
 
 pytestmark = pytest.mark.pipeline
@@ -37,6 +48,7 @@ STEPS = [
     "materialize",
     "statistics",
     "validate_data",
+    "data_gate",
     "train",
     "evaluate",
     "validate_model",
@@ -45,8 +57,15 @@ STEPS = [
 ]
 
 
+@pytest.fixture(scope="module", params=RUNNERS)
+def runner(request):
+    if request.param == DOCKER:
+        require_the_image()
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def three_runs(tmp_path_factory, flight_months):
+def three_runs(tmp_path_factory, flight_months, runner):
     root = tmp_path_factory.mktemp("pipeline")
     home, data_root = Home(root / "home"), root / "data"
     runs, repository = [], []
@@ -55,7 +74,9 @@ def three_runs(tmp_path_factory, flight_months):
         if month == "2013-07":
             frame = corrupt(Span(month, frame, 0, "")).frame
         write_month(data_root, month, frame)
-        runs.append(run_locally(home, data_root, SMALL_DATA, trigger="new data", reason=f"span {month} arrived"))
+        runs.append(
+            run_locally(home, data_root, SMALL_DATA, trigger="new data", reason=f"span {month} arrived", runner=runner)
+        )
         repository.append(sorted(p.relative_to(home.model_repository) for p in home.model_repository.rglob("*")))
     return home, runs, repository
 
@@ -98,7 +119,8 @@ def test_corrupted_span_stops_before_training_and_production_is_untouched(three_
         ("ingest", "complete"),
         ("materialize", "complete"),
         ("statistics", "complete"),
-        ("validate_data", "failed"),
+        ("validate_data", "complete"),  # so its anomalies and drift views reach the UI
+        ("data_gate", "failed"),
     ]
     reasons = stopped.properties["reasons"]
     assert "span=2013-07/part-0.parquet" in reasons
@@ -113,9 +135,15 @@ def test_corrupted_span_stops_before_training_and_production_is_untouched(three_
     assert store.run_artifacts(stopped.run_id, metadata.MODEL) == []
 
 
-def test_drift_against_the_previous_span_is_recorded(three_runs):
+def test_drift_against_the_previous_span_is_recorded(three_runs, runner):
+    """The baseline is the previous run's training statistics, read from the home volume
+    (a pod of a later run cannot read another run's artifacts from KFP's artifact store)."""
     home, runs, _ = three_runs
     store = MetadataStore(home.metadata_connection)
+    seen_home = home if runner == SUBPROCESS else container_home(home)
+    for run in runs:
+        for statistics in store.run_artifacts(run.run_id, metadata.STATISTICS):
+            assert statistics.uri.startswith(str(seen_home.statistics.resolve())), statistics.uri
     [first, second] = [store.run_artifacts(run.run_id, metadata.DRIFT)[0] for run in runs[:2]]
     assert first.properties["baseline"] == ""  # first span: nothing to compare with
     assert second.properties["baseline"] == "span 2013-01"

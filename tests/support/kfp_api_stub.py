@@ -17,6 +17,7 @@ class KfpApiStub(ApiStub):
     def __init__(self):
         super().__init__(_Handler)
         self.requests: list[tuple[str, str, dict, bytes]] = []
+        self.authorizations: list[str | None] = []  # each request's Authorization header
         self.pipelines: dict[str, dict] = {}
         self.versions: dict[str, list[dict]] = {}
         self.experiments: list[dict] = []
@@ -48,6 +49,7 @@ class _Handler(JsonHandler):
         query = parse_qs(url.query)
         body = self.body()
         self.server.requests.append((method, url.path, query, body))
+        self.server.authorizations.append(self.headers.get("Authorization"))
         for prefix, (status, delay) in self.server.fail.items():
             if url.path.startswith(prefix):
                 time.sleep(delay)

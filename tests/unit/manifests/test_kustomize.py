@@ -107,12 +107,22 @@ def test_every_namespaced_object_is_in_one_namespace(overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_only_the_kserve_controller_gets_api_rights_and_only_those_it_uses(overlay):
+def test_only_the_controller_gets_api_rights_and_only_those_it_uses(overlay):
     docs = build(overlay)
     assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    controller = [{"kind": "ServiceAccount", "name": "ct-controller", "namespace": "ct"}]
+    bindings = {d["metadata"]["name"]: d for d in docs if d["kind"] == "RoleBinding"}
+    if overlay != "kind":  # multi-user Kubeflow: it creates runs in the profile namespace
+        pipelines = bindings.pop("ct-controller-pipelines")
+        assert pipelines["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "kubeflow-pipelines-edit",
+        }
+        assert pipelines["subjects"] == controller
     roles = [d for d in docs if d["kind"] == "Role"]
     if overlay != "production-kserve":
-        assert roles == []  # our own service swaps models from the volume: no API calls
+        assert roles == [] and bindings == {}  # our own service swaps models from the volume: no API calls
         return
     [role] = roles
     assert role["rules"] == [
@@ -123,8 +133,8 @@ def test_only_the_kserve_controller_gets_api_rights_and_only_those_it_uses(overl
             "verbs": ["get", "patch"],
         }
     ]  # pipelines/rollout.py
-    [binding] = [d for d in docs if d["kind"] == "RoleBinding"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ct-controller", "namespace": "ct"}]
+    [binding] = bindings.values()
+    assert binding["subjects"] == controller
 
 
 def controller_config(overlay: str, folder: Path):
@@ -146,8 +156,8 @@ def test_the_controller_accepts_the_configuration_each_overlay_gives_it(overlay,
     files, config, docs = controller_config(overlay, tmp_path)
     expected = {
         "kind": ["triggers.yaml"],
-        "production": ["triggers.yaml", "object-storage.yaml"],
-        "production-kserve": ["triggers.yaml", "object-storage.yaml", "kserve-rollout.yaml"],
+        "production": ["triggers.yaml", "multi-user.yaml", "object-storage.yaml"],
+        "production-kserve": ["triggers.yaml", "multi-user.yaml", "object-storage.yaml", "kserve-rollout.yaml"],
     }[overlay]
     assert files == expected
     if overlay == "production-kserve":
@@ -184,9 +194,28 @@ def test_kind_overlay_shares_kfps_namespace_so_the_steps_mount_the_home_claim():
     assert claim["metadata"]["name"] == default.string_value
 
 
-def test_namespace_enforces_the_restricted_pod_security_standard():
-    [namespace] = [d for d in build("production") if d["kind"] == "Namespace"]
-    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+@pytest.mark.parametrize("overlay", ["production", "production-kserve"])
+def test_multi_user_runs_go_where_the_claim_is_with_the_controllers_projected_token(overlay, tmp_path):
+    """The step pods of a run in multi-user Kubeflow run in the profile namespace: the claim,
+    Redis and the controller are there, and the controller authenticates as kfp.Client reads
+    a projected token (pipelines/submit.py, service_account_token)."""
+    from kfp.client import KF_PIPELINES_SA_TOKEN_PATH
+
+    _, config, docs = controller_config(overlay, tmp_path)
+    [claim] = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    [redis] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "ct-redis"]
+    assert config.kfp_namespace == claim["metadata"]["namespace"] == redis["metadata"]["namespace"] == "ct"
+    [controller] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "ct-controller"]
+    pod = controller["spec"]["template"]["spec"]
+    [token] = [v for v in pod["volumes"] if v["name"] == "kfp-token"]
+    [source] = token["projected"]["sources"]
+    assert source["serviceAccountToken"]["audience"] == "pipelines.kubeflow.org"
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "kfp-token"]
+    assert f"{mount['mountPath']}/{source['serviceAccountToken']['path']}" == KF_PIPELINES_SA_TOKEN_PATH
+    [policy] = [d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "default-deny-ingress"]
+    assert policy["spec"]["ingress"] == [
+        {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeflow"}}}]}
+    ]
 
 
 def test_kserve_overlay_replaces_the_deployment_and_opens_its_port():

@@ -1,15 +1,26 @@
 import yaml
+from google.protobuf import json_format
 from kfp import components
+from kfp.kubernetes import kubernetes_executor_config_pb2
 
 from components.image import PIPELINE_IMAGE
 from pipelines.compile import COMPILED_SPEC, compile_pipeline, pipeline_version
-from pipelines.continuous_training import HOME_MOUNT, OBJECT_STORAGE_MOUNT, OBJECT_STORAGE_SECRET, PIPELINE_NAME
+from pipelines.continuous_training import (
+    HOME_MOUNT,
+    KFP_BACKEND_VERSION,
+    OBJECT_STORAGE_MOUNT,
+    OBJECT_STORAGE_SECRET,
+    PIPELINE_NAME,
+    RESOURCES,
+)
+from tests.support import PROJECT_ROOT
 
 STAGES = [
     "ingest",
     "materialize",
     "statistics",
     "validate-data",
+    "data-gate",
     "train",
     "evaluate",
     "validate-model",
@@ -83,3 +94,50 @@ def test_train_waits_for_data_validation():
 def test_pipeline_version_names_the_package_and_the_spec():
     assert pipeline_version().startswith(PIPELINE_IMAGE.rsplit(":", 1)[1] + "+")
     assert len(pipeline_version().split("+")[1]) == 12
+
+
+def test_the_platform_config_uses_only_fields_of_kfp_backend_2_5():
+    """Strictly parsed, as KFP's driver parsed it before 2.5.0 (which rejected unknown fields):
+    the proto kfp-kubernetes 1.5.0 compiles against is the one KFP backend 2.5.0 builds with."""
+    _, platform = _documents()
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for executor in executors.values():
+        json_format.ParseDict(executor, kubernetes_executor_config_pb2.KubernetesExecutorConfig())  # raises on unknown
+    assert KFP_BACKEND_VERSION == "2.5.0"
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert f"PIPELINE_VERSION={KFP_BACKEND_VERSION}" in readme
+
+
+def test_every_step_declares_resources_a_timeout_and_retries_only_where_a_retry_can_help():
+    spec, platform = _documents()
+    tasks = spec["root"]["dag"]["tasks"]
+    kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for task_name, task in tasks.items():
+        executor = task["componentRef"]["name"].replace("comp-", "exec-")
+        resources = spec["deploymentSpec"]["executors"][executor]["container"]["resources"]
+        declared = RESOURCES[task_name]
+        assert (resources["resourceCpuRequest"], resources["resourceMemoryRequest"]) == (declared.cpu, declared.memory)
+        assert (resources["resourceCpuLimit"], resources["resourceMemoryLimit"]) == (
+            declared.cpu_limit,
+            declared.memory_limit,
+        )
+        assert kubernetes[executor]["activeDeadlineSeconds"] == str(declared.timeout_seconds), task_name
+        retried = task.get("retryPolicy", {}).get("maxRetryCount", 0)
+        assert retried == (2 if task_name in ("ingest", "materialize") else 0), task_name
+
+
+def test_the_run_decision_is_the_pipelines_output():
+    spec, _ = _documents()
+    assert spec["root"]["outputDefinitions"]["parameters"]["Output"]["parameterType"] == "STRING"
+    assert spec["root"]["dag"]["outputs"]["parameters"]["Output"]["valueFromParameter"] == {
+        "outputParameterKey": "Output",
+        "producerSubtask": "push",
+    }
+
+
+def test_data_validation_completes_and_a_gate_stops_the_run_before_training():
+    tasks = _documents()[0]["root"]["dag"]["tasks"]
+    assert (
+        tasks["data-gate"]["inputs"]["artifacts"]["anomalies"]["taskOutputArtifact"]["producerTask"] == "validate-data"
+    )
+    assert "data-gate" in tasks["train"]["dependentTasks"]

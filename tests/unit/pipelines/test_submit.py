@@ -187,3 +187,22 @@ def test_a_hung_api_times_out_with_a_clear_error(api):
     with pytest.raises(SubmitError, match="finding or creating the experiment failed: .*(timed out|Timeout)"):
         kfp_api.submit_run(PARAMETERS, "continuous-training", "run-1")
     assert api.runs == []
+
+
+def test_in_a_multi_user_pod_every_request_carries_the_projected_token(api, tmp_path, monkeypatch):
+    """kfp.Client, given a host, sends no credentials by itself; a controller pod of multi-user
+    Kubeflow authenticates with its projected service-account token (manifests: multi-user)."""
+    token = tmp_path / "token"
+    token.write_text("projected-token-1")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
+    kfp_api = KfpApi(api.url, "ct")
+    kfp_api.submit_run(PARAMETERS, "continuous-training", "run-1")
+    token.write_text("projected-token-2")  # the kubelet rotates it
+    kfp_api.submit_run({**PARAMETERS, "run_id": "run-2"}, "continuous-training", "run-2")
+    assert set(api.authorizations[:3]) == {"Bearer projected-token-1"}
+    assert api.authorizations[-1] == "Bearer projected-token-2"
+
+
+def test_without_a_token_nothing_is_sent_as_credentials(api):
+    KfpApi(api.url).submit_run(PARAMETERS, "continuous-training", "run-1")
+    assert set(api.authorizations) == {None}

@@ -2,7 +2,8 @@ import pytest
 
 from components.common import metadata
 from components.common.errors import DataError
-from components.common.metadata import MetadataStore, local_path
+from components.common.metadata import MetadataStore
+from components.version import code_version
 
 
 def test_a_step_records_status_times_parameters_and_artifacts(store):
@@ -19,6 +20,15 @@ def test_a_step_records_status_times_parameters_and_artifacts(store):
     )
     assert record.end >= record.start > 0
     assert run.parameters == {"window_spans": 2}
+
+
+def test_a_step_records_its_peak_memory_and_the_code_that_ran(store):
+    with store.step("run-1", "train", {}):
+        ballast = bytearray(64 * 1024 * 1024)  # the step's process grows by 64 MiB at least
+    [record] = store.run("run-1").steps
+    assert record.peak_memory_mib >= 64 and len(ballast) > 0
+    [execution] = store._store.get_executions()
+    assert execution.custom_properties["code_version"].string_value == code_version()
 
 
 def test_bad_data_stops_the_run_and_other_errors_fail_it(store):
@@ -124,7 +134,22 @@ def test_bad_connection_strings_are_rejected(connection):
         MetadataStore(connection)
 
 
-def test_remote_artifact_uris_map_to_kfp_mounts():
-    assert str(local_path("gs://bucket/run/model")) == "/gcs/bucket/run/model"
-    assert str(local_path("minio://mlpipeline/v2/artifacts/x")) == "/minio/mlpipeline/v2/artifacts/x"
-    assert str(local_path("/tmp/root/x")) == "/tmp/root/x"
+def test_a_run_whose_launcher_is_gone_is_closed_as_interrupted(store):
+    store.update_run("run-killed", launcher="here:1")
+    store.update_run("run-elsewhere", launcher="there:2")
+    store.update_run("run-done", launcher="here:3", decision=metadata.PUSHED)
+    killed_step = store.step("run-killed", "train", {})
+    killed_step.__enter__()  # started, and never to end: its process was killed (kept referenced till then)
+    with store.step("run-elsewhere", "ingest", {}):
+        pass
+
+    def alive(launcher):
+        return not launcher.startswith("here:")
+
+    assert store.close_interrupted_runs(alive) == ["run-killed"]
+    killed = store.run("run-killed")
+    assert killed.decision == metadata.FAILED
+    assert killed.properties["reasons"] == "interrupted during train: its launcher here:1 exited before the run decided"
+    assert store.run("run-elsewhere").decision == ""  # another host's: cannot be told, left alone
+    assert store.run("run-done").decision == metadata.PUSHED
+    assert store.close_interrupted_runs(alive) == [] and killed_step is not None

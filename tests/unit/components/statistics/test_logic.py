@@ -1,7 +1,7 @@
 import pytest
 
 from components.common.tfdv_io import load_schema, load_statistics
-from components.statistics.logic import BEAM, MEMORY, compute_statistics, statistics_html
+from components.statistics.logic import BEAM, MEMORY, compute_statistics, keep_statistics, statistics_html
 
 
 def feature_counts(statistics):
@@ -41,3 +41,11 @@ def test_html_view_shows_both_splits(splits, tmp_path):
 def test_unknown_engine_is_rejected(splits, tmp_path):
     with pytest.raises(ValueError, match="statistics_engine='spark'"):
         compute_statistics(splits[0], tmp_path / "s.pb", engine="spark")
+
+
+def test_statistics_are_kept_on_the_home_volume_whole(splits, tmp_path):
+    compute_statistics(splits[0], tmp_path / "train.pb")
+    kept = keep_statistics(tmp_path / "train.pb", tmp_path / "home" / "statistics", "flights", "run-1", "train")
+    assert kept == tmp_path / "home" / "statistics" / "flights" / "run-1" / "train.pb"
+    assert kept.read_bytes() == (tmp_path / "train.pb").read_bytes()
+    assert [p.name for p in kept.parent.iterdir()] == ["train.pb"]  # no partial file left behind

@@ -1,0 +1,137 @@
+"""The pipeline's steps as containers of the project's image, each given what a KFP pod gets.
+
+A KFP v2 launcher hands a step only its own input artifacts (downloaded into an empty
+scratch folder), a folder for its outputs, and what the pod spec mounts: here the home
+volume at HOME_MOUNT, as every step mounts the `ct-home` claim on a cluster. kfp.local's
+DockerRunner instead mounts the whole pipeline root, earlier runs included, which would hide
+a step that reads another run's artifact. So each step runs here with exactly:
+
+- its own input artifacts, read-only, at their paths;
+- its own task folder (outputs and the executor's output file), writable;
+- the home folder at HOME_MOUNT (the pipeline root inside it hidden) and the data root at
+  DATA_MOUNT, read-only;
+- a read-only root file system, a private /tmp, no network, a non-root user.
+
+A step that reads anything else fails as it would in a pod.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+from components.common.errors import ConfigError
+from components.common.home import HOME_MOUNT, Home
+
+DATA_MOUNT = f"{HOME_MOUNT}/data"
+IMAGE_USER = (10001, 10001)  # the image's user (images/Dockerfile)
+# kfp.local's task handler this module stands in for, as read in these kfp versions.
+CHECKED_ON_KFP = "2.13."
+
+
+def container_home(home: Home) -> Home:
+    """The home as every step's container mounts it (its metadata connection too, if a file)."""
+    return Home(Path(HOME_MOUNT), home.metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class PodVolumes:
+    """What every step's container mounts besides its own artifacts (host paths)."""
+
+    home: Path
+    data_root: Path
+    pipeline_root: Path
+
+
+def executor_artifacts(command: list[str]) -> tuple[Path, list[Path]]:
+    """The task folder (outputs) and the input artifacts' paths, from the step's executor input."""
+    executor_input = json.loads(command[command.index("--executor_input") + 1])
+    task_root = Path(executor_input["outputs"]["outputFile"]).parent
+    inputs = [
+        Path(artifact["uri"])
+        for group in executor_input["inputs"].get("artifacts", {}).values()
+        for artifact in group["artifacts"]
+    ]
+    return task_root, inputs
+
+
+def run_step_container(image: str, command: list[str], volumes: PodVolumes) -> int:
+    """Runs one step in its own container; streams its output; returns its exit code."""
+    import docker
+    from docker.errors import DockerException, ImageNotFound
+
+    task_root, inputs = executor_artifacts(command)
+    task_root.mkdir(parents=True, exist_ok=True)  # or Docker makes it, as root
+    user = container_user(task_root)
+    binds = {
+        str(task_root): {"bind": str(task_root), "mode": "rw"},
+        **{str(path): {"bind": str(path), "mode": "ro"} for path in inputs},
+        str(volumes.home.resolve()): {"bind": HOME_MOUNT, "mode": "rw"},
+        str(volumes.data_root.resolve()): {"bind": DATA_MOUNT, "mode": "ro"},
+    }
+    try:
+        client = docker.from_env()
+    except DockerException as error:
+        raise ConfigError(f"no Docker engine to run the steps in: {error}") from None
+    try:
+        client.images.get(image)
+    except ImageNotFound:
+        raise ConfigError(f"image {image} is not here: build it with `bash images/build.sh --local`") from None
+    container = client.containers.run(
+        image,
+        entrypoint=command,
+        user=user,
+        volumes=binds,
+        read_only=True,
+        network_mode="none",
+        # The pipeline root sits in the home folder: hidden, as the artifact store is from a pod.
+        tmpfs={"/tmp": "", f"{HOME_MOUNT}/{volumes.pipeline_root.relative_to(volumes.home)}": ""}
+        if volumes.pipeline_root.is_relative_to(volumes.home)
+        else {"/tmp": ""},
+        detach=True,
+    )
+    try:
+        for line in container.logs(stream=True, follow=True):
+            print(line.decode(errors="replace"), end="")
+        return int(container.wait()["StatusCode"])
+    finally:
+        container.remove(force=True)
+        client.close()
+
+
+def container_user(*writable: Path) -> str:
+    """The host user, so what a step writes stays theirs; as root, the image's own non-root
+    user, given the folders it writes (never root inside the container)."""
+    if os.getuid() != 0:
+        return f"{os.getuid()}:{os.getgid()}"
+    for folder in writable:
+        for root, folders, files in os.walk(folder):
+            for name in (root, *(os.path.join(root, f) for f in folders + files)):
+                os.lchown(name, *IMAGE_USER)
+    return f"{IMAGE_USER[0]}:{IMAGE_USER[1]}"
+
+
+@contextlib.contextmanager
+def steps_in_containers(volumes: PodVolumes) -> Iterator[None]:
+    """kfp.local's DockerRunner, each step given only what a pod gets (see the module doc)."""
+    import kfp
+    from kfp.local import docker_task_handler, status
+
+    if not kfp.__version__.startswith(CHECKED_ON_KFP):
+        raise ConfigError(f"kfp {kfp.__version__}: the container runner was written against kfp {CHECKED_ON_KFP}x")
+
+    class PodTaskHandler(docker_task_handler.DockerTaskHandler):
+        def run(self) -> status.Status:
+            code = run_step_container(self.image, self.full_command, volumes)
+            return status.Status.SUCCESS if code == 0 else status.Status.FAILURE
+
+    original = docker_task_handler.DockerTaskHandler
+    docker_task_handler.DockerTaskHandler = PodTaskHandler  # kfp.local looks it up at each task
+    try:
+        yield
+    finally:
+        docker_task_handler.DockerTaskHandler = original
