@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from components.common.datasets import load_dataset
-from components.common.errors import DataError
+from components.common.errors import DataError, NotFoundError
 from components.common.home import Home
-from components.common.metadata import MetadataStore
+from components.common.metadata import FAILED, MetadataStore
 from components.ingest.logic import fingerprint, latest_spans
 from pipelines.local_run import new_run_id
 from pipelines.triggers.config import TriggerConfig
@@ -156,6 +156,7 @@ class Controller:
             self.events.append(Event(now, "finished", self.running, (), f"exit code {code}"))
             log.info("run %s finished with exit code %s", self.running, code)
             finished, self.running = self.running, None
+            self._close_if_undecided(finished, code)
             if code == 0 and self.canary is not None:
                 self._roll_out(now, lambda: self.canary.run_finished(finished, now))
             self._last_finished = now
@@ -163,6 +164,19 @@ class Controller:
             self._roll_out(now, lambda: self.canary.tick(now))
         if self.pending:
             self._maybe_start(now)
+
+    def _close_if_undecided(self, run_id: str, code: int) -> None:
+        """A run that ended without deciding (killed, evicted, a pod that never started) would
+        stay "running" in ML Metadata: it is decided as failed, with the exit it ended with."""
+        try:
+            decided = self.store.run(run_id).decision
+        except NotFoundError:
+            decided = ""
+        if not decided:
+            self.store.update_run(
+                run_id, decision=FAILED, reasons=f"the run ended (exit code {code}) before it decided"
+            )
+            log.warning("run %s ended before it decided; recorded as failed", run_id)
 
     def _maybe_start(self, now: float) -> None:
         forced = any(f.force for f in self.pending)

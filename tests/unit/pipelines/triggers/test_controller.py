@@ -146,3 +146,30 @@ def test_runs_get_the_metadata_connection_and_parameters(tmp_path):
         "because",
         ["epochs=2"],
     )
+
+
+def test_a_run_that_ended_before_deciding_is_recorded_as_failed(tmp_path, store, flight_months):
+    """A killed `ct run`, or a KFP run whose pod was evicted: nothing stays "running"."""
+    controller, manual, _, launcher, _ = make_controller(tmp_path, store, flight_months)
+    manual.queue.append(Firing(MANUAL, "first", 0))
+    controller.tick()
+    [(killed, _, _)] = launcher.started
+    store.update_run(killed, trigger=MANUAL)  # its first step started, then the run was killed
+    launcher.exit_code = -9
+    controller.tick()
+    run = store.run(killed)
+    assert (run.decision, run.properties["reasons"]) == (
+        metadata.FAILED,
+        "the run ended (exit code -9) before it decided",
+    )
+
+
+def test_a_decided_run_keeps_its_decision_whatever_its_exit_code(tmp_path, store, flight_months):
+    controller, manual, _, launcher, _ = make_controller(tmp_path, store, flight_months)
+    manual.queue.append(Firing(MANUAL, "first", 0))
+    controller.tick()
+    [(stopped, _, _)] = launcher.started
+    store.update_run(stopped, decision=metadata.STOPPED_BY_DATA, reasons="feature 'carrier': ...")
+    launcher.exit_code = 2
+    controller.tick()
+    assert store.run(stopped).decision == metadata.STOPPED_BY_DATA
