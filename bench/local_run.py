@@ -1,13 +1,17 @@
 """A full local run on one month of flights (about 27k rows), and where its time goes.
 
-Runs the pipeline once through kfp.local (SubprocessRunner) in a fresh home. For each
-step it reports the step process's wall time (from kfp.local's own log) and the step's
-work (from ML Metadata: the adapter records start and end around the stage's logic);
-the difference is the process start and imports (TensorFlow and TFDV take 3-4 s to
-import; TensorFlow is imported lazily, so train's and evaluate's import of it counts
-as work). What is left of the run's wall time is kfp.local's orchestration.
+Runs the pipeline once through kfp.local in a fresh home, with each step as a process here
+(`subprocess`), in its own container of the project's image (`docker`, as on a cluster:
+bash images/build.sh --local first), or both in turn on the same data. For each step it
+reports the step's wall time (from kfp.local's own log), its work (from ML Metadata: the
+adapter records start and end around the stage's logic) and its peak memory; the
+difference between wall and work is the process or container start and imports
+(TensorFlow and TFDV take 3-4 s to import; TensorFlow is imported lazily, so train's and
+evaluate's import of it counts as work). What is left of the run's wall time is kfp.local's
+orchestration.
 
     .venv/bin/python bench/local_run.py [--month 2013-01] [--dataset flights|penguins]
+                                        [--runner subprocess|docker|both]
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 from components.common.home import Home
 from features.sources import FEATURES_FOLDER, write_sources
 from pipelines.demo.sample_data import flight_spans, penguin_spans, write_span
-from pipelines.local_run import run_locally
+from pipelines.local_run import DOCKER, RUNNERS, SUBPROCESS, run_locally
 
 TARGET_SECONDS = 60.0
 TASK_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) - INFO - (?:Executing task|Task) \S*'([a-z-]+)'")
@@ -44,40 +48,57 @@ def step_walls(log: Path) -> dict[str, float]:
     return walls
 
 
+def measure(runner: str, spans: list, dataset: str, folder: Path):
+    """One run on fresh data and home; the run, its wall time, and each step's wall time."""
+    data_root, home = folder / runner / "data", Home(folder / runner / "home")
+    parameters = {} if dataset == "flights" else {"dataset": "penguins", "window_spans": len(spans)}
+    for span in spans:
+        write_span(data_root, span)
+    if dataset == "flights":
+        write_sources(data_root / FEATURES_FOLDER)  # the feature store's tables, as `ct data flights` writes them
+    started = time.perf_counter()
+    run = run_locally(home, data_root, parameters, runner=runner)
+    wall = time.perf_counter() - started
+    return run, wall, step_walls(home.logs / f"{run.run_id}.log")
+
+
+def report(runner: str, rows: int, dataset: str, run, wall: float, walls: dict[str, float]) -> None:
+    print(f"\n{dataset}: {rows} rows, one local run through kfp.local, steps as {runner}; decision: {run.decision}")
+    print(f"{'step':<16}{'step s':>8}{'work s':>8}{'start+imports s':>17}{'peak MiB':>10}")
+    for step in run.steps:
+        start = walls[step.step] - step.seconds
+        print(f"{step.step:<16}{walls[step.step]:>8.2f}{step.seconds:>8.2f}{start:>17.2f}{step.peak_memory_mib:>10.0f}")
+    process = sum(walls[s.step] for s in run.steps)
+    work = sum(s.seconds for s in run.steps)
+    print(f"{'total':<16}{process:>8.2f}{work:>8.2f}{process - work:>17.2f}")
+    print(
+        f"wall {wall:.1f} s = work {work:.1f} s + step start and imports {process - work:.1f} s "
+        f"+ kfp.local orchestration {wall - process:.1f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--month", default="2013-01")
     parser.add_argument("--dataset", default="flights", choices=("flights", "penguins"))
+    parser.add_argument("--runner", default=SUBPROCESS, choices=(*RUNNERS, "both"))
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        data_root, home = Path(folder) / "data", Home(Path(folder) / "home")
-        spans = list(flight_spans([args.month]) if args.dataset == "flights" else penguin_spans())
-        parameters = {} if args.dataset == "flights" else {"dataset": "penguins", "window_spans": len(spans)}
-        for span in spans:
-            write_span(data_root, span)
-        if args.dataset == "flights":
-            write_sources(data_root / FEATURES_FOLDER)  # the feature store's tables, as `ct data flights` writes them
-        started = time.perf_counter()
-        run = run_locally(home, data_root, parameters)
-        wall = time.perf_counter() - started
-        walls = step_walls(home.logs / f"{run.run_id}.log")
-
+    spans = list(flight_spans([args.month]) if args.dataset == "flights" else penguin_spans())
     rows = sum(len(s.frame) for s in spans)
-    print(f"{args.dataset}: {rows} rows, one local run through kfp.local; decision: {run.decision}")
-    print(f"{'step':<16}{'process s':>10}{'work s':>8}{'start+imports s':>17}")
-    for step in run.steps:
-        print(f"{step.step:<16}{walls[step.step]:>10.2f}{step.seconds:>8.2f}{walls[step.step] - step.seconds:>17.2f}")
-    process = sum(walls[s.step] for s in run.steps)
-    work = sum(s.seconds for s in run.steps)
-    print(f"{'total':<16}{process:>10.2f}{work:>8.2f}{process - work:>17.2f}")
-    print(
-        f"wall {wall:.1f} s = work {work:.1f} s + process start and imports {process - work:.1f} s "
-        f"+ kfp.local orchestration {wall - process:.1f} s"
-    )
-    print(
-        f"target: under {TARGET_SECONDS:.0f} s; this run took {wall / TARGET_SECONDS:.2f} of it "
-        f"({'met' if wall < TARGET_SECONDS else 'MISSED'})"
-    )
+    runners = RUNNERS if args.runner == "both" else (args.runner,)
+    walls = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for runner in runners:
+            run, walls[runner], steps = measure(runner, spans, args.dataset, Path(folder))
+            report(runner, rows, args.dataset, run, walls[runner], steps)
+    if SUBPROCESS in walls:
+        met = walls[SUBPROCESS] < TARGET_SECONDS
+        print(f"\ntarget for the host run: under {TARGET_SECONDS:.0f} s ({'met' if met else 'MISSED'})")
+    if len(walls) == 2:
+        print(
+            f"{args.dataset}: steps here {walls[SUBPROCESS]:.1f} s, in containers {walls[DOCKER]:.1f} s: "
+            f"{walls[DOCKER] / walls[SUBPROCESS]:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -60,18 +60,21 @@ class StepResources:
     retries: int = 0
 
 
-# Peaks measured on one month of flights (README, Speed), with room for a window of several.
+# Requests cover the peak each step reached on one month of flights (bench/local_run.py: ingest
+# 177 MiB, materialize 233, statistics 654, validate_data 610, data_gate 46, train 616,
+# evaluate 585, validate_model 119, infra_validate 536, push 119) with room to spare; limits
+# leave room for a window of several months.
 RESOURCES = {
-    "ingest": StepResources("500m", "1Gi", "2", "4Gi", 1800, retries=2),
-    "materialize": StepResources("250m", "1Gi", "1", "2Gi", 1800, retries=2),
-    "statistics": StepResources("1", "2Gi", "2", "6Gi", 3600),
+    "ingest": StepResources("500m", "512Mi", "2", "4Gi", 1800, retries=2),
+    "materialize": StepResources("250m", "512Mi", "1", "2Gi", 1800, retries=2),
+    "statistics": StepResources("1", "1Gi", "2", "6Gi", 3600),
     "validate-data": StepResources("250m", "1Gi", "1", "2Gi", 900),
-    "data-gate": StepResources("100m", "256Mi", "500m", "512Mi", 300),
-    "train": StepResources("2", "2Gi", "4", "8Gi", 7200),
-    "evaluate": StepResources("1", "2Gi", "2", "4Gi", 1800),
+    "data-gate": StepResources("100m", "128Mi", "500m", "256Mi", 300),
+    "train": StepResources("1", "1Gi", "4", "8Gi", 7200),
+    "evaluate": StepResources("500m", "1Gi", "2", "4Gi", 1800),
     "validate-model": StepResources("100m", "256Mi", "500m", "512Mi", 300),
     "infra-validate": StepResources("500m", "1Gi", "2", "3Gi", 1200),
-    "push": StepResources("250m", "512Mi", "1", "1Gi", 900),
+    "push": StepResources("250m", "256Mi", "1", "1Gi", 900),
 }
 RETRY_BACKOFF = "30s"
 
