@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the one image (pipeline components, prediction service, trigger controller) with the
-# tag the compiled pipeline expects (components/image.py: IMAGE_REPOSITORY:<package version>):
-#   bash images/build.sh ghcr.io/you   -> builds and pushes ghcr.io/you/ct-pipeline:<version>
+# tag the compiled pipeline expects (components/image.py: PIPELINE_IMAGE, i.e.
+# IMAGE_REPOSITORY:<code version>, which follows the code's content):
+#   bash images/build.sh ghcr.io/you   -> builds and pushes ghcr.io/you/ct-pipeline:<code version>
 #   bash images/build.sh --kind        -> builds the default name and loads it into kind
 #   bash images/build.sh --local       -> builds the default name on a machine that reaches
 #                                         package registries but no container registry: the
@@ -12,8 +13,18 @@
 # Needs a Docker engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-version=$(python3 -c 'import re; print(re.search(r"__version__ = \"(.+)\"", open("components/__init__.py").read()).group(1))')
-default=$(python3 -c 'import re; print(re.search(r"IMAGE_REPOSITORY = \"(.+)\"", open("components/image.py").read()).group(1))')
+# The reference the code itself names (stdlib only; no bytecode written into the tree).
+pipeline_image() {  # [IMAGE]: as the code in IMAGE says, else as the code here says
+  local code='from components.image import PIPELINE_IMAGE; print(PIPELINE_IMAGE)'
+  if [ $# -gt 0 ]; then
+    docker run --rm --network none --entrypoint python "$1" -c "$code" 2>/dev/null
+  else
+    PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=. python3 -c "$code"
+  fi
+}
+expected=$(pipeline_image)
+default=${expected%:*}
+version=${expected##*:}
 
 mode=${1:-}
 [ $# -gt 0 ] && shift
@@ -24,9 +35,20 @@ for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
   [ -n "${!v:-}" ] && build_args+=(--build-arg "$v=${!v}")
 done
 
-build() {  # build IMAGE [docker build options...]
+build() {  # build IMAGE [docker build options...]; IMAGE's tag is then the built code's version
   local image=$1; shift
   docker build -f images/Dockerfile "${build_args[@]}" "$@" -t "$image" . >&2
+  # The code may have changed while the context was read: the image's own code decides.
+  local inside
+  inside=$(pipeline_image "$image")
+  if [ -n "$inside" ] && [ "${inside##*:}" != "${image##*:}" ]; then
+    echo "$0: the built code says ${inside##*:}, this tree ${image##*:} (the code changed during the" >&2
+    echo "build, or a source file is not packaged): tagging what was built as ${inside##*:}" >&2
+    docker tag "$image" "${image%:*}:${inside##*:}"
+    docker rmi "$image" >/dev/null
+    image="${image%:*}:${inside##*:}"
+  fi
+  built=$image
 }
 
 case "$mode" in
@@ -36,25 +58,22 @@ case "$mode" in
       base=$(bash images/base.sh | tail -n1)
       build_args+=(--build-arg "BASE=$base")
     fi
-    image="$default:$version"
-    build "$image" "$@"
-    echo "$image"
+    build "$default:$version" "$@"
+    echo "$built"
     ;;
   --kind)
-    image="$default:$version"
-    build "$image" "$@"
-    kind load docker-image "$image" >&2
-    echo "$image"
+    build "$default:$version" "$@"
+    kind load docker-image "$built" >&2
+    echo "$built"
     ;;
   -*) echo "$0: unknown mode $mode" >&2; exit 2 ;;
   *)
-    image="$mode/ct-pipeline:$version"
-    build "$image" "$@"
-    docker push "$image" >&2
-    if [ "$image" != "$default:$version" ]; then
-      echo "pushed $image; the compiled spec names $default:$version: set IMAGE_REPOSITORY in" >&2
+    build "$mode/ct-pipeline:$version" "$@"
+    docker push "$built" >&2
+    if [ "${built%:*}" != "$default" ]; then
+      echo "pushed $built; the compiled spec names $default:${built##*:}: set IMAGE_REPOSITORY in" >&2
       echo "components/image.py to $mode/ct-pipeline, run 'ct compile', and set the overlays' images: newName." >&2
     fi
-    echo "$image"
+    echo "$built"
     ;;
 esac

@@ -129,6 +129,7 @@ def steps_in_containers(volumes: PodVolumes) -> Iterator[None]:
             code = run_step_container(self.image, self.full_command, volumes)
             return status.Status.SUCCESS if code == 0 else status.Status.FAILURE
 
+    container_user(volumes.home)  # the steps write ML Metadata, models and statistics there
     original = docker_task_handler.DockerTaskHandler
     docker_task_handler.DockerTaskHandler = PodTaskHandler  # kfp.local looks it up at each task
     try:

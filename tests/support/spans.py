@@ -24,5 +24,6 @@ def write_month(data_root: Path, month: str, frame: pd.DataFrame, file_format: s
 def feature_tables_folder() -> Path:
     """The feature tables of 2013, written once per test session."""
     folder = Path(tempfile.mkdtemp(prefix="ct-features-"))
+    folder.chmod(0o755)  # as `ct data` leaves it (mkdtemp's 0700 would keep a step's container user out)
     write_sources(folder)
     return folder
