@@ -17,7 +17,8 @@ from components.common.errors import ConfigError, NotFoundError
 from components.common.home import Home
 from components.common.metadata import FAILED, NOT_BLESSED, PUSHED, STOPPED_BY_DATA, MetadataStore, RunRecord
 from components.common.spans import complete_spans
-from pipelines.pods import DATA_MOUNT, PodVolumes, container_home, steps_in_containers
+from components.image import PIPELINE_IMAGE
+from pipelines.pods import DATA_MOUNT, PodVolumes, container_home, docker_client, steps_in_containers
 
 # Set by `ct run` itself, or (home_volume) meaningful on a cluster only.
 WIRED_PARAMETERS = (
@@ -118,6 +119,8 @@ def run_locally(
         raise ConfigError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
     load_dataset(str(parameters.get("dataset", DEFAULT_DATASET)))
     complete_spans(data_root)
+    # No engine or no image of this code: refused before anything of the run is recorded.
+    client = docker_client(PIPELINE_IMAGE) if runner == DOCKER else None
     home.create()
     run_id = run_id or new_run_id()
     log_path = log_path or home.logs / f"{run_id}.log"
@@ -145,7 +148,7 @@ def run_locally(
         steps = contextlib.nullcontext()
     else:
         local.init(runner=local.DockerRunner(), pipeline_root=str(pipeline_root), raise_on_error=False)
-        steps = steps_in_containers(PodVolumes(home.root.resolve(), data_root.resolve(), pipeline_root))
+        steps = steps_in_containers(client, PodVolumes(home.root.resolve(), data_root.resolve(), pipeline_root))
     with _output_to(log_path), _quiet_tensorflow(), warnings.catch_warnings(), steps:
         # kfp.local warns that the steps' image is not this interpreter; running the image's
         # Python environment here (installed from the same constraints) is the point.

@@ -46,6 +46,23 @@ class PodVolumes:
     data_root: Path
     pipeline_root: Path
 
+    def binds(self, task_root: Path, inputs: list[Path]) -> dict[str, dict[str, str]]:
+        """A step's mounts: its task folder, its inputs (read-only), the home, the data root (read-only)."""
+        return {
+            str(task_root): {"bind": str(task_root), "mode": "rw"},
+            **{str(path): {"bind": str(path), "mode": "ro"} for path in inputs},
+            str(self.home): {"bind": HOME_MOUNT, "mode": "rw"},
+            str(self.data_root): {"bind": DATA_MOUNT, "mode": "ro"},
+        }
+
+    def scratch(self) -> dict[str, str]:
+        """Private, empty folders: /tmp, and the pipeline root where it sits inside the home
+        (hidden, as KFP's artifact store is from a pod)."""
+        hidden = {"/tmp": ""}
+        if self.pipeline_root.is_relative_to(self.home):
+            hidden[f"{HOME_MOUNT}/{self.pipeline_root.relative_to(self.home)}"] = ""
+        return hidden
+
 
 def executor_artifacts(command: list[str]) -> tuple[Path, list[Path]]:
     """The task folder (outputs) and the input artifacts' paths, from the step's executor input."""
@@ -59,39 +76,37 @@ def executor_artifacts(command: list[str]) -> tuple[Path, list[Path]]:
     return task_root, inputs
 
 
-def run_step_container(image: str, command: list[str], volumes: PodVolumes) -> int:
-    """Runs one step in its own container; streams its output; returns its exit code."""
+def docker_client(image: str):
+    """The Docker engine, once it is known to have the image.
+
+    Raises:
+        ConfigError: no engine answers, or the image is not built.
+    """
     import docker
     from docker.errors import DockerException, ImageNotFound
 
-    task_root, inputs = executor_artifacts(command)
-    task_root.mkdir(parents=True, exist_ok=True)  # or Docker makes it, as root
-    user = container_user(task_root)
-    binds = {
-        str(task_root): {"bind": str(task_root), "mode": "rw"},
-        **{str(path): {"bind": str(path), "mode": "ro"} for path in inputs},
-        str(volumes.home.resolve()): {"bind": HOME_MOUNT, "mode": "rw"},
-        str(volumes.data_root.resolve()): {"bind": DATA_MOUNT, "mode": "ro"},
-    }
     try:
         client = docker.from_env()
-    except DockerException as error:
-        raise ConfigError(f"no Docker engine to run the steps in: {error}") from None
-    try:
         client.images.get(image)
     except ImageNotFound:
         raise ConfigError(f"image {image} is not here: build it with `bash images/build.sh --local`") from None
+    except DockerException as error:
+        raise ConfigError(f"no Docker engine to run the steps in: {error}") from None
+    return client
+
+
+def run_step_container(client, image: str, command: list[str], volumes: PodVolumes) -> int:
+    """Runs one step in its own container; streams its output; returns its exit code."""
+    task_root, inputs = executor_artifacts(command)
+    task_root.mkdir(parents=True, exist_ok=True)  # or Docker makes it, as root
     container = client.containers.run(
         image,
         entrypoint=command,
-        user=user,
-        volumes=binds,
+        user=container_user(task_root),
+        volumes=volumes.binds(task_root, inputs),
+        tmpfs=volumes.scratch(),
         read_only=True,
         network_mode="none",
-        # The pipeline root sits in the home folder: hidden, as the artifact store is from a pod.
-        tmpfs={"/tmp": "", f"{HOME_MOUNT}/{volumes.pipeline_root.relative_to(volumes.home)}": ""}
-        if volumes.pipeline_root.is_relative_to(volumes.home)
-        else {"/tmp": ""},
         detach=True,
     )
     try:
@@ -100,7 +115,6 @@ def run_step_container(image: str, command: list[str], volumes: PodVolumes) -> i
         return int(container.wait()["StatusCode"])
     finally:
         container.remove(force=True)
-        client.close()
 
 
 def container_user(*writable: Path) -> str:
@@ -116,8 +130,15 @@ def container_user(*writable: Path) -> str:
 
 
 @contextlib.contextmanager
-def steps_in_containers(volumes: PodVolumes) -> Iterator[None]:
-    """kfp.local's DockerRunner, each step given only what a pod gets (see the module doc)."""
+def steps_in_containers(client, volumes: PodVolumes) -> Iterator[None]:
+    """kfp.local's DockerRunner, each step given only what a pod gets (see the module doc).
+
+    Args:
+        client: The engine (docker_client), checked before anything of the run was recorded.
+
+    Raises:
+        ConfigError: another kfp than this was written against.
+    """
     import kfp
     from kfp.local import docker_task_handler, status
 
@@ -126,7 +147,7 @@ def steps_in_containers(volumes: PodVolumes) -> Iterator[None]:
 
     class PodTaskHandler(docker_task_handler.DockerTaskHandler):
         def run(self) -> status.Status:
-            code = run_step_container(self.image, self.full_command, volumes)
+            code = run_step_container(client, self.image, self.full_command, volumes)
             return status.Status.SUCCESS if code == 0 else status.Status.FAILURE
 
     container_user(volumes.home)  # the steps write ML Metadata, models and statistics there

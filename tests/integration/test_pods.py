@@ -11,9 +11,10 @@ import time
 import pytest
 from kfp import dsl, local
 
+from components.common.errors import ConfigError
 from components.common.home import HOME_MOUNT, Home
 from components.image import PIPELINE_IMAGE
-from pipelines.pods import PodVolumes, container_user, steps_in_containers
+from pipelines.pods import PodVolumes, container_user, docker_client, steps_in_containers
 from serving.child import free_port
 from tests.support.containers import require_the_image
 
@@ -38,19 +39,21 @@ def pod_home(tmp_path):
     home = Home(tmp_path / "home").create()
     (tmp_path / "data").mkdir()
     local.init(runner=local.DockerRunner(), pipeline_root=str(home.pipeline_root), raise_on_error=True)
-    return home, PodVolumes(home.root, tmp_path / "data", home.pipeline_root)
+    client = docker_client(PIPELINE_IMAGE)
+    yield home, lambda: steps_in_containers(client, PodVolumes(home.root, tmp_path / "data", home.pipeline_root))
+    client.close()
 
 
 def test_a_step_reads_what_the_home_volume_holds(pod_home):
-    home, volumes = pod_home
+    home, pods = pod_home
     (home.root / "baseline.txt").write_text("kept on the volume")
-    with steps_in_containers(volumes):
+    with pods():
         assert read_a_file(path=f"{HOME_MOUNT}/baseline.txt").output == "kept on the volume"
 
 
 @pytest.mark.parametrize("where", ["its path here", "the home mount"])
 def test_a_step_cannot_read_an_earlier_runs_artifact(pod_home, where):
-    home, volumes = pod_home
+    home, pods = pod_home
     earlier = home.pipeline_root / "continuous-training-earlier" / "statistics" / "train_statistics"
     earlier.parent.mkdir(parents=True)
     earlier.write_text("an earlier run's artifact")
@@ -59,8 +62,16 @@ def test_a_step_cannot_read_an_earlier_runs_artifact(pod_home, where):
         if where == "its path here"
         else f"{HOME_MOUNT}/pipeline_root/{earlier.relative_to(home.pipeline_root)}"
     )
-    with steps_in_containers(volumes), pytest.raises(RuntimeError, match="read-a-file"):
+    with pods(), pytest.raises(RuntimeError, match="read-a-file"):
         read_a_file(path=path)
+
+
+def test_no_image_of_this_code_is_refused_before_anything_is_recorded(tmp_path):
+    require_the_image()
+    with pytest.raises(
+        ConfigError, match=r"ct-pipeline:absent is not here: build it with `bash images/build.sh --local`"
+    ):
+        docker_client("ghcr.io/continuous-training/ct-pipeline:absent")
 
 
 def docker(*arguments: str, check: bool = True) -> subprocess.CompletedProcess:
