@@ -40,10 +40,10 @@ from features.joins import request_columns
 from features.sources import FEATURES_FOLDER, write_sources
 from features.store import apply as apply_features
 from pipelines.demo.sample_data import flight_spans, write_span
+from pipelines.demo.serving_process import free_port, start_serving
 from pipelines.triggers.config import NewDataSettings, PerformanceSettings, TriggerConfig
 from pipelines.triggers.controller import build_controller
 from pipelines.triggers.sources import request_manual_run
-from serving.child import free_port, start_serving
 
 RATE = 200
 P99_TARGET_MS = 10.0

@@ -1,7 +1,7 @@
 """The one image every pipeline component runs in; its tag is the code's version, so a
-change to the code is a new image (components/version.py)."""
+change to the code is a new image (components/common/version.py)."""
 
-from components.version import code_version
+from components.common.version import code_version
 
 IMAGE_REPOSITORY = "ghcr.io/continuous-training/ct-pipeline"
 PIPELINE_IMAGE = f"{IMAGE_REPOSITORY}:{code_version()}"

@@ -22,6 +22,7 @@ from pathlib import Path
 from components.common.datasets import DEFAULT_DATASET, load_dataset
 from components.common.errors import CtError, DataError
 from components.common.home import DEFAULT_HOME, KUBEFLOW_METADATA, Home
+from pipelines.local_run import RUNNERS, SUBPROCESS
 from serving.config import MODEL_VERSION_ENV, ServingConfig
 
 
@@ -81,8 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", default=None, help="the run's id (default: a new one)")
     run.add_argument(
         "--runner",
-        default="subprocess",
-        choices=("subprocess", "docker"),
+        default=SUBPROCESS,
+        choices=RUNNERS,
         help="each step as a process here (default, fast) or in a container of the image, mounted as on a cluster",
     )
     run.set_defaults(handler=_run)

@@ -27,7 +27,7 @@ def compile_pipeline(out: Path = COMPILED_SPEC) -> Path:
 
 def pin_manifests_image(kustomization: Path = MANIFESTS_IMAGE_PIN) -> Path:
     """Sets the manifests' image tag to the code's version, the tag the compiled spec names."""
-    from components.version import code_version
+    from components.common.version import code_version
 
     text = kustomization.read_text()
     pinned = re.sub(r"(?m)^(\s*newTag:).*$", rf"\g<1> {code_version()}", text)
@@ -46,9 +46,9 @@ def compile_release(out: Path = COMPILED_SPEC) -> list[Path]:
 
 @functools.lru_cache(maxsize=1)
 def pipeline_version() -> str:
-    """The code's version (components/version.py) and a fingerprint of the compiled spec that
+    """The code's version (components/common/version.py) and a fingerprint of the compiled spec that
     ships with it: the name of this pipeline version on a KFP cluster."""
-    from components.version import code_version
+    from components.common.version import code_version
 
     digest = hashlib.sha256(COMPILED_SPEC.read_bytes()).hexdigest()[:12] if COMPILED_SPEC.is_file() else "uncompiled"
     return f"{code_version()}+{digest}"

@@ -8,6 +8,10 @@ from typing import Any, Mapping
 
 from components.common.errors import ConfigError
 
+# The kfp versions whose internals the project reaches into were read in (the REST client's
+# timeout in pipelines/submit.py, kfp.local's Docker task handler in pipelines/pods.py).
+KFP_INTERNALS_CHECKED_ON = "2.13."
+
 
 def parse_parameters(assignments: list[str], declared: Mapping[str, type]) -> dict[str, Any]:
     """Parses `name=value` pairs against the pipeline's declared parameter types.

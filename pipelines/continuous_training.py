@@ -15,17 +15,17 @@ earlier run comes from there, never from KFP's artifact store, which gives a ste
 own inputs. kfp.local ignores the mount and uses the paths as they are.
 
 Each step declares its CPU and memory (sized from what it used on the bundled data, with
-headroom: `ct run` prints every step's peak), a timeout, and, for the steps that read
-external stores (the spans, the feature tables, the online store), retries. Steps whose
-failure is deterministic are not retried, and push is never retried: a second attempt
-could publish a second version.
+headroom: `ct run` prints every step's peak), a timeout, and, for materialize, which writes
+the online store (Redis), retries. A failure of the other steps is deterministic (ingest's
+is most often bad data, which a retry would only read again), and push is never retried:
+a second attempt could publish a second version.
 """
 
 import dataclasses
 
 from kfp import dsl, kubernetes
 
-from components.common.home import HOME_MOUNT
+from components.common.home import CLUSTER_HOME, HOME_MOUNT
 from components.data_gate.component import data_gate
 from components.evaluate.component import evaluate
 from components.infra_validate.component import infra_validate
@@ -60,12 +60,12 @@ class StepResources:
     retries: int = 0
 
 
-# Requests cover the peak each step reached on one month of flights (bench/local_run.py: ingest
-# 177 MiB, materialize 233, statistics 654, validate_data 610, data_gate 46, train 616,
-# evaluate 585, validate_model 119, infra_validate 536, push 119) with room to spare; limits
+# Requests cover the peak each step reached on one month of flights (bench/local_run.py, about:
+# ingest 180 MiB, materialize 235, statistics 650, validate_data 610, data_gate 46, train 615,
+# evaluate 585, validate_model 120, infra_validate 535, push 120) with room to spare; limits
 # leave room for a window of several months.
 RESOURCES = {
-    "ingest": StepResources("500m", "512Mi", "2", "4Gi", 1800, retries=2),
+    "ingest": StepResources("500m", "512Mi", "2", "4Gi", 1800),
     "materialize": StepResources("250m", "512Mi", "1", "2Gi", 1800, retries=2),
     "statistics": StepResources("1", "1Gi", "2", "6Gi", 3600),
     "validate-data": StepResources("250m", "1Gi", "1", "2Gi", 900),
@@ -113,8 +113,8 @@ def continuous_training(
     max_slice_auc_drop: float = 0.05,
     min_slice_examples: int = 200,
     home_volume: str = "ct-home",
-    feature_repo: str = HOME_MOUNT + "/feature_repo",
-    statistics_root: str = HOME_MOUNT + "/statistics",
+    feature_repo: str = str(CLUSTER_HOME.feature_repo),
+    statistics_root: str = str(CLUSTER_HOME.statistics),
     feature_redis: str = "",
     feature_tables: str = "",
 ) -> str:

@@ -18,7 +18,14 @@ from components.common.home import Home
 from components.common.metadata import FAILED, NOT_BLESSED, PUSHED, STOPPED_BY_DATA, MetadataStore, RunRecord
 from components.common.spans import complete_spans
 from components.image import PIPELINE_IMAGE
-from pipelines.pods import DATA_MOUNT, PodVolumes, container_home, docker_client, steps_in_containers
+from pipelines.pods import (
+    DATA_MOUNT,
+    PodVolumes,
+    check_reachable,
+    container_home,
+    docker_client,
+    steps_in_containers,
+)
 
 # Set by `ct run` itself, or (home_volume) meaningful on a cluster only.
 WIRED_PARAMETERS = (
@@ -119,16 +126,20 @@ def run_locally(
         raise ConfigError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
     load_dataset(str(parameters.get("dataset", DEFAULT_DATASET)))
     complete_spans(data_root)
-    # No engine or no image of this code: refused before anything of the run is recorded.
+    # Settings a container cannot reach, no engine, no image of this code: refused before
+    # anything of the run is recorded.
+    if runner == DOCKER:
+        check_reachable(home, parameters)
     client = docker_client(PIPELINE_IMAGE) if runner == DOCKER else None
+    # The home and the data root as the steps see them: here, or mounted as a cluster mounts the claim.
+    seen_home, seen_data = (home, data_root) if runner == SUBPROCESS else (container_home(home), Path(DATA_MOUNT))
+    claim_home(home, seen_home)
     home.create()
     run_id = run_id or new_run_id()
     log_path = log_path or home.logs / f"{run_id}.log"
     store = MetadataStore(home.metadata_connection)
     store.close_interrupted_runs(launcher_alive)
     store.update_run(run_id, launcher=this_launcher())
-    # The home and the data root as the steps see them: here, or mounted as a cluster mounts the claim.
-    seen_home, seen_data = (home, data_root) if runner == SUBPROCESS else (container_home(home), Path(DATA_MOUNT))
     arguments = {
         "data_root": str(seen_data.resolve()),
         "metadata_connection": seen_home.metadata_connection,
@@ -156,10 +167,33 @@ def run_locally(
             "ignore", message="You may be attemping to run a task that uses custom", category=RuntimeWarning
         )
         continuous_training(**arguments)
+    if client is not None:
+        client.close()
     try:
         return store.run(run_id)
     except NotFoundError:
         raise ConfigError(f"the run recorded nothing in ML Metadata; see {log_path}") from None
+
+
+SEEN_AS = ".steps-see-home-at"  # where a home's runs recorded their paths
+
+
+def claim_home(home: Home, seen: Home) -> None:
+    """A home keeps the paths its steps saw (in ML Metadata, Feast's config): a home run with
+    steps in containers (/var/lib/ct) is not run with steps here, nor the other way round.
+
+    Raises:
+        ConfigError: the home was run with the other runner.
+    """
+    marker = home.root / SEEN_AS
+    seen_at = str(seen.root.resolve())
+    if marker.is_file() and marker.read_text() != seen_at:
+        raise ConfigError(
+            f"{home.root}: its runs recorded paths as their steps saw the home, at {marker.read_text()}; "
+            f"this runner's steps see it at {seen_at}: use the same --runner, or a new --home"
+        )
+    home.root.mkdir(parents=True, exist_ok=True)
+    marker.write_text(seen_at)
 
 
 def this_launcher() -> str:

@@ -22,20 +22,19 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 from components.common.errors import ConfigError
-from components.common.home import HOME_MOUNT, Home
+from components.common.home import CLUSTER_HOME, HOME_MOUNT, Home
+from pipelines.config import KFP_INTERNALS_CHECKED_ON
 
 DATA_MOUNT = f"{HOME_MOUNT}/data"
 IMAGE_USER = (10001, 10001)  # the image's user (images/Dockerfile)
-# kfp.local's task handler this module stands in for, as read in these kfp versions.
-CHECKED_ON_KFP = "2.13."
 
 
 def container_home(home: Home) -> Home:
     """The home as every step's container mounts it (its metadata connection too, if a file)."""
-    return Home(Path(HOME_MOUNT), home.metadata)
+    return dataclasses.replace(CLUSTER_HOME, metadata=home.metadata)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +128,39 @@ def container_user(*writable: Path) -> str:
     return f"{IMAGE_USER[0]}:{IMAGE_USER[1]}"
 
 
+def give_steps_the_home(home: Home) -> None:
+    """As root, the image's user gets what the steps write in the home: the folder itself and
+    ML Metadata's file (not all inside), the model repository, statistics and feature repository."""
+    if os.getuid() != 0:
+        return
+    for path in (home.root, home.metadata_path):
+        if path.exists():
+            os.lchown(path, *IMAGE_USER)
+    container_user(*(path for path in (home.model_repository, home.statistics, home.feature_repo) if path.exists()))
+
+
+def check_reachable(home: Home, parameters: Mapping[str, Any]) -> None:
+    """Steps in containers here have no network: what they use must be on the home volume.
+
+    Raises:
+        ConfigError: naming the setting that points elsewhere.
+    """
+    if home.metadata:
+        raise ConfigError(
+            f"--metadata {home.metadata}: steps in containers have no network here; use the home's own ML Metadata file"
+        )
+    if parameters.get("feature_redis"):
+        raise ConfigError(
+            f"--param feature_redis={parameters['feature_redis']}: steps in containers have no "
+            "network here; the online store is SQLite in the home"
+        )
+    if "://" in str(parameters.get("feature_tables", "")):
+        raise ConfigError(
+            f"--param feature_tables={parameters['feature_tables']}: steps in containers have no "
+            "network here; keep the feature tables under the data root"
+        )
+
+
 @contextlib.contextmanager
 def steps_in_containers(client, volumes: PodVolumes) -> Iterator[None]:
     """kfp.local's DockerRunner, each step given only what a pod gets (see the module doc).
@@ -142,15 +174,17 @@ def steps_in_containers(client, volumes: PodVolumes) -> Iterator[None]:
     import kfp
     from kfp.local import docker_task_handler, status
 
-    if not kfp.__version__.startswith(CHECKED_ON_KFP):
-        raise ConfigError(f"kfp {kfp.__version__}: the container runner was written against kfp {CHECKED_ON_KFP}x")
+    if not kfp.__version__.startswith(KFP_INTERNALS_CHECKED_ON):
+        raise ConfigError(
+            f"kfp {kfp.__version__}: the container runner was written against kfp {KFP_INTERNALS_CHECKED_ON}x"
+        )
 
     class PodTaskHandler(docker_task_handler.DockerTaskHandler):
         def run(self) -> status.Status:
             code = run_step_container(client, self.image, self.full_command, volumes)
             return status.Status.SUCCESS if code == 0 else status.Status.FAILURE
 
-    container_user(volumes.home)  # the steps write ML Metadata, models and statistics there
+    give_steps_the_home(Home(volumes.home))
     original = docker_task_handler.DockerTaskHandler
     docker_task_handler.DockerTaskHandler = PodTaskHandler  # kfp.local looks it up at each task
     try:

@@ -16,16 +16,12 @@ from typing import Any, Mapping
 from components.common.errors import ConfigError, CtError
 from components.common.home import KUBEFLOW_METADATA
 from pipelines.compile import COMPILED_SPEC, pipeline_version
-from pipelines.config import parse_parameters
+from pipelines.config import KFP_INTERNALS_CHECKED_ON, parse_parameters
 from pipelines.continuous_training import PIPELINE_NAME
 from pipelines.local_run import new_run_id, pipeline_parameters
 from pipelines.triggers.cron import parse_cron
 
 log = logging.getLogger(__name__)
-
-# The kfp versions whose REST layer `_time_out_requests` was read against (kfp_server_api's
-# RESTClientObject.request and its `_request_timeout`).
-TIMEOUT_PATCH_CHECKED_ON = "2.13."
 
 
 class SubmitError(CtError):
@@ -67,11 +63,11 @@ def _time_out_requests(seconds: float) -> None:
     import kfp
     from kfp_server_api import rest
 
-    if not kfp.__version__.startswith(TIMEOUT_PATCH_CHECKED_ON):
+    if not kfp.__version__.startswith(KFP_INTERNALS_CHECKED_ON):
         log.warning(
             "kfp %s: KFP API requests are sent without a timeout (checked on %sx only)",
             kfp.__version__,
-            TIMEOUT_PATCH_CHECKED_ON,
+            KFP_INTERNALS_CHECKED_ON,
         )
         return
 

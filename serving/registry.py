@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from components.common import model_io
-from components.common.model_repository import published_versions
+from components.common.model_repository import published_versions, version_path
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class ModelRegistry:
         version = max(candidates)
         self._seen.update(candidates)
         try:
-            model = load_model(self.repository / self.model_name / str(version), version)
+            model = load_model(version_path(self.repository, self.model_name, version), version)
         except Exception as error:  # any load failure keeps the version out of traffic
             self.failed[version] = f"{type(error).__name__}: {error}"
             log.error("model %s version %s failed to load: %s", self.model_name, version, self.failed[version])

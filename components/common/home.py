@@ -80,3 +80,7 @@ class Home:
         ):
             path.mkdir(parents=True, exist_ok=True)
         return self
+
+
+# The home as every pod mounts it (the claim at HOME_MOUNT): its layout gives the pipeline's defaults.
+CLUSTER_HOME = Home(Path(HOME_MOUNT))

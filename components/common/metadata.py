@@ -24,7 +24,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from components.common.errors import ConfigError, DataError, NotFoundError
-from components.version import code_version
+from components.common.version import code_version
 
 Value = Union[str, int, float]
 

@@ -26,8 +26,8 @@ def ingest(
 
     from components.common import metadata
     from components.common.datasets import load_dataset
+    from components.common.version import code_version
     from components.ingest.logic import ingest as ingest_spans
-    from components.version import code_version
 
     parameters = {
         "data_root": data_root,

@@ -50,7 +50,7 @@ def compute_statistics(
     if engine == MEMORY:
         statistics = statistics_of_dataframe(read_file(data_path, "parquet"), schema)
     elif engine == BEAM:
-        statistics = _statistics_on_beam(data_path, _options(schema), beam_pipeline_args)
+        statistics = _statistics_on_beam(data_path, out_path, _options(schema), beam_pipeline_args)
     else:
         raise ValueError(f"statistics_engine={engine!r}: expected {MEMORY!r} or {BEAM!r}")
     out_path.write_bytes(statistics.SerializeToString())
@@ -70,12 +70,12 @@ def _options(schema: schema_pb2.Schema | None) -> tfdv.StatsOptions:
 
 
 def _statistics_on_beam(
-    data_path: Path, options: tfdv.StatsOptions, beam_pipeline_args: Sequence[str]
+    data_path: Path, out_path: Path, options: tfdv.StatsOptions, beam_pipeline_args: Sequence[str]
 ) -> statistics_pb2.DatasetFeatureStatisticsList:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    output = data_path.parent / f"{data_path.name}.beam-statistics"
+    output = out_path.parent / f"{out_path.name}.beam-statistics"  # beside the output: inputs may be read-only
     try:
         with beam.Pipeline(options=PipelineOptions(list(beam_pipeline_args))) as pipeline:
             _ = (

@@ -28,6 +28,7 @@ def train(
 
     from components.common import metadata
     from components.common.datasets import load_dataset
+    from components.data_gate.logic import stop_on_anomalies
     from components.train.logic import Hyperparameters, parse_hidden_units
     from components.train.logic import train as fit
 
@@ -45,8 +46,7 @@ def train(
         step.input(metadata.EXAMPLES, train_examples.uri)
         step.input(metadata.SCHEMA, schema.uri)
         step.input(metadata.ANOMALIES, anomalies.uri)
-        if anomalies.metadata.get("count", 1) != 0:
-            raise ValueError(f"refusing to train on data with anomalies: {anomalies.uri}")
+        stop_on_anomalies(anomalies.metadata["messages"], anomalies.metadata["files"])  # the gate's own rule
         result = fit(Path(train_examples.path), config, hyperparameters, Path(model.path), Path(vocabularies.path))
         model.metadata.update(
             model_name=config.model_name,

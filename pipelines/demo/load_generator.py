@@ -5,7 +5,7 @@ over keep-alive connections, the row's key as `X-Request-Key` (a caller keeps it
 version during a canary), then the labels in batches to `:feedback`. Prints one JSON
 summary: requests, errors, latency, and per model version the online AUC of its answers.
 
-    python -m pipelines.load_generator --url http://127.0.0.1:8501 --dataset flights --rows FILE.parquet
+    python -m pipelines.demo.load_generator --url http://127.0.0.1:8501 --dataset flights --rows FILE.parquet
 """
 
 from __future__ import annotations

@@ -34,10 +34,10 @@ from features.sources import FEATURES_FOLDER, write_sources
 from features.store import apply as apply_features
 from pipelines.demo.report import write_report
 from pipelines.demo.sample_data import flight_spans, parse_months, write_span
+from pipelines.demo.serving_process import free_port, start_serving
 from pipelines.triggers.config import NewDataSettings, PerformanceSettings, ShiftSettings, TriggerConfig
 from pipelines.triggers.controller import build_controller
 from pipelines.triggers.sources import request_manual_run
-from serving.child import free_port, start_serving
 from serving.service import REQUEST_LOG_FLUSH_SECONDS
 
 SERVE_OPTIONS = ("--canary-percent", "30", "--canary-min-labelled", "300", "--canary-auc-tolerance", "0.01")

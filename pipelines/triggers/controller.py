@@ -166,17 +166,21 @@ class Controller:
             self._maybe_start(now)
 
     def _close_if_undecided(self, run_id: str, code: int) -> None:
-        """A run that ended without deciding (killed, evicted, a pod that never started) would
-        stay "running" in ML Metadata: it is decided as failed, with the exit it ended with."""
+        """A run that failed without deciding (killed, evicted, a pod that never started its
+        steps' work) would stay "running" in ML Metadata: it is decided as failed, with the exit
+        it ended with. A run that recorded nothing is left unrecorded; a success is not judged."""
         try:
             decided = self.store.run(run_id).decision
         except NotFoundError:
-            decided = ""
-        if not decided:
-            self.store.update_run(
-                run_id, decision=FAILED, reasons=f"the run ended (exit code {code}) before it decided"
-            )
-            log.warning("run %s ended before it decided; recorded as failed", run_id)
+            log.warning("run %s ended (exit code %s) and recorded nothing in ML Metadata", run_id, code)
+            return
+        if decided:
+            return
+        if code == 0:
+            log.warning("run %s succeeded without recording a decision", run_id)
+            return
+        self.store.update_run(run_id, decision=FAILED, reasons=f"the run ended (exit code {code}) before it decided")
+        log.warning("run %s ended before it decided; recorded as failed", run_id)
 
     def _maybe_start(self, now: float) -> None:
         forced = any(f.force for f in self.pending)

@@ -15,6 +15,7 @@ import pytest
 from components.common import metadata
 from components.common.home import Home
 from components.common.metadata import MetadataStore
+from components.common.version import code_version
 from pipelines.cli import main
 from pipelines.demo.sample_data import Span
 from pipelines.local_run import (
@@ -168,6 +169,7 @@ def test_lineage_runs_from_the_model_back_to_its_span(three_runs, capsys):
     ):
         assert f"| {artifact_type} |" in out, artifact_type
     assert "span=2013-01" in out and "span=2013-02" not in out
+    assert f"code {code_version()})" in out.splitlines()[0]  # which code trained it
 
 
 def test_runs_table_shows_every_run_with_its_decision(three_runs, capsys):

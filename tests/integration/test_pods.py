@@ -14,8 +14,8 @@ from kfp import dsl, local
 from components.common.errors import ConfigError
 from components.common.home import HOME_MOUNT, Home
 from components.image import PIPELINE_IMAGE
+from pipelines.demo.serving_process import free_port
 from pipelines.pods import PodVolumes, container_user, docker_client, steps_in_containers
-from serving.child import free_port
 from tests.support.containers import require_the_image
 
 pytestmark = pytest.mark.pipeline

@@ -10,21 +10,14 @@ import os
 
 import pytest
 
+from components.common.errors import ConfigError
 from components.image import PIPELINE_IMAGE
+from pipelines.pods import docker_client
 
 
 def require_the_image() -> None:
     """Skips (or, in CI, fails) the calling test unless the engine answers and the image is built."""
-    import docker
-    from docker.errors import DockerException, ImageNotFound
-
-    give_up = pytest.fail if os.environ.get("CI") else pytest.skip
     try:
-        client = docker.from_env()
-        client.images.get(PIPELINE_IMAGE)
-    except ImageNotFound:
-        give_up(f"image {PIPELINE_IMAGE} is not built: bash images/build.sh --local")
-    except DockerException as error:
-        give_up(f"no Docker engine: {error}")
-    else:
-        client.close()
+        docker_client(PIPELINE_IMAGE).close()
+    except ConfigError as error:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(str(error))

@@ -1,4 +1,4 @@
-"""A local HTTP server with only the Kubernetes API calls `pipelines/rollout.py` makes:
+"""A local HTTP server with only the Kubernetes API calls `serving/canary/kserve.py` makes:
 GET and merge-PATCH of KServe InferenceServices. No cluster can run here: this stands in
 for the remote API server, so the real `kubernetes` client is tested against real HTTP,
 with the API server's optimistic concurrency (a stale resourceVersion gets 409)."""

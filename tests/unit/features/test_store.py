@@ -25,7 +25,7 @@ from features.sources import (
     write_sources,
 )
 from features.store import FeatureStoreError, OnlineFeatures
-from serving.child import free_port
+from pipelines.demo.serving_process import free_port
 
 UTC = dt.timezone.utc
 

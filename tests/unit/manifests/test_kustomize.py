@@ -76,7 +76,7 @@ def test_every_pod_meets_the_restricted_profile(overlay):
             assert "/tmp" in writable, container["name"]  # the only scratch space on a read-only root
 
 
-REDIS_IMAGE = "docker.io/library/redis:6.2.14-alpine"  # the version tests/unit/test_features.py runs
+REDIS_IMAGE = "docker.io/library/redis:6.2.14-alpine"  # the version tests/unit/features/test_store.py runs
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -132,7 +132,7 @@ def test_only_the_controller_gets_api_rights_and_only_those_it_uses(overlay):
             "resourceNames": ["ct-predictor"],
             "verbs": ["get", "patch"],
         }
-    ]  # pipelines/rollout.py
+    ]  # serving/canary/kserve.py
     [binding] = bindings.values()
     assert binding["subjects"] == controller
 

@@ -123,7 +123,7 @@ def test_every_step_declares_resources_a_timeout_and_retries_only_where_a_retry_
         )
         assert kubernetes[executor]["activeDeadlineSeconds"] == str(declared.timeout_seconds), task_name
         retried = task.get("retryPolicy", {}).get("maxRetryCount", 0)
-        assert retried == (2 if task_name in ("ingest", "materialize") else 0), task_name
+        assert retried == (2 if task_name == "materialize" else 0), task_name
 
 
 def test_the_run_decision_is_the_pipelines_output():

@@ -1,4 +1,4 @@
-"""`ct submit` and `ct schedule` through the real kfp.Client, against tests/kfp_api_stub.py:
+"""`ct submit` and `ct schedule` through the real kfp.Client, against tests/support/kfp_api_stub.py:
 a local server with only the KFP API endpoints used (no cluster can run here)."""
 
 import pytest

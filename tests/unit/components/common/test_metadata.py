@@ -3,7 +3,7 @@ import pytest
 from components.common import metadata
 from components.common.errors import DataError
 from components.common.metadata import MetadataStore
-from components.version import code_version
+from components.common.version import code_version
 
 
 def test_a_step_records_status_times_parameters_and_artifacts(store):

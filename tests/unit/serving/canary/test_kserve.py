@@ -1,5 +1,5 @@
-"""KServe rollouts (pipelines/rollout.py, `ct rollout`, the controller's cluster canary)
-through the real `kubernetes` client against tests/kube_api_stub.py: a local server with
+"""KServe rollouts (serving/canary/kserve.py, `ct rollout`, the controller's cluster canary)
+through the real `kubernetes` client against tests/support/kube_api_stub.py: a local server with
 only the API calls used (no cluster can run here). ML Metadata is a real SQLite store."""
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ and any change to the logic or the dataset catalogue gives a new one."""
 import shutil
 
 from components import __version__
+from components.common.version import PACKAGES, code_version, fingerprint
 from components.image import IMAGE_REPOSITORY, PIPELINE_IMAGE
-from components.version import PACKAGES, code_version, fingerprint
 from tests.support import PROJECT_ROOT
 
 
