@@ -30,6 +30,7 @@ def serve(home: Home, dataset_name: str, config: ServingConfig, host: str, port:
         MetadataStore(home.metadata_connection),
         feature_repo=home.feature_repo if dataset.feature_store else None,
         feedback_log=feedback_log,
+        verdicts=home.canary_verdicts,
     )
     server = PredictionServer((host, port), service)
     service.start()

@@ -18,6 +18,7 @@ class ServingConfig:
         canary_min_labelled: Labelled predictions each of stable and canary needs before a verdict.
         canary_auc_tolerance: How much lower than stable the canary's online AUC may be and still be promoted.
         canary_max_error_rate: Share of failed predictions above which the canary is rolled back at once.
+        canary_check_seconds: How often replicas sharing a home read the shared logs to judge a canary.
         poll_seconds: How often the model repository is checked for new versions.
         request_log_sample: Share of predictions written to the request log (0 turns it off).
         request_log_rotate_rows: Rows per request-log Parquet file.
@@ -32,6 +33,7 @@ class ServingConfig:
     canary_min_labelled: int = 200
     canary_auc_tolerance: float = 0.02
     canary_max_error_rate: float = 0.01
+    canary_check_seconds: float = 5.0
     poll_seconds: float = 0.5
     request_log_sample: float = 1.0
     request_log_rotate_rows: int = 20_000
@@ -54,6 +56,8 @@ class ServingConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
+        if self.canary_check_seconds < 0:
+            raise ConfigError(f"canary_check_seconds={self.canary_check_seconds}: must not be negative")
         if self.poll_seconds <= 0:
             raise ConfigError(f"poll_seconds={self.poll_seconds}: must be positive")
 

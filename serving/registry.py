@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from components.common import model_io
-from components.common.model_repository import published_versions, version_path
+from components.common.model_repository import published_versions, pushed_at, version_path
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class LoadedModel:
     serving_fn: object
     signature: model_io.Signature
     loaded_at: float
+    pushed_at: float
 
     def predict(self, columns) -> np.ndarray:
         return model_io.predict(self.serving_fn, columns)
@@ -42,7 +43,7 @@ class LoadedModel:
 def load_model(path: Path, version: int) -> LoadedModel:
     """Loads a SavedModel and warms it with one batch, so its first real request is not slow."""
     serving_fn = model_io.load(path)
-    model = LoadedModel(version, path, serving_fn, model_io.signature_of(serving_fn), time.time())
+    model = LoadedModel(version, path, serving_fn, model_io.signature_of(serving_fn), time.time(), pushed_at(path))
     model.predict(_warmup_columns(model.signature))
     return model
 
@@ -88,6 +89,8 @@ class ModelRegistry:
     that fails to load is remembered with its error and never receives traffic.
     `excluded` versions (rolled back earlier) are never loaded. A `pinned_version` is the
     only version ever loaded (one KServe revision per version; KServe splits the traffic).
+    At start-up, stable is the newest `settled` version (promoted, or the oldest when none
+    was) and a newer one is the canary again: a restart does not promote an undecided canary.
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class ModelRegistry:
         excluded: Callable[[], set[int]] = set,
         on_loaded: Callable[[LoadedModel, str], None] = lambda m, role: None,
         pinned_version: int | None = None,
+        settled: Callable[[int], bool] = lambda version: True,
     ):
         self.repository = repository
         self.model_name = model_name
@@ -107,11 +111,12 @@ class ModelRegistry:
         self.failed: dict[int, str] = {}
         self._excluded = excluded
         self._on_loaded = on_loaded
+        self._settled = settled
         self._seen: set[int] = set()
         self._lock = threading.Lock()
 
     def refresh(self) -> None:
-        """Loads the newest version not seen yet, if any (at start-up: the newest not excluded)."""
+        """Loads the newest version not seen yet, if any (at start-up, see the class doc)."""
         published = published_versions(self.repository, self.model_name)
         if self.pinned_version is not None:
             candidates = [v for v in published if v == self.pinned_version and v not in self._seen]
@@ -121,8 +126,17 @@ class ModelRegistry:
         newest_known = max(self._seen, default=0)
         if not candidates or max(candidates) <= newest_known:
             return
-        version = max(candidates)
+        newest = max(candidates)
         self._seen.update(candidates)
+        if self.routing.stable is None and self.pinned_version is None:
+            settled = [v for v in candidates if self._settled(v)]
+            stable = max(settled) if settled else min(candidates)
+            if stable != newest:
+                self._load(stable)
+        self._load(newest)
+
+    def _load(self, version: int) -> None:
+        """Loads a version as stable (nothing serves yet) or as the canary."""
         try:
             model = load_model(version_path(self.repository, self.model_name, version), version)
         except Exception as error:  # any load failure keeps the version out of traffic

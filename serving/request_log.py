@@ -97,8 +97,12 @@ class RequestLog(ParquetLog):
 
 
 def read_log(folder: Path, since: float = 0.0) -> pd.DataFrame:
-    """Every logged row written after `since` (seconds since the epoch), oldest first."""
-    files = sorted(folder.glob(f"{PREFIX}*.parquet"))
+    """Every logged row written after `since` (seconds since the epoch), oldest first.
+
+    A file last written before `since` holds no such row (a row is stamped before its file
+    is written), so it is not read: a window costs what is in the window.
+    """
+    files = [path for path in sorted(folder.glob(f"{PREFIX}*.parquet")) if path.stat().st_mtime >= since]
     frames = [pd.read_parquet(path) for path in files]
     if not frames:
         return pd.DataFrame()

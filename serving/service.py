@@ -17,7 +17,8 @@ from typing import Any, Mapping
 from components.common import model_io
 from components.common.metadata import MetadataStore
 from features.requests import RequestFeatures
-from serving.canary.in_process import InProcessCanary
+from serving.canary.in_process import InProcessCanary, SharedLogs
+from serving.canary.verdicts import VerdictBook
 from serving.config import ServingConfig
 from serving.metrics import Metrics
 from serving.registry import CANARY, STABLE, LoadedModel, ModelRegistry
@@ -48,14 +49,22 @@ class PredictionService:
         store: MetadataStore | None = None,
         feature_repo: Path | None = None,
         feedback_log: ParquetLog | None = None,
+        verdicts: Path | None = None,
     ):
+        """With `feedback_log` and `verdicts` (folders on a volume other replicas share), the
+        canary is judged once for all replicas, from all their logs (serving/canary/)."""
         self.model_name = model_name
         self.feedback_log = feedback_log
         self.features = RequestFeatures(feature_repo) if feature_repo else None
         self.config = config
         self.request_log = request_log
         self.metrics = Metrics(self.model_name)
-        self.canary = InProcessCanary(model_name, config, self.metrics, store)
+        shared = (
+            SharedLogs(request_log.folder, feedback_log.folder, VerdictBook(verdicts, model_name))
+            if feedback_log is not None and verdicts is not None
+            else None
+        )
+        self.canary = InProcessCanary(model_name, config, self.metrics, store, shared)
         self.registry = ModelRegistry(
             repository,
             model_name,
@@ -63,6 +72,7 @@ class PredictionService:
             excluded=(lambda: store.rolled_back_versions(model_name)) if store else set,
             on_loaded=lambda model, role: self.canary.loaded(self.registry, model, role),
             pinned_version=config.pinned_version,
+            settled=shared.verdicts.promoted if shared else (lambda version: True),
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

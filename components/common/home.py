@@ -65,6 +65,11 @@ class Home:
         return self.root / "feedback_log"
 
     @property
+    def canary_verdicts(self) -> Path:
+        """Each canary's verdict, written once by the first serving replica to reach it."""
+        return self.root / "canary_verdicts"
+
+    @property
     def triggers(self) -> Path:
         """Where `ct trigger` leaves manual run requests for `ct watch`."""
         return self.root / "triggers"

@@ -34,6 +34,11 @@ def version_path(repository: Path, model_name: str, version: int) -> Path:
     return repository / model_name / str(version)
 
 
+def pushed_at(folder: Path) -> float:
+    """When a published version was pushed (its manifest's time, the same for every reader)."""
+    return float(json.loads((folder / MANIFEST).read_text())["pushed_at"])
+
+
 def publish(model_dir: Path, repository: Path, model_name: str, manifest: Mapping[str, Any]) -> tuple[int, Path]:
     """Publishes `model_dir` as the next version of `model_name`, atomically.
 

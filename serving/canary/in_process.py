@@ -1,16 +1,25 @@
 """The service's own canary: a new version takes a share of the traffic and is promoted or
-rolled back on the feedback this process receives for its answers and for stable's over
-the same period (serving/canary/judge.py)."""
+rolled back on the feedback for its answers and for stable's over the same period
+(serving/canary/judge.py).
+
+One replica judges from the feedback it received itself. Replicas sharing a home (the
+production Deployment runs two) judge from what all of them logged there, the request log
+and the feedback log since the canary was pushed, and the first verdict written to the
+shared VerdictBook is the one every replica follows (serving/canary/verdicts.py).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from components.common.metadata import PROMOTED, MetadataStore
 from serving.canary.journal import OutcomeJournal
-from serving.canary.judge import judge_canary
+from serving.canary.judge import CanaryVerdict, judge_canary, logged_versions
+from serving.canary.verdicts import VerdictBook
 from serving.config import ServingConfig
 from serving.metrics import Metrics
 from serving.registry import CANARY, LoadedModel, ModelRegistry
@@ -21,13 +30,22 @@ log = logging.getLogger(__name__)
 class InProcessCanary:
     """Remembers which version answered each request, takes feedback, and decides canaries."""
 
-    def __init__(self, model_name: str, config: ServingConfig, metrics: Metrics, store: MetadataStore | None):
+    def __init__(
+        self,
+        model_name: str,
+        config: ServingConfig,
+        metrics: Metrics,
+        store: MetadataStore | None,
+        shared: SharedLogs | None = None,
+    ):
         self.model_name = model_name
         self.config = config
         self.metrics = metrics
         self.store = store
+        self.shared = shared
         self.journal = OutcomeJournal(config.journal_size)
         self.decisions: list[dict[str, Any]] = []
+        self._checked = float("-inf")
 
     def loaded(self, registry: ModelRegistry, model: LoadedModel, role: str) -> None:
         if role == CANARY:
@@ -39,22 +57,64 @@ class InProcessCanary:
         routing = registry.routing
         if routing.canary is None:
             return
-        verdict = judge_canary(
+        version = routing.canary.version
+        if self.shared is None:
+            self._apply(registry, version, self._verdict_from_journal(routing), record=True)
+            return
+        written = self.shared.verdicts.read(version)
+        if written is None:
+            if time.monotonic() - self._checked < self.config.canary_check_seconds:
+                return
+            self._checked = time.monotonic()
+            verdict = self._verdict_from_logs(routing)
+            if verdict is None:
+                return
+            if self.shared.verdicts.write_once(version, verdict):
+                self._apply(registry, version, verdict, record=True)
+                return
+            written = self.shared.verdicts.read(version)  # another replica was first: its verdict holds
+        self._apply(
+            registry, version, CanaryVerdict(written["decision"], written["reason"], written["numbers"]), record=False
+        )
+
+    def _verdict_from_journal(self, routing) -> CanaryVerdict | None:
+        return judge_canary(
             self.journal.outcomes(routing.stable.version),
             self.journal.outcomes(routing.canary.version),
             self.config.canary_min_labelled,
             self.config.canary_auc_tolerance,
             self.config.canary_max_error_rate,
         )
+
+    def _verdict_from_logs(self, routing) -> CanaryVerdict | None:
+        """From every replica's logged predictions and the feedback any of them received, since
+        the canary was pushed (the same moment for all); errors are this replica's own."""
+        stable, canary = logged_versions(
+            self.shared.request_log,
+            self.shared.feedback_log,
+            routing.canary.pushed_at,
+            routing.stable.version,
+            routing.canary.version,
+        )
+        local = self.journal.outcomes(routing.canary.version)
+        return judge_canary(
+            stable,
+            dataclasses.replace(canary, requests=local.requests, errors=local.errors),
+            self.config.canary_min_labelled,
+            self.config.canary_auc_tolerance,
+            self.config.canary_max_error_rate,
+        )
+
+    def _apply(self, registry: ModelRegistry, version: int, verdict: CanaryVerdict | None, record: bool) -> None:
+        """Routes by the verdict; the replica that made it records it in ML Metadata."""
         if verdict is None:
             return
-        version = routing.canary.version
         changed = registry.promote(version) if verdict.decision == PROMOTED else registry.roll_back(version)
         if not changed:
             return
         self.metrics.canary_decision(verdict.decision)
         log.info("canary version %s %s: %s", version, verdict.decision, verdict.reason)
-        if self.store is not None:
+        if record and self.store is not None:
             self.store.record_canary_decision(
                 self.model_name, version, verdict.decision, verdict.reason, verdict.numbers
             )
@@ -68,3 +128,12 @@ class InProcessCanary:
                 "time": time.time(),
             }
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedLogs:
+    """What replicas sharing a home judge from and write to."""
+
+    request_log: Path
+    feedback_log: Path
+    verdicts: VerdictBook

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from components.common.classification_metrics import auc, compute
 from components.common.metadata import PROMOTED, ROLLED_BACK
+from serving.request_log import read_log
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,3 +120,13 @@ def logged_outcomes(requests: pd.DataFrame, feedback: pd.DataFrame, version: int
     return VersionOutcomes(
         version, len(predictions), 0, tuple(joined.prediction.astype(float)), tuple(joined.label.astype(int))
     )
+
+
+def logged_versions(
+    request_log: Path, feedback_log: Path, since: float, stable: int, canary: int
+) -> tuple[VersionOutcomes, VersionOutcomes]:
+    """Stable's and the canary's outcomes from the shared logs since `since`: every replica's
+    (or revision's) logged predictions, and the labels that came back for them to any of them."""
+    requests = read_log(request_log, since=since)
+    feedback = read_log(feedback_log, since=since)
+    return logged_outcomes(requests, feedback, stable), logged_outcomes(requests, feedback, canary)

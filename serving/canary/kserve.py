@@ -26,9 +26,8 @@ from components.common import metadata
 from components.common.errors import ConfigError, CtError
 from components.common.home import Home
 from components.common.metadata import MetadataStore
-from serving.canary.judge import judge_canary, logged_outcomes
+from serving.canary.judge import judge_canary, logged_versions
 from serving.config import MODEL_VERSION_ENV, KServeRollout
-from serving.request_log import read_log
 
 GROUP, API_VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 STABLE_ANNOTATION = "continuous-training.io/stable-version"
@@ -251,11 +250,12 @@ class KServeCanary:
         if not state.ready:
             decision, reason = metadata.ROLLED_BACK, f"not Ready after {self.settings.bake_seconds:.0f} s"
         else:
-            requests = read_log(self.home.request_log, since=deployed_at)
-            feedback = read_log(self.home.feedback_log, since=deployed_at)
+            stable, canary = logged_versions(
+                self.home.request_log, self.home.feedback_log, deployed_at, state.stable_version, version
+            )
             verdict = judge_canary(
-                logged_outcomes(requests, feedback, state.stable_version),
-                logged_outcomes(requests, feedback, version),
+                stable,
+                canary,
                 self.settings.min_labelled,
                 self.settings.auc_tolerance,
                 max_error_rate=1.0,

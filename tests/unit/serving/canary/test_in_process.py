@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from components.common import metadata
+from serving.canary.judge import CanaryVerdict
+from serving.canary.verdicts import VerdictBook
 from serving.config import ServingConfig
+from serving.request_log import ParquetLog, RequestLog
+from serving.service import PredictionService
 from tests.support.serving_helpers import MODEL, metrics_text, publish, traffic_with_feedback, wait_for
 
 
@@ -30,3 +35,82 @@ def test_canary_is_promoted_or_rolled_back_from_feedback_and_recorded(
     assert store.rolled_back_versions(MODEL) == (set() if canary_good else {2})
     assert store.production_model(MODEL).properties["version"] == (2 if canary_good else 1)
     assert f'ct_canary_decisions_total{{model="flight-delay",decision="{decision}"}} 1' in metrics_text(server)
+
+
+SHARED = ServingConfig(canary_percent=50, canary_min_labelled=40, canary_check_seconds=0)
+
+
+def replica(tmp_path, store, config=SHARED):
+    """One serving replica of several sharing a home: the model repository, the request and
+    feedback logs, the verdicts (as the production Deployment's two replicas share the volume)."""
+    service = PredictionService(
+        tmp_path / "models",
+        MODEL,
+        config,
+        RequestLog(tmp_path / "request_log", 1.0, 100_000, 10**9),
+        store,
+        feedback_log=ParquetLog(tmp_path / "feedback_log", 100_000, 10**9),
+        verdicts=tmp_path / "canary_verdicts",
+    )
+    service.tick()
+    return service
+
+
+@pytest.mark.parametrize("canary_good, decision", [(True, metadata.PROMOTED), (False, metadata.ROLLED_BACK)])
+def test_replicas_sharing_a_home_reach_one_verdict_from_all_their_logs(
+    tmp_path, store, rows, trained_model, canary_good, decision
+):
+    publish(tmp_path / "models", trained_model, 1, store)
+    first, second = replica(tmp_path, store), replica(tmp_path, store)
+    publish(tmp_path / "models", trained_model, 2, store)
+    for service in (first, second):
+        service.tick()
+        assert service.registry.routing.canary.version == 2
+    answers = []
+    for index, row in enumerate(rows[:300]):  # the load balancer spreads the traffic
+        answer = (first, second)[index % 2].predict(MODEL, {"instances": [row]}, request_key=f"caller-{index}")
+        answers.append((answer["request_ids"][0], answer["model_version"], answer["predictions"][0]))
+    median = float(np.median([score for _, _, score in answers]))
+    labels = [
+        {"request_id": rid, "label": int((score > median) == (version == "1" or canary_good))}
+        for rid, version, score in answers
+    ]
+    # All feedback reaches one replica, half of it for predictions the other one made.
+    assert second.feedback(MODEL, {"feedback": labels})["logged"] == 300
+    for service in (first, second):  # each writes its logs (every few seconds when serving)
+        service.request_log.flush()
+        service.feedback_log.flush()
+    for service in (first, second):  # the first to judge decides; the other follows
+        service.tick()
+    for service in (first, second):
+        assert service.registry.routing.canary is None
+        assert service.registry.routing.stable.version == (2 if canary_good else 1)
+        [made] = service.canary.decisions
+        assert (made["version"], made["decision"]) == (2, decision)
+        assert made["numbers"]["canary_labelled"] >= 40 and made["numbers"]["stable_labelled"] >= 40
+    run = store.run("run-2")
+    assert [s.step for s in run.steps] == ["push", "canary"]  # recorded once, by the replica that judged
+    assert run.properties["canary"] == decision
+
+
+def test_a_restarted_replica_keeps_an_undecided_canary_and_follows_a_verdict(tmp_path, store, trained_model):
+    publish(tmp_path / "models", trained_model, 1, store)
+    publish(tmp_path / "models", trained_model, 2, store)
+    restarted = replica(tmp_path, store)
+    routing = restarted.registry.routing
+    assert (routing.stable.version, routing.canary.version, routing.canary_percent) == (1, 2, 50)
+    VerdictBook(tmp_path / "canary_verdicts", MODEL).write_once(
+        2, CanaryVerdict(metadata.PROMOTED, "decided by another replica", {})
+    )
+    restarted.tick()
+    assert (restarted.registry.routing.stable.version, restarted.registry.routing.canary) == (2, None)
+    assert replica(tmp_path, store).registry.routing.stable.version == 2  # and after the next restart
+
+
+def test_a_verdict_is_written_once(tmp_path):
+    book = VerdictBook(tmp_path, MODEL)
+    assert book.read(3) is None and not book.promoted(3)
+    assert book.write_once(3, CanaryVerdict(metadata.ROLLED_BACK, "first", {}))
+    assert not book.write_once(3, CanaryVerdict(metadata.PROMOTED, "second", {}))
+    assert book.read(3)["reason"] == "first" and not book.promoted(3)
+    assert sorted(p.name for p in (tmp_path / MODEL).iterdir()) == ["3.json"]  # nothing partial left
