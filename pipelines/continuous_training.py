@@ -3,6 +3,10 @@ r"""The continuous-training pipeline: wiring only.
 ingest -> statistics -> validate_data -> data_gate -> train -> evaluate -> validate_model
        \-> materialize (the run's features into the online store)     -> infra_validate -> push
 
+Every step runs inside an exit handler: `finalize` runs last on a cluster, whatever happened,
+decides a run that ended undecided (a pod evicted or killed, a run cancelled) as failed, and
+returns the run's decision as the pipeline's output (kfp.local runs it only after success).
+
 kfp.local cannot run `dsl.If`, so "push only if blessed" is the pusher's own check, and
 "stop on schema skew" is the data gate failing after validate_data has written its views
 (a KFP step that fails uploads nothing, so validation itself must succeed to be seen);
@@ -28,6 +32,7 @@ from kfp import dsl, kubernetes
 from components.common.home import CLUSTER_HOME, HOME_MOUNT
 from components.data_gate.component import data_gate
 from components.evaluate.component import evaluate
+from components.finalize.component import finalize
 from components.infra_validate.component import infra_validate
 from components.ingest.component import ingest
 from components.materialize.component import materialize
@@ -39,9 +44,10 @@ from components.validate_model.component import validate_model
 
 PIPELINE_NAME = "continuous-training"
 # The oldest KFP backend this spec runs on: its driver accepts kfp-kubernetes 1.5's fields
-# (pvcNameParameter, secretNameParameter), which 2.4 rejects; it applies requests, limits,
-# retries of root tasks and activeDeadlineSeconds.
-KFP_BACKEND_VERSION = "2.5.0"
+# (pvcNameParameter, secretNameParameter), which 2.4 rejects (2.5+); it applies requests,
+# limits and activeDeadlineSeconds, and retries of tasks inside the exit handler (2.14+: before,
+# only root tasks got theirs).
+KFP_BACKEND_VERSION = "2.14.0"
 # S3/MinIO settings for the steps that read the feature tables: an optional Secret holding
 # an AWS `config` file (endpoint_url, region) and a `credentials` file.
 OBJECT_STORAGE_SECRET = "ct-object-storage"
@@ -75,6 +81,7 @@ RESOURCES = {
     "validate-model": StepResources("100m", "256Mi", "500m", "512Mi", 300),
     "infra-validate": StepResources("500m", "1Gi", "2", "3Gi", 1200),
     "push": StepResources("250m", "256Mi", "1", "1Gi", 900),
+    "finalize": StepResources("100m", "128Mi", "500m", "256Mi", 300, retries=2),
 }
 RETRY_BACKOFF = "30s"
 
@@ -120,87 +127,90 @@ def continuous_training(
 ) -> str:
     # An empty run_id (a recurring run) falls back to KFP's job id inside each step.
     common = {"metadata_connection": metadata_connection, "run_id": run_id, "job_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
-    # The feature tables: feature_tables (a folder or s3:// URI) or, empty, data_root/features.
-    examples = ingest(
-        data_root=data_root,
-        feature_tables=feature_tables,
-        dataset=dataset,
-        window_spans=window_spans,
-        eval_percent=eval_percent,
-        trigger=trigger,
-        reason=reason,
-        **common,
-    )
-    # The online store: Redis at feature_redis (host:port) in a cluster, SQLite in feature_repo without one.
-    features = materialize(
-        data_root=data_root,
-        feature_tables=feature_tables,
-        dataset=dataset,
-        feature_repo=feature_repo,
-        feature_redis=feature_redis,
-        train_examples=examples.outputs["train_examples"],
-        **common,
-    )
-    stats = statistics(
-        dataset=dataset,
-        engine=statistics_engine,
-        beam_pipeline_args=beam_pipeline_args,
-        statistics_root=statistics_root,
-        train_examples=examples.outputs["train_examples"],
-        eval_examples=examples.outputs["eval_examples"],
-        **common,
-    )
-    validation = validate_data(
-        dataset=dataset,
-        categorical_drift_threshold=categorical_drift_threshold,
-        numeric_drift_threshold=numeric_drift_threshold,
-        train_statistics=stats.outputs["train_statistics"],
-        eval_statistics=stats.outputs["eval_statistics"],
-        **common,
-    )
-    gate = data_gate(anomalies=validation.outputs["anomalies"], **common)
-    trained = train(
-        dataset=dataset,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        hidden_units=hidden_units,
-        seed=seed,
-        train_examples=examples.outputs["train_examples"],
-        schema=validation.outputs["schema"],
-        anomalies=validation.outputs["anomalies"],
-        **common,
-    )
-    evaluation = evaluate(
-        dataset=dataset,
-        min_slice_examples=min_slice_examples,
-        model=trained.outputs["model"],
-        eval_examples=examples.outputs["eval_examples"],
-        **common,
-    )
-    blessing = validate_model(
-        min_auc=min_auc,
-        max_auc_drop=max_auc_drop,
-        max_slice_auc_drop=max_slice_auc_drop,
-        min_slice_examples=min_slice_examples,
-        evaluation=evaluation.outputs["evaluation"],
-        **common,
-    )
-    infra = infra_validate(
-        dataset=dataset, model=trained.outputs["model"], eval_examples=examples.outputs["eval_examples"], **common
-    )
-    infra.after(blessing)
-    pushed = push(
-        dataset=dataset,
-        model_repository=model_repository,
-        model=trained.outputs["model"],
-        blessing=blessing.outputs["blessing"],
-        infra_blessing=infra.outputs["infra_blessing"],
-        **common,
-    )
-    trained.after(gate)
-    pushed.after(features)  # a pushed model finds its features online
-    for task in (examples, features, stats, validation, gate, trained, evaluation, blessing, infra, pushed):
+    # Last, whatever happened to the steps (on a cluster): the run ends decided, and says how.
+    closing = finalize(**common)
+    with dsl.ExitHandler(closing, name="steps"):
+        # The feature tables: feature_tables (a folder or s3:// URI) or, empty, data_root/features.
+        examples = ingest(
+            data_root=data_root,
+            feature_tables=feature_tables,
+            dataset=dataset,
+            window_spans=window_spans,
+            eval_percent=eval_percent,
+            trigger=trigger,
+            reason=reason,
+            **common,
+        )
+        # The online store: Redis at feature_redis (host:port) in a cluster, SQLite in feature_repo without one.
+        features = materialize(
+            data_root=data_root,
+            feature_tables=feature_tables,
+            dataset=dataset,
+            feature_repo=feature_repo,
+            feature_redis=feature_redis,
+            train_examples=examples.outputs["train_examples"],
+            **common,
+        )
+        stats = statistics(
+            dataset=dataset,
+            engine=statistics_engine,
+            beam_pipeline_args=beam_pipeline_args,
+            statistics_root=statistics_root,
+            train_examples=examples.outputs["train_examples"],
+            eval_examples=examples.outputs["eval_examples"],
+            **common,
+        )
+        validation = validate_data(
+            dataset=dataset,
+            categorical_drift_threshold=categorical_drift_threshold,
+            numeric_drift_threshold=numeric_drift_threshold,
+            train_statistics=stats.outputs["train_statistics"],
+            eval_statistics=stats.outputs["eval_statistics"],
+            **common,
+        )
+        gate = data_gate(anomalies=validation.outputs["anomalies"], **common)
+        trained = train(
+            dataset=dataset,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            hidden_units=hidden_units,
+            seed=seed,
+            train_examples=examples.outputs["train_examples"],
+            schema=validation.outputs["schema"],
+            anomalies=validation.outputs["anomalies"],
+            **common,
+        )
+        evaluation = evaluate(
+            dataset=dataset,
+            min_slice_examples=min_slice_examples,
+            model=trained.outputs["model"],
+            eval_examples=examples.outputs["eval_examples"],
+            **common,
+        )
+        blessing = validate_model(
+            min_auc=min_auc,
+            max_auc_drop=max_auc_drop,
+            max_slice_auc_drop=max_slice_auc_drop,
+            min_slice_examples=min_slice_examples,
+            evaluation=evaluation.outputs["evaluation"],
+            **common,
+        )
+        infra = infra_validate(
+            dataset=dataset, model=trained.outputs["model"], eval_examples=examples.outputs["eval_examples"], **common
+        )
+        infra.after(blessing)
+        pushed = push(
+            dataset=dataset,
+            model_repository=model_repository,
+            model=trained.outputs["model"],
+            blessing=blessing.outputs["blessing"],
+            infra_blessing=infra.outputs["infra_blessing"],
+            **common,
+        )
+        trained.after(gate)
+        pushed.after(features)  # a pushed model finds its features online
+    for task in (examples, features, stats, validation, gate, trained, evaluation, blessing, infra, pushed, closing):
         kubernetes.mount_pvc(task, pvc_name=home_volume, mount_path=HOME_MOUNT)
         declare(task, RESOURCES[task.name])
     for task in (examples, features):  # they read the feature tables, maybe from object storage
@@ -209,4 +219,4 @@ def continuous_training(
         )
         task.set_env_variable("AWS_CONFIG_FILE", f"{OBJECT_STORAGE_MOUNT}/config")
         task.set_env_variable("AWS_SHARED_CREDENTIALS_FILE", f"{OBJECT_STORAGE_MOUNT}/credentials")
-    return pushed.outputs["Output"]
+    return closing.output

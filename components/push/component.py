@@ -17,9 +17,8 @@ def push(
     blessing: Input[Artifact],
     infra_blessing: Input[Artifact],
     pushed_model: Output[Artifact],
-) -> str:
-    """Publishes the model as the next version if, and only if, both blessings say so; records the
-    decision and returns it (the run's output, shown in the Kubeflow UI)."""
+):
+    """Publishes the model as the next version if, and only if, both blessings say so; records the decision."""
     from pathlib import Path
 
     from components.common import metadata
@@ -53,9 +52,6 @@ def push(
                 run_id=step.run_id,
                 state="live",
             )
-            decision = f"{metadata.PUSHED} version {result.version}"
             step.update_run(decision=metadata.PUSHED, version=result.version, reasons="; ".join(result.reasons))
         else:
-            decision = metadata.NOT_BLESSED
             step.update_run(decision=metadata.NOT_BLESSED, reasons="; ".join(result.reasons))
-    return f"{decision}: {'; '.join(result.reasons)}"

@@ -29,6 +29,11 @@ STAGES = [
 ]
 
 
+def _steps() -> dict:
+    """The pipeline's steps: the tasks inside its exit handler."""
+    return _documents()[0]["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+
+
 def test_committed_spec_is_fresh(tmp_path):
     fresh = compile_pipeline(tmp_path / "spec.yaml")
     assert fresh.read_text() == COMPILED_SPEC.read_text(), "stale spec: run `ct compile` and commit the result"
@@ -43,7 +48,7 @@ def _documents() -> tuple[dict, dict]:
 def test_spec_loads_with_kfps_loader_and_has_every_stage():
     pipeline = components.load_component_from_file(str(COMPILED_SPEC))
     assert pipeline.name == PIPELINE_NAME
-    assert sorted(_documents()[0]["root"]["dag"]["tasks"]) == sorted(STAGES)
+    assert sorted(_steps()) == sorted(STAGES)
 
 
 def test_every_step_mounts_the_home_volume_named_by_a_parameter():
@@ -78,7 +83,7 @@ def test_the_steps_reading_feature_tables_get_the_optional_object_storage_settin
 
 def test_every_executor_runs_the_pipeline_image_without_installing_anything():
     executors = _documents()[0]["deploymentSpec"]["executors"]
-    assert len(executors) == len(STAGES)
+    assert len(executors) == len(STAGES) + 1  # and finalize
     for name, executor in executors.items():
         container = executor["container"]
         assert container["image"] == PIPELINE_IMAGE, name
@@ -86,7 +91,7 @@ def test_every_executor_runs_the_pipeline_image_without_installing_anything():
 
 
 def test_train_waits_for_data_validation():
-    train = _documents()[0]["root"]["dag"]["tasks"]["train"]
+    train = _steps()["train"]
     assert "validate-data" in train["dependentTasks"]
     assert train["inputs"]["artifacts"]["anomalies"]["taskOutputArtifact"]["producerTask"] == "validate-data"
 
@@ -96,21 +101,22 @@ def test_pipeline_version_names_the_package_and_the_spec():
     assert len(pipeline_version().split("+")[1]) == 12
 
 
-def test_the_platform_config_uses_only_fields_of_kfp_backend_2_5():
+def test_the_platform_config_uses_only_fields_kfp_backends_from_2_5_accept():
     """Strictly parsed, as KFP's driver parsed it before 2.5.0 (which rejected unknown fields):
-    the proto kfp-kubernetes 1.5.0 compiles against is the one KFP backend 2.5.0 builds with."""
+    the proto kfp-kubernetes 1.5.0 compiles against is the one KFP backend 2.5.0 builds with;
+    later backends keep those fields. The spec needs 2.14 for retries inside the exit handler."""
     _, platform = _documents()
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for executor in executors.values():
         json_format.ParseDict(executor, kubernetes_executor_config_pb2.KubernetesExecutorConfig())  # raises on unknown
-    assert KFP_BACKEND_VERSION == "2.5.0"
+    assert KFP_BACKEND_VERSION == "2.14.0"
     readme = (PROJECT_ROOT / "README.md").read_text()
     assert f"PIPELINE_VERSION={KFP_BACKEND_VERSION}" in readme
 
 
 def test_every_step_declares_resources_a_timeout_and_retries_only_where_a_retry_can_help():
     spec, platform = _documents()
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = {**_steps(), "finalize": spec["root"]["dag"]["tasks"]["finalize"]}
     kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for task_name, task in tasks.items():
         executor = task["componentRef"]["name"].replace("comp-", "exec-")
@@ -123,7 +129,7 @@ def test_every_step_declares_resources_a_timeout_and_retries_only_where_a_retry_
         )
         assert kubernetes[executor]["activeDeadlineSeconds"] == str(declared.timeout_seconds), task_name
         retried = task.get("retryPolicy", {}).get("maxRetryCount", 0)
-        assert retried == (2 if task_name == "materialize" else 0), task_name
+        assert retried == (2 if task_name in ("materialize", "finalize") else 0), task_name
 
 
 def test_the_run_decision_is_the_pipelines_output():
@@ -131,12 +137,19 @@ def test_the_run_decision_is_the_pipelines_output():
     assert spec["root"]["outputDefinitions"]["parameters"]["Output"]["parameterType"] == "STRING"
     assert spec["root"]["dag"]["outputs"]["parameters"]["Output"]["valueFromParameter"] == {
         "outputParameterKey": "Output",
-        "producerSubtask": "push",
+        "producerSubtask": "finalize",
     }
 
 
-def test_data_validation_completes_and_a_gate_stops_the_run_before_training():
+def test_every_step_runs_inside_the_exit_handler_and_finalize_runs_whatever_happened():
     tasks = _documents()[0]["root"]["dag"]["tasks"]
+    assert sorted(tasks) == ["exit-handler-1", "finalize"]
+    assert tasks["finalize"]["dependentTasks"] == ["exit-handler-1"]
+    assert tasks["finalize"]["triggerPolicy"] == {"strategy": "ALL_UPSTREAM_TASKS_COMPLETED"}
+
+
+def test_data_validation_completes_and_a_gate_stops_the_run_before_training():
+    tasks = _steps()
     assert (
         tasks["data-gate"]["inputs"]["artifacts"]["anomalies"]["taskOutputArtifact"]["producerTask"] == "validate-data"
     )
