@@ -112,6 +112,8 @@ def test_the_platform_config_uses_only_fields_kfp_backends_from_2_5_accept():
     assert KFP_BACKEND_VERSION == "2.14.0"
     readme = (PROJECT_ROOT / "README.md").read_text()
     assert f"PIPELINE_VERSION={KFP_BACKEND_VERSION}" in readme
+    kind = (PROJECT_ROOT / "manifests" / "overlays" / "kind" / "kustomization.yaml").read_text()
+    assert f"Kubeflow Pipelines standalone {KFP_BACKEND_VERSION} or newer" in kind
 
 
 def test_every_step_declares_resources_a_timeout_and_retries_only_where_a_retry_can_help():
