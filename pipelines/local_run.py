@@ -126,13 +126,15 @@ def run_locally(
         raise ConfigError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
     load_dataset(str(parameters.get("dataset", DEFAULT_DATASET)))
     complete_spans(data_root)
-    # Settings a container cannot reach, no engine, no image of this code: refused before
-    # anything of the run is recorded.
+    # The home and the data root as the steps see them: here, or mounted as a cluster mounts
+    # the claim. For containers, settings they cannot reach, no engine or no image of this code
+    # are refused before anything of the run is recorded.
     if runner == DOCKER:
         check_reachable(home, parameters)
-    client = docker_client(PIPELINE_IMAGE) if runner == DOCKER else None
-    # The home and the data root as the steps see them: here, or mounted as a cluster mounts the claim.
-    seen_home, seen_data = (home, data_root) if runner == SUBPROCESS else (container_home(home), Path(DATA_MOUNT))
+        client = docker_client(PIPELINE_IMAGE)
+        seen_home, seen_data = container_home(home), Path(DATA_MOUNT)
+    else:
+        seen_home, seen_data = Home(home.root.resolve(), home.metadata), data_root.resolve()
     claim_home(home, seen_home)
     home.create()
     run_id = run_id or new_run_id()
@@ -141,11 +143,11 @@ def run_locally(
     store.close_interrupted_runs(launcher_alive)
     store.update_run(run_id, launcher=this_launcher())
     arguments = {
-        "data_root": str(seen_data.resolve()),
+        "data_root": str(seen_data),
         "metadata_connection": seen_home.metadata_connection,
-        "model_repository": str(seen_home.model_repository.resolve()),
-        "feature_repo": str(seen_home.feature_repo.resolve()),
-        "statistics_root": str(seen_home.statistics.resolve()),
+        "model_repository": str(seen_home.model_repository),
+        "feature_repo": str(seen_home.feature_repo),
+        "statistics_root": str(seen_home.statistics),
         "run_id": run_id,
         "trigger": trigger,
         "reason": reason,
@@ -167,8 +169,6 @@ def run_locally(
             "ignore", message="You may be attemping to run a task that uses custom", category=RuntimeWarning
         )
         continuous_training(**arguments)
-    if client is not None:
-        client.close()
     try:
         return store.run(run_id)
     except NotFoundError:
@@ -186,7 +186,7 @@ def claim_home(home: Home, seen: Home) -> None:
         ConfigError: the home was run with the other runner.
     """
     marker = home.root / SEEN_AS
-    seen_at = str(seen.root.resolve())
+    seen_at = str(seen.root)
     if marker.is_file() and marker.read_text() != seen_at:
         raise ConfigError(
             f"{home.root}: its runs recorded paths as their steps saw the home, at {marker.read_text()}; "

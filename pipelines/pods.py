@@ -166,7 +166,8 @@ def steps_in_containers(client, volumes: PodVolumes) -> Iterator[None]:
     """kfp.local's DockerRunner, each step given only what a pod gets (see the module doc).
 
     Args:
-        client: The engine (docker_client), checked before anything of the run was recorded.
+        client: The engine (docker_client), checked before anything of the run was recorded;
+            closed when the steps are done.
 
     Raises:
         ConfigError: another kfp than this was written against.
@@ -191,3 +192,4 @@ def steps_in_containers(client, volumes: PodVolumes) -> Iterator[None]:
         yield
     finally:
         docker_task_handler.DockerTaskHandler = original
+        client.close()

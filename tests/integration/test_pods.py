@@ -39,9 +39,8 @@ def pod_home(tmp_path):
     home = Home(tmp_path / "home").create()
     (tmp_path / "data").mkdir()
     local.init(runner=local.DockerRunner(), pipeline_root=str(home.pipeline_root), raise_on_error=True)
-    client = docker_client(PIPELINE_IMAGE)
-    yield home, lambda: steps_in_containers(client, PodVolumes(home.root, tmp_path / "data", home.pipeline_root))
-    client.close()
+    volumes = PodVolumes(home.root, tmp_path / "data", home.pipeline_root)
+    return home, lambda: steps_in_containers(docker_client(PIPELINE_IMAGE), volumes)
 
 
 def test_a_step_reads_what_the_home_volume_holds(pod_home):
