@@ -32,6 +32,7 @@ import pandas as pd
 from components.common import model_io, model_repository
 from components.common.datasets import load_dataset
 from components.common.home import Home
+from components.common.metadata import MetadataStore
 from components.common.model_io import frame_to_instances
 from components.ingest.logic import ingest
 from components.materialize.logic import materialize_window
@@ -44,6 +45,7 @@ from pipelines.demo.serving_process import free_port, start_serving
 from pipelines.triggers.config import NewDataSettings, PerformanceSettings, TriggerConfig
 from pipelines.triggers.controller import build_controller
 from pipelines.triggers.sources import request_manual_run
+from serving.credentials import serving_token
 
 RATE = 200
 P99_TARGET_MS = 10.0
@@ -140,6 +142,15 @@ class RecordingLauncher:
         return 0
 
 
+def publish_recorded(home: Home, model_name: str, model_dir: Path) -> None:
+    """Publishes the next version and records its push, as the pipeline's push step does (the
+    service serves only versions recorded in ML Metadata)."""
+    published = model_repository.publish(model_dir, home.model_repository, model_name, {})
+    run_id = f"bench-{published.version}"
+    with MetadataStore(home.metadata_connection).step(run_id, "push", {}) as step:
+        step.pushed_model(model_name, published.version, str(published.path), published.digest)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -156,7 +167,7 @@ def main() -> None:
             folder / "train.parquet", dataset, Hyperparameters(epochs=2), folder / "model", folder / "vocabularies.json"
         )
         (home.model_repository / dataset.model_name).mkdir(parents=True)
-        model_repository.publish(folder / "model", home.model_repository, dataset.model_name, {})
+        publish_recorded(home, dataset.model_name, folder / "model")
         rows = frame_to_instances(pd.read_parquet(folder / "eval.parquet").head(2000), dataset.features)
         single = [{"instances": [row]} for row in rows]
         # The same kind of flights as a client sends them to the feature store's service: facts and entities.
@@ -236,7 +247,7 @@ def main() -> None:
             load.start()
             for _ in range(swaps):
                 time.sleep(1.0)
-                model_repository.publish(folder / "model", home.model_repository, dataset.model_name, {})
+                publish_recorded(home, dataset.model_name, folder / "model")
             load.join()
         finally:
             server.terminate()
@@ -270,7 +281,13 @@ def main() -> None:
             median = float(np.median([a["predictions"][0] for a in answers]))
             labels = [{"request_id": a["request_ids"][0], "label": int(a["predictions"][0] < median)} for a in answers]
             performance = reaction(
-                controller, lambda: client.post(f"/v1/models/{dataset.model_name}:feedback", {"feedback": labels}), 3
+                controller,
+                lambda: client.post(
+                    f"/v1/models/{dataset.model_name}:feedback",
+                    {"feedback": labels},
+                    {"Authorization": serving_token(home.serving_token).authorization},
+                ),
+                3,
             )
         finally:
             server.terminate()

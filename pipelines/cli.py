@@ -4,11 +4,17 @@ ct data flights --dest DIR --months 2013-01..2013-03   write spans of real data
 ct schema infer --data DIR/span=2013-01 --out schema.pbtxt
 ct run --data-root DIR [--home H] [--param k=v ...]    run the pipeline locally (kfp.local)
 ct runs / ct lineage [VERSION]                          read ML Metadata
+ct gc [--dry-run] [--keep-models N] [--keep-runs K]     delete old runs' outputs, logs and models
 ct compile [--out FILE]                                 write the KFP IR YAML spec
 ct serve / ct watch / ct trigger                        serve models; retrain when triggers fire
 ct features apply --data-root DIR                       register the feature store's definitions (Feast)
 ct submit / ct schedule / ct rollout                    runs, schedules and KServe rollouts in a cluster
 ct demo                                                 2013 replayed: traffic, feedback, triggers, canaries
+
+Exit codes: 0 done (a run completed, pushed or not blessed); 1 a run failed, or a setting,
+file, folder or service cannot be used (the message names it); 2 bad data (a run stopped by
+data validation, input data that cannot be used) or a command line that does not parse;
+130 interrupted (Ctrl-C). Nothing a user can type ends in a traceback.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ import warnings
 from pathlib import Path
 
 from components.common.datasets import DEFAULT_DATASET, load_dataset
-from components.common.errors import CtError, DataError
+from components.common.errors import ConfigError, CtError, DataError
 from components.common.home import DEFAULT_HOME, KUBEFLOW_METADATA, Home
 from pipelines.local_run import RUNNERS, SUBPROCESS
+from pipelines.retention import RetentionSettings
 from serving.config import MODEL_VERSION_ENV, ServingConfig
+from serving.credentials import TOKEN_ENV
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     except CtError as error:
         print(f"ct {args.command}: {error}", file=sys.stderr)
         return 2 if isinstance(error, DataError) else 1
+    except OSError as error:  # the last line of defence: a file or folder the layers below did not name
+        where = ": ".join(str(name) for name in (error.filename, error.filename2) if name)
+        print(f"ct {args.command}: {where + ': ' if where else ''}{error.strerror or error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,6 +122,23 @@ def _parser() -> argparse.ArgumentParser:
     watch.set_defaults(handler=_watch)
 
     runs = commands.add_parser("runs", parents=[home_options], help="list runs recorded in ML Metadata")
+    gc = commands.add_parser(
+        "gc", parents=[home_options], help="delete what the home keeps no longer: old runs' outputs and logs, models"
+    )
+    gc.add_argument(
+        "--keep-models",
+        type=int,
+        default=RetentionSettings.keep_models,
+        help="live versions kept below the production model, never collected (default %(default)s)",
+    )
+    gc.add_argument(
+        "--keep-runs",
+        type=int,
+        default=RetentionSettings.keep_runs,
+        help="the newest runs whose outputs and logs are kept, beside kept models' lineage (default %(default)s)",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="only list what would go, and its size")
+    gc.set_defaults(handler=_gc)
     runs.set_defaults(handler=_runs)
 
     lineage = commands.add_parser("lineage", parents=[home_options], help="a pushed model's lineage back to its spans")
@@ -162,15 +193,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--dataset", default=DEFAULT_DATASET, help="whose model to serve")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8501)
+    serve.add_argument("--port", type=_port, default=8501)
     serve.add_argument("--canary-percent", type=int, default=ServingConfig.canary_percent)
     serve.add_argument("--canary-min-labelled", type=int, default=ServingConfig.canary_min_labelled)
     serve.add_argument("--canary-auc-tolerance", type=float, default=ServingConfig.canary_auc_tolerance)
     serve.add_argument("--request-log-sample", type=float, default=ServingConfig.request_log_sample)
     serve.add_argument(
+        "--canary-addressable",
+        action="store_true",
+        help="let clients address the canary by version or label (off: only the routing sends it traffic)",
+    )
+    serve.add_argument(
         "--model-version",
-        type=int,
-        default=os.environ.get(MODEL_VERSION_ENV) or None,
+        type=_model_version,
+        default=None,
         help=f"serve only this version, no canary of our own (a KServe revision; env {MODEL_VERSION_ENV})",
     )
     serve.set_defaults(handler=_serve)
@@ -189,6 +225,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _port(text: str) -> int:
+    """A TCP port, for argparse (a bad one is a usage error naming --port)."""
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a port number 0..65535")
+    return int(text)
+
+
+def _model_version(text: str) -> int:
+    """A model version (a positive integer), for argparse."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a model version, a positive integer")
+    return int(text)
+
+
 def _data(args) -> int:
     from pipelines.demo.sample_data import write_dataset
 
@@ -205,15 +255,17 @@ def _schema_infer(args) -> int:
 
 
 def _run(args) -> int:
-    from pipelines.config import parse_parameters
+    from pipelines.config import check_parameter_values, parse_parameters
     from pipelines.local_run import describe, exit_code, pipeline_parameters, run_locally
 
-    declared = {name: kind for name, (kind, _) in pipeline_parameters().items()}
+    declarations = pipeline_parameters()
+    parameters = parse_parameters(args.param, {name: kind for name, (kind, _) in declarations.items()})
+    check_parameter_values(parameters, {name: default for name, (_, default) in declarations.items()})
     home = Home(args.home, args.metadata)
     run = run_locally(
         home,
         args.data_root,
-        parse_parameters(args.param, declared),
+        parameters,
         trigger=args.trigger,
         reason=args.reason,
         run_id=args.run_id,
@@ -295,6 +347,14 @@ def _watch(args) -> int:
     return 0
 
 
+def _gc(args) -> int:
+    from pipelines.retention import collect_home
+
+    settings = RetentionSettings(keep_models=args.keep_models, keep_runs=args.keep_runs)
+    print(collect_home(Home(args.home, args.metadata), settings, args.dry_run).describe())
+    return 0
+
+
 def _runs(args) -> int:
     from pipelines.history import runs_table
 
@@ -312,14 +372,21 @@ def _lineage(args) -> int:
 def _serve(args) -> int:
     from serving.app import serve
 
+    pinned = args.model_version
+    if pinned is None and os.environ.get(MODEL_VERSION_ENV):
+        try:
+            pinned = _model_version(os.environ[MODEL_VERSION_ENV])
+        except argparse.ArgumentTypeError as error:
+            raise ConfigError(f"environment {MODEL_VERSION_ENV}={error}") from None
     config = ServingConfig(
         canary_percent=args.canary_percent,
         canary_min_labelled=args.canary_min_labelled,
         canary_auc_tolerance=args.canary_auc_tolerance,
         request_log_sample=args.request_log_sample,
-        pinned_version=args.model_version,
+        canary_addressable=args.canary_addressable,
+        pinned_version=pinned,
     )
-    serve(Home(args.home, args.metadata), args.dataset, config, args.host, args.port)
+    serve(Home(args.home, args.metadata), args.dataset, config, args.host, args.port, os.environ.get(TOKEN_ENV, ""))
     return 0
 
 

@@ -49,3 +49,36 @@ def _convert(name: str, text: str, kind: type) -> Any:
         return json.loads(text)
     except ValueError:
         raise ConfigError(f"--param {name}={text!r}: expected {kind.__name__}") from None
+
+
+def check_parameter_values(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+    """Checks the ranges of a run's parameters before it starts, by making each stage's own
+    settings from them (the stages own the ranges; a bad value would otherwise fail only
+    inside the run, at its stage).
+
+    Args:
+        values: Parameters given for the run (already converted to their declared types).
+        defaults: Every parameter's default, as the pipeline declares it.
+
+    Raises:
+        ConfigError: a value out of its stage's range, named with its parameter.
+    """
+    from components.ingest.logic import check_window
+    from components.train.logic import Hyperparameters, parse_hidden_units
+    from components.validate_model.logic import Thresholds
+
+    effective = {**defaults, **values}
+    check_window(effective["window_spans"], effective["eval_percent"])
+    Hyperparameters(
+        effective["epochs"],
+        effective["batch_size"],
+        effective["learning_rate"],
+        parse_hidden_units(effective["hidden_units"]),
+        effective["seed"],
+    )
+    Thresholds(
+        effective["min_auc"],
+        effective["max_auc_drop"],
+        effective["max_slice_auc_drop"],
+        effective["min_slice_examples"],
+    )

@@ -166,6 +166,8 @@ def continuous_training(
             numeric_drift_threshold=numeric_drift_threshold,
             train_statistics=stats.outputs["train_statistics"],
             eval_statistics=stats.outputs["eval_statistics"],
+            train_examples=examples.outputs["train_examples"],
+            eval_examples=examples.outputs["eval_examples"],
             **common,
         )
         gate = data_gate(anomalies=validation.outputs["anomalies"], **common)

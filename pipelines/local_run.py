@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
 import sys
 import time
 import warnings
@@ -14,10 +13,12 @@ from typing import Any, Iterator, Mapping
 
 from components.common.datasets import DEFAULT_DATASET, load_dataset
 from components.common.errors import ConfigError, NotFoundError
-from components.common.home import Home
+from components.common.home import Home, check_run_id
 from components.common.metadata import FAILED, NOT_BLESSED, PUSHED, STOPPED_BY_DATA, MetadataStore, RunRecord
+from components.common.process_lifetime import children_die_with_this_process
 from components.common.spans import complete_spans
 from components.image import PIPELINE_IMAGE
+from pipelines.home_lock import HomeLock, holding
 from pipelines.pods import (
     DATA_MOUNT,
     PodVolumes,
@@ -26,6 +27,7 @@ from pipelines.pods import (
     docker_client,
     steps_in_containers,
 )
+from pipelines.recovery import recover_home, this_launcher
 
 # Set by `ct run` itself, or (home_volume) meaningful on a cluster only.
 WIRED_PARAMETERS = (
@@ -115,7 +117,8 @@ def run_locally(
             a KFP pod gets (pipelines/pods.py): the home at /var/lib/ct, as on a cluster.
 
     Raises:
-        ConfigError: an unknown dataset or runner, or no image or Docker engine for `docker`.
+        ConfigError: an unknown dataset or runner, an unsafe run id, a home that cannot be made,
+            or no image or Docker engine for `docker`.
         DataError: the data root does not exist (checked before anything starts).
     """
     from kfp import local
@@ -124,6 +127,8 @@ def run_locally(
 
     if runner not in RUNNERS:
         raise ConfigError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
+    if run_id is not None:
+        check_run_id(run_id)
     load_dataset(str(parameters.get("dataset", DEFAULT_DATASET)))
     complete_spans(data_root)
     # The home and the data root as the steps see them: here, or mounted as a cluster mounts
@@ -140,39 +145,46 @@ def run_locally(
     run_id = run_id or new_run_id()
     log_path = log_path or home.logs / f"{run_id}.log"
     store = MetadataStore(home.metadata_connection)
-    store.close_interrupted_runs(launcher_alive)
-    store.update_run(run_id, launcher=this_launcher())
-    arguments = {
-        "data_root": str(seen_data),
-        "metadata_connection": seen_home.metadata_connection,
-        "model_repository": str(seen_home.model_repository),
-        "feature_repo": str(seen_home.feature_repo),
-        "statistics_root": str(seen_home.statistics),
-        "run_id": run_id,
-        "trigger": trigger,
-        "reason": reason,
-        **parameters,
-    }
-    pipeline_root = home.pipeline_root.resolve()
-    if runner == SUBPROCESS:
-        local.init(
-            runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=False
-        )
-        steps = contextlib.nullcontext()
-    else:
-        local.init(runner=local.DockerRunner(), pipeline_root=str(pipeline_root), raise_on_error=False)
-        steps = steps_in_containers(client, PodVolumes(home.root.resolve(), data_root.resolve(), pipeline_root))
-    with _output_to(log_path), _quiet_tensorflow(), warnings.catch_warnings(), steps:
-        # kfp.local warns that the steps' image is not this interpreter; running the image's
-        # Python environment here (installed from the same constraints) is the point.
-        warnings.filterwarnings(
-            "ignore", message="You may be attemping to run a task that uses custom", category=RuntimeWarning
-        )
-        continuous_training(**arguments)
-    try:
-        return store.run(run_id)
-    except NotFoundError:
-        raise ConfigError(f"the run recorded nothing in ML Metadata; see {log_path}") from None
+    # One run at a time per home, held until the run ends; a run that died holding it is
+    # closed as failed and its leftovers removed before this one records anything.
+    with holding(HomeLock(home.lock_file, "ct run"), run_id):
+        recover_home(home, store)
+        store.update_run(run_id, launcher=this_launcher())
+        arguments = {
+            "data_root": str(seen_data),
+            "metadata_connection": seen_home.metadata_connection,
+            "model_repository": str(seen_home.model_repository),
+            "feature_repo": str(seen_home.feature_repo),
+            "statistics_root": str(seen_home.statistics),
+            "run_id": run_id,
+            "trigger": trigger,
+            "reason": reason,
+            **parameters,
+        }
+        # Each run's outputs in a folder of its own: what retention and recovery remove is one folder.
+        pipeline_root = (home.pipeline_root / run_id).resolve()
+        if runner == SUBPROCESS:
+            local.init(
+                runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=False
+            )
+            steps = contextlib.nullcontext()
+        else:
+            local.init(runner=local.DockerRunner(), pipeline_root=str(pipeline_root), raise_on_error=False)
+            steps = steps_in_containers(
+                client, PodVolumes(home.root.resolve(), data_root.resolve(), home.pipeline_root.resolve())
+            )
+        with _output_to(log_path), _quiet_tensorflow(), warnings.catch_warnings(), steps:
+            # kfp.local warns that the steps' image is not this interpreter; running the image's
+            # Python environment here (installed from the same constraints) is the point.
+            warnings.filterwarnings(
+                "ignore", message="You may be attemping to run a task that uses custom", category=RuntimeWarning
+            )
+            with children_die_with_this_process():
+                continuous_training(**arguments)
+        try:
+            return store.run(run_id)
+        except NotFoundError:
+            raise ConfigError(f"the run recorded nothing in ML Metadata; see {log_path}") from None
 
 
 SEEN_AS = ".steps-see-home-at"  # where a home's runs recorded their paths
@@ -192,27 +204,8 @@ def claim_home(home: Home, seen: Home) -> None:
             f"{home.root}: its runs recorded paths as their steps saw the home, at {marker.read_text()}; "
             f"this runner's steps see it at {seen_at}: use the same --runner, or a new --home"
         )
-    home.root.mkdir(parents=True, exist_ok=True)
+    home.create()
     marker.write_text(seen_at)
-
-
-def this_launcher() -> str:
-    """Who runs a local run: this host and process (recorded, so a killed run can be told)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def launcher_alive(launcher: str) -> bool:
-    """Whether a run's launcher still runs; True when it cannot be told (another host's)."""
-    host, _, pid = launcher.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        pass
-    return True
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from components.common.errors import ConfigError, CtError
 from components.common.home import KUBEFLOW_METADATA
 from pipelines.compile import COMPILED_SPEC, pipeline_version
-from pipelines.config import KFP_INTERNALS_CHECKED_ON, parse_parameters
+from pipelines.config import KFP_INTERNALS_CHECKED_ON, check_parameter_values, parse_parameters
 from pipelines.continuous_training import PIPELINE_NAME
 from pipelines.local_run import new_run_id, pipeline_parameters
 from pipelines.triggers.cron import parse_cron
@@ -210,10 +210,12 @@ def cluster_parameters(assignments: list[str]) -> dict[str, Any]:
     """`--param` values for a cluster run, checked; the metadata connection defaults to Kubeflow's.
 
     Raises:
-        ConfigError: an unknown name, a wrong type, or no data_root / model_repository.
+        ConfigError: an unknown name, a wrong type, a value out of range, or no data_root / model_repository.
     """
-    declared = {name: kind for name, (kind, _) in pipeline_parameters(include_wired=True).items()}
-    parameters = {"metadata_connection": KUBEFLOW_METADATA, **parse_parameters(assignments, declared)}
+    declarations = pipeline_parameters(include_wired=True)
+    given = parse_parameters(assignments, {name: kind for name, (kind, _) in declarations.items()})
+    check_parameter_values(given, {name: default for name, (_, default) in declarations.items()})
+    parameters = {"metadata_connection": KUBEFLOW_METADATA, **given}
     missing = [name for name in ("data_root", "model_repository") if name not in parameters]
     if missing:
         raise ConfigError(f"--param {missing[0]}=...: required for a cluster run (a path or URI the steps can read)")

@@ -1,23 +1,39 @@
-"""`ct serve`: the prediction service over a home's model repository, until interrupted."""
+"""`ct serve`: the prediction service over a home's model repository, until interrupted or
+terminated; on SIGTERM (a pod stopping) it stops accepting, lets the requests in flight
+finish, and writes the buffered request and feedback logs before it exits."""
 
 from __future__ import annotations
 
 import logging
+import resource
+import signal
+import threading
 
 from components.common.datasets import load_dataset
 from components.common.home import Home
 from components.common.metadata import MetadataStore
 from serving.config import ServingConfig
+from serving.credentials import serving_token
 from serving.request_log import ParquetLog, RequestLog
 from serving.server import PredictionServer
 from serving.service import PredictionService
 
+DRAIN_SECONDS = 10.0  # within Kubernetes' default 30 s grace period
 
-def serve(home: Home, dataset_name: str, config: ServingConfig, host: str, port: int) -> None:
-    """Serves the dataset's model from `home` at host:port; says where once it listens."""
+log = logging.getLogger(__name__)
+
+
+def serve(home: Home, dataset_name: str, config: ServingConfig, host: str, port: int, token: str = "") -> None:
+    """Serves the dataset's model from `home` at host:port; says where once it listens.
+
+    Args:
+        token: The serving token (from a Kubernetes Secret); empty: the one kept in the home,
+            made on first use (serving/credentials.py).
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     home.create()
     dataset = load_dataset(dataset_name)
+    serving = serving_token(home.serving_token, token)
     request_log = RequestLog(
         home.request_log, config.request_log_sample, config.request_log_rotate_rows, config.request_log_max_bytes
     )
@@ -31,12 +47,16 @@ def serve(home: Home, dataset_name: str, config: ServingConfig, host: str, port:
         feature_repo=home.feature_repo if dataset.feature_store else None,
         feedback_log=feedback_log,
         verdicts=home.canary_verdicts,
+        token=serving,
     )
+    _allow_open_files(config.max_connections + 256)
     server = PredictionServer((host, port), service)
     service.start()
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     print(
         f"serving {dataset.model_name} from {home.model_repository} at {server.url} "
-        f"(versions: {[m.version for m in service.registry.routing.models] or 'none yet'})",
+        f"(versions: {[m.version for m in service.registry.routing.models] or 'none yet'}; "
+        f"feedback token {'from the environment' if token else 'in ' + str(home.serving_token)})",
         flush=True,
     )
     try:
@@ -45,4 +65,16 @@ def serve(home: Home, dataset_name: str, config: ServingConfig, host: str, port:
         pass
     finally:
         server.server_close()
+        if not server.drain(DRAIN_SECONDS):
+            log.warning("requests still in flight after %.0f s; stopping anyway", DRAIN_SECONDS)
         service.stop()
+        log.info("stopped; logs written to %s and %s", home.request_log, home.feedback_log)
+
+
+def _allow_open_files(wanted: int) -> None:
+    """Raises the soft open-file limit toward `wanted` (up to the hard limit), so that the
+    connection limit, not the file limit, is what turns clients away."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

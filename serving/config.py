@@ -23,7 +23,14 @@ class ServingConfig:
         request_log_sample: Share of predictions written to the request log (0 turns it off).
         request_log_rotate_rows: Rows per request-log Parquet file.
         request_log_max_bytes: Size of the request log beyond which the oldest files are deleted.
-        max_body_bytes: Largest request body accepted.
+        max_body_bytes: Largest request body accepted (a 100-row request is about 30 KB).
+        max_string_chars: Longest string accepted in a feature value, a v2 request id or a request key.
+        max_concurrent_requests: Requests parsed and scored at once; more wait for a slot.
+        queue_seconds: How long a request waits for a slot before a 503 with Retry-After.
+        max_connections: Open client connections; more are answered 503 and closed.
+        idle_seconds: A connection silent this long (between or within requests) is closed.
+        canary_addressable: Whether clients may address the canary by version or label
+            (off: only the routing sends traffic there, so clients cannot choose what is judged).
         journal_size: Predictions remembered for feedback (oldest forgotten first).
         pinned_version: Serve this version only, with no canary of our own (a KServe
             revision; KServe splits traffic between revisions). None: follow the repository.
@@ -38,8 +45,14 @@ class ServingConfig:
     request_log_sample: float = 1.0
     request_log_rotate_rows: int = 20_000
     request_log_max_bytes: int = 256 * 1024 * 1024
-    max_body_bytes: int = 4 * 1024 * 1024
-    journal_size: int = 1_000_000
+    max_body_bytes: int = 1024 * 1024
+    max_string_chars: int = 256
+    max_concurrent_requests: int = 8
+    queue_seconds: float = 2.0
+    max_connections: int = 256
+    idle_seconds: float = 30.0
+    canary_addressable: bool = False
+    journal_size: int = 200_000
     pinned_version: int | None = None
 
     def __post_init__(self):
@@ -52,14 +65,18 @@ class ServingConfig:
             "request_log_rotate_rows",
             "request_log_max_bytes",
             "max_body_bytes",
+            "max_string_chars",
+            "max_concurrent_requests",
+            "max_connections",
             "journal_size",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
         if self.canary_check_seconds < 0:
             raise ConfigError(f"canary_check_seconds={self.canary_check_seconds}: must not be negative")
-        if self.poll_seconds <= 0:
-            raise ConfigError(f"poll_seconds={self.poll_seconds}: must be positive")
+        for name in ("poll_seconds", "queue_seconds", "idle_seconds"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be positive")
 
 
 @dataclasses.dataclass(frozen=True)

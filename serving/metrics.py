@@ -18,6 +18,7 @@ class Metrics:
         self._sums: collections.Counter[str] = collections.Counter()
         self._load_failures = 0
         self._canary: collections.Counter[str] = collections.Counter()
+        self._shed: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
 
     def observe(self, version: str, api: str, milliseconds: float) -> None:
@@ -34,12 +35,18 @@ class Metrics:
         with self._lock:
             self._load_failures += 1
 
+    def shed(self, reason: str) -> None:
+        """A request or connection refused for lack of capacity (503)."""
+        with self._lock:
+            self._shed[reason] += 1
+
     def canary_decision(self, decision: str) -> None:
         with self._lock:
             self._canary[decision] += 1
 
-    def render(self, features=None) -> str:
-        """The Prometheus text; with `features` (OnlineFeatures), its missing and stale counts too."""
+    def render(self, features=None, logs=()) -> str:
+        """The Prometheus text; with `features` (OnlineFeatures), its missing and stale counts too,
+        and for each `(name, ParquetLog)` in `logs` its failed writes and dropped rows."""
         model = f'model="{self.model_name}"'
         lines = [
             "# HELP ct_requests_total Prediction requests answered, by model version and API.",
@@ -80,6 +87,21 @@ class Metrics:
             lines += [
                 f'ct_canary_decisions_total{{{model},decision="{d}"}} {n}' for d, n in sorted(self._canary.items())
             ]
+            lines += [
+                "# HELP ct_requests_shed_total Requests and connections refused with 503 for lack of capacity.",
+                "# TYPE ct_requests_shed_total counter",
+            ]
+            lines += [f'ct_requests_shed_total{{{model},reason="{r}"}} {n}' for r, n in sorted(self._shed.items())]
+        lines += [
+            "# HELP ct_log_write_failures_total Failed writes of the request and feedback logs (rows kept to retry).",
+            "# TYPE ct_log_write_failures_total counter",
+        ]
+        lines += [f'ct_log_write_failures_total{{{model},log="{name}"}} {log.failed_writes}' for name, log in logs]
+        lines += [
+            "# HELP ct_log_rows_dropped_total Log rows dropped after failed writes filled the retry buffer.",
+            "# TYPE ct_log_rows_dropped_total counter",
+        ]
+        lines += [f'ct_log_rows_dropped_total{{{model},log="{name}"}} {log.dropped_rows}' for name, log in logs]
         if features is not None:
             lines += [
                 "# HELP ct_feature_missing_total Flights with no online feature row (defaults used), by feature view.",

@@ -55,6 +55,11 @@ def _warmup_columns(signature: model_io.Signature) -> dict[str, np.ndarray]:
     )
 
 
+def _public_bucket(request_key: str) -> int:
+    """0..99 by an unkeyed hash: for services without a serving token (tests, benchmarks)."""
+    return int.from_bytes(hashlib.blake2b(request_key.encode(), digest_size=8).digest(), "big") % 100
+
+
 @dataclasses.dataclass(frozen=True)
 class Routing:
     """An immutable view of what serves: the stable model, maybe a canary and its share."""
@@ -62,13 +67,13 @@ class Routing:
     stable: LoadedModel | None = None
     canary: LoadedModel | None = None
     canary_percent: int = 0
+    bucket: Callable[[str], int] = dataclasses.field(default=lambda key: _public_bucket(key), repr=False)
 
     def choose(self, request_key: str) -> LoadedModel | None:
         """The canary for `canary_percent` of request keys (the same key, the same answer), else stable."""
         if self.canary is None:
             return self.stable
-        bucket = int.from_bytes(hashlib.blake2b(request_key.encode(), digest_size=8).digest(), "big") % 100
-        return self.canary if bucket < self.canary_percent else self.stable
+        return self.canary if self.bucket(request_key) < self.canary_percent else self.stable
 
     def by_version(self, version: int) -> LoadedModel | None:
         return next((m for m in (self.stable, self.canary) if m is not None and m.version == version), None)
@@ -81,16 +86,30 @@ class Routing:
         return [m for m in (self.stable, self.canary) if m is not None]
 
 
+@dataclasses.dataclass(frozen=True)
+class Vetting:
+    """Whether a published version may be served: `refusal` says why not; a `pending` one is
+    asked about again later (its push is not recorded yet)."""
+
+    refusal: str = ""
+    pending: bool = False
+
+
+SERVABLE = Vetting()
+
+
 class ModelRegistry:
     """Watches `<repository>/<model_name>/` and keeps `routing` current.
 
-    A new version is loaded and warmed in the background; the first ever becomes
-    stable, later ones become the canary (replacing an undecided canary). A version
-    that fails to load is remembered with its error and never receives traffic.
-    `excluded` versions (rolled back earlier) are never loaded. A `pinned_version` is the
-    only version ever loaded (one KServe revision per version; KServe splits the traffic).
-    At start-up, stable is the newest `settled` version (promoted, or the oldest when none
-    was) and a newer one is the canary again: a restart does not promote an undecided canary.
+    A new version is vetted (`vet`: recorded in ML Metadata with the digest it has on disk),
+    loaded and warmed in the background; the first ever becomes stable, later ones become
+    the canary (replacing an undecided canary). A version refused or failing to load is
+    remembered with its error and never receives traffic. `excluded` versions (rolled back
+    earlier) are never loaded. A `pinned_version` is the only version ever loaded (one KServe
+    revision per version; KServe splits the traffic). At start-up, stable is the newest
+    `settled` version (promoted, or the oldest when none was) that vets and loads, falling
+    back to older ones, and a newer one is the canary again: a restart does not promote an
+    undecided canary, and one broken version does not leave nothing served.
     """
 
     def __init__(
@@ -102,17 +121,21 @@ class ModelRegistry:
         on_loaded: Callable[[LoadedModel, str], None] = lambda m, role: None,
         pinned_version: int | None = None,
         settled: Callable[[int], bool] = lambda version: True,
+        vet: Callable[[int, Path], Vetting] = lambda version, path: SERVABLE,
+        bucket: Callable[[str], int] | None = None,
     ):
         self.repository = repository
         self.model_name = model_name
         self.canary_percent = canary_percent
         self.pinned_version = pinned_version
-        self.routing = Routing()
+        self.routing = Routing(bucket=bucket or _public_bucket)
         self.failed: dict[int, str] = {}
         self._excluded = excluded
         self._on_loaded = on_loaded
         self._settled = settled
+        self._vet = vet
         self._seen: set[int] = set()
+        self._pending: set[int] = set()
         self._lock = threading.Lock()
 
     def refresh(self) -> None:
@@ -123,36 +146,62 @@ class ModelRegistry:
         else:
             excluded = self._excluded()
             candidates = [v for v in published if v not in self._seen and v not in excluded]
-        newest_known = max(self._seen, default=0)
-        if not candidates or max(candidates) <= newest_known:
+        if not candidates or max(candidates) <= max(self._seen, default=0):
             return
         newest = max(candidates)
-        self._seen.update(candidates)
         if self.routing.stable is None and self.pinned_version is None:
-            settled = [v for v in candidates if self._settled(v)]
-            stable = max(settled) if settled else min(candidates)
-            if stable != newest:
-                self._load(stable)
-        self._load(newest)
+            for version in self._stable_order(candidates):
+                if self._vet_and_load(version):
+                    break
+        stable = self.routing.stable
+        if (stable is None or newest > stable.version) and newest not in self.failed:
+            self._vet_and_load(newest)
+        self._seen.update(v for v in candidates if v <= newest and v not in self._pending)
 
-    def _load(self, version: int) -> None:
+    def _stable_order(self, candidates: list[int]) -> list[int]:
+        """Which version to serve as stable at start-up, in order of preference: the promoted
+        ones, newest first; then those they superseded, newest first; then undecided newer
+        ones, oldest first (with no verdict at all, the first version pushed)."""
+        settled = sorted((v for v in candidates if self._settled(v)), reverse=True)
+        last = settled[0] if settled else 0
+        rest = [v for v in candidates if v not in settled]
+        return settled + sorted((v for v in rest if v < last), reverse=True) + sorted(v for v in rest if v > last)
+
+    def _vet_and_load(self, version: int) -> bool:
+        """Loads a version if it vets; False when it was refused, is pending, or failed to load."""
+        self._pending.discard(version)
+        path = version_path(self.repository, self.model_name, version)
+        vetting = self._vet(version, path)
+        if vetting.pending:
+            self._pending.add(version)
+            return False
+        if vetting.refusal:
+            self._fail(version, vetting.refusal)
+            return False
+        return self._load(version, path)
+
+    def _fail(self, version: int, error: str) -> None:
+        self.failed[version] = error
+        log.error("model %s version %s is not served: %s", self.model_name, version, error)
+
+    def _load(self, version: int, path: Path) -> bool:
         """Loads a version as stable (nothing serves yet) or as the canary."""
         try:
-            model = load_model(version_path(self.repository, self.model_name, version), version)
+            model = load_model(path, version)
         except Exception as error:  # any load failure keeps the version out of traffic
-            self.failed[version] = f"{type(error).__name__}: {error}"
-            log.error("model %s version %s failed to load: %s", self.model_name, version, self.failed[version])
-            return
+            self._fail(version, f"failed to load: {type(error).__name__}: {error}")
+            return False
         with self._lock:
             current = self.routing
             if current.stable is None:
-                self.routing = Routing(stable=model)
+                self.routing = dataclasses.replace(current, stable=model)
                 role = STABLE
             else:
-                self.routing = Routing(stable=current.stable, canary=model, canary_percent=self.canary_percent)
+                self.routing = dataclasses.replace(current, canary=model, canary_percent=self.canary_percent)
                 role = CANARY
         log.info("model %s version %s loaded as %s", self.model_name, version, role)
         self._on_loaded(model, role)
+        return True
 
     def promote(self, version: int) -> bool:
         """Makes the canary stable; False if `version` is no longer the canary."""
@@ -167,5 +216,5 @@ class ModelRegistry:
             current = self.routing
             if current.canary is None or current.canary.version != version:
                 return False
-            self.routing = Routing(stable=current.canary if promoted else current.stable)
+            self.routing = Routing(stable=current.canary if promoted else current.stable, bucket=current.bucket)
             return True

@@ -9,6 +9,8 @@ appears whole or not at all (written under a temporary name, then renamed).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import random
 import socket
@@ -20,14 +22,27 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+log = logging.getLogger(__name__)
+
 PREFIX = "part-"
 
 
 class ParquetLog:
+    """A log that keeps what it cannot write: after a failed write the rows stay buffered
+    (up to `RETRY_FILES` files' worth, the oldest dropped beyond that and counted) and the
+    write is tried again `RETRY_SECONDS` later; `failing` says why meanwhile."""
+
+    RETRY_FILES = 5
+    RETRY_SECONDS = 5.0
+
     def __init__(self, folder: Path, rotate_rows: int, max_bytes: int):
         self.folder = folder
         self.rotate_rows = rotate_rows
         self.max_bytes = max_bytes
+        self.failing = ""  # why the last write failed; empty while writes succeed
+        self.failed_writes = 0
+        self.dropped_rows = 0
+        self._retry_at = 0.0
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._written = 0
@@ -39,12 +54,13 @@ class ParquetLog:
         now = time.time()
         with self._lock:
             self._rows.extend({**row, "logged_at": now} for row in rows)
-            full = len(self._rows) >= self.rotate_rows
+            full = len(self._rows) >= self.rotate_rows and time.monotonic() >= self._retry_at
         if full:
             self.flush()
 
     def flush(self) -> Path | None:
-        """Writes the buffered rows, if any, and enforces the size bound."""
+        """Writes the buffered rows, if any, and enforces the size bound; on failure keeps them
+        (see the class doc) and returns None."""
         with self._lock:
             rows, self._rows = self._rows, []
             self._written += 1
@@ -53,10 +69,29 @@ class ParquetLog:
             return None
         path = self.folder / name
         temporary = self.folder / f".{name}.tmp"
-        pd.DataFrame(rows).to_parquet(temporary, index=False)
-        os.rename(temporary, path)
+        try:
+            pd.DataFrame(rows).to_parquet(temporary, index=False)
+            os.rename(temporary, path)
+        except OSError as error:
+            self._keep(rows, f"{self.folder}: {error.strerror or error}")
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            return None
+        self.failing = ""
         self._enforce_bound()
         return path
+
+    def _keep(self, rows: list[dict[str, Any]], error: str) -> None:
+        with self._lock:
+            self._rows = rows + self._rows
+            excess = len(self._rows) - self.RETRY_FILES * self.rotate_rows
+            if excess > 0:
+                del self._rows[:excess]
+                self.dropped_rows += excess
+            self.failed_writes += 1
+            self.failing = error
+            self._retry_at = time.monotonic() + self.RETRY_SECONDS
+        log.error("log write failed, %d rows kept to retry: %s", len(self._rows), error)
 
     def files(self) -> list[Path]:
         return sorted(self.folder.glob(f"{PREFIX}*.parquet"))
@@ -96,14 +131,16 @@ class RequestLog(ParquetLog):
         )
 
 
-def read_log(folder: Path, since: float = 0.0) -> pd.DataFrame:
-    """Every logged row written after `since` (seconds since the epoch), oldest first.
+def read_log(folder: Path, since: float = 0.0, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every logged row written after `since` (seconds since the epoch), oldest first; only
+    `columns` (and `logged_at`) when given.
 
     A file last written before `since` holds no such row (a row is stamped before its file
     is written), so it is not read: a window costs what is in the window.
     """
     files = [path for path in sorted(folder.glob(f"{PREFIX}*.parquet")) if path.stat().st_mtime >= since]
-    frames = [pd.read_parquet(path) for path in files]
+    wanted = None if columns is None else list(dict.fromkeys([*columns, "logged_at"]))
+    frames = [pd.read_parquet(path, columns=wanted) for path in files]
     if not frames:
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True)

@@ -4,6 +4,12 @@ Built on the standard library's threading HTTP server with HTTP/1.1 keep-alive a
 orjson: a single-row prediction costs about 1 ms in TensorFlow, so a thread per
 connection is not the bottleneck at the rates one replica serves, and the service adds
 no web framework whose pins could fight TensorFlow's (see README, "Prediction service").
+
+Bounded against a hostile or careless client (ServingConfig): open connections (beyond
+them, a 503 and close), requests parsed and scored at once (beyond them, a wait, then a
+503 with Retry-After; health and metrics never wait), body size, idle time on a
+connection, and a listen backlog for bursts. Every answer is JSON, http.server's own
+errors included.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -18,13 +26,14 @@ from typing import Any, Callable
 import orjson
 
 from serving.canary.journal import OutcomeJournal
-from serving.service import PredictionService, ServiceError
+from serving.service import FEEDBACK_NEEDS_TOKEN, PredictionService, ServiceError
 
 log = logging.getLogger(__name__)
 
 NAME = r"(?P<name>[A-Za-z0-9_.-]+)"
-TARGET = r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[A-Za-z0-9_-]+))?"
-V2_VERSION = r"(?:/versions/(?P<version>\d+))?"
+TARGET = r"(?:/versions/(?P<version>\d{1,18})|/labels/(?P<label>[A-Za-z0-9_-]{1,64}))?"
+V2_VERSION = r"(?:/versions/(?P<version>\d{1,18}))?"
+RETRY_AFTER_SECONDS = 1
 DEFAULT_PERFORMANCE_WINDOW = 1000
 
 
@@ -39,6 +48,11 @@ def _last(query: dict[str, list[str]]) -> int:
     if not text.isdigit() or not 0 < int(text) <= OutcomeJournal.RECENT:
         raise ServiceError(400, f"last={text!r}: expected a whole number from 1 to {OutcomeJournal.RECENT}")
     return int(text)
+
+
+def _health(service: PredictionService) -> tuple[int, dict[str, Any]]:
+    health = service.health()
+    return (200 if health["ready"] else 503), health
 
 
 class Routes:
@@ -73,9 +87,13 @@ ROUTES.add(
     rf"/v1/models/{NAME}{TARGET}:predict",
     lambda s, m, b, h: (200, s.predict(m["name"], b, _version(m), m["label"], h.headers.get("X-Request-Key"))),
 )
-ROUTES.add("post", rf"/v1/models/{NAME}:feedback", lambda s, m, b, h: (200, s.feedback(m["name"], b)))
+ROUTES.add(
+    "post",
+    rf"/v1/models/{NAME}:feedback",
+    lambda s, m, b, h: (200, s.feedback(m["name"], b, h.headers.get("Authorization"))),
+)
 ROUTES.add("get", r"/v2/health/live", lambda s, m, b, h: (200, {"live": True}))
-ROUTES.add("get", r"/v2/health/ready", lambda s, m, b, h: (200 if s.ready() else 503, {"ready": s.ready()}))
+ROUTES.add("get", r"/v2/health/ready", lambda s, m, b, h: _health(s))
 ROUTES.add("get", rf"/v2/models/{NAME}{V2_VERSION}", lambda s, m, b, h: (200, s.v2_model(m["name"], _version(m))))
 ROUTES.add(
     "get",
@@ -98,6 +116,7 @@ class Handler(BaseHTTPRequestHandler):
     server: "PredictionServer"
 
     def setup(self) -> None:
+        self.timeout = self.server.service.config.idle_seconds  # a silent client is let go
         super().setup()
         # Headers and body leave in two writes; without this, Nagle's algorithm holds the
         # body until the client's delayed ACK (up to 40 ms on Linux) for every response.
@@ -105,31 +124,58 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         if self.path.split("?")[0] == "/metrics":
-            self._send(
-                200,
-                self.server.service.metrics.render(self.server.service.online_features).encode(),
-                "text/plain; version=0.0.4",
-            )
+            self._send(200, self.server.service.render_metrics().encode(), "text/plain; version=0.0.4")
             return
         self._dispatch("get", None)
 
     def do_POST(self) -> None:  # noqa: N802
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            self._error(411, "a Content-Length header is required")
+        config = self.server.service.config
+        length = self.headers.get("Content-Length", "")
+        if not (length.isascii() and length.isdecimal()) or "Transfer-Encoding" in self.headers:
             self.close_connection = True
+            self._error(411, "a Content-Length header with the body's size in bytes is required")
             return
-        if int(length) > self.server.service.config.max_body_bytes:
-            self._error(413, f"body of {length} bytes is over the limit of {self.server.service.config.max_body_bytes}")
+        if int(length) > config.max_body_bytes:
             self.close_connection = True
+            self._error(413, f"body of {length} bytes is over the limit of {config.max_body_bytes}")
             return
-        raw = self.rfile.read(int(length))
+        if self.path.split("?")[0].endswith(":feedback") and not self.server.service.may_send_feedback(
+            self.headers.get("Authorization")
+        ):
+            self.close_connection = True  # refused before its body is read or a slot is taken
+            self._error(401, FEEDBACK_NEEDS_TOKEN)
+            return
+        if not self.server.slots.acquire(timeout=config.queue_seconds):
+            self.server.service.metrics.shed("busy")
+            self.close_connection = True  # the body was not read
+            self._error(503, "too many requests at once: retry shortly", {"Retry-After": str(RETRY_AFTER_SECONDS)})
+            return
         try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as error:
-            self._error(400, f"malformed JSON: {error}")
-            return
-        self._dispatch("post", body)
+            raw = self.rfile.read(int(length))
+            if len(raw) < int(length):
+                self.close_connection = True
+                self._error(400, f"the body ended after {len(raw)} of {length} bytes")
+                return
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as error:
+                self._error(400, f"malformed JSON: {error}")
+                return
+            del raw
+            self._dispatch("post", body)
+        finally:
+            self.server.slots.release()
+
+    def _not_allowed(self) -> None:
+        self._error(405, f"{self.command} is not allowed: the service answers GET and POST", {"Allow": "GET, POST"})
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed  # noqa: N815
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (a malformed request line, oversized headers, an unknown
+        method) as JSON like every other answer, and the connection closed after them."""
+        self.close_connection = True
+        self._error(code, message or self.responses.get(code, ("error",))[0])
 
     @property
     def query(self) -> dict[str, list[str]]:
@@ -143,7 +189,7 @@ class Handler(BaseHTTPRequestHandler):
             if ROUTES.find(other, path)[0] is not None:
                 self._error(405, f"{method.upper()} is not allowed on {path}")
             else:
-                self._error(404, f"no such endpoint: {method.upper()} {path}")
+                self._error(404, f"no such endpoint: {method.upper()} {path[:200]}")
             return
         try:
             status, payload = handler(self.server.service, match, body, self)
@@ -156,13 +202,17 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._send(status, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), "application/json")
 
-    def _error(self, status: int, message: str) -> None:
-        self._send(status, orjson.dumps({"error": message}), "application/json")
+    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        self._send(status, orjson.dumps({"error": message}), "application/json", headers)
 
-    def _send(self, status: int, data: bytes, content_type: str) -> None:
+    def _send(self, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
@@ -170,15 +220,63 @@ class Handler(BaseHTTPRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
 
+BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: 38\r\n\r\n"
+    b'{"error": "too many connections open"}'
+)
+
+
 class PredictionServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 1024  # the listen backlog: a burst of connections waits in the kernel, not refused
 
     def __init__(self, address: tuple[str, int], service: PredictionService):
         super().__init__(address, Handler)
         self.service = service
+        self.slots = threading.BoundedSemaphore(service.config.max_concurrent_requests)
+        self._connections = 0
+        self._connections_lock = threading.Lock()
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
+
+    def process_request(self, request, client_address) -> None:
+        """A thread per connection up to `max_connections`; beyond, a 503 from the accepting thread."""
+        with self._connections_lock:
+            admitted = self._connections < self.service.config.max_connections
+            self._connections += admitted
+        if admitted:
+            super().process_request(request, client_address)
+            return
+        self.service.metrics.shed("connections")
+        try:
+            request.settimeout(1.0)
+            request.sendall(BUSY)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections -= 1
+
+    def drain(self, seconds: float) -> bool:
+        """Waits until no request is being scored, at most `seconds`; True when none is."""
+        deadline = time.monotonic() + seconds
+        taken = 0
+        try:
+            for _ in range(self.service.config.max_concurrent_requests):
+                if not self.slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                    return False
+                taken += 1
+            return True
+        finally:
+            for _ in range(taken):
+                self.slots.release()

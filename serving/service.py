@@ -6,6 +6,7 @@ the problem; the HTTP layer turns them into JSON error bodies.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import threading
@@ -16,12 +17,14 @@ from typing import Any, Mapping
 
 from components.common import model_io
 from components.common.metadata import MetadataStore
+from components.common.model_repository import content_digest
 from features.requests import RequestFeatures
 from serving.canary.in_process import InProcessCanary, SharedLogs
 from serving.canary.verdicts import VerdictBook
 from serving.config import ServingConfig
+from serving.credentials import ServingToken
 from serving.metrics import Metrics
-from serving.registry import CANARY, STABLE, LoadedModel, ModelRegistry
+from serving.registry import CANARY, SERVABLE, STABLE, LoadedModel, ModelRegistry, Vetting
 from serving.request_log import ParquetLog, RequestLog
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 V2_DATATYPES = {"string": "BYTES", "int64": "INT64", "float32": "FP32"}
 TF_DATATYPES = {"string": "DT_STRING", "int64": "DT_INT64", "float32": "DT_FLOAT"}
 REQUEST_LOG_FLUSH_SECONDS = 5.0
+FEEDBACK_NEEDS_TOKEN = "feedback needs the serving token (Authorization: Bearer <token>)"
 
 
 class ServiceError(Exception):
@@ -50,10 +54,19 @@ class PredictionService:
         feature_repo: Path | None = None,
         feedback_log: ParquetLog | None = None,
         verdicts: Path | None = None,
+        token: ServingToken | None = None,
     ):
         """With `feedback_log` and `verdicts` (folders on a volume other replicas share), the
-        canary is judged once for all replicas, from all their logs (serving/canary/)."""
+        canary is judged once for all replicas, from all their logs (serving/canary/).
+
+        With a `store`, only versions whose push it recorded, with the digest they have on
+        disk, are served. With a `token`, feedback needs it, request ids are signed and
+        feedback is taken only for ids this deployment issued (serving/credentials.py);
+        without one (tests, benchmarks), anyone may send feedback.
+        """
         self.model_name = model_name
+        self.store = store
+        self.token = token
         self.feedback_log = feedback_log
         self.features = RequestFeatures(feature_repo) if feature_repo else None
         self.config = config
@@ -73,10 +86,26 @@ class PredictionService:
             on_loaded=lambda model, role: self.canary.loaded(self.registry, model, role),
             pinned_version=config.pinned_version,
             settled=shared.verdicts.promoted if shared else (lambda version: True),
+            vet=self._vet if store else (lambda version, path: SERVABLE),
+            bucket=token.bucket if token else None,
         )
+        self._answered = OnceEach(config.journal_size)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_flush = time.monotonic()
+
+    def _vet(self, version: int, path: Path) -> Vetting:
+        """Served only when ML Metadata recorded its push, with the content it has on disk."""
+        recorded = self.store.pushed_digest(self.model_name, version)
+        if recorded is None:
+            return Vetting(pending=True)  # published, its push not recorded (yet, or ever: a crashed run)
+        if not recorded:
+            log.warning("model %s version %s was pushed without a digest: served unchecked", self.model_name, version)
+            return SERVABLE
+        found = content_digest(path)
+        if found != recorded:
+            return Vetting(f"its content (digest {found[:12]}) is not what was pushed (digest {recorded[:12]})")
+        return SERVABLE
 
     @property
     def online_features(self):
@@ -116,9 +145,8 @@ class PredictionService:
             self._flush_logs()
 
     def _flush_logs(self) -> None:
-        self.request_log.flush()
-        if self.feedback_log is not None:
-            self.feedback_log.flush()
+        for _, parquet_log in self.logs:
+            parquet_log.flush()
 
     # --- requests ----------------------------------------------------------------
 
@@ -126,7 +154,11 @@ class PredictionService:
         if name != self.model_name:
             raise ServiceError(404, f"model '{name}' is not served here (serving '{self.model_name}')")
 
-    def _model(self, name: str, version: int | None, label: str | None, request_key: str) -> LoadedModel:
+    def _model(
+        self, name: str, version: int | None, label: str | None, request_key: str, scoring: bool = False
+    ) -> LoadedModel:
+        """The model a request names or is routed to; `scoring` requests may not choose the canary
+        unless `canary_addressable` (its verdict must rest on the traffic the routing sent it)."""
         self._check_name(name)
         routing = self.registry.routing
         if version is not None:
@@ -137,14 +169,24 @@ class PredictionService:
                     f"model '{name}' version {version} is not being served "
                     f"(serving {[m.version for m in routing.models]})",
                 )
-            return model
-        if label is not None:
+        elif label is not None:
             if label not in (STABLE, CANARY):
                 raise ServiceError(400, f"unknown label '{label}' (expected {STABLE} or {CANARY})")
             model = routing.by_label(label)
             if model is None:
                 raise ServiceError(404, f"model '{name}' has no {label} version now")
+        else:
+            model = None
+        if model is not None:
+            if scoring and model is routing.canary and not self.config.canary_addressable:
+                raise ServiceError(
+                    403, f"model '{name}' version {model.version} is the canary: clients cannot address it here"
+                )
             return model
+        if len(request_key) > self.config.max_string_chars:
+            raise ServiceError(
+                400, f"request key of {len(request_key)} characters: at most {self.config.max_string_chars}"
+            )
         model = routing.choose(request_key)
         if model is None:
             raise ServiceError(503, f"model '{name}' has no version loaded yet")
@@ -163,7 +205,7 @@ class PredictionService:
         if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
             raise ServiceError(400, 'the body must be a JSON object with either "instances" or "inputs"')
         request_id = uuid.uuid4().hex[:16]
-        model = self._model(name, version, label, request_key or request_id)
+        model = self._model(name, version, label, request_key or request_id, scoring=True)
         started = time.perf_counter()
         try:
             if "instances" in body:
@@ -185,14 +227,16 @@ class PredictionService:
         """Open Inference Protocol v2 infer: `{"inputs": [{"name", "shape", "datatype", "data"}, ...]}`."""
         if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
             raise ServiceError(400, 'the body must be a JSON object with a non-empty "inputs" list')
-        request_id = str(body.get("id") or uuid.uuid4().hex[:16])
-        model = self._model(name, version, None, request_key or request_id)
+        request_id = body.get("id") or uuid.uuid4().hex[:16]
+        if not isinstance(request_id, str) or len(request_id) > self.config.max_string_chars:
+            raise ServiceError(400, f'"id" must be a string of at most {self.config.max_string_chars} characters')
+        model = self._model(name, version, None, request_key or request_id, scoring=True)
         started = time.perf_counter()
         try:
             inputs = {}
             for tensor in body["inputs"]:
-                if not isinstance(tensor, dict) or "name" not in tensor or "data" not in tensor:
-                    raise model_io.RequestError('each input needs "name" and "data"')
+                if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str) or "data" not in tensor:
+                    raise model_io.RequestError('each input needs "name" (a string) and "data"')
                 expected = V2_DATATYPES.get(model.signature.inputs.get(tensor["name"], ""))
                 if expected and tensor.get("datatype", expected) != expected:
                     raise model_io.RequestError(
@@ -215,13 +259,25 @@ class PredictionService:
     def _answer(
         self, model: LoadedModel, columns, request_id: str, api: str, started: float
     ) -> tuple[list[float], list[str]]:
-        """Scores the rows, and remembers, counts and logs the answer; one request id per row."""
+        """Scores the rows, and remembers, counts and logs the answer; one request id per row (signed
+        with the serving token, so feedback can be taken for ids issued here only)."""
+        self._check_strings(model, columns)
         scores = self._score(model, columns)
-        request_ids = [f"{request_id}-{i}" for i in range(len(scores))]
+        sign = self.token.sign if self.token else str
+        request_ids = [sign(f"{request_id}-{i}") for i in range(len(scores))]
         self.canary.journal.predicted(model.version, request_ids, scores)
         self.metrics.observe(str(model.version), api, (time.perf_counter() - started) * 1000)
         self.request_log.append(_rows(columns), scores, model.version, request_ids)
         return scores, request_ids
+
+    def _check_strings(self, model: LoadedModel, columns) -> None:
+        limit = self.config.max_string_chars
+        for name, dtype in model.signature.inputs.items():
+            if dtype == "string":
+                longest = max(map(len, columns[name]), default=0)
+                if longest > limit:
+                    self.metrics.error(str(model.version), 400)
+                    raise ServiceError(400, f"feature '{name}': a value of {longest} characters (at most {limit})")
 
     def _score(self, model: LoadedModel, columns) -> list[float]:
         try:
@@ -234,9 +290,19 @@ class PredictionService:
                 500, f"model version {model.version} failed to predict: {type(error).__name__}"
             ) from None
 
-    def feedback(self, name: str, body: Any) -> dict[str, Any]:
-        """True outcomes: `{"feedback": [{"request_id": "...", "label": 0 or 1}, ...]}`."""
+    def may_send_feedback(self, authorization: str | None) -> bool:
+        return self.token is None or self.token.authorizes(authorization)
+
+    def feedback(self, name: str, body: Any, authorization: str | None = None) -> dict[str, Any]:
+        """True outcomes: `{"feedback": [{"request_id": "...", "label": 0 or 1}, ...]}`.
+
+        Taken from holders of the serving token only, for ids this deployment issued, once
+        per id: anything else is listed as rejected and neither judged nor logged. Ids issued
+        by another replica are logged for the shared judge though this one never saw them.
+        """
         self._check_name(name)
+        if not self.may_send_feedback(authorization):
+            raise ServiceError(401, FEEDBACK_NEEDS_TOKEN)
         items = body.get("feedback") if isinstance(body, dict) else None
         if not isinstance(items, list) or not items:
             raise ServiceError(400, 'the body must be a JSON object with a non-empty "feedback" list')
@@ -249,16 +315,28 @@ class PredictionService:
                 raise ServiceError(
                     400, f'feedback {index}: expected {{"request_id": "<id>", "label": 0 or 1}}, got {item!r}'
                 )
+        if self.feedback_log is not None and self.feedback_log.failing:
+            raise ServiceError(503, f"feedback cannot be kept now: {self.feedback_log.failing}")
+        taken, rejected = [], []
+        for item in items:
+            request_id = item["request_id"]
+            fresh = self.token is None or (self.token.issued(request_id) and self._answered.first(request_id))
+            (taken if fresh else rejected).append(item)
         unknown = [
             item["request_id"]
-            for item in items
+            for item in taken
             if self.canary.journal.feedback(item["request_id"], int(item["label"])) is None
         ]
+        answer = {
+            "accepted": len(taken) - len(unknown),
+            "unknown": unknown,
+            "rejected": [i["request_id"] for i in rejected],
+        }
         if self.feedback_log is None:
-            return {"accepted": len(items) - len(unknown), "unknown": unknown}
+            return answer
         # Kept for a judge outside this process (KServe: the prediction may have come from another revision's pod).
-        self.feedback_log.add([{"request_id": item["request_id"], "label": int(item["label"])} for item in items])
-        return {"accepted": len(items) - len(unknown), "unknown": unknown, "logged": len(items)}
+        self.feedback_log.add([{"request_id": item["request_id"], "label": int(item["label"])} for item in taken])
+        return {**answer, "logged": len(taken)}
 
     def performance(self, name: str, last: int) -> dict[str, Any]:
         """Online metrics of the stable (and canary) version over their last `last` labelled predictions."""
@@ -323,6 +401,18 @@ class PredictionService:
             "outputs": [{"name": o, "datatype": "FP32", "shape": [-1]} for o in model.signature.outputs],
         }
 
+    @property
+    def logs(self) -> list[tuple[str, ParquetLog]]:
+        return [("request", self.request_log)] + ([("feedback", self.feedback_log)] if self.feedback_log else [])
+
+    def render_metrics(self) -> str:
+        return self.metrics.render(self.online_features, self.logs)
+
+    def health(self) -> dict[str, Any]:
+        """Readiness, and what is failing while the service still answers (e.g. a log it cannot write)."""
+        failing = {f"{name} log": log.failing for name, log in self.logs if log.failing}
+        return {"ready": self.ready(), **({"failing": failing} if failing else {})}
+
     def ready(self, name: str | None = None, version: int | None = None) -> bool:
         if name is None:
             return self.registry.routing.stable is not None
@@ -331,6 +421,24 @@ class PredictionService:
             return True
         except ServiceError:
             return False
+
+
+class OnceEach:
+    """Remembers the last `capacity` ids seen; `first(id)` is True only the first time."""
+
+    def __init__(self, capacity: int):
+        self._capacity = capacity
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def first(self, key: str) -> bool:
+        with self._lock:
+            if key in self._seen:
+                return False
+            self._seen[key] = None
+            if len(self._seen) > self._capacity:
+                self._seen.popitem(last=False)
+            return True
 
 
 def _rows(columns: Mapping[str, Any]) -> list[dict[str, Any]]:

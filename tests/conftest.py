@@ -16,7 +16,7 @@ from serving.config import ServingConfig
 from serving.request_log import RequestLog
 from serving.server import PredictionServer
 from serving.service import PredictionService
-from tests.support.serving_helpers import MODEL, publish
+from tests.support.serving_helpers import MODEL, TOKEN, publish
 from tests.support.spans import feature_tables_folder, write_month
 
 SAMPLE_ROWS = 3000
@@ -143,7 +143,9 @@ def serve(tmp_path, trained_model):
             config.request_log_max_bytes,
             seed=0,
         )
-        service = PredictionService(repository, MODEL, config, request_log, store, feature_repo, feedback_log)
+        service = PredictionService(
+            repository, MODEL, config, request_log, store, feature_repo, feedback_log, token=TOKEN
+        )
         server = PredictionServer(("127.0.0.1", 0), service)
         service.start()
         threading.Thread(target=server.serve_forever, daemon=True).start()

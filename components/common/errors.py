@@ -33,6 +33,14 @@ class DataError(CtError, ValueError):
         super().__init__(text)
 
 
+class UnavailableError(CtError):
+    """A service the product needs (ML Metadata, ...) cannot be reached; the message names it."""
+
+
+class HomeBusyError(CtError):
+    """The home is held by another run (one at a time per home); the message names the holder."""
+
+
 class NotFoundError(CtError, KeyError):
     """Something asked for by name or version is not recorded (a run, a model version)."""
 

@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import resource
 import time
 from typing import Callable, Iterator, Mapping, Sequence, Union
 from urllib.parse import urlparse
 
+from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from components.common.errors import ConfigError, DataError, NotFoundError
+from components.common.errors import ConfigError, DataError, NotFoundError, UnavailableError
+from components.common.process_lifetime import die_with_launcher
 from components.common.version import code_version
 
 Value = Union[str, int, float]
@@ -159,11 +162,35 @@ def connect(connection: str) -> metadata_store.MetadataStore:
     raise ConfigError(f"metadata connection {connection!r}: expected sqlite:///path or grpc://host:port")
 
 
+class _Reachable:
+    """The MLMD client, with a store it cannot reach (a server down, a wrong port) or open
+    (a folder it cannot write) reported as an error naming the connection."""
+
+    def __init__(self, connection: str):
+        self._connection = connection
+        try:
+            self._store = self._call(connect, connection)
+        except RuntimeError as error:  # how the MLMD client says it cannot open a SQLite file
+            raise UnavailableError(f"metadata connection {connection}: cannot be opened: {error}") from None
+
+    def _call(self, method: Callable, *args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except (mlmd_errors.UnavailableError, mlmd_errors.DeadlineExceededError) as error:
+            raise UnavailableError(f"metadata connection {self._connection}: unreachable: {error}") from None
+        except (mlmd_errors.InternalError, mlmd_errors.PermissionDeniedError) as error:
+            raise UnavailableError(f"metadata connection {self._connection}: cannot be opened: {error}") from None
+
+    def __getattr__(self, name: str):
+        method = getattr(self._store, name)
+        return functools.partial(self._call, method) if callable(method) else method
+
+
 class MetadataStore:
     """The project's view of ML Metadata."""
 
     def __init__(self, connection: str):
-        self._store = connect(connection)
+        self._store = _Reachable(connection)
         self._type_ids: dict[str, int] = {}
 
     # --- types and contexts -------------------------------------------------
@@ -367,13 +394,28 @@ class MetadataStore:
         }
 
     def ingested_spans(self, dataset: str) -> set[str]:
-        """Span ids that any run has read."""
+        """Span ids read by runs that did not fail: decided on (pushed, not blessed, stopped by
+        data validation) or still going. A failed run's spans (a run killed, or crashed) are not
+        counted: the new-data trigger fires for them again."""
+        failed = [
+            context.id
+            for context in self._store.get_contexts_by_type(RUN_CONTEXT)
+            if "decision" in context.custom_properties and _to_value(context.custom_properties["decision"]) == FAILED
+        ]
+        read_by_failed = {a.id for context_id in failed for a in self._store.get_artifacts_by_context(context_id)}
         return {
             span
             for a in self._artifacts(EXAMPLES)
-            if a.properties.get("dataset") == dataset
+            if a.properties.get("dataset") == dataset and a.id not in read_by_failed
             for span in str(a.properties.get("spans", "")).split(",")
             if span
+        }
+
+    def run_uris(self) -> dict[str, set[str]]:
+        """Every URI each run read or wrote, by run id (what retention may and may not delete)."""
+        return {
+            context.name: {a.uri for a in self._store.get_artifacts_by_context(context.id)}
+            for context in self._store.get_contexts_by_type(RUN_CONTEXT)
         }
 
     def training_statistics(self, pushed: Artifact) -> Artifact | None:
@@ -396,6 +438,12 @@ class MetadataStore:
         return any(
             _to_value(e.custom_properties["run_id"]) == run_id for e in self._store.get_executions_by_id(producers)
         )
+
+    def pushed_digest(self, model_name: str, version: int) -> str | None:
+        """The content digest recorded when the version was pushed: None when no push of it is
+        recorded, "" when it was recorded without one (before digests were recorded)."""
+        found = [a for a in self.pushed_models(model_name) if a.properties["version"] == version]
+        return str(found[-1].properties.get("digest", "")) if found else None
 
     def rolled_back_versions(self, model_name: str) -> set[int]:
         """Pushed versions whose canary was rolled back: they never serve again."""
@@ -487,6 +535,12 @@ class StepRecorder:
         """Records an artifact the step wrote."""
         return self.store._record(self._execution, self.run_id, mlmd.Event.OUTPUT, type_name, uri, properties)
 
+    def pushed_model(self, model_name: str, version: int, path: str, digest: str) -> int:
+        """Records a version published to the model repository as this run's pushed model."""
+        return self.output(
+            PUSHED_MODEL, path, model_name=model_name, version=version, run_id=self.run_id, state="live", digest=digest
+        )
+
     def inputs(self, type_name: str, uris: Sequence[str], **properties: Value) -> list[int]:
         return [self.input(type_name, uri, **properties) for uri in uris]
 
@@ -500,6 +554,7 @@ def pipeline_step(
     A recurring run has no run id of its own: KFP's job id stands in, so each scheduled
     run is still one context in ML Metadata.
     """
+    die_with_launcher()  # a step `ct run` started must not outlive it (killed, its run is closed)
     store = MetadataStore(connection)
     with store.step(run_id or job_id, step, parameters) as recorder:
         yield recorder

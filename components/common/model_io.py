@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 SIGNATURE = "serving_default"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 OUTPUT = "probability"
 
 
@@ -134,7 +136,7 @@ def _column(name: str, dtype: str, values: list[Any]) -> np.ndarray:
     if dtype == "string":
         for value in values:
             if not isinstance(value, str):
-                raise RequestError(f"feature '{name}': expected a string, got {value!r}")
+                raise RequestError(f"feature '{name}': expected a string, got {_shown(value)}")
         return np.array(values, dtype=object)
     if dtype == "int64":
         for value in values:
@@ -143,12 +145,22 @@ def _column(name: str, dtype: str, values: list[Any]) -> np.ndarray:
                 or not isinstance(value, (int, np.integer))
                 and not (isinstance(value, float) and value.is_integer())
             ):
-                raise RequestError(f"feature '{name}': expected an integer, got {value!r}")
+                raise RequestError(f"feature '{name}': expected an integer, got {_shown(value)}")
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise RequestError(f"feature '{name}': {_shown(value)} is outside the int64 range")
         return np.array(values, dtype=np.int64)
     for value in values:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))):
-            raise RequestError(f"feature '{name}': expected a number, got {value!r}")
+            raise RequestError(f"feature '{name}': expected a number, got {_shown(value)}")
+        if value is not None and not (math.isnan(value) or -FLOAT32_MAX <= value <= FLOAT32_MAX):
+            raise RequestError(f"feature '{name}': {_shown(value)} is outside the float32 range")
     return np.array([math.nan if v is None else v for v in values], dtype=np.float32)
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message, cut short (a 5000-digit number is named, not echoed)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
 
 
 def predict(serving_fn, columns: Mapping[str, np.ndarray], batch_size: int = 8192) -> np.ndarray:

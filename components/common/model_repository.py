@@ -1,5 +1,7 @@
 """The versioned model repository: `<repository>/<model_name>/<version>/`, each version a
-SavedModel with its manifest `ct-model.json`, written last.
+SavedModel with its manifest `ct-model.json`, written last. The manifest carries the
+model's content digest, which push records in ML Metadata and the prediction service
+checks before it serves a version: a folder dropped into the repository is not served.
 
 Every writer (push, tests, benchmarks) calls `publish`, which copies the model into a
 staging folder inside the repository, fsyncs every file and folder, then renames it into
@@ -8,6 +10,8 @@ place: a reader (the prediction service) sees the whole version or nothing.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -34,12 +38,31 @@ def version_path(repository: Path, model_name: str, version: int) -> Path:
     return repository / model_name / str(version)
 
 
+@dataclasses.dataclass(frozen=True)
+class PublishedVersion:
+    version: int
+    path: Path
+    digest: str
+
+
+def content_digest(folder: Path) -> str:
+    """SHA-256 over every file of a model folder but the manifest: names and bytes, in name order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder) != Path(MANIFEST)):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def pushed_at(folder: Path) -> float:
     """When a published version was pushed (its manifest's time, the same for every reader)."""
     return float(json.loads((folder / MANIFEST).read_text())["pushed_at"])
 
 
-def publish(model_dir: Path, repository: Path, model_name: str, manifest: Mapping[str, Any]) -> tuple[int, Path]:
+def publish(model_dir: Path, repository: Path, model_name: str, manifest: Mapping[str, Any]) -> PublishedVersion:
     """Publishes `model_dir` as the next version of `model_name`, atomically.
 
     Args:
@@ -47,15 +70,16 @@ def publish(model_dir: Path, repository: Path, model_name: str, manifest: Mappin
         repository: The repository's root.
         model_name: Whose version it is.
         manifest: What to record beside the model (run id, blessings, ...); the name,
-            version, source and time are added.
+            version, source, time and content digest are added.
 
     Returns:
-        The new version and its folder.
+        The new version, its folder and its content digest (to record in ML Metadata).
     """
     target_root = repository / model_name
     target_root.mkdir(parents=True, exist_ok=True)
     staging = target_root / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
     shutil.copytree(model_dir, staging)
+    digest = content_digest(staging)
     try:
         while True:
             version = _next_version(target_root)
@@ -64,6 +88,7 @@ def publish(model_dir: Path, repository: Path, model_name: str, manifest: Mappin
                 "version": version,
                 "source": str(model_dir),
                 "pushed_at": time.time(),
+                "digest": digest,
                 **manifest,
             }
             (staging / MANIFEST).write_text(json.dumps(record, indent=1))
@@ -76,7 +101,7 @@ def publish(model_dir: Path, repository: Path, model_name: str, manifest: Mappin
                     continue
                 raise
             _fsync_dir(target_root)
-            return version, target_root / str(version)
+            return PublishedVersion(version, target_root / str(version), digest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

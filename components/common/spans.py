@@ -65,12 +65,18 @@ def read_file(path: Path, file_format: str = "") -> pd.DataFrame:
     raise DataError(f"unknown file type (expected one of {', '.join(READERS)})", path=str(path))
 
 
-def read_spans(spans: list[SpanFolder]) -> pd.DataFrame:
+def read_spans(spans: list[SpanFolder], unique_key: str = "") -> pd.DataFrame:
     """All rows of the given spans, in span order.
 
+    Args:
+        spans: The spans to read.
+        unique_key: A column whose values must each be on one row only (a span written
+            twice, or rows repeated, would train on them twice); empty: not checked.
+
     Raises:
-        DataError: a span with no data file or no rows, an unreadable file, or files
-            whose columns or column types differ (the first file is the reference).
+        DataError: a span with no data file or no rows, an unreadable file, files whose
+            columns or column types differ (the first file is the reference), or a value
+            of `unique_key` on more than one row.
     """
     frames: list[tuple[Path, pd.DataFrame]] = []
     for span in spans:
@@ -86,7 +92,23 @@ def read_spans(spans: list[SpanFolder]) -> pd.DataFrame:
     reference_path, reference = frames[0]
     for path, frame in frames[1:]:
         _check_same_columns(reference_path, reference, path, frame)
+    if unique_key and unique_key in reference.columns:
+        _check_unique(frames, unique_key)
     return pd.concat([frame for _, frame in frames], ignore_index=True)
+
+
+def _check_unique(frames: list[tuple[Path, pd.DataFrame]], key: str) -> None:
+    keys = pd.concat([pd.DataFrame({key: frame[key], "file": str(path)}) for path, frame in frames], ignore_index=True)
+    repeated = keys[keys[key].duplicated(keep=False)]
+    if len(repeated):
+        value = repeated[key].iloc[0]
+        rows = repeated[repeated[key] == value]
+        raise DataError(
+            f"the same key on {len(rows)} rows ({repeated[key].nunique()} keys repeated)",
+            path=", ".join(dict.fromkeys(rows["file"])),
+            feature=key,
+            value=value,
+        )
 
 
 def _check_same_columns(reference_path: Path, reference: pd.DataFrame, path: Path, frame: pd.DataFrame) -> None:

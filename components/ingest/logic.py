@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 from components.common.datasets import DatasetConfig
-from components.common.errors import DataError
+from components.common.errors import ConfigError, DataError
 from components.common.spans import SpanFolder, complete_spans, read_spans
-from features.joins import JoinCounts, training_features
+from features.joins import ENTITY_COLUMNS, JoinCounts, training_features
 from features.sources import tables_root
 
 HASH_BUCKETS = 100
@@ -63,16 +63,13 @@ def ingest(
     when the window moves.
 
     Raises:
-        DataError: no complete span, unreadable or empty spans, inconsistent files, or a
-            missing key column.
-        ValueError: `window_spans` < 1 or `eval_percent` outside 1..99.
+        DataError: no complete span, unreadable or empty spans, inconsistent files, a
+            missing key column, or a key value on more than one row.
+        ConfigError: `window_spans` < 1 or `eval_percent` outside 1..99.
     """
-    if window_spans < 1:
-        raise ValueError(f"window_spans={window_spans}: must be at least 1")
-    if not 0 < eval_percent < 100:
-        raise ValueError(f"eval_percent={eval_percent}: must be between 1 and 99")
+    check_window(window_spans, eval_percent)
     spans = latest_spans(data_root, window_spans)
-    frame = read_spans(spans)
+    frame = read_spans(spans, unique_key=key)
     joined = None
     if dataset is not None and dataset.feature_store:
         frame, joined = examples_with_features(
@@ -95,13 +92,32 @@ def ingest(
     )
 
 
+def check_window(window_spans: int, eval_percent: int) -> None:
+    """Ingest's settings, checked before reading anything (and by `ct run` before a run starts).
+
+    Raises:
+        ConfigError: `window_spans` < 1 or `eval_percent` outside 1..99, named with its parameter.
+    """
+    if window_spans < 1:
+        raise ConfigError(f"window_spans={window_spans}: must be at least 1")
+    if not 0 < eval_percent < 100:
+        raise ConfigError(f"eval_percent={eval_percent}: must be between 1 and 99")
+
+
 def examples_with_features(
     flights: pd.DataFrame, dataset: DatasetConfig, feature_root: str | Path, where: str
 ) -> tuple[pd.DataFrame, JoinCounts]:
-    """Flights as examples: their features from the feature store (point in time), then only
-    the key, the features and the label; `where` names the span in errors."""
+    """Flights as examples: their features from the feature store (point in time), then the
+    key, the features and the label; `where` names the span in errors.
+
+    The entity columns the join consumed are left out; any other column of the span is kept,
+    so data validation sees a column the schema does not know and stops the run, unless the
+    schema declares that it may appear.
+    """
     joined, counts = training_features(flights, feature_root, where)
-    return joined[[c for c in (dataset.key, *dataset.features, dataset.label) if c]], counts
+    known = [c for c in (dataset.key, *dataset.features, dataset.label) if c]
+    others = [c for c in flights.columns if c not in known and c not in ENTITY_COLUMNS]
+    return joined[known + others], counts
 
 
 def latest_spans(data_root: Path, window_spans: int) -> list[SpanFolder]:

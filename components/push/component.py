@@ -44,14 +44,7 @@ def push(
         pushed_model.metadata.update(pushed=result.pushed, version=result.version or 0, reasons=list(result.reasons))
         Path(pushed_model.path).write_text(result.path)
         if result.pushed:
-            step.output(
-                metadata.PUSHED_MODEL,
-                result.path,
-                model_name=config.model_name,
-                version=result.version,
-                run_id=step.run_id,
-                state="live",
-            )
+            step.pushed_model(config.model_name, result.version, result.path, result.digest)
             step.update_run(decision=metadata.PUSHED, version=result.version, reasons="; ".join(result.reasons))
         else:
             step.update_run(decision=metadata.NOT_BLESSED, reasons="; ".join(result.reasons))

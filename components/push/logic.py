@@ -21,6 +21,7 @@ class PushResult:
     version: int | None
     path: str
     reasons: tuple[str, ...]
+    digest: str = ""
 
 
 def push(
@@ -43,11 +44,11 @@ def push(
         refusals += [f"not infra-blessed: {reason}" for reason in infra_blessing.reasons]
     if refusals:
         return PushResult(False, None, "", tuple(refusals))
-    version, path = model_repository.publish(
+    published = model_repository.publish(
         model_dir,
         repository,
         model_name,
         {"run_id": run_id, "blessing": blessing.reasons, "infra_blessing": infra_blessing.reasons},
     )
     reasons = [f"blessed: {r}" for r in blessing.reasons] + [f"infra-blessed: {r}" for r in infra_blessing.reasons]
-    return PushResult(True, version, str(path), tuple(reasons))
+    return PushResult(True, published.version, str(published.path), tuple(reasons), published.digest)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from components.common import model_io
 from components.common.datasets import DatasetConfig
-from components.common.errors import DataError
+from components.common.errors import ConfigError, DataError
 from components.common.spans import read_file
 
 MIN_VARIANCE = 1e-6
@@ -24,6 +24,12 @@ MIN_VARIANCE = 1e-6
 
 @dataclasses.dataclass(frozen=True)
 class Hyperparameters:
+    """Training's settings, named as the pipeline's parameters; checked when made.
+
+    Raises:
+        ConfigError: a value out of range, named with its parameter.
+    """
+
     epochs: int = 5
     batch_size: int = 256
     learning_rate: float = 0.005
@@ -31,10 +37,15 @@ class Hyperparameters:
     seed: int = 42
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
-            raise ValueError(f"hyperparameters: epochs, batch_size and learning_rate must be positive, got {self}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
+        if not self.learning_rate > 0:  # also refuses NaN
+            raise ConfigError(f"learning_rate={self.learning_rate}: must be positive")
         if not self.hidden_units or min(self.hidden_units) < 1:
-            raise ValueError(f"hyperparameters: hidden_units must be positive integers, got {self.hidden_units}")
+            raise ConfigError(
+                f"hidden_units={','.join(map(str, self.hidden_units))!r}: must be positive integers such as 64,32"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +61,7 @@ def parse_hidden_units(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise ValueError(f"hidden_units={text!r}: expected comma-separated integers such as 64,32") from None
+        raise ConfigError(f"hidden_units={text!r}: expected comma-separated integers such as 64,32") from None
 
 
 def train(

@@ -1,7 +1,7 @@
 """KFP adapter for data validation."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Markdown, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
 
 from components.image import PIPELINE_IMAGE
 
@@ -16,11 +16,18 @@ def validate_data(
     job_id: str,
     train_statistics: Input[Artifact],
     eval_statistics: Input[Artifact],
+    train_examples: Input[Dataset],
+    eval_examples: Input[Dataset],
     schema: Output[Artifact],
     anomalies: Output[Artifact],
     drift_report: Output[Markdown],
 ):
-    """Finds schema anomalies and measures drift against the previous span; records and shows both."""
+    """Finds schema anomalies and measures drift against the previous span; records and shows both.
+
+    The examples are read only to name the file, values and row of an anomaly about values
+    (a new column, values outside a domain).
+    """
+    import dataclasses
     import json
     import shutil
     from pathlib import Path
@@ -28,6 +35,7 @@ def validate_data(
     from components.common import metadata
     from components.common.datasets import load_dataset
     from components.common.tfdv_io import load_schema, load_statistics
+    from components.validate_data.logic import locate_values
     from components.validate_data.logic import validate_data as validate
 
     parameters = {
@@ -46,18 +54,24 @@ def validate_data(
         baseline = step.store.previous_statistics(dataset, before_span=spans[-1])
         if baseline is not None:
             step.input(metadata.STATISTICS, baseline.uri)
+        committed_schema = load_schema(config.schema_path)
         result = validate(
             {
                 "train": load_statistics(Path(train_statistics.path)),
                 "eval": load_statistics(Path(eval_statistics.path)),
             },
-            load_schema(config.schema_path),
+            committed_schema,
             config.categorical_features,
             baseline=load_statistics(Path(baseline.uri)) if baseline else None,  # on the home volume
             baseline_name=f"span {baseline.properties['spans']}" if baseline else "",
             categorical_threshold=categorical_drift_threshold,
             numeric_threshold=numeric_drift_threshold,
         )
+        if result.anomalies:
+            # The spans' files first; the examples also hold the features joined from the feature store.
+            files = [*train_statistics.metadata["files"], train_examples.path, eval_examples.path]
+            located = locate_values(result.anomalies, committed_schema, [Path(f) for f in files], config.key)
+            result = dataclasses.replace(result, anomalies=located)
         Path(anomalies.path).write_text("\n".join(a.message() for a in result.anomalies))
         Path(drift_report.path).write_text(result.markdown())
         anomalies.metadata.update(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from components.common.errors import ConfigError
 from components.common.reports import JsonRecord, markdown_table
 from components.evaluate.logic import OVERALL, Evaluation
 
@@ -21,10 +22,25 @@ VERDICT_NOT_BLESSED = "NOT_BLESSED"
 
 @dataclasses.dataclass(frozen=True)
 class Thresholds:
+    """The model gate's settings, named as the pipeline's parameters; checked when made.
+
+    Raises:
+        ConfigError: a value out of range, named with its parameter.
+    """
+
     min_auc: float = 0.65
     max_auc_drop: float = 0.01
     max_slice_auc_drop: float = 0.05
     min_slice_examples: int = 200
+
+    def __post_init__(self):
+        if not 0 <= self.min_auc <= 1:  # also refuses NaN
+            raise ConfigError(f"min_auc={self.min_auc}: expected 0..1")
+        for name in ("max_auc_drop", "max_slice_auc_drop"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: expected 0..1")
+        if self.min_slice_examples < 1:
+            raise ConfigError(f"min_slice_examples={self.min_slice_examples}: must be at least 1")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,11 +26,14 @@ from components.common.classification_metrics import auc
 from components.common.datasets import load_dataset
 from components.common.model_io import frame_to_instances
 from features.joins import request_columns
+from serving.credentials import serving_token
 
 FEEDBACK_BATCH = 500
 
 
-def send(url: str, dataset_name: str, rows: pd.DataFrame, connections: int = 4) -> dict:
+def send(url: str, dataset_name: str, rows: pd.DataFrame, authorization: str, connections: int = 4) -> dict:
+    """Sends each row as one prediction request, then the true labels as feedback (with the
+    serving token's `authorization` header); returns counts, latencies and online AUC per version."""
     dataset = load_dataset(dataset_name)
     address = urlparse(url)
     # With the feature store a client sends flight facts and entity keys; the service looks up the rest.
@@ -78,9 +81,12 @@ def send(url: str, dataset_name: str, rows: pd.DataFrame, connections: int = 4) 
             "POST",
             f"/v1/models/{dataset.model_name}:feedback",
             json.dumps({"feedback": feedback}),
-            {"Content-Type": "application/json"},
+            {"Content-Type": "application/json", "Authorization": authorization},
         )
-        connection.getresponse().read()
+        response = connection.getresponse()
+        payload = json.loads(response.read())
+        if response.status != 200:
+            errors.append(f"feedback: {payload.get('error', response.status)}")
     by_version: dict[str, dict] = {}
     for version in sorted({a[1] for a, _ in answered}, key=int):
         scores = np.array([a[2] for a, _ in answered if a[1] == version])
@@ -101,8 +107,10 @@ def main() -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("--dataset", default="flights")
     parser.add_argument("--rows", type=Path, required=True, help="a Parquet file of rows with their labels")
+    parser.add_argument("--token-file", type=Path, required=True, help="the serving token `ct serve` keeps")
     args = parser.parse_args()
-    json.dump(send(args.url, args.dataset, pd.read_parquet(args.rows)), sys.stdout)
+    authorization = serving_token(args.token_file).authorization
+    json.dump(send(args.url, args.dataset, pd.read_parquet(args.rows), authorization), sys.stdout)
 
 
 if __name__ == "__main__":

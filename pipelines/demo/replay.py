@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from components.common.datasets import load_dataset
+from components.common.errors import ConfigError
 from components.common.home import Home
 from components.common.metadata import FAILED, PUSHED, MetadataStore
 from components.materialize.logic import materialize_window
@@ -35,11 +36,14 @@ from features.store import apply as apply_features
 from pipelines.demo.report import write_report
 from pipelines.demo.sample_data import flight_spans, parse_months, write_span
 from pipelines.demo.serving_process import free_port, start_serving
+from pipelines.home_lock import HomeLock, holding
 from pipelines.triggers.config import NewDataSettings, PerformanceSettings, ShiftSettings, TriggerConfig
 from pipelines.triggers.controller import build_controller
 from pipelines.triggers.sources import request_manual_run
 from serving.service import REQUEST_LOG_FLUSH_SECONDS
 
+# Written in a home the demo made: only such a home (or an empty one) is deleted by the next demo.
+DEMO_MARKER = ".ct-demo-home"
 SERVE_OPTIONS = ("--canary-percent", "30", "--canary-min-labelled", "300", "--canary-auc-tolerance", "0.01")
 PARAMETERS = {"epochs": 3}
 
@@ -88,11 +92,42 @@ def _served(port: int, model_name: str) -> list[str]:
     )
 
 
+def fresh_demo_home(path: Path) -> Home:
+    """An empty home for the demo, marked as the demo's, so a later demo may start it afresh.
+
+    Only what the demo made is ever deleted: a folder that is absent, empty, or marked as a
+    previous demo's home (DEMO_MARKER).
+
+    Raises:
+        ConfigError: `path` is a file, or a folder with contents the demo did not make.
+        HomeBusyError: a run or a controller holds the previous demo home.
+    """
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path}: a file, not a folder: the demo needs a home folder of its own (--home)")
+    if path.is_dir() and any(path.iterdir()):
+        if not (path / DEMO_MARKER).is_file():
+            raise ConfigError(
+                f"{path}: not empty and not a demo's home (no {DEMO_MARKER}): the demo deletes its home "
+                "to start afresh, and deletes only its own; give a new or empty folder with --home"
+            )
+        lock = HomeLock(Home(path).lock_file, "ct demo")
+        with holding(lock, ""):  # never under a run or a controller still using it
+            for child in path.iterdir():
+                if child == lock.path:
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+    home = Home(path).create()
+    (path / DEMO_MARKER).write_text("made by `ct demo`: a later `ct demo --home` here deletes this folder's contents\n")
+    return home
+
+
 def run_demo(home_path: Path, months_text: str, rows_per_month: int = 2000) -> int:
     """Replays the months; returns 0 when no run failed (pushed, not blessed and stopped by bad data are outcomes)."""
     months = parse_months(months_text)
-    shutil.rmtree(home_path, ignore_errors=True)
-    home = Home(home_path).create()
+    home = fresh_demo_home(home_path)
     dataset = load_dataset("flights")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -153,7 +188,17 @@ def _month(
         span.frame.sample(min(rows_per_month, len(span.frame)), random_state=0).to_parquet(traffic_file)
         row.traffic = json.loads(
             subprocess.run(
-                [sys.executable, "-m", "pipelines.demo.load_generator", "--url", url, "--rows", str(traffic_file)],
+                [
+                    sys.executable,
+                    "-m",
+                    "pipelines.demo.load_generator",
+                    "--url",
+                    url,
+                    "--rows",
+                    str(traffic_file),
+                    "--token-file",
+                    str(Home(controller.config.home).serving_token),
+                ],
                 check=True,
                 capture_output=True,
                 text=True,

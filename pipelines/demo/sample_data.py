@@ -58,6 +58,9 @@ def flight_spans(months: list[str]) -> Iterator[Span]:
     for month in months:
         period = pd.Period(month, freq="M")
         rows = flights[(flights.year == period.year) & (flights.month == period.month)]
+        if rows.empty:
+            covered = sorted({f"{year}-{month:02d}" for year, month in zip(flights.year, flights.month)})
+            raise ConfigError(f"--months: no flights in {month}; the bundled data covers {covered[0]}..{covered[-1]}")
         arrived = rows[rows.arr_delay.notna()]
         yield Span(month, _flight_features(arrived), len(rows) - len(arrived), "no arrival (cancelled or diverted)")
 
@@ -97,7 +100,10 @@ def penguin_spans(years: list[str] | None = None) -> Iterator[Span]:
     from palmerpenguins import load_penguins
 
     penguins = load_penguins()
-    for year in years or sorted(str(y) for y in penguins.year.unique()):
+    bundled = sorted(str(y) for y in penguins.year.unique())
+    for year in years or bundled:
+        if year not in bundled:
+            raise ConfigError(f"--years {year!r}: no penguins that year; the bundled data has {', '.join(bundled)}")
         rows = penguins[penguins.year == int(year)].drop(columns=["year"])
         complete = rows.dropna()
         yield Span(year, complete.reset_index(drop=True), len(rows) - len(complete), "missing measurement")
@@ -141,6 +147,7 @@ def write_dataset(
         if dataset == "flights"
         else penguin_spans([y for y in years.split(",") if y] or None)
     )
+    spans = list(spans)  # every span is checked before any is written
     written = []
     for span in spans:
         folder = write_span(dest, span, file_format)

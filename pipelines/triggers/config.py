@@ -10,8 +10,9 @@ import yaml
 
 from components.common.datasets import DEFAULT_DATASET, load_dataset
 from components.common.errors import ConfigError
-from pipelines.config import parse_parameters
+from pipelines.config import check_parameter_values, parse_parameters
 from pipelines.local_run import pipeline_parameters
+from pipelines.retention import RetentionSettings
 from pipelines.triggers.cron import parse_cron
 from serving.config import KServeRollout
 
@@ -21,6 +22,9 @@ class NewDataSettings:
     """Fires when at least `min_new_spans` complete spans arrived since the last run."""
 
     min_new_spans: int = 1
+
+    def __post_init__(self):
+        _at_least(self, "min_new_spans", 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +36,12 @@ class PerformanceSettings:
     min_auc: float = 0.65
     window: int = 1000
     min_samples: int = 200
+
+    def __post_init__(self):
+        if not 0 <= self.min_auc <= 1:
+            raise ConfigError(f"min_auc={self.min_auc}: expected 0..1")
+        _at_least(self, "window", 1)
+        _at_least(self, "min_samples", 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +55,12 @@ class ShiftSettings:
     check_seconds: float = 10.0
     # Features that change with every span by design (a calendar month) would fire every time.
     ignore_features: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        _at_least(self, "categorical_threshold", 0)
+        _at_least(self, "numeric_threshold", 0)
+        _at_least(self, "window_rows", 1)
+        _at_least(self, "check_seconds", 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +83,18 @@ class TriggerConfig:
     performance: PerformanceSettings | None = None
     distribution_shift: ShiftSettings | None = None
     kserve_rollout: KServeRollout | None = None
+    # Set: `ct gc` with these settings after every successful run (left out: never automatically).
+    retention: RetentionSettings | None = None
+
+    def __post_init__(self):
+        if not self.poll_seconds > 0:
+            raise ConfigError(f"poll_seconds={self.poll_seconds}: must be positive")
+        _at_least(self, "cooldown_seconds", 0)
+
+
+def _at_least(settings: object, name: str, minimum: float) -> None:
+    if not getattr(settings, name) >= minimum:  # also refuses NaN
+        raise ConfigError(f"{name}={getattr(settings, name)}: must be at least {minimum}")
 
 
 def load_trigger_config(*paths: Path) -> TriggerConfig:
@@ -81,13 +109,22 @@ def load_trigger_config(*paths: Path) -> TriggerConfig:
         "performance": PerformanceSettings,
         "distribution_shift": ShiftSettings,
         "kserve_rollout": KServeRollout,
+        "retention": RetentionSettings,
     }
     values: dict[str, Any] = {}
     given_in: dict[str, Path] = {}
     for path in paths:
         if not path.is_file():
             raise ConfigError(f"{path}: no such trigger configuration")
-        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            where = getattr(error, "problem_mark", None)
+            line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+            problem = getattr(error, "problem", None) or error
+            raise ConfigError(f"{path}: not valid YAML{line}: {problem}") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path}: cannot read the trigger configuration: {error}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of settings")
         for key, value in raw.items():
@@ -104,7 +141,7 @@ def load_trigger_config(*paths: Path) -> TriggerConfig:
             elif key in ("home", "data_root"):
                 values[key] = Path(value)
             elif key in {f.name for f in dataclasses.fields(TriggerConfig)}:
-                values[key] = value
+                values[key] = _checked_type(path, key, value, _DEFAULTS[key])
             else:
                 raise ConfigError(
                     f"{path}: unknown key {key!r}; "
@@ -113,7 +150,10 @@ def load_trigger_config(*paths: Path) -> TriggerConfig:
     for key in ("home", "data_root"):
         if key not in values:
             raise ConfigError(f"{', '.join(map(str, paths))}: missing key {key!r}")
-    config = TriggerConfig(**values)
+    try:
+        config = TriggerConfig(**values)
+    except ConfigError as error:
+        raise ConfigError(f"{', '.join(map(str, paths))}: {error}") from None
     load_dataset(config.dataset)
     if config.schedule:
         try:
@@ -133,18 +173,44 @@ def _section(path: Path, key: str, kind: type, raw: Any):
         expected = type(getattr(kind(), name))
         if expected is tuple and isinstance(value, list):
             raw = {**raw, name: tuple(value)}
-        elif not isinstance(value, expected) and not (expected is float and isinstance(value, int)):
-            raise ConfigError(f"{path}: {key}.{name}={value!r}: expected {expected.__name__}")
-    return kind(**raw)
+        else:
+            _checked_type(path, f"{key}.{name}", value, getattr(kind(), name))
+    try:
+        return kind(**raw)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {key}.{error}") from None
+
+
+_DEFAULTS = {
+    f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    for f in dataclasses.fields(TriggerConfig)
+    if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+}
+
+
+def _checked_type(path: Path, key: str, value: Any, default: Any) -> Any:
+    """The value if it has its default's type (an int where a float is expected is fine; bool is not a number)."""
+    expected = type(default)
+    if default is None or isinstance(default, dict) and isinstance(value, dict):
+        return value
+    if isinstance(value, bool) != (expected is bool) or not (
+        isinstance(value, expected) or (expected is float and isinstance(value, int))
+    ):
+        raise ConfigError(f"{path}: {key}={value!r}: expected {expected.__name__}")
+    return value
 
 
 def load_checked_trigger_config(*paths: Path) -> TriggerConfig:
-    """triggers.yaml, with its pipeline parameters checked against the pipeline's declared types.
+    """triggers.yaml, with its pipeline parameters checked against the pipeline's declared types
+    and their stages' ranges.
 
     A cluster run (`kfp_host`) is given the paths `ct run` would set itself (data_root,
     model_repository, ...), so those are allowed there.
     """
     config = load_trigger_config(*paths)
-    declared = {name: kind for name, (kind, _) in pipeline_parameters(include_wired=bool(config.kfp_host)).items()}
-    parse_parameters([f"{k}={v}" for k, v in config.parameters.items()], declared)
+    declarations = pipeline_parameters(include_wired=bool(config.kfp_host))
+    given = parse_parameters(
+        [f"{k}={v}" for k, v in config.parameters.items()], {name: kind for name, (kind, _) in declarations.items()}
+    )
+    check_parameter_values(given, {name: default for name, (_, default) in declarations.items()})
     return config

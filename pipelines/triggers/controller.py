@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -19,11 +20,15 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from components.common.datasets import load_dataset
-from components.common.errors import DataError, NotFoundError
+from components.common.errors import DataError, HomeBusyError, NotFoundError
 from components.common.home import Home
 from components.common.metadata import FAILED, MetadataStore
+from components.common.process_lifetime import die_with_parent
 from components.ingest.logic import fingerprint, latest_spans
+from pipelines.home_lock import LOCK_FD_ENV, HomeLock
 from pipelines.local_run import new_run_id
+from pipelines.recovery import recover_home
+from pipelines.retention import collect_garbage
 from pipelines.triggers.config import TriggerConfig
 from pipelines.triggers.sources import (
     DistributionShiftTrigger,
@@ -47,12 +52,17 @@ class Launcher(Protocol):
 
 
 class LocalLauncher:
-    """Starts `ct run` in a child process, so a run's output and crashes stay out of the controller."""
+    """Starts `ct run` in a child process, so a run's output and crashes stay out of the controller.
 
-    def __init__(self, home: Home, data_root: Path, parameters: Mapping[str, Any]):
+    The child is handed the home's lock the controller holds (the same lock: its open file), and
+    dies with the controller: a killed controller leaves no run going on unseen.
+    """
+
+    def __init__(self, home: Home, data_root: Path, parameters: Mapping[str, Any], lock: HomeLock | None = None):
         self.home = home
         self.data_root = data_root
         self.parameters = parameters
+        self.lock = lock or HomeLock(home.lock_file, "ct watch")
         self._process: subprocess.Popen | None = None
 
     def command(self, run_id: str, trigger: str, reason: str) -> list[str]:
@@ -79,12 +89,23 @@ class LocalLauncher:
         return command
 
     def start(self, run_id: str, trigger: str, reason: str) -> None:
-        self._process = subprocess.Popen(
-            self.command(run_id, trigger, reason), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self._process = start_holding_home(self.command(run_id, trigger, reason), self.lock)
 
     def finished(self) -> int | None:
         return None if self._process is None else self._process.poll()
+
+
+def start_holding_home(command: list[str], lock: HomeLock) -> subprocess.Popen:
+    """Starts a child that inherits the home's lock (held by this process) and dies with this process."""
+    fd = lock.fileno()
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        pass_fds=(fd,),
+        env={**os.environ, LOCK_FD_ENV: str(fd)},
+        preexec_fn=die_with_parent,
+    )
 
 
 class KfpLauncher:
@@ -114,13 +135,17 @@ class Event:
     """What the controller did, for its log and the demo's timeline."""
 
     at: float
-    kind: str  # "started", "finished", "waiting", "rollout"
+    kind: str  # "started", "finished", "waiting", "rollout", "collected"
     run_id: str
     triggers: tuple[str, ...]
     reason: str
 
 
 class Controller:
+    """Checks the triggers and starts runs, holding the home's lock while it checks and while its
+    run goes on; while another process holds the home (a `ct run`, another controller) it skips
+    its checks. Taking the home after a holder died, it first closes that holder's run."""
+
     def __init__(
         self,
         config: TriggerConfig,
@@ -129,8 +154,13 @@ class Controller:
         store: MetadataStore,
         clock: Callable[[], float] = time.time,
         canary: KServeCanary | None = None,
+        lock: HomeLock | None = None,
     ):
         self.config = config
+        self.home = Home(config.home, config.metadata)
+        self.lock = lock or HomeLock(self.home.lock_file, "ct watch")
+        self._recovered = False
+        self._busy = ""
         self.canary = canary
         self.triggers = list(triggers)
         self.launcher = launcher
@@ -143,7 +173,38 @@ class Controller:
         self._window_spans = int(config.parameters.get("window_spans", 1))
 
     def tick(self) -> None:
-        now = self.clock()
+        if not self._hold_home():
+            return
+        try:
+            self._check(self.clock())
+        finally:
+            if self.running is None:
+                self.lock.release()
+
+    def _hold_home(self) -> bool:
+        """Takes the home's lock for a check (kept while a run goes on); False while another holds it."""
+        if self.lock.held:
+            return True
+        try:
+            stale = self.lock.acquire()
+        except HomeBusyError as error:
+            if str(error) != self._busy:
+                log.info("skipping checks while another holds the home: %s", error)
+                self._busy = str(error)
+            return False
+        self._busy = ""
+        if stale is not None or not self._recovered:
+            recovery = recover_home(self.home, self.store)
+            self._recovered = True
+            if recovery.closed_runs or recovery.removed:
+                log.warning(
+                    "closed interrupted runs %s; removed %s",
+                    ", ".join(recovery.closed_runs) or "-",
+                    ", ".join(map(str, recovery.removed)) or "-",
+                )
+        return True
+
+    def _check(self, now: float) -> None:
         for trigger in self.triggers:
             try:
                 self.pending.extend(trigger.check(now))
@@ -159,6 +220,8 @@ class Controller:
             self._close_if_undecided(finished, code)
             if code == 0 and self.canary is not None:
                 self._roll_out(now, lambda: self.canary.run_finished(finished, now))
+            if code == 0 and self.config.retention is not None:
+                self._collect(now)
             self._last_finished = now
         if self.canary is not None:
             self._roll_out(now, lambda: self.canary.tick(now))
@@ -204,6 +267,7 @@ class Controller:
                 )
                 return
         run_id = new_run_id()
+        self.lock.record(run_id)
         self.launcher.start(run_id, ", ".join(triggers), reason)
         self.running = run_id
         self.pending = []
@@ -219,6 +283,18 @@ class Controller:
         if said:
             self.events.append(Event(now, "rollout", "", (), said))
             log.info("%s", said)
+
+    def _collect(self, now: float) -> None:
+        """Retention after a successful run, still holding the home; a failure is logged, never fatal."""
+        try:
+            report = collect_garbage(self.home, self.store, self.config.retention)
+        except OSError as error:
+            log.warning("retention failed: %s", error)
+            return
+        if report.removals:
+            said = report.describe().splitlines()[0]
+            self.events.append(Event(now, "collected", "", (), said))
+            log.info("retention: %s", said)
 
     def _wait(self, now: float, triggers: tuple[str, ...], reason: str) -> None:
         """Keeps what fired for when there is data to train on; says so once per new firing."""
@@ -240,6 +316,7 @@ def build_controller(config: TriggerConfig, launcher: Launcher | None = None) ->
     """The controller with every trigger the configuration turns on (manual always)."""
     home = Home(config.home, config.metadata).create()
     store = MetadataStore(home.metadata_connection)
+    lock = HomeLock(home.lock_file, "ct watch")
     dataset = load_dataset(config.dataset)
     triggers: list[Trigger] = [ManualTrigger(home.triggers)]
     if config.schedule:
@@ -254,7 +331,7 @@ def build_controller(config: TriggerConfig, launcher: Launcher | None = None) ->
         launcher = (
             KfpLauncher(config)
             if config.kfp_host
-            else LocalLauncher(home, config.data_root, {"dataset": config.dataset, **config.parameters})
+            else LocalLauncher(home, config.data_root, {"dataset": config.dataset, **config.parameters}, lock)
         )
     canary = None
     if config.kserve_rollout:
@@ -266,4 +343,4 @@ def build_controller(config: TriggerConfig, launcher: Launcher | None = None) ->
             settings,
             home,
         )
-    return Controller(config, triggers, launcher, store, canary=canary)
+    return Controller(config, triggers, launcher, store, canary=canary, lock=lock)

@@ -14,12 +14,16 @@ import uuid
 from pathlib import Path
 from typing import Protocol, Sequence
 
+import pandas as pd
+import pyarrow
+import pyarrow.parquet as pq
+
 from components.common.datasets import DatasetConfig
 from components.common.metadata import MetadataStore
 from components.common.spans import complete_spans
 from pipelines.triggers.config import PerformanceSettings, ShiftSettings
 from pipelines.triggers.cron import parse_cron
-from serving.request_log import read_log
+from serving.request_log import PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +158,71 @@ class PerformanceDropTrigger:
         ]
 
 
+class LogTail:
+    """The newest rows of a Parquet log (serving/request_log.py) not read yet: a check costs
+    what is new, whatever the size of the log.
+
+    A log file appears whole and never changes, so files read once are not read again (the
+    cursor forgets those the log deleted). Of the files not read yet only the newest holding
+    `max_rows` rows are read (their row counts come from the Parquet footers), and only
+    `columns`; older unread rows would be dropped anyway, so they are skipped, not read.
+    """
+
+    def __init__(self, folder: Path, columns: Sequence[str], max_rows: int):
+        self.folder = folder
+        self.columns = list(columns)
+        self.max_rows = max_rows
+        self._read: set[str] = set()
+
+    def read_new(self) -> pd.DataFrame:
+        """The newest rows written since the last call, oldest first: `max_rows` of them, or up to
+        one file more (the caller keeps the tail it needs)."""
+        names = sorted(path.name for path in self.folder.glob(f"{PREFIX}*.parquet")) if self.folder.is_dir() else []
+        self._read &= set(names)
+        unread = [name for name in names if name not in self._read]
+        self._read.update(unread)
+        chosen: list[tuple[Path, pq.ParquetFile]] = []
+        rows = 0
+        for name in reversed(unread):  # newest first; names start with the time they were written
+            if rows >= self.max_rows:
+                break
+            opened = self._open(self.folder / name)
+            if opened is not None:
+                chosen.append((self.folder / name, opened))
+                rows += opened.metadata.num_rows
+        frames = [self._columns_of(path, opened) for path, opened in reversed(chosen)]
+        frames = [frame for frame in frames if frame is not None and len(frame)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=self.columns)
+
+    @staticmethod
+    def _open(path: Path) -> pq.ParquetFile | None:
+        try:
+            return pq.ParquetFile(path)
+        except FileNotFoundError:  # deleted by the log's size bound since it was listed
+            return None
+        except (OSError, pyarrow.ArrowException) as error:
+            log.warning("skipping unreadable log file %s: %s", path, error)
+            return None
+
+    def _columns_of(self, path: Path, opened: pq.ParquetFile) -> pd.DataFrame | None:
+        present = [column for column in self.columns if column in opened.schema_arrow.names]
+        try:
+            return opened.read(columns=present).to_pandas()
+        except (OSError, pyarrow.ArrowException) as error:
+            log.warning("skipping unreadable log file %s: %s", path, error)
+            return None
+        finally:
+            opened.close()
+
+
 class DistributionShiftTrigger:
     """Compares logged serving traffic with the production model's training data (skew) and recent
-    traffic with the traffic before it (drift), with TFDV, every `check_seconds`."""
+    traffic with the traffic before it (drift), with TFDV, every `check_seconds`.
+
+    Each window is the newest `window_rows` requests logged since the previous window; a check
+    reads only the request log's files written since the last check, and only the features
+    compared, so its cost and memory are bounded by the window, not by the log (LogTail).
+    """
 
     name = DISTRIBUTION_SHIFT
 
@@ -165,7 +231,9 @@ class DistributionShiftTrigger:
         self.request_log = request_log
         self.dataset = dataset
         self.store = store
-        self._since = 0.0
+        features = [f for f in dataset.features if f not in config.ignore_features]
+        self._tail = LogTail(request_log, features, config.window_rows)
+        self._pending: pd.DataFrame | None = None  # rows since the last window, at most a window of them
         self._last_check = 0.0
         self._previous = None
 
@@ -173,12 +241,14 @@ class DistributionShiftTrigger:
         if now - self._last_check < self.config.check_seconds:
             return []
         self._last_check = now
-        frame = read_log(self.request_log, self._since)
-        if len(frame) < self.config.window_rows:
+        new = self._tail.read_new()
+        if not new.empty:
+            pending = new if self._pending is None else pd.concat([self._pending, new], ignore_index=True)
+            self._pending = pending.tail(self.config.window_rows)
+        if self._pending is None or len(self._pending) < self.config.window_rows:
             return []
-        window = frame.tail(self.config.window_rows)
-        self._since = float(window.logged_at.max())
-        return self._compare(window.reset_index(drop=True), now)
+        window, self._pending = self._pending.reset_index(drop=True), None
+        return self._compare(window, now)
 
     def _compare(self, window, now: float) -> list[Firing]:
         # TFDV takes seconds to import: only when there is traffic to compare.

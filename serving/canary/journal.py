@@ -13,11 +13,14 @@ class OutcomeJournal:
 
     Bounded: beyond `capacity` predictions the oldest are forgotten (feedback for them is
     reported as unknown). Per-version tallies restart with `reset()`, when a canary starts,
-    so that canary and stable are compared over the same period; the last `RECENT`
-    labelled predictions of each version are kept apart from that, for the online metric.
+    so that canary and stable are compared over the same period, and keep at most the last
+    `COMPARED` labelled predictions (stable's would otherwise grow until a canary arrives);
+    the last `RECENT` labelled predictions of each version are kept apart from that, for the
+    online metric.
     """
 
     RECENT = 10_000
+    COMPARED = 100_000
 
     def __init__(self, capacity: int):
         self._capacity = capacity
@@ -27,7 +30,9 @@ class OutcomeJournal:
         self._predictions: collections.OrderedDict[str, tuple[int, float]] = collections.OrderedDict()
         self._requests: collections.Counter[int] = collections.Counter()
         self._errors: collections.Counter[int] = collections.Counter()
-        self._labelled: dict[int, list[tuple[float, int]]] = collections.defaultdict(list)
+        self._labelled: dict[int, collections.deque[tuple[float, int]]] = collections.defaultdict(
+            lambda: collections.deque(maxlen=self.COMPARED)
+        )
         self._lock = threading.Lock()
 
     def predicted(self, version: int, request_ids: list[str], scores: list[float]) -> None:

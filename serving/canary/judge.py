@@ -109,13 +109,14 @@ def judge_canary(
 
 def logged_outcomes(requests: pd.DataFrame, feedback: pd.DataFrame, version: int) -> VersionOutcomes:
     """One version's outcomes from the shared logs (serving/request_log.py): its logged
-    predictions, and the labels that came back for them (the last one per request)."""
+    predictions, and the labels that came back for them (the first one per request: a label
+    counts once, however often it is sent)."""
     if requests.empty:
         return VersionOutcomes(version, 0, 0, (), ())
     predictions = requests[requests.model_version == version]
     if feedback.empty:
         return VersionOutcomes(version, len(predictions), 0, (), ())
-    labels = feedback.drop_duplicates("request_id", keep="last").set_index("request_id").label
+    labels = feedback.drop_duplicates("request_id", keep="first").set_index("request_id").label
     joined = predictions.join(labels, on="request_id", how="inner")
     return VersionOutcomes(
         version, len(predictions), 0, tuple(joined.prediction.astype(float)), tuple(joined.label.astype(int))
@@ -127,6 +128,6 @@ def logged_versions(
 ) -> tuple[VersionOutcomes, VersionOutcomes]:
     """Stable's and the canary's outcomes from the shared logs since `since`: every replica's
     (or revision's) logged predictions, and the labels that came back for them to any of them."""
-    requests = read_log(request_log, since=since)
-    feedback = read_log(feedback_log, since=since)
+    requests = read_log(request_log, since=since, columns=("model_version", "request_id", "prediction"))
+    feedback = read_log(feedback_log, since=since, columns=("request_id", "label"))
     return logged_outcomes(requests, feedback, stable), logged_outcomes(requests, feedback, canary)

@@ -35,11 +35,12 @@ pytestmark = pytest.mark.pipeline
 
 
 def corrupt(span: Span) -> Span:
-    """What an upstream change could do: distances arrive as text, and a third of the rows
-    carry a carrier code the schema has never seen."""
+    """What an upstream change could do: distances arrive as text, a third of the rows carry
+    a carrier code the schema has never seen, and a column the schema does not know appears."""
     frame = span.frame.copy()
     frame["distance"] = frame["distance"].map(lambda miles: f"{miles:.0f} mi")
     frame.loc[frame.index % 3 == 0, "carrier"] = "ZZ"
+    frame["arr_delay"] = 12.0
     return Span(span.span_id, frame, span.dropped, span.dropped_reason)
 
 
@@ -127,12 +128,13 @@ def test_corrupted_span_stops_before_training_and_production_is_untouched(three_
     assert "span=2013-07/part-0.parquet" in reasons
     assert "feature 'carrier': Unexpected string values" in reasons and "ZZ" in reasons
     assert "feature 'distance': Unexpected data type" in reasons and " mi'" in reasons
+    assert "feature 'arr_delay': New column" in reasons and "(value 12.0 in " in reasons
     assert repository[2] == repository[1]
     store = MetadataStore(home.metadata_connection)
     production = store.production_model("flight-delay")
     assert production.properties["run_id"] in (runs[0].run_id, runs[1].run_id)
     [anomalies] = store.run_artifacts(stopped.run_id, metadata.ANOMALIES)
-    assert anomalies.properties["count"] == 2
+    assert anomalies.properties["count"] == 3
     assert store.run_artifacts(stopped.run_id, metadata.MODEL) == []
 
 

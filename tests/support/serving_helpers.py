@@ -9,26 +9,22 @@ import urllib.request
 
 import numpy as np
 
-from components.common import metadata, model_repository
+from components.common import model_repository
+from serving.credentials import ServingToken
 
 MODEL = "flight-delay"
+TOKEN = ServingToken("serving-token-for-tests-0123456789")
+FEEDBACK = {"Authorization": TOKEN.authorization}  # what a feedback caller holding the token sends
 
 
 def publish(repository, model_dir, version, store=None):
     """Publishes the next model version, which must be `version`, through the repository's
     one publish (and, with a store, records its push as the pipeline's push step does)."""
-    published, target = model_repository.publish(model_dir, repository, MODEL, {"run_id": f"run-{version}"})
-    assert published == version, f"published version {published}, expected {version}"
+    published = model_repository.publish(model_dir, repository, MODEL, {"run_id": f"run-{version}"})
+    assert published.version == version, f"published version {published.version}, expected {version}"
     if store is not None:
         with store.step(f"run-{version}", "push", {}) as step:
-            step.output(
-                metadata.PUSHED_MODEL,
-                str(target),
-                model_name=MODEL,
-                version=version,
-                run_id=f"run-{version}",
-                state="live",
-            )
+            step.pushed_model(MODEL, version, str(published.path), published.digest)
 
 
 def call(server, path, body=None, headers=None, raw=None):
@@ -72,6 +68,9 @@ def traffic_with_feedback(server, rows, canary_good: bool):
         for rid, version, score in answers
     ]
     status, result = call(
-        server, f"/v1/models/{MODEL}:feedback", {"feedback": feedback + [{"request_id": "gone", "label": 1}]}
+        server,
+        f"/v1/models/{MODEL}:feedback",
+        {"feedback": feedback + [{"request_id": "invented", "label": 1}]},
+        headers=FEEDBACK,
     )
-    assert status == 200 and result == {"accepted": len(feedback), "unknown": ["gone"]}
+    assert status == 200 and result == {"accepted": len(feedback), "unknown": [], "rejected": ["invented"]}

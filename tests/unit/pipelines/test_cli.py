@@ -1,5 +1,7 @@
 """The `ct` command's own checks; runs of the pipeline itself are in tests/integration."""
 
+import time
+
 import pytest
 
 from pipelines.cli import main
@@ -41,6 +43,12 @@ def test_schema_infer_writes_a_reviewable_schema(tmp_path, capsys):
         ("epochs=many", "ct run: --param epochs='many': expected int"),
         ("run_id=x", "ct run: --param run_id: unknown parameter"),
         ("dataset=taxis", "ct run: dataset: unknown dataset 'taxis'"),
+        ("epochs=-1", "ct run: epochs=-1: must be at least 1"),
+        ("learning_rate=0", "ct run: learning_rate=0.0: must be positive"),
+        ("hidden_units=64,0", "ct run: hidden_units='64,0': must be positive integers"),
+        ("eval_percent=100", "ct run: eval_percent=100: must be between 1 and 99"),
+        ("window_spans=0", "ct run: window_spans=0: must be at least 1"),
+        ("min_auc=1.5", "ct run: min_auc=1.5: expected 0..1"),
     ],
 )
 def test_bad_param_is_refused_before_anything_runs(tmp_path, capsys, param, message):
@@ -58,3 +66,58 @@ def test_missing_data_root_is_named(tmp_path, capsys):
 def test_reading_a_home_where_nothing_ran_says_so(tmp_path, capsys, command):
     assert main([command, "--home", str(tmp_path / "home")]) == 1
     assert "metadata.sqlite: no ML Metadata store (nothing has run with --home" in capsys.readouterr().err
+
+
+def test_unsafe_run_id_is_refused_before_anything_is_written(tmp_path, capsys):
+    home = tmp_path / "a" / "home"
+    assert main(["run", "--data-root", str(tmp_path), "--home", str(home), "--run-id", "../../escape"]) == 1
+    assert "ct run: run id '../../escape': expected letters, digits" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_home_that_is_a_file_is_named(tmp_path, capsys, data_root):
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    assert main(["run", "--data-root", str(data_root), "--home", str(home)]) == 1
+    assert f"ct run: {home}: a file is where the home needs a folder" in capsys.readouterr().err
+
+
+def test_unreachable_metadata_is_named(tmp_path, capsys):
+    started = time.monotonic()
+    assert main(["runs", "--home", str(tmp_path), "--metadata", "grpc://127.0.0.1:1"]) == 1
+    assert "ct runs: metadata connection grpc://127.0.0.1:1: unreachable" in capsys.readouterr().err
+    assert time.monotonic() - started < 30
+
+
+def test_a_port_out_of_range_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--port", "99999"])
+    assert exit_.value.code == 2
+    assert "argument --port: '99999': expected a port number 0..65535" in capsys.readouterr().err
+
+
+def test_a_model_version_from_the_environment_is_checked(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CT_MODEL_VERSION", "abc")
+    assert main(["serve", "--home", str(tmp_path), "--port", "0"]) == 1
+    assert "ct serve: environment CT_MODEL_VERSION='abc': expected a model version" in capsys.readouterr().err
+
+
+def test_months_outside_the_bundled_data_write_nothing(tmp_path, capsys):
+    assert main(["data", "flights", "--dest", str(tmp_path / "d"), "--months", "2013-12..2014-01"]) == 1
+    assert "ct data: --months: no flights in 2014-01; the bundled data covers 2013-01..2013-12" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_destination_that_cannot_be_written_is_named(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["data", "penguins", "--dest", str(tmp_path / "file" / "d"), "--years", "2007"]) == 1
+    assert f"ct data: {tmp_path / 'file' / 'd'}" in capsys.readouterr().err
+
+
+def test_malformed_trigger_configuration_is_named(tmp_path, capsys):
+    path = tmp_path / "triggers.yaml"
+    path.write_text("home: [h\n")
+    assert main(["watch", "--config", str(path)]) == 1
+    assert f"ct watch: {path}: not valid YAML at line 2" in capsys.readouterr().err

@@ -3,7 +3,8 @@
 import pytest
 
 from components.common.errors import ConfigError
-from pipelines.config import parse_parameters
+from pipelines.config import check_parameter_values, parse_parameters
+from pipelines.local_run import pipeline_parameters
 
 
 def test_parameters_are_converted_to_their_declared_types():
@@ -24,3 +25,21 @@ def test_parameters_are_converted_to_their_declared_types():
 def test_bad_parameter_is_named(assignment, message):
     with pytest.raises(ConfigError, match=message):
         parse_parameters([assignment], {"epochs": int})
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"epochs": -1}, "^epochs=-1: must be at least 1"),
+        ({"batch_size": 0}, "^batch_size=0: must be at least 1"),
+        ({"hidden_units": "64,-2"}, "^hidden_units='64,-2': must be positive integers"),
+        ({"window_spans": 0}, "^window_spans=0: must be at least 1"),
+        ({"eval_percent": 0}, "^eval_percent=0: must be between 1 and 99"),
+        ({"max_auc_drop": 2.0}, "^max_auc_drop=2.0: expected 0..1"),
+    ],
+)
+def test_parameter_out_of_its_stages_range_is_named(values, message):
+    defaults = {name: default for name, (_, default) in pipeline_parameters().items()}
+    check_parameter_values({}, defaults)  # the pipeline's own defaults are in range
+    with pytest.raises(ConfigError, match=message):
+        check_parameter_values(values, defaults)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from serving.request_log import ParquetLog, RequestLog, read_log
-from tests.support.serving_helpers import MODEL, call
+from tests.support.serving_helpers import FEEDBACK, MODEL, TOKEN, call
 
 
 def test_request_log_stays_under_its_size_bound(tmp_path):
@@ -20,10 +20,15 @@ def test_feedback_is_logged_for_judges_outside_the_service(serve, rows, tmp_path
     server, service, _, _ = serve(feedback_log=ParquetLog(tmp_path / "feedback_log", 1000, 10**9))
     answer = call(server, f"/v1/models/{MODEL}:predict", {"instances": rows[:3]})[1]
     items = [{"request_id": rid, "label": 1} for rid in answer["request_ids"]] + [
-        {"request_id": "elsewhere", "label": 0}
+        {"request_id": TOKEN.sign("elsewhere-0"), "label": 0}  # issued by another replica
     ]
-    status, body = call(server, f"/v1/models/{MODEL}:feedback", {"feedback": items})
-    assert status == 200 and body == {"accepted": 3, "unknown": ["elsewhere"], "logged": 4}
+    status, body = call(server, f"/v1/models/{MODEL}:feedback", {"feedback": items}, headers=FEEDBACK)
+    assert status == 200 and body == {"accepted": 3, "unknown": [items[3]["request_id"]], "rejected": [], "logged": 4}
     service.stop()  # flushes
     logged = read_log(tmp_path / "feedback_log")
-    assert logged.request_id.tolist() == [*answer["request_ids"], "elsewhere"] and logged.label.tolist() == [1, 1, 1, 0]
+    assert logged.request_id.tolist() == [*answer["request_ids"], items[3]["request_id"]] and logged.label.tolist() == [
+        1,
+        1,
+        1,
+        0,
+    ]

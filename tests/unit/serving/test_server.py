@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+import socket
+import time
+
 import pytest
 
 from serving.config import ServingConfig
-from serving.request_log import read_log
-from tests.support.serving_helpers import MODEL, call, metrics_text, traffic_with_feedback
+from serving.request_log import ParquetLog, read_log
+from tests.support.serving_helpers import FEEDBACK, MODEL, call, metrics_text, traffic_with_feedback, wait_for
 
 
 def test_tf_serving_rest_api(serve, rows):
@@ -86,7 +92,7 @@ def test_open_inference_protocol_v2(serve, rows):
 )
 def test_bad_requests_get_a_4xx_that_names_the_problem(serve, path, body, raw, status, message):
     server, service, *_ = serve()
-    got, payload = call(server, path, body, raw=raw)
+    got, payload = call(server, path, body, raw=raw, headers=FEEDBACK)
     assert got == status and message in payload["error"], payload
 
 
@@ -128,3 +134,130 @@ def test_performance_reports_online_metrics(serve, rows):
     traffic_with_feedback(server, rows[:100], canary_good=True)
     status, performance = call(server, f"/v1/models/{MODEL}/performance")
     assert status == 200 and performance["stable"]["labelled"] == 100 and performance["stable"]["auc"] == 1.0
+
+
+def exchange(server, request: bytes, half_close: bool = False, seconds: float = 5.0) -> tuple[int, dict, bytes]:
+    """Sends raw bytes on a fresh connection; returns the status, the JSON body and the headers."""
+    with socket.create_connection(server.server_address[:2], timeout=seconds) as connection:
+        connection.sendall(request)
+        if half_close:
+            connection.shutdown(socket.SHUT_WR)
+        received = b""
+        while b"\r\n\r\n" not in received or len(received.split(b"\r\n\r\n", 1)[1]) < _length(received):
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body), head
+
+
+def _length(received: bytes) -> int:
+    for line in received.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 0
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (2**63, "outside the int64 range"),
+        (-(2**63) - 2**12, "outside the int64 range"),
+        (2**64, "outside the int64 range"),
+        (1e19, "outside the int64 range"),
+        (-1e30, "outside the int64 range"),
+    ],
+)
+def test_an_integer_out_of_range_is_a_400(serve, rows, value, message):
+    server, *_ = serve()
+    status, payload = call(server, f"/v1/models/{MODEL}:predict", {"instances": [{**rows[0], "day_of_week": value}]})
+    assert status == 400 and payload["error"].startswith("feature 'day_of_week': ") and message in payload["error"]
+
+
+def test_bounds_on_values_ids_names_and_versions(serve, rows):
+    server, *_ = serve()
+    status, payload = call(server, f"/v1/models/{MODEL}:predict", {"instances": [{**rows[0], "distance": 1e39}]})
+    assert status == 400 and payload["error"] == "feature 'distance': 1e+39 is outside the float32 range"
+    status, payload = call(server, f"/v1/models/{MODEL}:predict", {"instances": [{**rows[0], "carrier": "U" * 300}]})
+    assert status == 400 and "a value of 300 characters (at most 256)" in payload["error"]
+    tensors = [{"name": "carrier", "datatype": "BYTES", "data": ["UA"]}]
+    status, payload = call(server, f"/v2/models/{MODEL}/infer", {"id": "x" * 300, "inputs": tensors})
+    assert status == 400 and '"id" must be a string of at most 256' in payload["error"]
+    status, payload = call(server, f"/v2/models/{MODEL}/infer", {"inputs": [{"name": ["carrier"], "data": ["UA"]}]})
+    assert status == 400 and '"name" (a string)' in payload["error"]
+    status, payload = call(server, f"/v1/models/{MODEL}/versions/{'9' * 5000}:predict", {"instances": rows[:1]})
+    assert status == 404 and "no such endpoint" in payload["error"] and len(payload["error"]) < 300
+    status, payload = call(
+        server, f"/v1/models/{MODEL}:predict", {"instances": rows[:1]}, headers={"X-Request-Key": "k" * 300}
+    )
+    assert status == 400 and "request key of 300 characters" in payload["error"]
+
+
+def test_every_method_and_malformed_request_gets_a_json_answer(serve):
+    server, *_ = serve()
+    for method in ("PUT", "DELETE", "PATCH", "OPTIONS"):
+        status, payload, head = exchange(server, f"{method} /v1/models/{MODEL} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert status == 405 and b"Allow: GET, POST" in head and f"{method} is not allowed" in payload["error"]
+    status, payload, _ = exchange(server, b"BREW /v1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 501 and payload["error"]
+    path = f"/v1/models/{MODEL}:predict"
+    for length in ("\u00b2".encode(), b"-1", b"1e3", b""):
+        status, payload, _ = exchange(
+            server, b"POST " + path.encode() + b" HTTP/1.1\r\nContent-Length: " + length + b"\r\n\r\n{}"
+        )
+        assert status == 411 and "Content-Length" in payload["error"]
+    status, payload, _ = exchange(
+        server, f"POST {path} HTTP/1.1\r\nContent-Length: 100\r\n\r\n{{}}".encode(), half_close=True
+    )
+    assert status == 400 and payload["error"] == "the body ended after 2 of 100 bytes"
+
+
+def test_a_silent_connection_is_closed(serve):
+    server, *_ = serve(ServingConfig(idle_seconds=0.3))
+    with socket.create_connection(server.server_address[:2], timeout=5) as connection:
+        started = time.monotonic()
+        connection.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nContent-Length: 50\r\n\r\n{{".encode())
+        assert connection.recv(1024) == b"" and time.monotonic() - started < 3  # closed, no thread left waiting
+
+
+def test_too_many_requests_or_connections_get_a_503_and_health_still_answers(serve, rows):
+    server, service, *_ = serve(ServingConfig(max_concurrent_requests=1, queue_seconds=0.2, max_connections=2))
+    path = f"/v1/models/{MODEL}:predict"
+    with socket.create_connection(server.server_address[:2]) as slow:
+        slow.sendall(f"POST {path} HTTP/1.1\r\nContent-Length: 100\r\n\r\n{{".encode())  # holds the only slot
+        time.sleep(0.2)
+        status, payload, head = exchange(server, f"POST {path} HTTP/1.1\r\nContent-Length: 2\r\n\r\n{{}}".encode())
+        assert status == 503 and b"Retry-After: 1" in head and "too many requests" in payload["error"]
+        assert wait_for(lambda: call(server, "/v2/health/ready")[0] == 200)  # once the refused one has closed
+        with socket.create_connection(server.server_address[:2]) as second:
+            second.sendall(b"GET /v2/health/live HTTP/1.1\r\n\r\n")
+            second.recv(1024)
+            time.sleep(0.1)
+            status, payload, _ = exchange(server, b"GET /v2/health/live HTTP/1.1\r\n\r\n")  # the third
+            assert status == 503 and payload == {"error": "too many connections open"}
+    assert wait_for(lambda: call(server, "/v2/health/live")[0] == 200)
+    metrics = metrics_text(server)
+    assert 'ct_requests_shed_total{model="flight-delay",reason="busy"} 1' in metrics
+    assert re.search(r'ct_requests_shed_total\{model="flight-delay",reason="connections"\} [1-9]', metrics)
+
+
+def test_a_log_that_cannot_be_written_is_counted_shown_and_refuses_feedback(serve, rows, tmp_path):
+    feedback_log = ParquetLog(tmp_path / "feedback_log", 1000, 10**9)
+    server, service, *_ = serve(feedback_log=feedback_log)
+    ids = call(server, f"/v1/models/{MODEL}:predict", {"instances": rows[:3]})[1]["request_ids"]
+    feedback = [{"request_id": i, "label": 1} for i in ids]
+    assert call(server, f"/v1/models/{MODEL}:feedback", {"feedback": feedback[:2]}, headers=FEEDBACK)[0] == 200
+    shutil.rmtree(tmp_path / "feedback_log")
+    (tmp_path / "feedback_log").write_text("a file where the log's folder was")  # writes fail even as root
+    assert feedback_log.flush() is None
+    status, health = call(server, "/v2/health/ready")
+    assert status == 200 and "feedback_log" in health["failing"]["feedback log"]
+    assert 'ct_log_write_failures_total{model="flight-delay",log="feedback"} 1' in metrics_text(server)
+    status, payload = call(server, f"/v1/models/{MODEL}:feedback", {"feedback": feedback[2:]}, headers=FEEDBACK)
+    assert status == 503 and "feedback cannot be kept now" in payload["error"]
+    (tmp_path / "feedback_log").unlink()
+    (tmp_path / "feedback_log").mkdir()
+    feedback_log._retry_at = 0.0
+    assert feedback_log.flush() is not None and read_log(tmp_path / "feedback_log").request_id.tolist() == ids[:2]
+    assert call(server, "/v2/health/ready") == (200, {"ready": True})

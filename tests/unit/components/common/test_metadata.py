@@ -1,7 +1,7 @@
 import pytest
 
 from components.common import metadata
-from components.common.errors import DataError
+from components.common.errors import DataError, UnavailableError
 from components.common.metadata import MetadataStore
 from components.common.version import code_version
 
@@ -153,3 +153,29 @@ def test_a_run_whose_launcher_is_gone_is_closed_as_interrupted(store):
     assert store.run("run-elsewhere").decision == ""  # another host's: cannot be told, left alone
     assert store.run("run-done").decision == metadata.PUSHED
     assert store.close_interrupted_runs(alive) == [] and killed_step is not None
+
+
+def test_a_store_that_cannot_be_reached_or_opened_is_named(tmp_path):
+    with pytest.raises(UnavailableError, match="metadata connection grpc://127.0.0.1:1: unreachable"):
+        MetadataStore("grpc://127.0.0.1:1").runs()
+    (tmp_path / "file").write_text("")
+    connection = f"sqlite:///{tmp_path / 'file' / 'metadata.sqlite'}"
+    with pytest.raises(UnavailableError, match=f"metadata connection {connection}: cannot be opened"):
+        MetadataStore(connection)
+
+
+def test_a_failed_runs_spans_do_not_count_as_ingested(store):
+    """A killed or crashed run read its spans but trained on nothing: the new-data trigger reads them again."""
+    for run_id, span, decision in [
+        ("run-1", "2013-01", metadata.PUSHED),
+        ("run-2", "2013-02", metadata.STOPPED_BY_DATA),
+        ("run-3", "2013-03", metadata.FAILED),
+        ("run-4", "2013-04", ""),  # still going
+    ]:
+        with store.step(run_id, "ingest", {}) as step:
+            step.output(metadata.EXAMPLES, f"/{run_id}/train", dataset="flights", split="train", spans=span)
+        if decision:
+            store.update_run(run_id, decision=decision)
+    assert store.ingested_spans("flights") == {"2013-01", "2013-02", "2013-04"}
+    assert set(store.run_uris()) == {"run-1", "run-2", "run-3", "run-4"}
+    assert store.run_uris()["run-3"] == {"/run-3/train"}

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from components.common.errors import DataError
+from components.common.errors import ConfigError, DataError
 from components.ingest.logic import ingest
 from tests.support.spans import write_month
 
@@ -92,7 +92,26 @@ def test_missing_split_key_is_named(data_root, tmp_path):
 
 
 def test_bad_window_and_percent_are_rejected(data_root, tmp_path):
-    with pytest.raises(ValueError, match="window_spans=0"):
+    with pytest.raises(ConfigError, match="window_spans=0: must be at least 1"):
         run(data_root, tmp_path, window=0)
-    with pytest.raises(ValueError, match="eval_percent=100"):
+    with pytest.raises(ConfigError, match="eval_percent=100: must be between 1 and 99"):
         ingest(data_root, 1, 100, "flight_id", tmp_path / "t", tmp_path / "e")
+
+
+def test_a_column_the_span_should_not_have_reaches_validation(tmp_path, flight_months, flights):
+    root = tmp_path / "data"
+    write_month(root, "2013-01", flight_months["2013-01"].assign(actual_delay=12.0))
+    ingest(root, 1, 20, flights.key, tmp_path / "train.parquet", tmp_path / "eval.parquet", flights)
+    columns = list(pd.read_parquet(tmp_path / "train.parquet").columns)
+    assert columns == [flights.key, *flights.features, flights.label, "actual_delay"]  # entity columns consumed
+
+
+def test_duplicated_keys_are_named(tmp_path, flight_months):
+    month = flight_months["2013-01"]
+    folder = write_month(tmp_path / "data", "2013-01", pd.concat([month, month.head(3)], ignore_index=True))
+    with pytest.raises(
+        DataError,
+        match=rf"{folder}/part-0.parquet: feature 'flight_id': the same key on 2 rows \(3 keys repeated\) "
+        rf"\(value '{month.flight_id[0]}'\)",
+    ):
+        run(tmp_path / "data", tmp_path)

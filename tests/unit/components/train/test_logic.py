@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from components.common import model_io
-from components.common.errors import DataError
+from components.common.errors import ConfigError, DataError
 from components.train.logic import Hyperparameters, parse_hidden_units, train
 
 
@@ -50,12 +50,16 @@ def test_missing_label_is_named(splits, flights, tmp_path):
 
 def test_bad_hyperparameters_are_rejected():
     assert parse_hidden_units("64, 32") == (64, 32)
-    with pytest.raises(ValueError, match="hidden_units='64,x'"):
+    with pytest.raises(ConfigError, match="hidden_units='64,x'"):
         parse_hidden_units("64,x")
-    with pytest.raises(ValueError, match="must be positive"):
+    with pytest.raises(ConfigError, match="^epochs=0: must be at least 1"):
         Hyperparameters(epochs=0)
-    with pytest.raises(ValueError, match="hidden_units must be positive"):
-        Hyperparameters(hidden_units=(0,))
+    with pytest.raises(ConfigError, match="^batch_size=-1: must be at least 1"):
+        Hyperparameters(batch_size=-1)
+    with pytest.raises(ConfigError, match="^learning_rate=nan: must be positive"):
+        Hyperparameters(learning_rate=float("nan"))
+    with pytest.raises(ConfigError, match="^hidden_units='64,0': must be positive integers"):
+        Hyperparameters(hidden_units=(64, 0))
 
 
 def test_a_feature_constant_in_training_does_not_saturate_the_model(trained_model, splits):

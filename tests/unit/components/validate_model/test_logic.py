@@ -1,7 +1,10 @@
 import dataclasses
 import math
 
+import pytest
+
 from components.common.classification_metrics import Metrics
+from components.common.errors import ConfigError
 from components.evaluate.logic import Evaluation, ModelEvaluation, SliceMetrics
 from components.validate_model.logic import ModelBlessing, Thresholds, validate_model
 
@@ -78,3 +81,17 @@ def test_blessing_round_trips_through_json():
     blessing = validate_model(evaluation(model(0.72, {}), model(0.75, {})), Thresholds())
     assert ModelBlessing.from_json(blessing.to_json()) == blessing
     assert dataclasses.replace(blessing, blessed=True).verdict == "BLESSED"
+
+
+@pytest.mark.parametrize(
+    "thresholds, message",
+    [
+        ({"min_auc": 1.2}, "^min_auc=1.2: expected 0..1"),
+        ({"max_auc_drop": -0.1}, "^max_auc_drop=-0.1: expected 0..1"),
+        ({"max_slice_auc_drop": float("nan")}, "^max_slice_auc_drop=nan: expected 0..1"),
+        ({"min_slice_examples": 0}, "^min_slice_examples=0: must be at least 1"),
+    ],
+)
+def test_thresholds_out_of_range_are_named(thresholds, message):
+    with pytest.raises(ConfigError, match=message):
+        Thresholds(**thresholds)

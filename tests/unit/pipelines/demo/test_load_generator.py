@@ -3,13 +3,13 @@
 import pandas as pd
 
 from pipelines.demo.load_generator import send
-from tests.support.serving_helpers import MODEL, call
+from tests.support.serving_helpers import MODEL, TOKEN, call
 
 
 def test_load_generator_sends_rows_and_their_outcomes(serve, splits):
     server, service, *_ = serve()
     rows = pd.read_parquet(splits[1]).head(300)
-    summary = send(server.url, "flights", rows, connections=2)
+    summary = send(server.url, "flights", rows, TOKEN.authorization, connections=2)
     assert summary["requests"] == 300 and summary["errors"] == 0
     assert list(summary["versions"]) == ["1"] and summary["versions"]["1"]["requests"] == 300
     assert 0.5 < summary["versions"]["1"]["auc"] < 1

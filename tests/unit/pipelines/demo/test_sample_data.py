@@ -1,7 +1,15 @@
 import pandas as pd
 import pytest
 
-from pipelines.demo.sample_data import LATE_MINUTES, flight_spans, parse_months, penguin_spans, write_span
+from components.common.errors import ConfigError
+from pipelines.demo.sample_data import (
+    LATE_MINUTES,
+    flight_spans,
+    parse_months,
+    penguin_spans,
+    write_dataset,
+    write_span,
+)
 
 LEAKING_COLUMNS = {"dep_time", "dep_delay", "arr_time", "arr_delay", "air_time"}
 
@@ -43,3 +51,19 @@ def test_span_is_written_with_its_marker(tmp_path):
     assert folder.name == "span=2008"
     assert (folder / "_SUCCESS").is_file()
     assert len(pd.read_csv(folder / "part-0.csv")) == len(span.frame)
+
+
+@pytest.mark.parametrize(
+    "dataset, months, years, message",
+    [
+        ("flights", "2019-01", "", "--months: no flights in 2019-01; the bundled data covers 2013-01..2013-12"),
+        ("penguins", "", "2007,2020", "--years '2020': no penguins that year; the bundled data has 2007, 2008, 2009"),
+        ("penguins", "", "x", "--years 'x': no penguins that year"),
+    ],
+)
+def test_spans_outside_the_bundled_data_are_refused_before_anything_is_written(
+    tmp_path, dataset, months, years, message
+):
+    with pytest.raises(ConfigError, match=message):
+        write_dataset(dataset, tmp_path / "d", months or "2013-01", years)
+    assert not (tmp_path / "d").exists()

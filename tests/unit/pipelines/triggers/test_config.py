@@ -26,6 +26,14 @@ def test_trigger_config_is_checked(tmp_path):
         ("home: h\ndata_root: d\nperformance: {min_auc: high}\n", "performance.min_auc='high': expected float"),
         ("home: h\ndata_root: d\nnew_data: {spans: 2}\n", "new_data.spans: unknown key"),
         ("home: h\ndata_root: d\nschedule: 'every day'\n", "schedule: cron 'every day': expected 5 fields"),
+        ("home: [h\n", "triggers.yaml: not valid YAML at line 2, column 1: expected ',' or ']'"),
+        ("home: h\ndata_root: d\npoll_seconds: fast\n", "triggers.yaml: poll_seconds='fast': expected float"),
+        ("home: h\ndata_root: d\npoll_seconds: -1\n", "triggers.yaml: poll_seconds=-1: must be positive"),
+        ("home: h\ndata_root: d\ncooldown_seconds: true\n", "cooldown_seconds=True: expected float"),
+        ("home: h\ndata_root: d\nparameters: [epochs]\n", "parameters=\\['epochs'\\]: expected dict"),
+        ("home: h\ndata_root: d\nnew_data: {min_new_spans: 0}\n", "new_data.min_new_spans=0: must be at least 1"),
+        ("home: h\ndata_root: d\nperformance: {min_auc: 2}\n", "performance.min_auc=2: expected 0..1"),
+        ("home: h\ndata_root: d\ndistribution_shift: {window_rows: 0}\n", "distribution_shift.window_rows=0"),
     ]:
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
@@ -63,3 +71,21 @@ def test_a_local_trigger_configuration_may_not_set_what_ct_run_sets(tmp_path):
     path.write_text("home: h\ndata_root: d\nparameters: {epochs: many}\n")
     with pytest.raises(ConfigError, match="epochs='many': expected int"):
         load_checked_trigger_config(path)
+
+
+def test_pipeline_parameters_out_of_range_are_refused_when_the_controller_starts(tmp_path):
+    path = tmp_path / "triggers.yaml"
+    path.write_text("home: h\ndata_root: d\nparameters: {epochs: 0}\n")
+    with pytest.raises(ConfigError, match="epochs=0: must be at least 1"):
+        load_checked_trigger_config(path)
+
+
+def test_retention_after_each_run_is_off_unless_set_and_its_settings_are_checked(tmp_path):
+    path = tmp_path / "triggers.yaml"
+    path.write_text("home: h\ndata_root: d\n")
+    assert load_trigger_config(path).retention is None
+    path.write_text("home: h\ndata_root: d\nretention: {keep_runs: 5}\n")
+    assert (load_trigger_config(path).retention.keep_runs, load_trigger_config(path).retention.keep_models) == (5, 3)
+    path.write_text("home: h\ndata_root: d\nretention: {keep_models: -1}\n")
+    with pytest.raises(ConfigError, match=r"triggers.yaml: retention.keep_models=-1: expected a whole number"):
+        load_trigger_config(path)

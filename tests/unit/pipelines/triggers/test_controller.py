@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
 from components.common import metadata
+from components.common.errors import HomeBusyError
+from pipelines.home_lock import HomeLock, holding
 from pipelines.triggers.config import TriggerConfig
 from pipelines.triggers.controller import Controller
 from pipelines.triggers.sources import (
@@ -10,6 +16,7 @@ from pipelines.triggers.sources import (
     MANUAL,
     Firing,
 )
+from tests.support.homes import hold_home
 from tests.support.spans import write_month
 
 
@@ -173,3 +180,77 @@ def test_a_decided_run_keeps_its_decision_whatever_its_exit_code(tmp_path, store
     launcher.exit_code = 2
     controller.tick()
     assert store.run(stopped).decision == metadata.STOPPED_BY_DATA
+
+
+def test_the_controller_skips_its_checks_while_another_process_holds_the_home(tmp_path, store, flight_months):
+    """Two controllers, or a controller and a `ct run`, on one home: only the holder starts a run."""
+    controller, manual, _, launcher, _ = make_controller(tmp_path, store, flight_months)
+    holder = hold_home(tmp_path / ".ct.lock", "run-by-hand")
+    try:
+        manual.queue.append(Firing(MANUAL, "go", 0))
+        controller.tick()
+        assert launcher.started == [] and manual.queue  # not even checked: the request waits
+    finally:
+        holder.kill()
+        holder.wait()
+    controller.tick()
+    assert len(launcher.started) == 1
+
+
+def test_the_controller_holds_the_home_while_its_run_goes_on(tmp_path, store, flight_months):
+    controller, manual, _, launcher, _ = make_controller(tmp_path, store, flight_months)
+    controller.tick()
+    with holding(HomeLock(tmp_path / ".ct.lock", "ct run"), "between-checks"):
+        pass  # free between checks
+    manual.queue.append(Firing(MANUAL, "go", 0))
+    controller.tick()
+    [(run_id, _, _)] = launcher.started
+    with pytest.raises(HomeBusyError, match=f"`ct watch` for run {run_id}"):
+        HomeLock(tmp_path / ".ct.lock", "ct run").acquire("run-by-hand")
+    launcher.exit_code = 0
+    controller.tick()
+    with holding(HomeLock(tmp_path / ".ct.lock", "ct run"), "run-by-hand") as stale:
+        assert stale is None
+
+
+def test_a_controller_taking_the_home_from_a_dead_holder_closes_its_run_and_trains_its_span(
+    tmp_path, store, flight_months
+):
+    """A killed controller (or `ct run`): its run stays undecided until the next holder closes it;
+    then its span counts as new again."""
+    from pipelines.triggers.sources import NewDataTrigger
+
+    write_month(tmp_path / "data", "2013-01", flight_months["2013-01"])
+    holder = hold_home(tmp_path / ".ct.lock", "run-killed")
+    store.update_run("run-killed", launcher=f"host:{holder.pid}")
+    with store.step("run-killed", "ingest", {}) as step:
+        step.output(metadata.EXAMPLES, "/e", dataset="flights", split="train", fingerprint="f", spans="2013-01")
+    holder.kill()
+    holder.wait()
+    config = TriggerConfig(home=tmp_path, data_root=tmp_path / "data", cooldown_seconds=0)
+    launcher = FakeLauncher()
+    new_data = NewDataTrigger(tmp_path / "data", "flights", store, 1)
+    controller = Controller(config, [new_data], launcher, store, clock=lambda: 1000.0)
+    controller.tick()
+    assert store.run("run-killed").decision == metadata.FAILED
+    assert [reason for _, _, reason in launcher.started] == ["new data: new complete span 2013-01"]
+
+
+def test_retention_runs_after_a_successful_run_when_set(tmp_path, store, flight_months):
+    from components.common.home import Home
+    from pipelines.retention import RetentionSettings
+    from tests.support.homes import record_run
+
+    home = Home(tmp_path)
+    for number in range(3):
+        record_run(home, store, f"run-old-{number}")
+    controller, manual, _, launcher, _ = make_controller(tmp_path, store, flight_months)
+    controller.config = dataclasses.replace(controller.config, retention=RetentionSettings(keep_runs=1))
+    manual.queue.append(Firing(MANUAL, "go", 0))
+    controller.tick()
+    [(run_id, _, _)] = launcher.started
+    record_run(home, store, run_id)
+    launcher.exit_code = 0
+    controller.tick()
+    assert sorted(p.name for p in home.pipeline_root.iterdir()) == [run_id]
+    assert controller.events[-1].kind == "collected" and "removed 6 paths" in controller.events[-1].reason

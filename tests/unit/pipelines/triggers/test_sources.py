@@ -18,6 +18,7 @@ from pipelines.triggers.sources import (
     NEW_DATA,
     PERFORMANCE,
     DistributionShiftTrigger,
+    LogTail,
     ManualTrigger,
     NewDataTrigger,
     PerformanceDropTrigger,
@@ -25,7 +26,7 @@ from pipelines.triggers.sources import (
     request_manual_run,
 )
 from serving.request_log import RequestLog
-from tests.support.serving_helpers import MODEL, call
+from tests.support.serving_helpers import FEEDBACK, MODEL, call
 from tests.support.spans import write_month
 
 
@@ -79,7 +80,7 @@ def feedback(server, rows, agree: bool):
     scores = [a["predictions"][0] for a in answers]
     median = float(np.median(scores))
     labels = [{"request_id": a["request_ids"][0], "label": int((s > median) == agree)} for a, s in zip(answers, scores)]
-    assert call(server, f"/v1/models/{MODEL}:feedback", {"feedback": labels})[0] == 200
+    assert call(server, f"/v1/models/{MODEL}:feedback", {"feedback": labels}, headers=FEEDBACK)[0] == 200
 
 
 def test_performance_fires_when_online_auc_falls_below_the_floor(serve, rows):
@@ -162,3 +163,52 @@ def test_distribution_shift_can_ignore_calendar_features(
     )
     [firing] = noisy.check(time.time())
     assert "month Jensen-Shannon" in firing.reason
+
+
+def write_log_files(folder, files: int, rows: int) -> list:
+    """`files` request-log files of `rows` rows each, oldest first; row values count up across files."""
+    log = RequestLog(folder, 1.0, rows, 10**9)
+    for n in range(files):
+        log.append(
+            [{"distance": float(n * rows + i), "carrier": "UA"} for i in range(rows)],
+            [0.5] * rows,
+            1,
+            [f"{n}-{i}" for i in range(rows)],
+        )
+    return log.files()
+
+
+def test_log_tail_reads_each_file_once_and_only_the_columns_asked(tmp_path):
+    tail = LogTail(tmp_path / "log", ["distance", "temp"], max_rows=1000)
+    assert tail.read_new().empty  # no log yet
+    write_log_files(tmp_path / "log", files=3, rows=10)
+    first = tail.read_new()
+    assert list(first.columns) == ["distance"]  # a column not logged is left out
+    assert first.distance.tolist() == [float(i) for i in range(30)]
+    assert tail.read_new().empty  # nothing new: nothing read
+    log = RequestLog(tmp_path / "log", 1.0, 5, 10**9)
+    log.append([{"distance": -1.0}] * 5, [0.5] * 5, 1, ["a"] * 5)
+    assert tail.read_new().distance.tolist() == [-1.0] * 5
+
+
+def test_log_tail_reads_only_the_newest_files_that_hold_its_rows(tmp_path, caplog):
+    files = write_log_files(tmp_path / "log", files=6, rows=100)
+    files[0].write_bytes(b"not parquet: reading it would be logged")
+    tail = LogTail(tmp_path / "log", ["distance"], max_rows=150)
+    frame = tail.read_new()
+    assert frame.distance.tolist() == [float(i) for i in range(400, 600)]  # the two newest files, oldest first
+    assert "unreadable" not in caplog.text
+    files[-1].unlink()  # the log's size bound deletes files: the cursor forgets them
+    assert tail.read_new().empty
+
+
+def test_distribution_shift_reads_only_the_newest_window_of_a_large_log(
+    tmp_path, production_trained_on_january, flights, flight_examples
+):
+    log_traffic(tmp_path / "log", flight_examples["2013-01"].head(1500), flights.features)
+    # Older than the window: a check that read the whole log would fail on it.
+    (tmp_path / "log" / "part-00000000T000000-old.parquet").write_bytes(b"not parquet")
+    trigger = DistributionShiftTrigger(
+        ShiftSettings(window_rows=1000, check_seconds=0), tmp_path / "log", flights, production_trained_on_january
+    )
+    assert trigger.check(time.time()) == []  # January traffic, January training data; the old file unread

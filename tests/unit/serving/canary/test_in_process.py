@@ -11,7 +11,15 @@ from serving.canary.verdicts import VerdictBook
 from serving.config import ServingConfig
 from serving.request_log import ParquetLog, RequestLog
 from serving.service import PredictionService
-from tests.support.serving_helpers import MODEL, metrics_text, publish, traffic_with_feedback, wait_for
+from tests.support.serving_helpers import (
+    FEEDBACK,
+    MODEL,
+    TOKEN,
+    metrics_text,
+    publish,
+    traffic_with_feedback,
+    wait_for,
+)
 
 
 @pytest.mark.parametrize("canary_good, decision", [(True, metadata.PROMOTED), (False, metadata.ROLLED_BACK)])
@@ -51,6 +59,7 @@ def replica(tmp_path, store, config=SHARED):
         store,
         feedback_log=ParquetLog(tmp_path / "feedback_log", 100_000, 10**9),
         verdicts=tmp_path / "canary_verdicts",
+        token=TOKEN,
     )
     service.tick()
     return service
@@ -76,7 +85,7 @@ def test_replicas_sharing_a_home_reach_one_verdict_from_all_their_logs(
         for rid, version, score in answers
     ]
     # All feedback reaches one replica, half of it for predictions the other one made.
-    assert second.feedback(MODEL, {"feedback": labels})["logged"] == 300
+    assert second.feedback(MODEL, {"feedback": labels}, FEEDBACK["Authorization"])["logged"] == 300
     for service in (first, second):  # each writes its logs (every few seconds when serving)
         service.request_log.flush()
         service.feedback_log.flush()
