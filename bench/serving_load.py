@@ -261,7 +261,10 @@ def main() -> None:
         port = free_port()
         trigger_home = Home(folder / "trigger-home").create()
         shutil.copytree(home.model_repository, trigger_home.model_repository, dirs_exist_ok=True)
-        server = start_serving(trigger_home.root, port, ["--canary-min-labelled", "50"], wait_for="/v2/health/ready")
+        shutil.copy(home.metadata_path, trigger_home.metadata_path)  # their pushes, recorded: they may be served
+        server = start_serving(
+            trigger_home.root, port, ["--canary-percent", "0"], wait_for="/v2/health/ready"
+        )  # all traffic to stable: the performance trigger watches it
         try:
             config = TriggerConfig(
                 home=trigger_home.root,
@@ -285,7 +288,7 @@ def main() -> None:
                 lambda: client.post(
                     f"/v1/models/{dataset.model_name}:feedback",
                     {"feedback": labels},
-                    {"Authorization": serving_token(home.serving_token).authorization},
+                    {"Authorization": serving_token(trigger_home.serving_token).authorization},
                 ),
                 3,
             )
