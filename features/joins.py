@@ -11,6 +11,7 @@ flight's scheduled departure is never used.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 import re
 from pathlib import Path
@@ -70,7 +71,8 @@ def request_columns(columns: Iterable[str], features: Iterable[str]) -> list[str
 
 
 def check_departures(departures: Iterable[str], where: str) -> None:
-    """Raises DataError naming the first scheduled departure that is not `YYYY-MM-DDTHH:MM:SSZ`."""
+    """Raises DataError naming the first scheduled departure that is not `YYYY-MM-DDTHH:MM:SSZ`
+    or not a moment of the calendar (2013-02-30T10:00:00Z)."""
     for value in departures:
         if not isinstance(value, str) or not DEPARTURE_FORMAT.fullmatch(value):
             raise DataError(
@@ -79,6 +81,12 @@ def check_departures(departures: Iterable[str], where: str) -> None:
                 feature=DEPARTURE,
                 value=value,
             )
+        try:
+            datetime.datetime.strptime(value, DEPARTURE_TIME_FORMAT)
+        except ValueError:
+            raise DataError(
+                "scheduled departure is not a date and time of the calendar", path=where, feature=DEPARTURE, value=value
+            ) from None
 
 
 def apply_defaults(frame: pd.DataFrame) -> pd.DataFrame:

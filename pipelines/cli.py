@@ -28,8 +28,10 @@ from pathlib import Path
 from components.common.datasets import DEFAULT_DATASET, load_dataset
 from components.common.errors import ConfigError, CtError, DataError
 from components.common.home import DEFAULT_HOME, KUBEFLOW_METADATA, Home
+from components.common.metadata import PROMOTED, ROLLED_BACK
 from pipelines.local_run import RUNNERS, SUBPROCESS
 from pipelines.retention import RetentionSettings
+from serving.canary.judge import SequentialTest
 from serving.config import MODEL_VERSION_ENV, ServingConfig
 from serving.credentials import TOKEN_ENV
 
@@ -195,8 +197,40 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_port, default=8501)
     serve.add_argument("--canary-percent", type=int, default=ServingConfig.canary_percent)
-    serve.add_argument("--canary-min-labelled", type=int, default=ServingConfig.canary_min_labelled)
-    serve.add_argument("--canary-auc-tolerance", type=float, default=ServingConfig.canary_auc_tolerance)
+    canary = SequentialTest()
+    serve.add_argument(
+        "--canary-min-labelled",
+        type=int,
+        default=canary.min_labelled,
+        help="labelled predictions each version needs before the canary test first looks",
+    )
+    serve.add_argument(
+        "--canary-max-labelled",
+        type=int,
+        default=canary.max_labelled,
+        help="the canary's labelled predictions after which an undecided test is inconclusive",
+    )
+    serve.add_argument(
+        "--canary-worse-auc", type=float, default=canary.worse_auc, help="the online AUC loss the test must catch"
+    )
+    serve.add_argument(
+        "--canary-false-rollback",
+        type=float,
+        default=canary.false_rollback,
+        help="chance of rolling back a canary as good as stable",
+    )
+    serve.add_argument(
+        "--canary-missed-worse",
+        type=float,
+        default=canary.missed_worse,
+        help="chance of promoting a canary worse by --canary-worse-auc",
+    )
+    serve.add_argument(
+        "--canary-when-inconclusive",
+        choices=(ROLLED_BACK, PROMOTED),
+        default=canary.when_inconclusive,
+        help="the decision when the test reaches --canary-max-labelled undecided",
+    )
     serve.add_argument("--request-log-sample", type=float, default=ServingConfig.request_log_sample)
     serve.add_argument(
         "--canary-addressable",
@@ -220,7 +254,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--home", type=Path, default=Path(".ct-demo"))
     demo.add_argument("--months", default="2013-01..2013-12", help="the months to replay")
-    demo.add_argument("--rows-per-month", type=int, default=2000, help="flights sent as live traffic each month")
+    demo.add_argument("--rows-per-month", type=int, default=4000, help="flights sent as live traffic each month")
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -380,8 +414,14 @@ def _serve(args) -> int:
             raise ConfigError(f"environment {MODEL_VERSION_ENV}={error}") from None
     config = ServingConfig(
         canary_percent=args.canary_percent,
-        canary_min_labelled=args.canary_min_labelled,
-        canary_auc_tolerance=args.canary_auc_tolerance,
+        canary_test=SequentialTest(
+            args.canary_min_labelled,
+            args.canary_max_labelled,
+            args.canary_worse_auc,
+            args.canary_false_rollback,
+            args.canary_missed_worse,
+            args.canary_when_inconclusive,
+        ),
         request_log_sample=args.request_log_sample,
         canary_addressable=args.canary_addressable,
         pinned_version=pinned,

@@ -68,7 +68,7 @@ def check_parameter_values(values: Mapping[str, Any], defaults: Mapping[str, Any
     from components.validate_model.logic import Thresholds
 
     effective = {**defaults, **values}
-    check_window(effective["window_spans"], effective["eval_percent"])
+    check_window(effective["window_spans"], effective["eval_percent"], effective["eval_split"])
     Hyperparameters(
         effective["epochs"],
         effective["batch_size"],
@@ -81,4 +81,5 @@ def check_parameter_values(values: Mapping[str, Any], defaults: Mapping[str, Any
         effective["max_auc_drop"],
         effective["max_slice_auc_drop"],
         effective["min_slice_examples"],
+        effective["blessing_confidence"],
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from components.common.errors import ConfigError
+from serving.canary.judge import SequentialTest
 
 MODEL_VERSION_ENV = "CT_MODEL_VERSION"  # pins `ct serve` to one model version (a KServe revision)
 
@@ -15,10 +16,11 @@ class ServingConfig:
 
     Attributes:
         canary_percent: Share of traffic (by request key) a new version gets while it is the canary.
-        canary_min_labelled: Labelled predictions each of stable and canary needs before a verdict.
-        canary_auc_tolerance: How much lower than stable the canary's online AUC may be and still be promoted.
+        canary_test: The sequential test that promotes or rolls back a canary on online AUC
+            (serving/canary/judge.py).
         canary_max_error_rate: Share of failed predictions above which the canary is rolled back at once.
-        canary_check_seconds: How often replicas sharing a home read the shared logs to judge a canary.
+        canary_check_seconds: How often the canary test looks at the evidence (for replicas sharing a
+            home: reads the shared logs).
         poll_seconds: How often the model repository is checked for new versions.
         request_log_sample: Share of predictions written to the request log (0 turns it off).
         request_log_rotate_rows: Rows per request-log Parquet file.
@@ -37,8 +39,7 @@ class ServingConfig:
     """
 
     canary_percent: int = 20
-    canary_min_labelled: int = 200
-    canary_auc_tolerance: float = 0.02
+    canary_test: SequentialTest = SequentialTest()
     canary_max_error_rate: float = 0.01
     canary_check_seconds: float = 5.0
     poll_seconds: float = 0.5
@@ -61,7 +62,6 @@ class ServingConfig:
         if not 0 <= self.request_log_sample <= 1:
             raise ConfigError(f"request_log_sample={self.request_log_sample}: expected 0..1")
         for name in (
-            "canary_min_labelled",
             "request_log_rotate_rows",
             "request_log_max_bytes",
             "max_body_bytes",
@@ -84,12 +84,12 @@ class KServeRollout:
     """Serving on KServe: each pushed version is deployed to the InferenceService as a
     canary (serving/canary/kserve.py) and, after `bake_seconds`, rolled back if not Ready, else
     promoted or rolled back on online AUC as the in-process canary is (ServingConfig), from
-    the shared request and feedback logs, checked every `check_seconds`."""
+    the shared request and feedback logs, checked every `check_seconds`, with the same
+    sequential test (`canary_test`)."""
 
     namespace: str = "ct"
     name: str = "ct-predictor"
     canary_percent: int = 10
     bake_seconds: float = 600.0
     check_seconds: float = 60.0
-    min_labelled: int = ServingConfig.canary_min_labelled
-    auc_tolerance: float = ServingConfig.canary_auc_tolerance
+    canary_test: SequentialTest = SequentialTest()

@@ -32,14 +32,17 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     negatives = len(labels) - positives
     if positives == 0 or negatives == 0:
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(len(scores), dtype=np.float64)
-    # Average ranks over ties so equal scores count half.
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    average = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(average, counts)
+    ranks = midranks(scores)
     return float((ranks[labels].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
+
+
+def midranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of `values`, ties sharing their average rank (so equal scores count half)."""
+    order = np.argsort(values, kind="mergesort")
+    _, first, counts = np.unique(values[order], return_index=True, return_counts=True)
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
+    return ranks
 
 
 def compute(labels: np.ndarray, scores: np.ndarray, threshold: float = THRESHOLD) -> Metrics:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -65,13 +66,16 @@ def read_file(path: Path, file_format: str = "") -> pd.DataFrame:
     raise DataError(f"unknown file type (expected one of {', '.join(READERS)})", path=str(path))
 
 
-def read_spans(spans: list[SpanFolder], unique_key: str = "") -> pd.DataFrame:
+def read_spans(spans: list[SpanFolder], unique_key: str = "", index_by_file: bool = False) -> pd.DataFrame:
     """All rows of the given spans, in span order.
 
     Args:
         spans: The spans to read.
         unique_key: A column whose values must each be on one row only (a span written
             twice, or rows repeated, would train on them twice); empty: not checked.
+        index_by_file: Index each row by the position of its file among the spans' files
+            in reading order (`[f for s in spans for f in s.files]`) instead of 0..n-1, so
+            that a caller can tell each row's span and file without adding a column.
 
     Raises:
         DataError: a span with no data file or no rows, an unreadable file, files whose
@@ -94,7 +98,10 @@ def read_spans(spans: list[SpanFolder], unique_key: str = "") -> pd.DataFrame:
         _check_same_columns(reference_path, reference, path, frame)
     if unique_key and unique_key in reference.columns:
         _check_unique(frames, unique_key)
-    return pd.concat([frame for _, frame in frames], ignore_index=True)
+    rows = pd.concat([frame for _, frame in frames], ignore_index=True)
+    if index_by_file:
+        rows.index = np.repeat(np.arange(len(frames)), [len(frame) for _, frame in frames])
+    return rows
 
 
 def _check_unique(frames: list[tuple[Path, pd.DataFrame]], key: str) -> None:

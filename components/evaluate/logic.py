@@ -1,4 +1,5 @@
-"""Evaluate: the candidate and the production model on the same eval rows, overall and per slice."""
+"""Evaluate: the candidate and the production model on the same eval rows, overall and per slice,
+with DeLong's paired comparison of their AUCs (components/common/auc_inference.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from components.common import classification_metrics, model_io
+from components.common.auc_inference import auc_estimate, paired_difference
 from components.common.classification_metrics import Metrics
 from components.common.datasets import DatasetConfig
 from components.common.reports import JsonRecord, markdown_table
@@ -16,17 +18,26 @@ from components.common.spans import read_file
 from components.train.logic import binary_labels
 
 OVERALL = "overall"
+FIRST_MODEL = "first model: nothing in production"
 
 
 @dataclasses.dataclass(frozen=True)
 class SliceMetrics:
+    """One model's metrics on one slice, and the DeLong standard error of its AUC."""
+
     feature: str
     value: str
     metrics: Metrics
+    auc_standard_error: float
 
     @property
     def name(self) -> str:
-        return OVERALL if not self.feature else f"{self.feature}={self.value}"
+        return slice_name(self.feature, self.value)
+
+
+def slice_name(feature: str, value: str) -> str:
+    """`feature=value`, or OVERALL for all rows (no feature)."""
+    return OVERALL if not feature else f"{feature}={value}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +55,17 @@ class ModelEvaluation:
 
 
 @dataclasses.dataclass(frozen=True)
+class Comparison:
+    """Candidate AUC minus production AUC on one slice's rows, with the standard error of DeLong's
+    paired test (both models scored the same rows, so their errors are correlated)."""
+
+    slice: str
+    examples: int
+    difference: float
+    standard_error: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Evaluation(JsonRecord):
     """Candidate and production metrics on the same rows.
 
@@ -55,6 +77,7 @@ class Evaluation(JsonRecord):
         production_note: Why there is no production evaluation, if there is none.
         roc: Candidate ROC curve (false positive rates, true positive rates, thresholds).
         confusion: Candidate confusion matrix at threshold 0.5.
+        comparisons: Candidate against production per slice, overall first; empty without production.
     """
 
     candidate: ModelEvaluation
@@ -63,6 +86,7 @@ class Evaluation(JsonRecord):
     production_note: str
     roc: tuple[list[float], list[float], list[float]]
     confusion: list[list[int]]
+    comparisons: tuple[Comparison, ...] = ()
 
     def markdown(self) -> str:
         production = self.production.by_name() if self.production else {}
@@ -75,11 +99,12 @@ class Evaluation(JsonRecord):
             "precision",
             "recall",
             "production AUC",
-            "AUC change",
+            "AUC change ± standard error",
         )
+        compared = {c.slice: c for c in self.comparisons}
         rows = []
         for s in self.candidate.slices:
-            m, base = s.metrics, production.get(s.name)
+            m, base, comparison = s.metrics, production.get(s.name), compared.get(s.name)
             rows.append(
                 (
                     s.name,
@@ -90,7 +115,9 @@ class Evaluation(JsonRecord):
                     _fmt(m.precision),
                     _fmt(m.recall),
                     _fmt(base.auc) if base else "-",
-                    _fmt(m.auc - base.auc, signed=True) if base else "-",
+                    f"{_fmt(comparison.difference, signed=True)} ± {_fmt(comparison.standard_error)}"
+                    if comparison
+                    else "-",
                 )
             )
         against = (
@@ -99,7 +126,8 @@ class Evaluation(JsonRecord):
             else f"no production model ({self.production_note})"
         )
         return (
-            f"## Evaluation\n\nCandidate against {against}, on the same eval rows.\n\n{markdown_table(header, rows)}\n"
+            f"## Evaluation\n\nCandidate against {against}, on the same eval rows; standard errors by "
+            f"DeLong's paired method.\n\n{markdown_table(header, rows)}\n"
         )
 
 
@@ -130,19 +158,44 @@ def evaluate(
     frame = read_file(eval_path, "parquet")
     labels = binary_labels(frame, dataset, eval_path)
     candidate_scores = _scores(candidate_dir, frame)
-    production, note = None, "first model: nothing in production"
+    production_scores, note = None, FIRST_MODEL
     if production_dir is not None:
         try:
-            production = _evaluate_scores(labels, _scores(production_dir, frame), frame, dataset, min_slice_examples)
+            production_scores = _scores(production_dir, frame)
         except (model_io.RequestError, OSError, ValueError) as error:
             note = f"production model version {production_version} cannot score these rows: {error}"
+    return evaluation_of_scores(
+        labels, frame, dataset, candidate_scores, production_scores, production_version, note, min_slice_examples
+    )
+
+
+def evaluation_of_scores(
+    labels: np.ndarray,
+    frame,
+    dataset: DatasetConfig,
+    candidate_scores: np.ndarray,
+    production_scores: np.ndarray | None = None,
+    production_version: int | None = None,
+    production_note: str = FIRST_MODEL,
+    min_slice_examples: int = 1,
+) -> Evaluation:
+    """The evaluation of scores already made on the rows of `frame` (whose slice features it reads).
+
+    Args:
+        labels: The rows' labels as booleans.
+        production_scores: None when there is no production model to compare with; then
+            `production_note` says why.
+    """
+    slices = _slices(frame, dataset, min_slice_examples)
+    compared = production_scores is not None
     return Evaluation(
-        candidate=_evaluate_scores(labels, candidate_scores, frame, dataset, min_slice_examples),
-        production=production,
-        production_version=production_version if production else None,
-        production_note="" if production else note,
+        candidate=_evaluate_scores(labels, candidate_scores, slices),
+        production=_evaluate_scores(labels, production_scores, slices) if compared else None,
+        production_version=production_version if compared else None,
+        production_note="" if compared else production_note,
         roc=classification_metrics.roc_curve(labels, candidate_scores),
         confusion=classification_metrics.confusion_matrix(labels, candidate_scores),
+        comparisons=_compare(labels, candidate_scores, production_scores, slices) if compared else (),
     )
 
 
@@ -151,14 +204,42 @@ def _scores(model_dir: Path, frame) -> np.ndarray:
     return model_io.predict(serving_fn, model_io.frame_to_columns(model_io.signature_of(serving_fn), frame))
 
 
-def _evaluate_scores(
-    labels: np.ndarray, scores: np.ndarray, frame, dataset: DatasetConfig, min_slice_examples: int
-) -> ModelEvaluation:
-    slices = [SliceMetrics("", "", classification_metrics.compute(labels, scores))]
+def _slices(frame, dataset: DatasetConfig, min_slice_examples: int) -> list[tuple[str, str, np.ndarray]]:
+    """(feature, value, row indices) of every slice with at least `min_slice_examples` rows, overall first."""
+    slices = [("", "", np.arange(len(frame)))]
     for feature in dataset.slice_features:
         for value, index in sorted(frame.groupby(feature).indices.items(), key=lambda item: str(item[0])):
             if len(index) >= min_slice_examples:
-                slices.append(
-                    SliceMetrics(feature, str(value), classification_metrics.compute(labels[index], scores[index]))
-                )
-    return ModelEvaluation(tuple(slices))
+                slices.append((feature, str(value), index))
+    return slices
+
+
+def _evaluate_scores(
+    labels: np.ndarray, scores: np.ndarray, slices: list[tuple[str, str, np.ndarray]]
+) -> ModelEvaluation:
+    return ModelEvaluation(
+        tuple(
+            SliceMetrics(
+                feature,
+                value,
+                classification_metrics.compute(labels[index], scores[index]),
+                auc_estimate(labels[index], scores[index]).standard_error,
+            )
+            for feature, value, index in slices
+        )
+    )
+
+
+def _compare(
+    labels: np.ndarray,
+    candidate: np.ndarray,
+    production: np.ndarray,
+    slices: list[tuple[str, str, np.ndarray]],
+) -> tuple[Comparison, ...]:
+    comparisons = []
+    for feature, value, index in slices:
+        difference = paired_difference(labels[index], candidate[index], production[index])
+        comparisons.append(
+            Comparison(slice_name(feature, value), len(index), difference.difference, difference.standard_error)
+        )
+    return tuple(comparisons)

@@ -13,6 +13,7 @@ def ingest(
     dataset: str,
     window_spans: int,
     eval_percent: int,
+    eval_split: str,
     metadata_connection: str,
     run_id: str,
     job_id: str,
@@ -21,7 +22,8 @@ def ingest(
     train_examples: Output[Dataset],
     eval_examples: Output[Dataset],
 ):
-    """Reads the latest window of complete spans and splits it into train and eval."""
+    """Reads the latest window of complete spans and splits it into train and eval (`eval_split`:
+    `time`, the newest rows, or `hash`, by a hash of the key); records which rule split them."""
     from pathlib import Path
 
     from components.common import metadata
@@ -35,6 +37,7 @@ def ingest(
         "dataset": dataset,
         "window_spans": window_spans,
         "eval_percent": eval_percent,
+        "eval_split": eval_split,
     }
     with metadata.pipeline_step(metadata_connection, run_id, job_id, "ingest", parameters) as step:
         step.update_run(trigger=trigger, reason=reason, dataset=dataset, code_version=code_version())
@@ -48,8 +51,11 @@ def ingest(
             Path(eval_examples.path),
             config,
             feature_tables,
+            eval_split,
         )
         step.inputs(metadata.SPAN, result.span_folders, dataset=dataset)
+        # Which rows were judged: the newest (and from when) or a hash share; `ct lineage` shows it too.
+        step.update_run(split_rule=result.split_rule, eval_cut=result.eval_cut)
         departures = list(result.features.departures) if result.features else []
         for split, artifact, rows in (
             ("train", train_examples, result.train_rows),
@@ -62,6 +68,8 @@ def ingest(
                 rows=rows,
                 fingerprint=result.fingerprint,
                 departures=departures,
+                split_rule=result.split_rule,
+                eval_cut=result.eval_cut,
             )
             step.output(
                 metadata.EXAMPLES,
@@ -72,6 +80,8 @@ def ingest(
                 spans=",".join(result.spans),
                 last_span=result.spans[-1],
                 fingerprint=result.fingerprint,
+                split_rule=result.split_rule,
+                eval_cut=result.eval_cut,
             )
         if result.features is not None:
             # Which flights had no feature row at their point in time (documented defaults used).

@@ -29,11 +29,11 @@ from pathlib import Path
 from components.common.datasets import load_dataset
 from components.common.errors import ConfigError
 from components.common.home import Home
-from components.common.metadata import FAILED, PUSHED, MetadataStore
+from components.common.metadata import EVALUATION, FAILED, PUSHED, MetadataStore
 from components.materialize.logic import materialize_window
 from features.sources import FEATURES_FOLDER, write_sources
 from features.store import apply as apply_features
-from pipelines.demo.report import write_report
+from pipelines.demo.report import auc_text, write_report
 from pipelines.demo.sample_data import flight_spans, parse_months, write_span
 from pipelines.demo.serving_process import free_port, start_serving
 from pipelines.home_lock import HomeLock, holding
@@ -44,7 +44,7 @@ from serving.service import REQUEST_LOG_FLUSH_SECONDS
 
 # Written in a home the demo made: only such a home (or an empty one) is deleted by the next demo.
 DEMO_MARKER = ".ct-demo-home"
-SERVE_OPTIONS = ("--canary-percent", "30", "--canary-min-labelled", "300", "--canary-auc-tolerance", "0.01")
+SERVE_OPTIONS = ("--canary-percent", "50")
 PARAMETERS = {"epochs": 3}
 
 
@@ -57,6 +57,7 @@ class MonthRow:
     run_id: str = ""
     decision: str = ""
     pushed_version: int | None = None
+    offline_auc: float | None = None  # the run's candidate on its eval split
     serving_after: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -124,7 +125,7 @@ def fresh_demo_home(path: Path) -> Home:
     return home
 
 
-def run_demo(home_path: Path, months_text: str, rows_per_month: int = 2000) -> int:
+def run_demo(home_path: Path, months_text: str, rows_per_month: int = 4000) -> int:
     """Replays the months; returns 0 when no run failed (pushed, not blessed and stopped by bad data are outcomes)."""
     months = parse_months(months_text)
     home = fresh_demo_home(home_path)
@@ -155,7 +156,10 @@ def run_demo(home_path: Path, months_text: str, rows_per_month: int = 2000) -> i
     request_manual_run(home.triggers, "first model: nothing in production yet")
     rows: list[MonthRow] = []
     print(f"replaying {months[0]}..{months[-1]}: service at {url}, home {home.root}")
-    print(f"{'month':<8} {'traffic (online AUC by version)':<38} {'triggers':<34} {'decision':<28} serving after")
+    print(
+        f"{'month':<8} {'traffic (online AUC by version)':<38} {'triggers':<34} {'decision':<28} "
+        f"{'offline AUC':<12} serving after"
+    )
     with open(home.logs / "serve.log", "w") as serve_log, tempfile.TemporaryDirectory() as scratch:
         server = start_serving(home.root, port, SERVE_OPTIONS, output=serve_log)
         try:
@@ -210,6 +214,8 @@ def _month(
     if row.run_id:
         run = store.run(row.run_id)
         row.decision = run.decision
+        evaluations = store.run_artifacts(row.run_id, EVALUATION)
+        row.offline_auc = float(evaluations[-1].properties["auc"]) if evaluations else None
         if run.decision == PUSHED:
             row.pushed_version = int(run.properties["version"])
             _wait_for_version(port, model_name, row.pushed_version)
@@ -236,4 +242,7 @@ def _wait_for_version(port: int, model_name: str, version: int, timeout: float =
 
 
 def _line(row: MonthRow) -> str:
-    return f"{row.month:<8} {row.online:<38} {row.triggers or '-':<34} {row.outcome:<28} {', '.join(row.serving_after)}"
+    return (
+        f"{row.month:<8} {row.online:<38} {row.triggers or '-':<34} {row.outcome:<28} "
+        f"{auc_text(row.offline_auc):<12} {', '.join(row.serving_after)}"
+    )

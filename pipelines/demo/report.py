@@ -1,4 +1,5 @@
-"""The demo's HTML report: online AUC per month and version, drift per feature, triggers, lineage.
+"""The demo's HTML report: online AUC per month and version, each retraining's offline AUC beside
+its version's online AUC the next month, drift per feature, triggers, lineage.
 
 Charts are inline SVG written here, so the report is one self-contained file that opens
 anywhere and needs no plotting package.
@@ -87,6 +88,24 @@ def heat_table(
     return f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>"
 
 
+def auc_text(value: float | None) -> str:
+    """An AUC with three decimals; `-` when there is none (or only one class was seen: NaN)."""
+    return "-" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def offline_and_next_online(rows: Sequence, index: int) -> tuple[str, str]:
+    """A retraining as it was judged and as it then did: the candidate's offline AUC (its
+    evaluation on the eval split) and the online AUC of the version it pushed on the next
+    month's traffic (from the service's feedback); `-` for what there is not (no run, no
+    evaluation, nothing pushed, no next month, the version not answering it)."""
+    row = rows[index]
+    following = rows[index + 1] if index + 1 < len(rows) else None
+    online = None
+    if row.pushed_version and following is not None and following.traffic:
+        online = following.traffic["versions"].get(str(row.pushed_version), {}).get("auc")
+    return auc_text(row.offline_auc), auc_text(online)
+
+
 def write_report(home: Home, rows, store: MetadataStore, dataset: DatasetConfig) -> Path:
     """Writes `HOME/report.html` from the demo's month rows and what ML Metadata recorded."""
     months = [r.month for r in rows]
@@ -112,9 +131,10 @@ def write_report(home: Home, rows, store: MetadataStore, dataset: DatasetConfig)
     )
     timeline = "".join(
         f"<tr><td>{r.month}</td><td>{html.escape(r.online)}</td><td>{html.escape(r.triggers or '-')}</td>"
-        f"<td>{html.escape(r.outcome)}</td><td>{html.escape(_canary(store, r))}</td>"
+        f"<td>{html.escape(r.outcome)}</td>{''.join(f'<td>{auc}</td>' for auc in offline_and_next_online(rows, i))}"
+        f"<td>{html.escape(_canary(store, r))}</td>"
         f"<td>{html.escape(', '.join(r.serving_after))}</td><td class='small'>{html.escape(r.reasons)}</td></tr>"
-        for r in rows
+        for i, r in enumerate(rows)
     )
     not_fired = [t for t in ("new data", "performance", "distribution shift") if not any(fired[t])]
     honesty = (
@@ -134,7 +154,8 @@ def write_report(home: Home, rows, store: MetadataStore, dataset: DatasetConfig)
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}} .small{{font-size:11px}} .fired{{background:#9ecae1;text-align:center}}</style>
 </head><body><h1>Continuous training: {rows[0].month}..{rows[-1].month} replayed</h1>
 <h2>Timeline</h2><table><tr><th>month</th><th>traffic: online AUC by version (requests)</th><th>triggers</th>
-<th>decision</th><th>canary</th><th>serving after</th><th>why</th></tr>{timeline}</table>
+<th>decision</th><th>offline AUC (eval split)</th><th>its online AUC next month</th><th>canary</th>
+<th>serving after</th><th>why</th></tr>{timeline}</table>
 <h2>Online AUC per month and model version</h2>
 <p>Each month's flights, answered live by the versions in service, scored against their true outcomes.</p>
 {line_chart(months, auc_series, "online AUC")}

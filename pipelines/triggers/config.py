@@ -13,6 +13,7 @@ from components.common.errors import ConfigError
 from pipelines.config import check_parameter_values, parse_parameters
 from pipelines.local_run import pipeline_parameters
 from pipelines.retention import RetentionSettings
+from pipelines.triggers.calibration import minimum_resamples
 from pipelines.triggers.cron import parse_cron
 from serving.config import KServeRollout
 
@@ -30,24 +31,34 @@ class NewDataSettings:
 @dataclasses.dataclass(frozen=True)
 class PerformanceSettings:
     """Fires when the production model's online AUC (from feedback) over its last `window`
-    labelled predictions is below `min_auc`, once there are `min_samples` of them."""
+    labelled predictions is below `min_auc` with `confidence` (its upper one-sided bound is
+    below), once there are `min_samples` of them."""
 
     serving_url: str = "http://127.0.0.1:8501"
     min_auc: float = 0.65
     window: int = 1000
     min_samples: int = 200
+    confidence: float = 0.95
 
     def __post_init__(self):
         if not 0 <= self.min_auc <= 1:
             raise ConfigError(f"min_auc={self.min_auc}: expected 0..1")
         _at_least(self, "window", 1)
         _at_least(self, "min_samples", 1)
+        if not 0.5 <= self.confidence < 1:  # also refuses NaN
+            raise ConfigError(f"confidence={self.confidence}: expected 0.5 up to (not including) 1")
 
 
 @dataclasses.dataclass(frozen=True)
 class ShiftSettings:
     """Fires when logged serving traffic differs from the production model's training data
-    (skew) or recent traffic from older traffic (drift), per feature, above a threshold."""
+    (skew) or recent traffic from older traffic (drift), per feature, above a threshold and
+    above what sampling noise alone reaches at `window_rows` rows.
+
+    The noise thresholds are calibrated on `resamples` resamples of the reference at the
+    window's size (calibration.py) so that a check of a steady stream fires falsely with
+    probability at most `false_alarm_rate`, over all features, skew and drift together.
+    """
 
     categorical_threshold: float = 0.1
     numeric_threshold: float = 0.1
@@ -55,12 +66,24 @@ class ShiftSettings:
     check_seconds: float = 10.0
     # Features that change with every span by design (a calendar month) would fire every time.
     ignore_features: tuple[str, ...] = ()
+    false_alarm_rate: float = 0.05
+    # At least 2 / false_alarm_rate - 1. A calibration costs resamples TFDV statistics of a
+    # window (twice that for drift); it runs only when a feature passes its threshold, and
+    # skew's is kept until the production version or the window size changes.
+    resamples: int = 39
 
     def __post_init__(self):
         _at_least(self, "categorical_threshold", 0)
         _at_least(self, "numeric_threshold", 0)
         _at_least(self, "window_rows", 1)
         _at_least(self, "check_seconds", 0)
+        if not 0 < self.false_alarm_rate < 1:  # also refuses NaN
+            raise ConfigError(f"false_alarm_rate={self.false_alarm_rate}: expected between 0 and 1 (both excluded)")
+        if not self.resamples >= minimum_resamples(self.false_alarm_rate):
+            raise ConfigError(
+                f"resamples={self.resamples}: must be at least {minimum_resamples(self.false_alarm_rate)} "
+                f"for false_alarm_rate={self.false_alarm_rate:g}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,9 +193,11 @@ def _section(path: Path, key: str, kind: type, raw: Any):
     for name, value in raw.items():
         if name not in fields:
             raise ConfigError(f"{path}: {key}.{name}: unknown key; known: {', '.join(fields)}")
-        expected = type(getattr(kind(), name))
-        if expected is tuple and isinstance(value, list):
+        default = getattr(kind(), name)
+        if type(default) is tuple and isinstance(value, list):
             raw = {**raw, name: tuple(value)}
+        elif dataclasses.is_dataclass(default):  # a nested section (kserve_rollout.canary_test)
+            raw = {**raw, name: _section(path, f"{key}.{name}", type(default), value)}
         else:
             _checked_type(path, f"{key}.{name}", value, getattr(kind(), name))
     try:

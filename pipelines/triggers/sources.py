@@ -12,15 +12,24 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
+import numpy as np
 import pandas as pd
 import pyarrow
 import pyarrow.parquet as pq
 
+from components.common.auc_inference import STANDARD_NORMAL
 from components.common.datasets import DatasetConfig
 from components.common.metadata import MetadataStore
 from components.common.spans import complete_spans
+from pipelines.triggers.calibration import (
+    NoiseThresholds,
+    ParametricReference,
+    Statistics,
+    drift_noise,
+    skew_noise,
+)
 from pipelines.triggers.config import PerformanceSettings, ShiftSettings
 from pipelines.triggers.cron import parse_cron
 from serving.request_log import PREFIX
@@ -32,6 +41,8 @@ SCHEDULE = "schedule"
 NEW_DATA = "new data"
 PERFORMANCE = "performance"
 DISTRIBUTION_SHIFT = "distribution shift"
+# The distribution-shift trigger's resampling starts from this seed.
+RESAMPLING_SEED = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +133,11 @@ class NewDataTrigger:
 
 
 class PerformanceDropTrigger:
-    """Fires when the production version's online AUC, from the service's feedback, falls below the floor.
+    """Fires when the production version's online AUC, from the service's feedback, is below the
+    floor with confidence: the upper one-sided bound of its last `window` labelled predictions'
+    AUC at `confidence` (DeLong standard error, components/common/auc_inference.py) is below
+    `min_auc`. A model whose true AUC is at the floor fires on a given check with chance at
+    most 1 - confidence; one that is just noisy does not fire at all.
 
     Fires once per production version: a new version (or a restart) re-arms it.
     """
@@ -142,17 +157,21 @@ class PerformanceDropTrigger:
         except (urllib.error.URLError, OSError, ValueError) as error:
             log.debug("performance not available from %s: %s", url, error)
             return []
-        if not stable or stable["labelled"] < self.config.min_samples or stable["auc"] is None:
+        if not stable or stable["labelled"] < self.config.min_samples:
+            return []
+        if stable["auc"] is None or stable.get("auc_standard_error") is None:
             return []
         version = str(stable["version"])
-        if stable["auc"] >= self.config.min_auc or version in self._fired_for:
+        bound = stable["auc"] + STANDARD_NORMAL.inv_cdf(self.config.confidence) * stable["auc_standard_error"]
+        if bound >= self.config.min_auc or version in self._fired_for:
             return []
         self._fired_for.add(version)
         return [
             Firing(
                 PERFORMANCE,
-                f"online AUC {stable['auc']:.4f} of version {version} below {self.config.min_auc:g} "
-                f"over its last {stable['labelled']} labelled predictions",
+                f"online AUC {stable['auc']:.4f} of version {version} below {self.config.min_auc:g} with "
+                f"{self.config.confidence:.0%} confidence (upper bound {bound:.4f}) over its last "
+                f"{stable['labelled']} labelled predictions",
                 now,
             )
         ]
@@ -222,6 +241,13 @@ class DistributionShiftTrigger:
     Each window is the newest `window_rows` requests logged since the previous window; a check
     reads only the request log's files written since the last check, and only the features
     compared, so its cost and memory are bounded by the window, not by the log (LogTail).
+
+    A feature fires when its distance is above its configured threshold and above the noise
+    threshold for the window's size, calibrated by resampling (calibration.py) so that a check
+    of a steady stream fires falsely with probability at most `false_alarm_rate`. Calibrating
+    costs `resamples` statistics of a window (skew) or twice that (drift), so it runs only when
+    a feature is above its configured threshold; skew's is kept per production version and
+    window size. Resampling is seeded: the same traffic gives the same firings.
     """
 
     name = DISTRIBUTION_SHIFT
@@ -235,7 +261,9 @@ class DistributionShiftTrigger:
         self._tail = LogTail(request_log, features, config.window_rows)
         self._pending: pd.DataFrame | None = None  # rows since the last window, at most a window of them
         self._last_check = 0.0
-        self._previous = None
+        self._previous: tuple[pd.DataFrame, Statistics] | None = None  # the last window's rows and statistics
+        self._random = np.random.default_rng(RESAMPLING_SEED)
+        self._skew_noise: tuple[tuple, NoiseThresholds] | None = None  # its key and skew's noise thresholds
 
     def check(self, now: float) -> list[Firing]:
         if now - self._last_check < self.config.check_seconds:
@@ -258,28 +286,70 @@ class DistributionShiftTrigger:
 
         schema = load_schema(self.dataset.schema_path)
         features = [f for f in self.dataset.features if f in window.columns and f not in self.config.ignore_features]
-        current = statistics_of_dataframe(window[features], schema)
+        window = window[features]
+        current = statistics_of_dataframe(window, schema)
         thresholds = (
             self.dataset.categorical_features,
             self.config.categorical_threshold,
             self.config.numeric_threshold,
         )
+        resampling = (self.config.resamples, self.config.false_alarm_rate, self._random)
+
+        def statistics(frame):
+            return statistics_of_dataframe(frame, schema)
+
+        def drift(first, second):
+            return measure_drift(first, second, schema, *thresholds)
+
         reasons = []
         production = self.store.production_model(self.dataset.model_name)
         training = self.store.training_statistics(production) if production else None
         if training is not None:
-            skewed = _over(measure_skew(load_statistics(Path(training.uri)), current, schema, *thresholds))
+            reference = load_statistics(Path(training.uri))
+            version = production.properties["version"]
+
+            def skew(sample):
+                return measure_skew(reference, sample, schema, *thresholds)
+
+            def calibrate_skew():
+                sampler = ParametricReference(reference, schema, features)
+                return skew_noise(sampler, len(window), *resampling, statistics, skew)
+
+            skewed = _above_noise(
+                skew(current), lambda: self._skew_noise_of((version, len(window), tuple(features)), calibrate_skew)
+            )
             if skewed:
-                reasons.append(
-                    f"serving traffic skewed from version {production.properties['version']}'s training data: {skewed}"
-                )
+                reasons.append(f"serving traffic skewed from version {version}'s training data: {skewed}")
         if self._previous is not None:
-            drifted = _over(measure_drift(current, self._previous, schema, *thresholds))
+            previous_rows, previous_statistics = self._previous
+            drifted = _above_noise(
+                drift(current, previous_statistics),
+                lambda: drift_noise(previous_rows, window, *resampling, statistics, drift),
+            )
             if drifted:
                 reasons.append(f"recent traffic drifted from the {len(window)} requests before: {drifted}")
-        self._previous = current
+        self._previous = (window, current)
         return [Firing(DISTRIBUTION_SHIFT, "; ".join(reasons), now)] if reasons else []
 
+    def _skew_noise_of(self, key: tuple, calibrate: Callable[[], NoiseThresholds]) -> NoiseThresholds:
+        """Skew's noise thresholds, calibrated once per key: production version, window size, features."""
+        if self._skew_noise is None or self._skew_noise[0] != key:
+            started = time.monotonic()
+            self._skew_noise = (key, calibrate())
+            log.info("skew noise of version %s at %d rows calibrated in %.1f s", *key[:2], time.monotonic() - started)
+        return self._skew_noise[1]
 
-def _over(distances: Sequence) -> str:
-    return ", ".join(f"{d.feature} {d.measure} {d.value:.3f} > {d.threshold:g}" for d in distances if d.drifted)
+
+def _above_noise(distances: Sequence, calibrate: Callable[[], NoiseThresholds]) -> str:
+    """The features above their configured threshold and above noise at the window's size, as a
+    reason; calibrates the noise only when some feature is above its configured threshold."""
+    over = [d for d in distances if d.drifted]
+    if not over:
+        return ""
+    noise = calibrate()
+    # A feature no resample measured (absent from all of them) has no noise to clear.
+    return ", ".join(
+        f"{d.feature} {d.measure} {d.value:.3f} > {d.threshold:g} (noise at {noise.rows} rows: {level:.3f})"
+        for d in over
+        if d.value > (level := noise.by_feature.get(d.feature, 0.0))
+    )

@@ -53,19 +53,23 @@ class InProcessCanary:
             self.journal.reset([model.version, registry.routing.stable.version])
 
     def judge(self, registry: ModelRegistry) -> None:
-        """Promotes or rolls back the canary once the evidence is in; records the verdict."""
+        """Promotes or rolls back the canary once the evidence is in; records the verdict.
+
+        A verdict another replica wrote is followed at once; the evidence is weighed every
+        `canary_check_seconds` (the sequential test allows any number of looks; each costs
+        tens of milliseconds with tens of thousands of labels, kept off most ticks)."""
         routing = registry.routing
         if routing.canary is None:
             return
         version = routing.canary.version
-        if self.shared is None:
-            self._apply(registry, version, self._verdict_from_journal(routing), record=True)
-            return
-        written = self.shared.verdicts.read(version)
+        written = self.shared.verdicts.read(version) if self.shared is not None else None
         if written is None:
             if time.monotonic() - self._checked < self.config.canary_check_seconds:
                 return
             self._checked = time.monotonic()
+            if self.shared is None:
+                self._apply(registry, version, self._verdict_from_journal(routing), record=True)
+                return
             verdict = self._verdict_from_logs(routing)
             if verdict is None:
                 return
@@ -81,8 +85,7 @@ class InProcessCanary:
         return judge_canary(
             self.journal.outcomes(routing.stable.version),
             self.journal.outcomes(routing.canary.version),
-            self.config.canary_min_labelled,
-            self.config.canary_auc_tolerance,
+            self.config.canary_test,
             self.config.canary_max_error_rate,
         )
 
@@ -100,8 +103,7 @@ class InProcessCanary:
         return judge_canary(
             stable,
             dataclasses.replace(canary, requests=local.requests, errors=local.errors),
-            self.config.canary_min_labelled,
-            self.config.canary_auc_tolerance,
+            self.config.canary_test,
             self.config.canary_max_error_rate,
         )
 

@@ -1,5 +1,22 @@
 """The canary's judge: one verdict from online outcomes, whoever collected them (the
-service's own journal, or the shared request and feedback logs for KServe)."""
+service's own journal, or the shared request and feedback logs for KServe).
+
+The online metric is the AUC of each version's labelled predictions since the canary
+arrived; the two versions answer different requests, so their difference has the sum of
+their DeLong variances (components/common/auc_inference.py). On that difference runs
+Wald's sequential probability ratio test (A. Wald, "Sequential tests of statistical
+hypotheses", Annals of Mathematical Statistics 16(2), 1945), in the normal form used for
+sequential trials (J. Whitehead, "The Design and Analysis of Sequential Clinical Trials",
+1997): "as good as stable" (difference 0) against "worse by `worse_auc`". With the
+estimate D and its information I (one over its variance) the log likelihood ratio is
+I * worse_auc * (D + worse_auc / 2). The canary is promoted when it reaches
+log((1 - false_rollback) / missed_worse), rolled back when it falls to
+log(false_rollback / (1 - missed_worse)), and waits in between: a clearly better or worse
+canary is decided early, one within noise of the boundary waits for more labels, up to
+`max_labelled` of the canary's; inconclusive then means `when_inconclusive` (keep stable
+by default), recorded as such. Checking after every label keeps the error rates, since
+the test is built for continuous monitoring; bench/decisions.py measures them on flights.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.common.classification_metrics import auc, compute
+from components.common.auc_inference import STANDARD_NORMAL, AucEstimate, auc_estimate, independent_difference
+from components.common.classification_metrics import compute
+from components.common.errors import ConfigError
 from components.common.metadata import PROMOTED, ROLLED_BACK
 from serving.request_log import read_log
 
@@ -33,21 +52,74 @@ class VersionOutcomes:
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
 
-    @property
-    def auc(self) -> float:
-        return auc(np.array(self.labels), np.array(self.scores)) if self.labels else math.nan
+    def auc_estimate(self) -> AucEstimate:
+        """Online AUC with its DeLong standard error (NaN before both classes were labelled)."""
+        return auc_estimate(np.array(self.labels, dtype=bool), np.array(self.scores, dtype=np.float64))
 
     def summary(self) -> dict[str, float]:
         metrics = compute(np.array(self.labels), np.array(self.scores)) if self.labels else None
+        estimate = self.auc_estimate() if self.labels else None
         return {
             "version": self.version,
             "requests": self.requests,
             "errors": self.errors,
             "labelled": self.labelled,
             "auc": metrics.auc if metrics else math.nan,
+            "auc_standard_error": estimate.standard_error if estimate else math.nan,
             "log_loss": metrics.log_loss if metrics else math.nan,
             "accuracy": metrics.accuracy if metrics else math.nan,
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class SequentialTest:
+    """The canary test's settings (see the module's docstring); checked when made.
+
+    Attributes:
+        min_labelled: Labelled predictions each version needs before the first look (the
+            normal approximation needs a few dozen of each class).
+        max_labelled: The canary's labelled predictions after which an undecided test is
+            inconclusive.
+        worse_auc: How much lower an online AUC must be caught as worse.
+        false_rollback: Chance of rolling back a canary as good as stable (before the maximum).
+        missed_worse: Chance of promoting a canary worse by `worse_auc`.
+        when_inconclusive: The decision at the maximum: rolled back (keep stable) or promoted.
+    """
+
+    min_labelled: int = 200
+    max_labelled: int = 10_000
+    worse_auc: float = 0.05
+    false_rollback: float = 0.05
+    missed_worse: float = 0.05
+    when_inconclusive: str = ROLLED_BACK
+
+    def __post_init__(self):
+        if self.min_labelled < 1:
+            raise ConfigError(f"min_labelled={self.min_labelled}: must be at least 1")
+        if self.max_labelled < self.min_labelled:
+            raise ConfigError(f"max_labelled={self.max_labelled}: must be at least min_labelled ({self.min_labelled})")
+        if not 0 < self.worse_auc < 1:  # also refuses NaN
+            raise ConfigError(f"worse_auc={self.worse_auc}: expected between 0 and 1")
+        for name in ("false_rollback", "missed_worse"):
+            if not 0 < getattr(self, name) < 0.5:
+                raise ConfigError(f"{name}={getattr(self, name)}: expected between 0 and 0.5")
+        if self.when_inconclusive not in (PROMOTED, ROLLED_BACK):
+            raise ConfigError(f"when_inconclusive={self.when_inconclusive!r}: expected {ROLLED_BACK} or {PROMOTED}")
+
+    def fixed_size_labels(self, variance_per_label: float) -> int:
+        """The canary labels a fixed-size test with the same error rates would need (a one-sided
+        z-test of the AUC difference between 0 and -worse_auc), when the difference's variance is
+        `variance_per_label` over the canary's labels (stable's share of traffic included)."""
+        z = STANDARD_NORMAL.inv_cdf(1 - self.false_rollback) + STANDARD_NORMAL.inv_cdf(1 - self.missed_worse)
+        return math.ceil(z * z * variance_per_label / self.worse_auc**2)
+
+    @property
+    def promote_at(self) -> float:
+        return math.log((1 - self.false_rollback) / self.missed_worse)
+
+    @property
+    def roll_back_at(self) -> float:
+        return math.log(self.false_rollback / (1 - self.missed_worse))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,51 +132,73 @@ class CanaryVerdict:
 def judge_canary(
     stable: VersionOutcomes,
     canary: VersionOutcomes,
-    min_labelled: int,
-    auc_tolerance: float,
+    test: SequentialTest,
     max_error_rate: float,
     min_requests_for_errors: int = 50,
 ) -> CanaryVerdict | None:
     """Promote, roll back, or wait (None).
 
-    Rolled back at once when the canary's error rate exceeds `max_error_rate` (after
-    enough requests to tell); otherwise judged once both versions have `min_labelled`
-    labelled predictions: promoted when its online AUC is at least stable's minus
-    `auc_tolerance`, rolled back when lower.
+    Rolled back at once when the canary's error rate exceeds `max_error_rate` (after enough
+    requests to tell); otherwise by the sequential test on the online AUC difference, once
+    both versions have `test.min_labelled` labelled predictions of which some of each class.
     """
-    numbers = {
+    numbers: dict[str, float] = {
         "stable_version": stable.version,
         "canary_version": canary.version,
-        "stable_auc": stable.auc,
-        "canary_auc": canary.auc,
         "stable_labelled": stable.labelled,
         "canary_labelled": canary.labelled,
         "canary_requests": canary.requests,
         "canary_error_rate": canary.error_rate,
         "stable_error_rate": stable.error_rate,
-        "auc_tolerance": auc_tolerance,
         "max_error_rate": max_error_rate,
+        "worse_auc": test.worse_auc,
+        "false_rollback": test.false_rollback,
+        "missed_worse": test.missed_worse,
     }
     if canary.requests >= min_requests_for_errors and canary.error_rate > max_error_rate:
         return CanaryVerdict(
             ROLLED_BACK, f"canary error rate {canary.error_rate:.3f} above {max_error_rate:g}", numbers
         )
-    if min(stable.labelled, canary.labelled) < min_labelled:
+    if min(stable.labelled, canary.labelled) < test.min_labelled:
         return None
-    if math.isnan(canary.auc) or math.isnan(stable.auc):
+    stable_auc, canary_auc = stable.auc_estimate(), canary.auc_estimate()
+    if math.isnan(canary_auc.auc) or math.isnan(stable_auc.auc):
         return None  # one class only so far: wait for both
-    if canary.auc >= stable.auc - auc_tolerance:
+    difference = independent_difference(canary_auc, stable_auc)
+    information = math.inf if difference.standard_error == 0 else difference.standard_error**-2
+    # 0 * inf is NaN: with no noise and a difference exactly at the midpoint, neither hypothesis is favoured.
+    ratio = np.nan_to_num(information * test.worse_auc * (difference.difference + test.worse_auc / 2))
+    numbers.update(
+        stable_auc=stable_auc.auc,
+        canary_auc=canary_auc.auc,
+        stable_auc_standard_error=stable_auc.standard_error,
+        canary_auc_standard_error=canary_auc.standard_error,
+        auc_difference=difference.difference,
+        auc_difference_standard_error=difference.standard_error,
+        log_likelihood_ratio=float(ratio),
+        promote_at=test.promote_at,
+        roll_back_at=test.roll_back_at,
+    )
+    evidence = (
+        f"online AUC {canary_auc.auc:.4f} vs stable {stable_auc.auc:.4f} "
+        f"(difference {difference.difference:+.4f} ± {difference.standard_error:.4f}) "
+        f"over {canary.labelled}/{stable.labelled} labels"
+    )
+    if ratio >= test.promote_at:
         return CanaryVerdict(
-            PROMOTED,
-            f"online AUC {canary.auc:.4f} vs stable {stable.auc:.4f} "
-            f"(tolerance {auc_tolerance:g}) over {canary.labelled}/{stable.labelled} labels",
+            PROMOTED, f"{evidence}: as good as stable (not worse by {test.worse_auc:g}), sequential test", numbers
+        )
+    if ratio <= test.roll_back_at:
+        return CanaryVerdict(ROLLED_BACK, f"{evidence}: worse than stable, sequential test", numbers)
+    if canary.labelled >= test.max_labelled:
+        numbers["inconclusive"] = 1.0
+        return CanaryVerdict(
+            test.when_inconclusive,
+            f"{evidence}: inconclusive at the maximum of {test.max_labelled} labels; {test.when_inconclusive} "
+            "as configured",
             numbers,
         )
-    return CanaryVerdict(
-        ROLLED_BACK,
-        f"online AUC {canary.auc:.4f} below stable {stable.auc:.4f} minus tolerance {auc_tolerance:g}",
-        numbers,
-    )
+    return None
 
 
 def logged_outcomes(requests: pd.DataFrame, feedback: pd.DataFrame, version: int) -> VersionOutcomes:

@@ -256,8 +256,7 @@ class KServeCanary:
             verdict = judge_canary(
                 stable,
                 canary,
-                self.settings.min_labelled,
-                self.settings.auc_tolerance,
+                self.settings.canary_test,
                 max_error_rate=1.0,
             )  # failures show as not Ready
             if verdict is None:

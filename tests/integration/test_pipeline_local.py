@@ -98,6 +98,13 @@ def test_first_run_pushes_version_1(three_runs):
     assert sorted(windows) == ["planes", "weather"] and windows["weather"].properties["rows"] > 2000
     assert windows["weather"].properties["start"].startswith("2013-01-01T")  # the first sampled departure hour
     assert first.properties["weather_missing"] < 0.05 * 3000 and first.properties["planes_missing"] > 0
+    # Judged out of time: on the newest fifth of January's flights, the cut recorded with the examples.
+    examples = MetadataStore(home.metadata_connection).run_artifacts(first.run_id, metadata.EXAMPLES)
+    assert {(e.properties["split_rule"], e.properties["eval_cut"]) for e in examples} == {
+        (first.properties["split_rule"], first.properties["eval_cut"])
+    }
+    assert first.properties["split_rule"] == "newest 20% by sched_dep"
+    assert first.properties["eval_cut"] > "2013-01-2"  # the last days of the month
     assert (home.model_repository / "flight-delay" / "1" / "saved_model.pb").is_file()
 
 

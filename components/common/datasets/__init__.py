@@ -25,13 +25,17 @@ class DatasetConfig:
         model_name: Name of the model in the model repository and ML Metadata.
         label: Label column.
         positive_label: The label value counted as the positive class.
-        key: Column hashed for the train/eval split; empty to hash the whole row.
+        key: Column hashed for the train/eval split (the hash split, and the time split's
+            tie-breaker); empty to hash the whole row.
         categorical_features: Features looked up in a vocabulary (strings or integer codes).
         numeric_features: Features normalized as floats (missing values imputed).
         slice_features: Features whose values define evaluation slices.
         schema_path: The committed, reviewed TFDV schema.
         feature_store: Spans carry entity columns only; ingest joins the feature store's
             tables (`<data root>/features/`) and the service looks them up online.
+        event_time: Column of each row's event time (ISO-8601, UTC unless it carries an
+            offset): ingest's time split orders each span's rows by it and takes the newest
+            for eval. Empty: none; a span's rows are then ordered by the hash of the key.
     """
 
     name: str
@@ -44,6 +48,7 @@ class DatasetConfig:
     slice_features: tuple[str, ...]
     schema_path: Path
     feature_store: bool = False
+    event_time: str = ""
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -79,6 +84,7 @@ def load_dataset(name: str) -> DatasetConfig:
         slice_features=tuple(raw.get("slice_features", ())),
         schema_path=DATASETS_DIR / raw["schema"],
         feature_store=bool(raw.get("feature_store", False)),
+        event_time=str(raw.get("event_time") or ""),
     )
     overlap = set(config.categorical_features) & set(config.numeric_features)
     if overlap:

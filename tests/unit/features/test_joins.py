@@ -56,6 +56,8 @@ def test_bad_entity_values_name_the_feature_and_value(tmp_path):
     sources = crafted_sources(tmp_path, [("EWR", "2013-01-01T13:00:00Z", 10.0)])
     with pytest.raises(DataError, match="span=x: feature 'sched_dep': .*ISO-8601 .*value '2013-01-01 13:30'"):
         training_features(flights(("EWR", "2013-01-01 13:30", "N1")), sources, where="span=x")
+    with pytest.raises(DataError, match="'sched_dep': .*not a date and time of the calendar .*'2013-02-30T10:00:00Z'"):
+        training_features(flights(("EWR", "2013-02-30T10:00:00Z", "N1")), sources, where="span=x")
     with pytest.raises(DataError, match="feature 'tailnum': entity column is missing"):
         training_features(flights(("EWR", "2013-01-01T13:30:00Z", "N1")).drop(columns=["tailnum"]), sources)
 

@@ -47,6 +47,7 @@ def test_schema_infer_writes_a_reviewable_schema(tmp_path, capsys):
         ("learning_rate=0", "ct run: learning_rate=0.0: must be positive"),
         ("hidden_units=64,0", "ct run: hidden_units='64,0': must be positive integers"),
         ("eval_percent=100", "ct run: eval_percent=100: must be between 1 and 99"),
+        ("eval_split=random", "ct run: eval_split='random': must be time or hash"),
         ("window_spans=0", "ct run: window_spans=0: must be at least 1"),
         ("min_auc=1.5", "ct run: min_auc=1.5: expected 0..1"),
     ],

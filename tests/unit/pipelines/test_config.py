@@ -35,6 +35,7 @@ def test_bad_parameter_is_named(assignment, message):
         ({"hidden_units": "64,-2"}, "^hidden_units='64,-2': must be positive integers"),
         ({"window_spans": 0}, "^window_spans=0: must be at least 1"),
         ({"eval_percent": 0}, "^eval_percent=0: must be between 1 and 99"),
+        ({"eval_split": "random"}, "^eval_split='random': must be time or hash"),
         ({"max_auc_drop": 2.0}, "^max_auc_drop=2.0: expected 0..1"),
     ],
 )

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from components.common.errors import ConfigError
+from serving.canary.judge import SequentialTest
 from serving.config import ServingConfig
 from serving.credentials import ServingToken, serving_token
 from tests.support.serving_helpers import FEEDBACK, MODEL, TOKEN, call, publish, wait_for
@@ -28,7 +29,7 @@ def test_feedback_without_the_token_is_refused(serve, rows):
 def test_invented_altered_and_repeated_ids_are_rejected_and_decide_nothing(serve, rows, trained_model):
     # The attack that rolled a canary back: predictions, then invented labels for ids of one's choosing.
     server, service, repository, store = serve(
-        ServingConfig(poll_seconds=0.05, canary_percent=50, canary_min_labelled=40)
+        ServingConfig(poll_seconds=0.05, canary_percent=50, canary_test=SequentialTest(min_labelled=40))
     )
     publish(repository, trained_model, 2, store)
     assert wait_for(lambda: service.registry.routing.canary is not None)

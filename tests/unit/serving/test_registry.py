@@ -81,10 +81,10 @@ def test_a_pinned_service_serves_its_version_only_and_never_a_canary(serve, rows
     assert call(server, f"/v1/models/{MODEL}:predict", {"instances": rows[:1]})[1]["model_version"] == "2"
 
 
-def record_push(store, folder, version):
-    """Records a push of whatever `folder` holds, with its digest, as the push step would."""
+def record_push(store, folder, version, digest=None):
+    """Records a push of `folder` with `digest` (default: of what it holds now), as the push step would."""
     with store.step(f"run-{version}", "push", {}) as step:
-        step.pushed_model(MODEL, version, str(folder), content_digest(folder))
+        step.pushed_model(MODEL, version, str(folder), digest or content_digest(folder))
 
 
 def broken_version(repository, version):
@@ -120,10 +120,11 @@ def test_only_versions_whose_push_was_recorded_with_their_content_are_served(ser
     assert service.registry.routing.canary is None and 2 not in service.registry.failed
     record_push(store, dropped.path, 2)  # recorded late: served from then on
     assert wait_for(lambda: service.registry.routing.canary is not None)
-    # Changed on disk after its push was recorded: refused, and named.
+    # Changed on disk after it was published: its push records what was published; refused, and named.
+    # (Altered before the push is recorded, so the service cannot load it in between.)
     altered = model_repository.publish(trained_model, repository, MODEL, {})
-    record_push(store, altered.path, 3)
     (altered.path / "saved_model.pb").write_bytes((altered.path / "saved_model.pb").read_bytes() + b"\0")
+    record_push(store, altered.path, 3, altered.digest)
     assert wait_for(lambda: 3 in service.registry.failed)
     assert "is not what was pushed" in service.registry.failed[3]
     assert service.registry.routing.canary.version == 2

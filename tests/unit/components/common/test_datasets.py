@@ -18,3 +18,7 @@ def test_bundled_datasets_load_with_their_committed_schema():
 def test_unknown_dataset_is_named_with_the_choices():
     with pytest.raises(ConfigError, match="unknown dataset 'taxis'.*flights, penguins"):
         load_dataset("taxis")
+
+
+def test_flights_declare_their_event_time_and_penguins_none():
+    assert (load_dataset("flights").event_time, load_dataset("penguins").event_time) == ("sched_dep", "")

@@ -10,13 +10,17 @@ def test_candidate_and_production_are_scored_on_the_same_rows(trained_model, spl
     assert candidate == production  # the same model on the same rows
     assert 0.6 < candidate[OVERALL].auc < 1 and candidate[OVERALL].examples == sum(sum(r) for r in result.confusion)
     assert result.production_version == 4
+    # DeLong's paired comparison per slice, overall first: the same model differs by exactly nothing.
+    assert [c.slice for c in result.comparisons] == list(candidate)
+    assert all((c.difference, c.standard_error) == (0.0, 0.0) for c in result.comparisons)
+    assert 0 < result.candidate.slices[0].auc_standard_error < 0.05
     assert "| origin=JFK |" in result.markdown() and "production model version 4" in result.markdown()
     assert Evaluation.from_json(result.to_json()) == result
 
 
 def test_first_model_has_no_production_evaluation(trained_model, splits, flights):
     result = evaluate(trained_model, splits[1], flights)
-    assert result.production is None and result.production_version is None
+    assert result.production is None and result.production_version is None and result.comparisons == ()
     assert result.production_note == "first model: nothing in production"
 
 

@@ -1,9 +1,13 @@
+import re
+
 import pandas as pd
 import pytest
 
+from components.common.datasets import load_dataset
 from components.common.errors import ConfigError, DataError
-from components.ingest.logic import ingest
-from tests.support.spans import write_month
+from components.ingest.logic import examples_with_features, ingest
+from pipelines.demo.sample_data import penguin_spans, write_span
+from tests.support.spans import feature_tables_folder, write_month
 
 
 def run(data_root, tmp_path, window=1, key="flight_id"):
@@ -115,3 +119,99 @@ def test_duplicated_keys_are_named(tmp_path, flight_months):
         rf"\(value '{month.flight_id[0]}'\)",
     ):
         run(tmp_path / "data", tmp_path)
+
+
+def _departures(frame: pd.DataFrame, months: dict[str, pd.DataFrame]) -> pd.Series:
+    """The scheduled departure of each row of a split, from the spans (the join drops the column)."""
+    source = pd.concat(months.values()).set_index("flight_id").sched_dep
+    return source.loc[frame.flight_id]
+
+
+def test_time_split_puts_exactly_the_newest_rows_in_eval(data_root, tmp_path, flight_months, flights):
+    result = ingest(data_root, 1, 20, flights.key, tmp_path / "train.parquet", tmp_path / "eval.parquet", flights)
+    train = pd.read_parquet(tmp_path / "train.parquet")
+    eval_ = pd.read_parquet(tmp_path / "eval.parquet")
+    assert (result.train_rows, result.eval_rows) == (len(train), len(eval_)) == (2400, 600)  # ceil(3000 * 20%)
+    train_times, eval_times = _departures(train, flight_months), _departures(eval_, flight_months)
+    assert train_times.max() <= eval_times.min() == result.eval_cut
+    assert result.split_rule == "newest 20% by sched_dep"
+    # The joined features stayed with their flights: the same as joining the eval flights alone.
+    month = flight_months["2013-01"]
+    alone = examples_with_features(month[month.flight_id.isin(eval_.flight_id)], flights, feature_tables_folder(), "")
+    assert alone[0].set_index("flight_id").loc[eval_.flight_id].reset_index().equals(eval_)
+
+
+def test_time_split_takes_the_newest_span_first_across_several_spans(data_root, tmp_path, flight_months, flights):
+    write_month(data_root, "2013-02", flight_months["2013-02"])
+    write_month(data_root, "2013-07", flight_months["2013-07"])
+    result = ingest(data_root, 3, 30, flights.key, tmp_path / "train.parquet", tmp_path / "eval.parquet", flights)
+    train = pd.read_parquet(tmp_path / "train.parquet")
+    eval_ = pd.read_parquet(tmp_path / "eval.parquet")
+    assert result.eval_rows == 2700  # 30% of 9000: all of July's 3000 rows but the oldest 300 are eval
+    assert set(eval_.flight_id) <= set(flight_months["2013-07"].flight_id)
+    assert _departures(train, flight_months).max() <= _departures(eval_, flight_months).min() == result.eval_cut
+    # Spans come first: a span's rows count as newer than any of an older span, whatever their times.
+    root = tmp_path / "shuffled"
+    write_month(root, "2013-01", flight_months["2013-07"])
+    write_month(root, "2013-02", flight_months["2013-01"])
+    ingest(root, 2, 30, flights.key, tmp_path / "train.parquet", tmp_path / "eval.parquet", flights)
+    assert set(pd.read_parquet(tmp_path / "eval.parquet").flight_id) <= set(flight_months["2013-01"].flight_id)
+
+
+def test_time_split_breaks_ties_by_the_hash_of_the_key_whatever_the_row_order(tmp_path, flight_months, flights):
+    month = flight_months["2013-01"].assign(sched_dep="2013-01-15T12:00:00Z")  # every row at the same time
+    hashed = pd.util.hash_pandas_object(month.flight_id, index=False)
+    expected = set(month.flight_id[hashed.sort_values().index[-600:]])
+    for order, rows in enumerate((month, month.sample(frac=1, random_state=1))):
+        root = tmp_path / f"data-{order}"
+        write_month(root, "2013-01", rows)
+        ingest(root, 1, 20, flights.key, tmp_path / "train.parquet", tmp_path / "eval.parquet", flights)
+        assert set(pd.read_parquet(tmp_path / "eval.parquet").flight_id) == expected
+
+
+def test_without_an_event_time_the_newest_span_is_eval_ordered_by_a_hash_of_the_row(tmp_path):
+    penguins = load_dataset("penguins")
+    root = tmp_path / "data"
+    folders = [write_span(root, span) for span in penguin_spans()]
+    result = ingest(root, 3, 20, penguins.key, tmp_path / "train.parquet", tmp_path / "eval.parquet", penguins)
+    newest = pd.read_parquet(folders[-1] / "part-0.parquet")
+    hashed = pd.util.hash_pandas_object(newest, index=False)
+    expected = newest.loc[hashed.sort_values().index[-result.eval_rows :]]
+    eval_ = pd.read_parquet(tmp_path / "eval.parquet")
+    assert result.eval_rows == -(-(result.train_rows + result.eval_rows) * 20 // 100)
+    assert eval_.equals(expected.sort_index().reset_index(drop=True))
+    assert (result.split_rule, result.eval_cut) == ("newest 20% by span, then hash of the row", "")
+
+
+def test_hash_split_is_unchanged(data_root, tmp_path, flight_months, flights):
+    result = ingest(
+        data_root, 1, 20, flights.key, tmp_path / "train.parquet", tmp_path / "eval.parquet", flights, "", "hash"
+    )
+    month = flight_months["2013-01"]
+    in_eval = pd.util.hash_pandas_object(month.flight_id, index=False) % 100 < 20
+    assert list(pd.read_parquet(tmp_path / "eval.parquet").flight_id) == list(month.flight_id[in_eval])
+    assert list(pd.read_parquet(tmp_path / "train.parquet").flight_id) == list(month.flight_id[~in_eval])
+    assert (result.split_rule, result.eval_cut) == ("hash of flight_id, 20 of 100 buckets", "")
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("soon", r"event time is not ISO-8601 like 2013-01-01T10:15:00Z \(value 'soon'\)"),
+        ("2013-02-30T10:00:00Z", r"event time is not ISO-8601 .*\(value '2013-02-30T10:00:00Z'\)"),
+        (None, "event time is missing$"),
+    ],
+)
+def test_a_bad_event_time_is_named_with_its_file(tmp_path, flight_months, flights, value, message):
+    month = flight_months["2013-01"]
+    folder = write_month(tmp_path / "data", "2013-01", month.head(1000))
+    later = month.iloc[1000:].reset_index(drop=True)
+    later.loc[7, "sched_dep"] = value
+    later.to_parquet(folder / "part-1.parquet", index=False)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(folder))}/part-1.parquet: feature 'sched_dep': {message}"):
+        ingest(tmp_path / "data", 1, 20, flights.key, tmp_path / "t", tmp_path / "e", flights)
+
+
+def test_an_unknown_eval_split_is_refused(data_root, tmp_path):
+    with pytest.raises(ConfigError, match="^eval_split='random': must be time or hash$"):
+        ingest(data_root, 1, 20, "flight_id", tmp_path / "t", tmp_path / "e", eval_split="random")

@@ -7,8 +7,21 @@ from components.infra_validate.logic import InfraBlessing
 from components.push.logic import push
 from components.validate_model.logic import Check, ModelBlessing
 
-BLESSED = ModelBlessing(True, (Check("AUC at least", "overall", 0.7, None, 0.65, True),), None, "first model")
-NOT_BLESSED = ModelBlessing(False, (Check("AUC at least", "overall", 0.6, None, 0.65, False),), None, "first model")
+FLOOR = "floor: the candidate's AUC (point estimate) at least 0.65"
+BLESSED = ModelBlessing(
+    True,
+    (Check("AUC at least", "overall", 0.7, None, 0.65, True, (0.68, 0.72), None, FLOOR),),
+    None,
+    "first model",
+    0.9,
+)
+NOT_BLESSED = ModelBlessing(
+    False,
+    (Check("AUC at least", "overall", 0.6, None, 0.65, False, (0.58, 0.62), None, FLOOR),),
+    None,
+    "first model",
+    0.9,
+)
 INFRA_BLESSED = InfraBlessing(True, (("loads in a fresh process", True, "1.0 s"),), 1.0, 1.0)
 INFRA_NOT_BLESSED = InfraBlessing(False, (("answers every request", False, "0/21 answered"),), 1.0, 1.0)
 
@@ -37,7 +50,11 @@ def test_blessed_models_get_consecutive_versions(model_dir, tmp_path):
 @pytest.mark.parametrize(
     "blessing, infra, reason",
     [
-        (NOT_BLESSED, INFRA_BLESSED, "not blessed: AUC at least on overall: 0.6000, threshold 0.65: FAILED"),
+        (
+            NOT_BLESSED,
+            INFRA_BLESSED,
+            "not blessed: AUC at least on overall: 0.6000 (interval 0.5800 to 0.6200), threshold 0.65: FAILED",
+        ),
         (BLESSED, INFRA_NOT_BLESSED, "not infra-blessed: answers every request: 0/21 answered"),
     ],
 )

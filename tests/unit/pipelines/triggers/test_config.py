@@ -33,7 +33,24 @@ def test_trigger_config_is_checked(tmp_path):
         ("home: h\ndata_root: d\nparameters: [epochs]\n", "parameters=\\['epochs'\\]: expected dict"),
         ("home: h\ndata_root: d\nnew_data: {min_new_spans: 0}\n", "new_data.min_new_spans=0: must be at least 1"),
         ("home: h\ndata_root: d\nperformance: {min_auc: 2}\n", "performance.min_auc=2: expected 0..1"),
+        ("home: h\ndata_root: d\nperformance: {confidence: 1}\n", "performance.confidence=1: expected 0.5 up"),
+        (
+            "home: h\ndata_root: d\nkserve_rollout: {canary_test: {worse_auc: 0}}\n",
+            "kserve_rollout.canary_test.worse_auc=0: expected between 0 and 1",
+        ),
+        (
+            "home: h\ndata_root: d\nkserve_rollout: {canary_test: {tolerance: 0.1}}\n",
+            "kserve_rollout.canary_test.tolerance: unknown key",
+        ),
         ("home: h\ndata_root: d\ndistribution_shift: {window_rows: 0}\n", "distribution_shift.window_rows=0"),
+        (
+            "home: h\ndata_root: d\ndistribution_shift: {false_alarm_rate: 0}\n",
+            "distribution_shift.false_alarm_rate=0: expected between 0 and 1",
+        ),
+        (
+            "home: h\ndata_root: d\ndistribution_shift: {false_alarm_rate: 0.01}\n",
+            "distribution_shift.resamples=39: must be at least 199 for false_alarm_rate=0.01",
+        ),
     ]:
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
@@ -42,9 +59,12 @@ def test_trigger_config_is_checked(tmp_path):
 
 def test_trigger_config_can_come_from_several_files_without_overrides(tmp_path):
     (tmp_path / "triggers.yaml").write_text("home: h\ndata_root: d\n")
-    (tmp_path / "kserve.yaml").write_text("kserve_rollout: {canary_percent: 5}\n")
+    (tmp_path / "kserve.yaml").write_text("kserve_rollout: {canary_percent: 5, canary_test: {max_labelled: 900}}\n")
     config = load_trigger_config(tmp_path / "triggers.yaml", tmp_path / "kserve.yaml")
     assert config.kserve_rollout.canary_percent == 5 and config.kserve_rollout.name == "ct-predictor"
+    assert (
+        config.kserve_rollout.canary_test.max_labelled == 900 and config.kserve_rollout.canary_test.min_labelled == 200
+    )
     (tmp_path / "again.yaml").write_text("data_root: elsewhere\n")
     with pytest.raises(ConfigError, match=r"again.yaml: 'data_root' is set in .*triggers.yaml already"):
         load_trigger_config(tmp_path / "triggers.yaml", tmp_path / "again.yaml")

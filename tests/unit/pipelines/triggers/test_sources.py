@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import datetime
+import re
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from components.common import metadata
-from components.common.tfdv_io import load_schema
-from components.statistics.logic import compute_statistics
+from components.common.tfdv_io import load_schema, load_statistics
+from components.statistics.logic import compute_statistics, statistics_of_dataframe
+from components.validate_data.logic import measure_drift, measure_skew
 from pipelines.triggers.config import PerformanceSettings, ShiftSettings
 from pipelines.triggers.sources import (
     DISTRIBUTION_SHIFT,
@@ -74,12 +78,17 @@ def test_new_data_can_wait_for_several_spans(tmp_path, store, flight_months):
     assert trigger.check(time.time())[0].reason == "new complete spans 2013-01, 2013-02"
 
 
-def feedback(server, rows, agree: bool):
-    """Real traffic, then labels that agree (or disagree) with the model's ranking."""
+def feedback(server, rows, agree: bool, flipped: float = 0.0):
+    """Real traffic, then labels that agree (or disagree) with the model's ranking, a share
+    `flipped` of them (drawn with a fixed seed) turned over."""
     answers = [call(server, f"/v1/models/{MODEL}:predict", {"instances": [row]})[1] for row in rows]
     scores = [a["predictions"][0] for a in answers]
     median = float(np.median(scores))
-    labels = [{"request_id": a["request_ids"][0], "label": int((s > median) == agree)} for a, s in zip(answers, scores)]
+    flips = np.random.default_rng(7).random(len(rows)) < flipped
+    labels = [
+        {"request_id": a["request_ids"][0], "label": int(((s > median) == agree) != flip)}
+        for a, s, flip in zip(answers, scores, flips)
+    ]
     assert call(server, f"/v1/models/{MODEL}:feedback", {"feedback": labels}, headers=FEEDBACK)[0] == 200
 
 
@@ -90,8 +99,21 @@ def test_performance_fires_when_online_auc_falls_below_the_floor(serve, rows):
     assert trigger.check(time.time()) == []  # 40 labels: not enough to judge
     feedback(server, rows[40:100], agree=False)
     [firing] = trigger.check(time.time())
-    assert firing.trigger == PERFORMANCE and "of version 1 below 0.6 over its last 100 labelled" in firing.reason
+    assert firing.trigger == PERFORMANCE
+    assert "of version 1 below 0.6 with 95% confidence (upper bound 0." in firing.reason
+    assert firing.reason.endswith("over its last 100 labelled predictions")
     assert trigger.check(time.time()) == []  # once per production version
+
+
+def test_performance_does_not_fire_on_noise_below_the_floor(serve, rows):
+    """An online AUC a little under the floor over 100 labels is within its sampling noise: the
+    old rule (point estimate below the floor) fired on it; the upper bound is above the floor."""
+    server, *_ = serve()
+    feedback(server, rows[:100], agree=True, flipped=0.4)
+    stable = call(server, f"/v1/models/{MODEL}/performance?last=500")[1]["stable"]
+    assert 0.5 < stable["auc"] < 0.6 and 0.04 < stable["auc_standard_error"] < 0.08
+    settings = PerformanceSettings(server.url, min_auc=0.6, window=500, min_samples=50)
+    assert PerformanceDropTrigger(settings, MODEL).check(time.time()) == []
 
 
 def test_performance_does_not_fire_on_a_good_model_or_without_a_server(serve, rows):
@@ -163,6 +185,74 @@ def test_distribution_shift_can_ignore_calendar_features(
     )
     [firing] = noisy.check(time.time())
     assert "month Jensen-Shannon" in firing.reason
+
+
+# Windows of 200 requests, thresholds 0.1: TFDV's distances pass them on sampling noise alone.
+# Each such check calibrates its noise by resampling; comparing a few features keeps the tests quick.
+COMPARED = ("carrier", "origin", "dest", "sched_dep_hour", "temp", "precip")
+
+
+def small_window_settings(flights) -> ShiftSettings:
+    ignored = tuple(f for f in flights.features if f not in COMPARED)
+    return ShiftSettings(
+        categorical_threshold=0.1, numeric_threshold=0.1, window_rows=200, check_seconds=0, ignore_features=ignored
+    )
+
+
+def test_distribution_shift_does_not_fire_on_a_steady_stream_of_small_windows(
+    tmp_path, production_trained_on_january, flights, splits
+):
+    """20 successive windows drawn from the training data itself: the old rule (a distance above its
+    threshold) fires on nearly every one, the size-aware rule in at most false_alarm_rate of the checks."""
+    store = production_trained_on_january
+    config = small_window_settings(flights)
+    trigger = DistributionShiftTrigger(config, tmp_path / "log", flights, store)
+    schema = load_schema(flights.schema_path)
+    training = load_statistics(Path(store.training_statistics(store.production_model(MODEL)).uri))
+    training_rows = pd.read_parquet(splits[0])
+    thresholds = (flights.categorical_features, config.categorical_threshold, config.numeric_threshold)
+    random = np.random.default_rng(0)
+    fired, old_rule_fired, previous = [], 0, None
+    for _ in range(20):
+        window = training_rows.sample(config.window_rows, replace=True, random_state=random)
+        log_traffic(tmp_path / "log", window, COMPARED)
+        fired += trigger.check(time.time())
+        current = statistics_of_dataframe(window[list(COMPARED)], schema)
+        distances = measure_skew(training, current, schema, *thresholds)
+        if previous is not None:
+            distances += measure_drift(current, previous, schema, *thresholds)
+        old_rule_fired += any(d.drifted for d in distances)
+        previous = current
+    assert old_rule_fired >= 18
+    assert len(fired) <= config.false_alarm_rate * 20, [f.reason for f in fired]
+
+
+@pytest.mark.parametrize("feature", ["carrier", "temp"])
+def test_distribution_shift_fires_on_a_true_shift_naming_the_feature(
+    tmp_path, production_trained_on_january, flights, splits, feature
+):
+    """After a steady window, one where UA's share of the carriers is 0.2 higher (or the temperature
+    one standard deviation higher) fires on that feature alone, as skew and as drift."""
+    trigger = DistributionShiftTrigger(
+        small_window_settings(flights), tmp_path / "log", flights, production_trained_on_january
+    )
+    training_rows = pd.read_parquet(splits[0])
+    random = np.random.default_rng(0)
+    log_traffic(tmp_path / "log", training_rows.sample(200, replace=True, random_state=random), COMPARED)
+    assert trigger.check(time.time()) == []
+    shifted = training_rows.sample(200, replace=True, random_state=random).reset_index(drop=True)
+    if feature == "carrier":
+        shifted.loc[random.choice(shifted.index[shifted.carrier != "UA"], 40, replace=False), "carrier"] = "UA"
+    else:
+        shifted["temp"] += training_rows["temp"].std()
+    log_traffic(tmp_path / "log", shifted, COMPARED)
+    [firing] = trigger.check(time.time())
+    skew, drift = firing.reason.split("; ")
+    assert skew.startswith("serving traffic skewed from version 1's training data: ")
+    assert drift.startswith("recent traffic drifted from the 200 requests before: ")
+    for reason in (skew, drift):
+        [(named, value, noise)] = re.findall(r"(\w+) [\w-]+ ([\d.]+) > 0\.1 \(noise at 200 rows: ([\d.]+)\)", reason)
+        assert named == feature and float(value) > max(float(noise), 0.1)
 
 
 def write_log_files(folder, files: int, rows: int) -> list:

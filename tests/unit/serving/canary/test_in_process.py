@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from components.common import metadata
-from serving.canary.judge import CanaryVerdict
+from serving.canary.judge import CanaryVerdict, SequentialTest
 from serving.canary.verdicts import VerdictBook
 from serving.config import ServingConfig
 from serving.request_log import ParquetLog, RequestLog
@@ -26,7 +26,9 @@ from tests.support.serving_helpers import (
 def test_canary_is_promoted_or_rolled_back_from_feedback_and_recorded(
     serve, rows, trained_model, canary_good, decision
 ):
-    config = ServingConfig(poll_seconds=0.05, canary_percent=50, canary_min_labelled=40)
+    config = ServingConfig(
+        poll_seconds=0.05, canary_percent=50, canary_test=SequentialTest(min_labelled=40), canary_check_seconds=0.1
+    )
     server, service, repository, store = serve(config)
     publish(repository, trained_model, 2, store)
     assert wait_for(lambda: service.registry.routing.canary is not None)
@@ -45,7 +47,7 @@ def test_canary_is_promoted_or_rolled_back_from_feedback_and_recorded(
     assert f'ct_canary_decisions_total{{model="flight-delay",decision="{decision}"}} 1' in metrics_text(server)
 
 
-SHARED = ServingConfig(canary_percent=50, canary_min_labelled=40, canary_check_seconds=0)
+SHARED = ServingConfig(canary_percent=50, canary_test=SequentialTest(min_labelled=40), canary_check_seconds=0)
 
 
 def replica(tmp_path, store, config=SHARED):

@@ -16,6 +16,7 @@ from components.common.home import Home
 from components.common.metadata import MetadataStore
 from pipelines.cli import main
 from serving.canary import kserve as rollout_module
+from serving.canary.judge import SequentialTest
 from serving.canary.kserve import STABLE_ANNOTATION, InferenceServiceRollout, KServeCanary, RolloutError
 from serving.config import MODEL_VERSION_ENV, KServeRollout
 from serving.request_log import ParquetLog, RequestLog
@@ -205,7 +206,7 @@ def deployed_canary(api, store, home, **settings) -> KServeCanary:
         rollout_for(api),
         store,
         MODEL,
-        KServeRollout(bake_seconds=600, check_seconds=0, min_labelled=100, **settings),
+        KServeRollout(bake_seconds=600, check_seconds=0, canary_test=SequentialTest(min_labelled=100), **settings),
         home,
     )
     pushed_run(store, "run-1", 1)

@@ -1,0 +1,132 @@
+"""The canary's sequential test: its error rates and labels by simulation (fixed seeds), its
+decisions and its settings."""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+
+from components.common.errors import ConfigError
+from components.common.metadata import PROMOTED, ROLLED_BACK
+from serving.canary.judge import SequentialTest, VersionOutcomes, judge_canary
+
+CANARY_SHARE = 0.2  # the canary answers 20% of requests; both versions' answers are labelled
+POSITIVES = 0.2
+
+
+def binormal(rng: np.random.Generator, rows: int, auc: float) -> VersionOutcomes:
+    """Labelled predictions of a model whose AUC is `auc` (binormal scores, 20% positives)."""
+    labels = rng.random(rows) < POSITIVES
+    scores = labels * math.sqrt(2) * NormalDist().inv_cdf(auc) + rng.normal(0, 1, rows)
+    return VersionOutcomes(0, rows, 0, tuple(scores), tuple(labels.astype(int)))
+
+
+def first(outcomes: VersionOutcomes, rows: int, version: int) -> VersionOutcomes:
+    return VersionOutcomes(version, rows, 0, outcomes.scores[:rows], outcomes.labels[:rows])
+
+
+def canary_run(rng, test: SequentialTest, canary_auc: float, stable_auc: float = 0.70, look_every: int = 100):
+    """Labels arrive; the judge looks after every `look_every` canary labels. Returns the verdict."""
+    canary = binormal(rng, test.max_labelled, canary_auc)
+    stable = binormal(rng, int(test.max_labelled * (1 - CANARY_SHARE) / CANARY_SHARE), stable_auc)
+    labelled = look_every
+    while True:
+        labelled = min(labelled, test.max_labelled)
+        both = int(labelled * (1 - CANARY_SHARE) / CANARY_SHARE)
+        verdict = judge_canary(first(stable, both, 1), first(canary, labelled, 2), test, max_error_rate=1.0)
+        if verdict is not None:
+            return verdict
+        labelled += look_every
+
+
+def test_error_rates_and_labels_by_simulation():
+    """200 canaries as good as stable, 200 worse by 0.05 AUC (AUC 0.70, 20% positives, 20% of
+    traffic): rolled back at most about 5% and caught at least 90% of the time, with fewer
+    canary labels on average than the fixed-size test of the same error rates."""
+    rng = np.random.default_rng(12)
+    test = SequentialTest()
+    equal = [canary_run(rng, test, 0.70) for _ in range(200)]
+    worse = [canary_run(rng, test, 0.65) for _ in range(200)]
+    false_rollbacks = sum(v.decision == ROLLED_BACK for v in equal) / 200
+    caught = sum(v.decision == ROLLED_BACK for v in worse) / 200
+    assert false_rollbacks <= 0.06
+    assert caught >= 0.92
+    verdicts = equal + worse
+    mean_labels = np.mean([v.numbers["canary_labelled"] for v in verdicts])
+    variance_per_label = np.mean(
+        [v.numbers["auc_difference_standard_error"] ** 2 * v.numbers["canary_labelled"] for v in verdicts]
+    )
+    fixed = test.fixed_size_labels(variance_per_label)
+    assert 2000 < fixed < 3500  # about (1.645 + 1.645)^2 * 0.6 / 0.05^2
+    assert mean_labels < 0.7 * fixed
+    assert not any("inconclusive" in v.numbers for v in verdicts)
+
+
+def test_a_clearly_better_canary_is_promoted_early():
+    rng = np.random.default_rng(13)
+    verdicts = [canary_run(rng, SequentialTest(), 0.78) for _ in range(20)]
+    assert all(v.decision == PROMOTED for v in verdicts)
+    assert np.mean([v.numbers["canary_labelled"] for v in verdicts]) < 600
+
+
+def test_within_noise_it_waits_then_applies_the_configured_default_and_says_so():
+    """Halfway between as good and worse by 0.05: the test waits, and at a low maximum it is inconclusive."""
+    rng = np.random.default_rng(14)
+    canary, stable = binormal(rng, 300, 0.675), binormal(rng, 1200, 0.70)
+    assert judge_canary(first(stable, 800, 1), first(canary, 200, 2), SequentialTest(), 1.0) is None  # waits
+    for default in (ROLLED_BACK, PROMOTED):
+        test = SequentialTest(min_labelled=200, max_labelled=300, when_inconclusive=default)
+        verdict = judge_canary(first(stable, 1200, 1), first(canary, 300, 2), test, 1.0)
+        assert verdict.decision == default and verdict.numbers["inconclusive"] == 1.0
+        assert f"inconclusive at the maximum of 300 labels; {default} as configured" in verdict.reason
+        numbers = verdict.numbers
+        assert numbers["roll_back_at"] < numbers["log_likelihood_ratio"] < numbers["promote_at"]
+
+
+def test_the_verdict_carries_the_evidence():
+    rng = np.random.default_rng(15)
+    verdict = judge_canary(
+        first(binormal(rng, 4000, 0.70), 4000, 1), first(binormal(rng, 1000, 0.50), 1000, 2), SequentialTest(), 1.0
+    )
+    assert verdict.decision == ROLLED_BACK
+    assert verdict.reason.startswith("online AUC 0.")
+    assert "worse than stable, sequential test" in verdict.reason
+    numbers = verdict.numbers
+    assert numbers["auc_difference"] == pytest.approx(numbers["canary_auc"] - numbers["stable_auc"])
+    assert numbers["auc_difference_standard_error"] == pytest.approx(
+        math.hypot(numbers["canary_auc_standard_error"], numbers["stable_auc_standard_error"])
+    )
+    assert numbers["promote_at"] == pytest.approx(math.log(0.95 / 0.05))
+    assert numbers["roll_back_at"] == pytest.approx(math.log(0.05 / 0.95))
+
+
+def test_it_waits_for_both_classes_and_the_minimum():
+    few = VersionOutcomes(2, 300, 0, (0.5,) * 300, (0,) * 300)  # one class only
+    many = VersionOutcomes(1, 1000, 0, tuple(np.linspace(0, 1, 1000)), (0, 1) * 500)
+    assert judge_canary(many, few, SequentialTest(), 1.0) is None
+    assert judge_canary(many, first(many, 100, 2), SequentialTest(min_labelled=200), 1.0) is None
+
+
+def test_a_failing_canary_is_rolled_back_on_errors_before_any_label():
+    stable = VersionOutcomes(1, 100, 0, (), ())
+    verdict = judge_canary(stable, VersionOutcomes(2, 100, 5, (), ()), SequentialTest(), max_error_rate=0.01)
+    assert verdict.decision == ROLLED_BACK and verdict.reason == "canary error rate 0.050 above 0.01"
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"min_labelled": 0}, "^min_labelled=0: must be at least 1"),
+        ({"max_labelled": 100}, r"^max_labelled=100: must be at least min_labelled \(200\)"),
+        ({"worse_auc": 0.0}, "^worse_auc=0.0: expected between 0 and 1"),
+        ({"false_rollback": 0.5}, "^false_rollback=0.5: expected between 0 and 0.5"),
+        ({"missed_worse": float("nan")}, "^missed_worse=nan"),
+        ({"when_inconclusive": "keep"}, "^when_inconclusive='keep': expected rolled back or promoted"),
+    ],
+)
+def test_settings_out_of_range_are_named(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        SequentialTest(**settings)
