@@ -191,11 +191,18 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         parents=[home_options],
-        help="serve the model repository (TF Serving REST and Open Inference Protocol v2)",
+        help="serve the model repository (TF Serving and Open Inference Protocol v2, over REST and gRPC)",
     )
     serve.add_argument("--dataset", default=DEFAULT_DATASET, help="whose model to serve")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_port, default=8501)
+    serve.add_argument(
+        "--grpc-port",
+        type=_port,
+        default=8500,
+        help="gRPC port (TF Serving's PredictionService and ModelService, the Open Inference "
+        "Protocol's GRPCInferenceService), 8500 as TF Serving's; 0 turns gRPC off",
+    )
     serve.add_argument("--canary-percent", type=int, default=ServingConfig.canary_percent)
     canary = SequentialTest()
     serve.add_argument(
@@ -426,7 +433,15 @@ def _serve(args) -> int:
         canary_addressable=args.canary_addressable,
         pinned_version=pinned,
     )
-    serve(Home(args.home, args.metadata), args.dataset, config, args.host, args.port, os.environ.get(TOKEN_ENV, ""))
+    serve(
+        Home(args.home, args.metadata),
+        args.dataset,
+        config,
+        args.host,
+        args.port,
+        os.environ.get(TOKEN_ENV, ""),
+        args.grpc_port,
+    )
     return 0
 
 

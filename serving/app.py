@@ -1,6 +1,7 @@
-"""`ct serve`: the prediction service over a home's model repository, until interrupted or
-terminated; on SIGTERM (a pod stopping) it stops accepting, lets the requests in flight
-finish, and writes the buffered request and feedback logs before it exits."""
+"""`ct serve`: the prediction service over a home's model repository (HTTP, and gRPC on a
+second port), until interrupted or terminated; on SIGTERM (a pod stopping) it stops
+accepting, lets the requests in flight finish, and writes the buffered request and feedback
+logs before it exits."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from components.common.home import Home
 from components.common.metadata import MetadataStore
 from serving.config import ServingConfig
 from serving.credentials import serving_token
+from serving.grpc_server import GrpcServer
 from serving.request_log import ParquetLog, RequestLog
 from serving.server import PredictionServer
 from serving.service import PredictionService
@@ -23,12 +25,16 @@ DRAIN_SECONDS = 10.0  # within Kubernetes' default 30 s grace period
 log = logging.getLogger(__name__)
 
 
-def serve(home: Home, dataset_name: str, config: ServingConfig, host: str, port: int, token: str = "") -> None:
+def serve(
+    home: Home, dataset_name: str, config: ServingConfig, host: str, port: int, token: str = "", grpc_port: int = 0
+) -> None:
     """Serves the dataset's model from `home` at host:port; says where once it listens.
 
     Args:
         token: The serving token (from a Kubernetes Secret); empty: the one kept in the home,
             made on first use (serving/credentials.py).
+        grpc_port: Also serve gRPC (TF Serving's and the Open Inference Protocol's services,
+            serving/grpc_server.py) on host:grpc_port; 0: no gRPC.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     home.create()
@@ -51,10 +57,14 @@ def serve(home: Home, dataset_name: str, config: ServingConfig, host: str, port:
     )
     _allow_open_files(config.max_connections + 256)
     server = PredictionServer((host, port), service)
+    grpc_server = GrpcServer(host, grpc_port, service) if grpc_port else None
     service.start()
+    if grpc_server is not None:
+        grpc_server.start()
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     print(
         f"serving {dataset.model_name} from {home.model_repository} at {server.url} "
+        f"{f'and gRPC {grpc_server.address} ' if grpc_server else ''}"
         f"(versions: {[m.version for m in service.registry.routing.models] or 'none yet'}; "
         f"feedback token {'from the environment' if token else 'in ' + str(home.serving_token)})",
         flush=True,
@@ -65,8 +75,12 @@ def serve(home: Home, dataset_name: str, config: ServingConfig, host: str, port:
         pass
     finally:
         server.server_close()
+        # gRPC refuses new calls at once and lets those in flight finish, beside the HTTP drain.
+        grpc_stopped = grpc_server.stop(DRAIN_SECONDS) if grpc_server is not None else None
         if not server.drain(DRAIN_SECONDS):
             log.warning("requests still in flight after %.0f s; stopping anyway", DRAIN_SECONDS)
+        if grpc_stopped is not None:
+            grpc_stopped.wait()
         service.stop()
         log.info("stopped; logs written to %s and %s", home.request_log, home.feedback_log)
 

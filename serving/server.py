@@ -9,7 +9,7 @@ Bounded against a hostile or careless client (ServingConfig): open connections (
 them, a 503 and close), requests parsed and scored at once (beyond them, a wait, then a
 503 with Retry-After; health and metrics never wait), body size, idle time on a
 connection, and a listen backlog for bursts. Every answer is JSON, http.server's own
-errors included.
+errors included, but v2 outputs a client asked for as binary tensor data (serving/v2_binary.py).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import orjson
 
+from serving import v2_binary
 from serving.canary.journal import OutcomeJournal
 from serving.service import FEEDBACK_NEEDS_TOKEN, PredictionService, ServiceError
 
@@ -57,7 +58,7 @@ def _health(service: PredictionService) -> tuple[int, dict[str, Any]]:
 
 class Routes:
     """Path patterns -> handlers `(service, match, body, request) -> (status, payload)`; `request`
-    has the headers and the query parameters."""
+    has the headers and the query parameters; `payload` is JSON-ready or a `v2_binary.BinaryResponse`."""
 
     def __init__(self):
         self.get: list[tuple[re.Pattern, Callable]] = []
@@ -107,7 +108,10 @@ ROUTES.add(
 ROUTES.add(
     "post",
     rf"/v2/models/{NAME}{V2_VERSION}/infer",
-    lambda s, m, b, h: (200, s.infer(m["name"], b, _version(m), h.headers.get("X-Request-Key"))),
+    lambda s, m, b, h: (
+        200,
+        v2_binary.encode_response(b, s.infer(m["name"], b, _version(m), h.headers.get("X-Request-Key"))),
+    ),
 )
 
 
@@ -156,10 +160,14 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self._error(400, f"the body ended after {len(raw)} of {length} bytes")
                 return
+            header_length = self.headers.get(v2_binary.HEADER_LENGTH)
             try:
-                body = orjson.loads(raw)
+                body = orjson.loads(raw) if header_length is None else v2_binary.decode_request(raw, header_length)
             except orjson.JSONDecodeError as error:
                 self._error(400, f"malformed JSON: {error}")
+                return
+            except ServiceError as error:  # the binary tensor data extension's framing
+                self._error(error.status, str(error))
                 return
             del raw
             self._dispatch("post", body)
@@ -199,6 +207,10 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as error:  # never let a request take the server down; say what failed
             log.exception("unexpected error on %s %s", method.upper(), path)
             self._error(500, f"internal error: {type(error).__name__}")
+            return
+        if isinstance(payload, v2_binary.BinaryResponse):
+            headers = {v2_binary.HEADER_LENGTH: str(payload.header_length)}
+            self._send(status, payload.body, v2_binary.BINARY_CONTENT_TYPE, headers)
             return
         self._send(status, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), "application/json")
 

@@ -24,14 +24,18 @@ def start_serving(
     output: IO | int = subprocess.DEVNULL,
     wait_for: str = "/v2/health/live",
     timeout: float = 120,
+    grpc_port: int = 0,
 ) -> subprocess.Popen:
     """Starts `ct serve` and returns once `wait_for` answers 200 (`/v2/health/ready`: a model is loaded).
+
+    `grpc_port`: also serve gRPC there; 0 (not `ct serve`'s 8500, which two at once would share): none.
 
     Raises:
         RuntimeError: the service exited, or did not answer in time (it is stopped then).
     """
+    command = [sys.executable, "-m", "pipelines.cli", "serve", "--home", str(home), "--port", str(port)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "serve", "--home", str(home), "--port", str(port), *options],
+        [*command, "--grpc-port", str(grpc_port), *options],
         stdout=output,
         stderr=subprocess.STDOUT,
     )

@@ -224,6 +224,24 @@ def test_kserve_overlay_replaces_the_deployment_and_opens_its_port():
     assert ("InferenceService", "ct-predictor") in names and ("Deployment", "ct-serving") not in names
     [policy] = [d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "ct-predictor-ingress"]
     assert policy["spec"]["ingress"][0]["ports"][0]["port"] == 8080
+    [service] = [d for d in docs if d["kind"] == "InferenceService"]
+    [container] = service["spec"]["predictor"]["containers"]
+    # Knative routes one port: HTTP; `ct serve` listens for gRPC nowhere else there.
+    assert len(container["ports"]) == 1 and "--grpc-port" in container["args"]
+    assert container["args"][container["args"].index("--grpc-port") + 1] == "0"
+
+
+@pytest.mark.parametrize("overlay", ["kind", "production"])
+def test_the_grpc_port_is_served_exposed_and_admitted(overlay):
+    docs = build(overlay)
+    [deployment] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "ct-serving"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    port = int(container["args"][container["args"].index("--grpc-port") + 1])
+    assert {"name": "grpc", "containerPort": port} in container["ports"]
+    [service] = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "ct-serving"]
+    assert {"name": "grpc", "port": port, "targetPort": "grpc", "appProtocol": "grpc"} in service["spec"]["ports"]
+    [policy] = [d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "ct-serving-ingress"]
+    assert {"port": port, "protocol": "TCP"} in policy["spec"]["ingress"][0]["ports"]
 
 
 def test_dockerfile_passes_hadolint_and_installs_with_the_constraints_file():

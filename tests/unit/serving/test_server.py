@@ -226,7 +226,7 @@ def test_too_many_requests_or_connections_get_a_503_and_health_still_answers(ser
     path = f"/v1/models/{MODEL}:predict"
     with socket.create_connection(server.server_address[:2]) as slow:
         slow.sendall(f"POST {path} HTTP/1.1\r\nContent-Length: 100\r\n\r\n{{".encode())  # holds the only slot
-        time.sleep(0.2)
+        assert wait_for(lambda: server.slots._value == 0)  # taken (however loaded the machine)
         status, payload, head = exchange(server, f"POST {path} HTTP/1.1\r\nContent-Length: 2\r\n\r\n{{}}".encode())
         assert status == 503 and b"Retry-After: 1" in head and "too many requests" in payload["error"]
         assert wait_for(lambda: call(server, "/v2/health/ready")[0] == 200)  # once the refused one has closed
