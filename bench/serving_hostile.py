@@ -33,7 +33,7 @@ from components.common.metadata import MetadataStore
 from components.common.model_io import frame_to_instances
 from components.train.logic import Hyperparameters, train
 from pipelines.demo.sample_data import penguin_spans
-from pipelines.demo.serving_process import free_port, start_serving
+from pipelines.demo.serving_process import free_port, free_ports, start_serving
 from serving.config import ServingConfig
 
 DATASET = load_dataset("penguins")
@@ -126,7 +126,7 @@ def hostile_mix(home: Home, instances: list[dict]) -> None:
 
 
 def restart_in_canary(home: Home, model_dir: Path, instances: list[dict]) -> None:
-    ports = [free_port(), free_port()]
+    ports = free_ports(2)
     options = ["--dataset", "penguins", "--canary-percent", "50"]
     replicas = [start_serving(home.root, port, options, wait_for="/v2/health/ready") for port in ports]
     version = publish_recorded(home, model_dir)

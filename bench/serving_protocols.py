@@ -35,7 +35,7 @@ from components.ingest.logic import ingest
 from components.train.logic import Hyperparameters, train
 from features.sources import FEATURES_FOLDER, write_sources
 from pipelines.demo.sample_data import flight_spans, write_span
-from pipelines.demo.serving_process import free_port, start_serving
+from pipelines.demo.serving_process import free_ports, start_serving
 
 V2_DATATYPES = {"string": "BYTES", "int64": "INT64", "float32": "FP32"}
 NUMPY_TYPES = {"string": np.object_, "int64": np.int64, "float32": np.float32}
@@ -79,7 +79,7 @@ def main() -> None:
         # Missing values filled with medians: JSON has no NaN (binary tensors and gRPC would carry it).
         frame = pd.read_parquet(folder / "eval.parquet")
         frame = frame.fillna(frame.median(numeric_only=True))
-        port, grpc_port = free_port(), free_port()
+        port, grpc_port = free_ports(2)
         server = start_serving(home.root, port, [], wait_for="/v2/health/ready", grpc_port=grpc_port)
         try:
             http_client = triton_http.InferenceServerClient(f"127.0.0.1:{port}")

@@ -53,8 +53,11 @@ STATUS_CODES = {
     403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    503: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,  # no version loaded yet, a log that cannot be kept: retry later
 }
+# A Predict tensor may declare at most as many values as the body limit would carry at this
+# many bytes each (as `tensor_content` of 8-byte values would).
+BYTES_PER_VALUE = 8
 REQUEST_KEY = "x-request-key"  # gRPC metadata keys are lower case
 REQUEST_IDS = "request_ids"  # TF: an extra DT_STRING output; v2: a response parameter, ids joined by commas
 
@@ -125,13 +128,18 @@ def _spec(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
     return None, (spec.version_label if choice == "version_label" else None)
 
 
-def tensor_values(name: str, tensor: tensor_pb2.TensorProto) -> list[Any]:
+def tensor_values(name: str, tensor: tensor_pb2.TensorProto, max_values: int) -> list[Any]:
     """A TensorProto of shape [n] or [n, 1] as a column of n Python values, read as TF Serving
     reads it: from `tensor_content` (little-endian) when set, else from the dtype's `*_val`
-    field, whose last value fills the rest when it has fewer (none: zeros)."""
+    field, whose last value fills the rest when it has fewer (none: zeros).
+
+    `max_values` bounds n: a few bytes of proto may declare millions of values to fill, which
+    the message size limit does not see."""
     dims = [d.size for d in tensor.tensor_shape.dim]
     if len(dims) not in (1, 2) or (len(dims) == 2 and dims[1] != 1):
         raise ServiceError(400, f"feature '{name}': shape {dims}, expected [n] or [n, 1]")
+    if not 0 <= dims[0] <= max_values:
+        raise ServiceError(400, f"feature '{name}': shape {dims}: expected 0 to {max_values} values")
     if tensor.dtype not in TENSOR_FIELDS:
         raise ServiceError(
             400,
@@ -206,7 +214,8 @@ class TFServingPredictions(prediction_service_pb2_grpc.PredictionServiceServicer
 
         def call() -> predict_pb2.PredictResponse:
             version, label = _spec(request.model_spec)
-            columns = {name: tensor_values(name, tensor) for name, tensor in request.inputs.items()}
+            most = self.service.config.max_body_bytes // BYTES_PER_VALUE
+            columns = {name: tensor_values(name, tensor, most) for name, tensor in request.inputs.items()}
             answer = self.service.predict(
                 request.model_spec.name, {"inputs": columns}, version, label, _request_key(context)
             )

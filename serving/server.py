@@ -139,7 +139,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._error(411, "a Content-Length header with the body's size in bytes is required")
             return
-        if int(length) > config.max_body_bytes:
+        if len(length.lstrip("0")) > len(str(config.max_body_bytes)) or int(length) > config.max_body_bytes:
             self.close_connection = True
             self._error(413, f"body of {length} bytes is over the limit of {config.max_body_bytes}")
             return

@@ -33,6 +33,9 @@ from components.common.errors import ConfigError
 from components.common.metadata import PROMOTED, ROLLED_BACK
 from serving.request_log import read_log
 
+# Labelled predictions of each class each version needs before a look.
+MIN_PER_CLASS = 20
+
 
 @dataclasses.dataclass(frozen=True)
 class VersionOutcomes:
@@ -140,7 +143,7 @@ def judge_canary(
 
     Rolled back at once when the canary's error rate exceeds `max_error_rate` (after enough
     requests to tell); otherwise by the sequential test on the online AUC difference, once
-    both versions have `test.min_labelled` labelled predictions of which some of each class.
+    both versions have `test.min_labelled` labelled predictions, MIN_PER_CLASS of each class.
     """
     numbers: dict[str, float] = {
         "stable_version": stable.version,
@@ -162,8 +165,8 @@ def judge_canary(
     if min(stable.labelled, canary.labelled) < test.min_labelled:
         return None
     stable_auc, canary_auc = stable.auc_estimate(), canary.auc_estimate()
-    if math.isnan(canary_auc.auc) or math.isnan(stable_auc.auc):
-        return None  # one class only so far: wait for both
+    if min(stable_auc.positives, stable_auc.negatives, canary_auc.positives, canary_auc.negatives) < MIN_PER_CLASS:
+        return None  # DeLong's variance needs some of each class: one positive ranked first would look certain
     difference = independent_difference(canary_auc, stable_auc)
     information = math.inf if difference.standard_error == 0 else difference.standard_error**-2
     # 0 * inf is NaN: with no noise and a difference exactly at the midpoint, neither hypothesis is favoured.

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tritonclient.grpc as triton
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -23,7 +24,7 @@ from tritonclient.utils import InferenceServerException
 
 from components.common.home import Home
 from components.common.metadata import MetadataStore
-from pipelines.demo.serving_process import free_port, start_serving
+from pipelines.demo.serving_process import free_ports, start_serving
 from serving.config import ServingConfig
 from serving.grpc_server import GrpcServer
 from serving.request_log import read_log
@@ -182,6 +183,18 @@ def test_bad_requests_get_the_grpc_code_of_rests_status_naming_the_problem(grpc_
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "request key of 300 characters" in error.details()
     error = _tf_error(address, _predict_request(service, rows * 10))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # A few bytes declaring five million values to fill: refused before anything is filled.
+    filled = _predict_request(service, rows[:5])
+    filled.inputs[float_feature].CopyFrom(
+        tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_FLOAT,
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[{"size": 5_000_000}]),
+            float_val=[1.0],
+        )
+    )
+    error = _tf_error(address, filled)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"feature '{float_feature}': shape [5000000]: expected 0 to 2500 values" in error.details()
 
     inputs = _triton_inputs(triton.InferenceServerClient(address), rows[:5])
     error = _triton_error(address, lambda client: client.infer("other", inputs))
@@ -227,7 +240,7 @@ def test_calls_beyond_the_concurrency_limit_are_refused(grpc_serve, rows, monkey
 def test_ct_serve_serves_grpc_and_drains_it_on_sigterm(tmp_path, trained_model, rows):
     home = Home(tmp_path / "home").create()
     publish(home.model_repository, trained_model, 1, MetadataStore(home.metadata_connection))
-    port, grpc_port = free_port(), free_port()
+    port, grpc_port = free_ports(2)
     process = start_serving(home.root, port, wait_for="/v2/health/ready", grpc_port=grpc_port)
     try:
         client = triton.InferenceServerClient(f"127.0.0.1:{grpc_port}")

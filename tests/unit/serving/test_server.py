@@ -111,6 +111,9 @@ def test_oversized_body_and_wrong_method(serve):
     server, *_ = serve(ServingConfig(max_body_bytes=1000))
     status, payload = call(server, f"/v1/models/{MODEL}:predict", raw=b"{" + b" " * 2000 + b"}")
     assert status == 413 and "over the limit of 1000" in payload["error"]
+    huge = f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nContent-Length: {'9' * 5000}\r\n\r\n"
+    status, payload, _ = exchange(server, huge.encode())  # more digits than int() parses
+    assert status == 413 and "over the limit of 1000" in payload["error"]
     status, payload = call(server, f"/v1/models/{MODEL}:predict")
     assert status == 405
 

@@ -183,6 +183,7 @@ def test_binary_request_without_binary_output_answers_json(serve, rows):
         ("not a number", "Inference-Header-Content-Length 'twelve' is not a whole number"),
         ("negative", "Inference-Header-Content-Length '-5' is not a whole number"),
         ("beyond the body", "is beyond the body's"),
+        ("5,000 digits", "is beyond the body's"),
         ("short body", "input 'carrier': binary_data_size 12, but the body ends 7 bytes after its start"),
         ("long body", "3 bytes after the inputs' binary data"),
         ("bytes prefix past the end", "input 'carrier': BYTES element 1 has a length prefix of 200 bytes, past"),
@@ -209,9 +210,12 @@ def test_malformed_binary_requests_are_400_naming_the_problem(serve, case, messa
         ],
     }.get(case, [carrier])
     body, length = _binary_body(tensors)
-    header_length = {"not a number": "twelve", "negative": "-5", "beyond the body": str(len(body) + 1)}.get(
-        case, str(length)
-    )
+    header_length = {
+        "not a number": "twelve",
+        "negative": "-5",
+        "beyond the body": str(len(body) + 1),
+        "5,000 digits": "9" * 5000,  # more than int() parses
+    }.get(case, str(length))
     body = {"short body": body[:-5], "long body": body + b"abc"}.get(case, body)
     status, answer = _post(server, body, header_length)
     assert status == 400 and message in answer["error"], answer

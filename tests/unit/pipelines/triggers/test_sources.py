@@ -111,8 +111,9 @@ def test_performance_does_not_fire_on_noise_below_the_floor(serve, rows):
     server, *_ = serve()
     feedback(server, rows[:100], agree=True, flipped=0.4)
     stable = call(server, f"/v1/models/{MODEL}/performance?last=500")[1]["stable"]
-    assert 0.5 < stable["auc"] < 0.6 and 0.04 < stable["auc_standard_error"] < 0.08
-    settings = PerformanceSettings(server.url, min_auc=0.6, window=500, min_samples=50)
+    assert 0.04 < stable["auc_standard_error"] < 0.08
+    floor = round(stable["auc"] + 0.02, 4)  # the point estimate is under it, by less than its noise
+    settings = PerformanceSettings(server.url, min_auc=floor, window=500, min_samples=50)
     assert PerformanceDropTrigger(settings, MODEL).check(time.time()) == []
 
 

@@ -107,6 +107,10 @@ def test_it_waits_for_both_classes_and_the_minimum():
     few = VersionOutcomes(2, 300, 0, (0.5,) * 300, (0,) * 300)  # one class only
     many = VersionOutcomes(1, 1000, 0, tuple(np.linspace(0, 1, 1000)), (0, 1) * 500)
     assert judge_canary(many, few, SequentialTest(), 1.0) is None
+    # One positive, ranked first: its AUC of 1.0 has a DeLong standard error of 0, which would
+    # decide at once; with fewer than 20 of a class the test waits.
+    single = VersionOutcomes(2, 300, 0, (1.0,) + (0.0,) * 299, (1,) + (0,) * 299)
+    assert judge_canary(many, single, SequentialTest(), 1.0) is None
     assert judge_canary(many, first(many, 100, 2), SequentialTest(min_labelled=200), 1.0) is None
 
 
