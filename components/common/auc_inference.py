@@ -10,8 +10,8 @@ computed from midranks in O(n log n) as in X. Sun and W. Xu, "Fast implementatio
 DeLong's algorithm for comparing the areas under correlated receiver operating
 characteristic curves", IEEE Signal Processing Letters 21(11), 2014.
 
-Intervals and tests use the normal approximation DeLong's estimator is built for; they are
-meant for at least a few dozen rows of each class.
+Intervals and tests use the normal approximation DeLong's estimator is built for; callers
+test only with MIN_PER_CLASS rows of each class.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ import numpy as np
 from components.common.classification_metrics import midranks
 
 STANDARD_NORMAL = NormalDist()
+# Rows of each class below which a test on DeLong's variance is not made: with a handful of
+# positives the variance estimate itself is unreliable (one positive ranked first has none).
+MIN_PER_CLASS = 20
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,6 +61,7 @@ class Comparison:
 
     slice: str
     examples: int
+    positives: int
     difference: float
     standard_error: float
 
@@ -240,6 +241,12 @@ def _compare(
     for feature, value, index in slices:
         difference = paired_difference(labels[index], candidate[index], production[index])
         comparisons.append(
-            Comparison(slice_name(feature, value), len(index), difference.difference, difference.standard_error)
+            Comparison(
+                slice_name(feature, value),
+                len(index),
+                int(labels[index].sum()),
+                difference.difference,
+                difference.standard_error,
+            )
         )
     return tuple(comparisons)

@@ -12,9 +12,9 @@ Three gates, each recorded with its numbers, interval, p-value and rule:
   than `max_slice_auc_drop`: its one-sided p-value of "no worse than the margin", adjusted
   over all compared slices by Holm's step-down procedure, is below 1 - blessing_confidence. The
   chance that any slice blocks a candidate that regressed on none is at most 1 - blessing_confidence
-  (family-wise). Slices with fewer than `min_slice_examples` rows of either model are left
-  out; a small slice cannot prove anything, so requiring proof of non-inferiority on each
-  would block every candidate.
+  (family-wise). Slices with fewer than `min_slice_examples` rows, or fewer than
+  MIN_PER_CLASS (20) of either class, are left out; a small slice cannot prove anything, so
+  requiring proof of non-inferiority on each would block every candidate.
 
 Intervals shown are two-sided at 2 * blessing_confidence - 1, so their ends are the one-sided bounds.
 Before the first push there is no production model and only the floor applies; the blessing
@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from components.common.auc_inference import AucDifference, holm, normal_interval
+from components.common.auc_inference import MIN_PER_CLASS, AucDifference, holm, normal_interval
 from components.common.errors import ConfigError
 from components.common.reports import JsonRecord, markdown_table
 from components.evaluate.logic import OVERALL, Evaluation
@@ -200,7 +200,7 @@ def validate_model(evaluation: Evaluation, thresholds: Thresholds) -> ModelBless
         c
         for c in slices
         if min(c.examples, production[c.slice].examples) >= thresholds.min_slice_examples
-        and not math.isnan(c.difference)
+        and min(c.positives, c.examples - c.positives) >= MIN_PER_CLASS
     ]
     changes = [AucDifference(c.difference, c.standard_error) for c in compared]
     adjusted = holm([d.p_not_below(-thresholds.max_slice_auc_drop) for d in changes])

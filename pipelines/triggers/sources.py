@@ -137,7 +137,8 @@ class PerformanceDropTrigger:
     floor with confidence: the upper one-sided bound of its last `window` labelled predictions'
     AUC at `confidence` (DeLong standard error, components/common/auc_inference.py) is below
     `min_auc`. A model whose true AUC is at the floor fires on a given check with chance at
-    most 1 - confidence; one that is just noisy does not fire at all.
+    most 1 - confidence, one above it less; a point estimate under the floor by less than its
+    noise does not fire.
 
     Fires once per production version: a new version (or a restart) re-arms it.
     """
@@ -148,6 +149,7 @@ class PerformanceDropTrigger:
         self.config = config
         self.model_name = model_name
         self._fired_for: set[str] = set()
+        self._warned = False
 
     def check(self, now: float) -> list[Firing]:
         url = f"{self.config.serving_url}/v1/models/{self.model_name}/performance?last={self.config.window}"
@@ -159,7 +161,12 @@ class PerformanceDropTrigger:
             return []
         if not stable or stable["labelled"] < self.config.min_samples:
             return []
-        if stable["auc"] is None or stable.get("auc_standard_error") is None:
+        if stable["auc"] is None:
+            return []
+        if stable.get("auc_standard_error") is None:
+            if not self._warned:
+                log.warning("%s gives no auc_standard_error (an older service?): no performance check", url)
+                self._warned = True
             return []
         version = str(stable["version"])
         bound = stable["auc"] + STANDARD_NORMAL.inv_cdf(self.config.confidence) * stable["auc_standard_error"]

@@ -27,14 +27,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.common.auc_inference import STANDARD_NORMAL, AucEstimate, auc_estimate, independent_difference
+from components.common.auc_inference import (
+    MIN_PER_CLASS,
+    STANDARD_NORMAL,
+    AucEstimate,
+    auc_estimate,
+    independent_difference,
+)
 from components.common.classification_metrics import compute
 from components.common.errors import ConfigError
 from components.common.metadata import PROMOTED, ROLLED_BACK
 from serving.request_log import read_log
-
-# Labelled predictions of each class each version needs before a look.
-MIN_PER_CLASS = 20
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,7 +31,13 @@ def evaluation(candidate, production=None, standard_errors=None):
         errors = standard_errors or {}
         base = production.by_name()
         comparisons = tuple(
-            Comparison(s.name, s.metrics.examples, s.metrics.auc - base[s.name].auc, errors.get(s.name, STANDARD_ERROR))
+            Comparison(
+                s.name,
+                s.metrics.examples,
+                s.metrics.examples // 5,
+                s.metrics.auc - base[s.name].auc,
+                errors.get(s.name, STANDARD_ERROR),
+            )
             for s in candidate.slices
         )
     return Evaluation(
@@ -109,6 +115,17 @@ def test_slices_are_adjusted_for_multiplicity():
     assert all(c.p_value == pytest.approx(0.2275, abs=1e-3) for c in blessing.checks[2:])
 
 
+def test_slices_with_few_of_a_class_are_skipped():
+    """A slice of 1,000 rows with 10 positives: DeLong's variance is not trusted there."""
+    candidate, production = model(0.76, {"JFK": 0.50}), model(0.75, {"JFK": 0.80})
+    few = evaluation(candidate, production, {"overall": 0.002})
+    overall, jfk = few.comparisons
+    few = dataclasses.replace(few, comparisons=(overall, dataclasses.replace(jfk, positives=10)))
+    blessing = validate_model(few, Thresholds())
+    assert blessing.blessed and [c.slice for c in blessing.checks] == ["overall", "overall"]
+    assert not validate_model(evaluation(candidate, production, {"overall": 0.002}), Thresholds()).blessed
+
+
 def test_small_slices_and_undefined_auc_are_skipped():
     candidate = model(0.76, {"JFK": 0.10, "EWR": math.nan}, examples=100)
     blessing = validate_model(
@@ -133,7 +150,7 @@ def test_the_gate_on_real_scores_uses_delongs_paired_error():
         (production_scores + rng.normal(0, 2.0, 4000), False),
     ):
         difference = paired_difference(labels, candidate_scores, production_scores)
-        comparison = Comparison("overall", 4000, difference.difference, difference.standard_error)
+        comparison = Comparison("overall", 4000, int(labels.sum()), difference.difference, difference.standard_error)
         result = validate_model(
             dataclasses.replace(evaluation(model(0.7, {}), model(0.7, {})), comparisons=(comparison,)), thresholds
         )
