@@ -233,10 +233,12 @@ def test_too_many_requests_or_connections_get_a_503_and_health_still_answers(ser
         status, payload, head = exchange(server, f"POST {path} HTTP/1.1\r\nContent-Length: 2\r\n\r\n{{}}".encode())
         assert status == 503 and b"Retry-After: 1" in head and "too many requests" in payload["error"]
         assert wait_for(lambda: call(server, "/v2/health/ready")[0] == 200)  # once the refused one has closed
+        # Only the slow connection open (the server closes a finished one a little after its client).
+        assert wait_for(lambda: server._connections == 1)
         with socket.create_connection(server.server_address[:2]) as second:
             second.sendall(b"GET /v2/health/live HTTP/1.1\r\n\r\n")
-            second.recv(1024)
-            time.sleep(0.1)
+            assert second.recv(1024).startswith(b"HTTP/1.1 200")
+            assert server._connections == 2
             status, payload, _ = exchange(server, b"GET /v2/health/live HTTP/1.1\r\n\r\n")  # the third
             assert status == 503 and payload == {"error": "too many connections open"}
     assert wait_for(lambda: call(server, "/v2/health/live")[0] == 200)
