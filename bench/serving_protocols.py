@@ -36,8 +36,8 @@ from components.train.logic import Hyperparameters, train
 from features.sources import FEATURES_FOLDER, write_sources
 from pipelines.demo.sample_data import flight_spans, write_span
 from pipelines.demo.serving_process import free_ports, start_serving
+from serving.service import V2_DATATYPES
 
-V2_DATATYPES = {"string": "BYTES", "int64": "INT64", "float32": "FP32"}
 NUMPY_TYPES = {"string": np.object_, "int64": np.int64, "float32": np.float32}
 
 

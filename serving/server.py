@@ -134,14 +134,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         config = self.server.service.config
-        length = self.headers.get("Content-Length", "")
-        if not (length.isascii() and length.isdecimal()) or "Transfer-Encoding" in self.headers:
+        given = self.headers.get("Content-Length", "")
+        length = v2_binary.byte_count(given)
+        if length is None or "Transfer-Encoding" in self.headers:
             self.close_connection = True
             self._error(411, "a Content-Length header with the body's size in bytes is required")
             return
-        if len(length.lstrip("0")) > len(str(config.max_body_bytes)) or int(length) > config.max_body_bytes:
+        if length > config.max_body_bytes:
             self.close_connection = True
-            self._error(413, f"body of {length} bytes is over the limit of {config.max_body_bytes}")
+            self._error(413, f"body of {given[:40]} bytes is over the limit of {config.max_body_bytes}")
             return
         if self.path.split("?")[0].endswith(":feedback") and not self.server.service.may_send_feedback(
             self.headers.get("Authorization")
@@ -155,8 +156,8 @@ class Handler(BaseHTTPRequestHandler):
             self._error(503, "too many requests at once: retry shortly", {"Retry-After": str(RETRY_AFTER_SECONDS)})
             return
         try:
-            raw = self.rfile.read(int(length))
-            if len(raw) < int(length):
+            raw = self.rfile.read(length)
+            if len(raw) < length:
                 self.close_connection = True
                 self._error(400, f"the body ended after {len(raw)} of {length} bytes")
                 return

@@ -50,6 +50,20 @@ FIXED_DTYPES: dict[str, np.dtype] = {
 DATATYPES = sorted([*FIXED_DTYPES, BYTES])
 
 
+# More digits than any body here has: such a length is beyond every limit, and is not parsed
+# (int() refuses strings of thousands of digits).
+MAX_LENGTH_DIGITS = 18
+
+
+def byte_count(text: str) -> int | None:
+    """A length header's number of bytes (`Content-Length`, `Inference-Header-Content-Length`):
+    None unless a whole decimal number; one of more than MAX_LENGTH_DIGITS digits counts as
+    10**MAX_LENGTH_DIGITS, beyond any limit."""
+    if not (text.isascii() and text.isdecimal()):
+        return None
+    return int(text) if len(text.lstrip("0")) <= MAX_LENGTH_DIGITS else 10**MAX_LENGTH_DIGITS
+
+
 @dataclass(frozen=True)
 class BinaryResponse:
     """A response body in the extension's framing: `header_length` bytes of JSON, then raw outputs."""
@@ -113,11 +127,11 @@ def decode_request(body: bytes, header_length: str) -> dict[str, Any]:
             data or goes on after the last, or `decode_tensor` refuses an input's data.
     """
     length = header_length.strip()
-    if not (length.isascii() and length.isdecimal()):
+    offset = byte_count(length)
+    if offset is None:
         raise ServiceError(400, f"{HEADER_LENGTH} {header_length[:40]!r} is not a whole number of bytes")
-    if len(length.lstrip("0")) > len(str(len(body))) or int(length) > len(body):  # int() of 4,300+ digits fails
-        raise ServiceError(400, f"{HEADER_LENGTH} {length} is beyond the body's {len(body)} bytes")
-    offset = int(length)
+    if offset > len(body):
+        raise ServiceError(400, f"{HEADER_LENGTH} {length[:40]} is beyond the body's {len(body)} bytes")
     try:
         request = orjson.loads(body[:offset])
     except orjson.JSONDecodeError as error:
