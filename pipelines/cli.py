@@ -29,7 +29,7 @@ from components.common.datasets import DEFAULT_DATASET, load_dataset
 from components.common.errors import ConfigError, CtError, DataError
 from components.common.home import DEFAULT_HOME, KUBEFLOW_METADATA, Home
 from components.common.metadata import PROMOTED, ROLLED_BACK
-from pipelines.local_run import RUNNERS, SUBPROCESS
+from pipelines.local_run import RUNNERS, WARM
 from pipelines.retention import RetentionSettings
 from serving.canary.judge import SequentialTest
 from serving.config import MODEL_VERSION_ENV, ServingConfig
@@ -98,9 +98,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", default=None, help="the run's id (default: a new one)")
     run.add_argument(
         "--runner",
-        default=SUBPROCESS,
+        default=WARM,
         choices=RUNNERS,
-        help="each step as a process here (default, fast) or in a container of the image, mounted as on a cluster",
+        help="each step as a process here forked from a host that imported the stack once (default, fast), "
+        "started anew (as kfp.local does), or in a container of the image, mounted as on a cluster",
     )
     run.set_defaults(handler=_run)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import sys
@@ -18,6 +19,7 @@ from components.common.metadata import FAILED, NOT_BLESSED, PUSHED, STOPPED_BY_D
 from components.common.process_lifetime import children_die_with_this_process
 from components.common.spans import complete_spans
 from components.image import PIPELINE_IMAGE
+from pipelines.compile import COMPILED_SPEC
 from pipelines.home_lock import HomeLock, holding
 from pipelines.pods import (
     DATA_MOUNT,
@@ -28,6 +30,7 @@ from pipelines.pods import (
     steps_in_containers,
 )
 from pipelines.recovery import recover_home, this_launcher
+from pipelines.step_host import StepHost, steps_in_host
 
 # Set by `ct run` itself, or (home_volume) meaningful on a cluster only.
 WIRED_PARAMETERS = (
@@ -43,8 +46,8 @@ WIRED_PARAMETERS = (
 )
 KFP_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool}
 
-SUBPROCESS, DOCKER = "subprocess", "docker"
-RUNNERS = (SUBPROCESS, DOCKER)
+WARM, SUBPROCESS, DOCKER = "warm", "subprocess", "docker"
+RUNNERS = (WARM, SUBPROCESS, DOCKER)
 
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
@@ -52,32 +55,31 @@ EXIT_STOPPED_BY_DATA = 2
 
 
 def pipeline_parameters(include_wired: bool = False) -> dict[str, tuple[type, Any]]:
-    """The pipeline's parameters: name -> (type, default), read from its own spec.
+    """The pipeline's parameters: name -> (type, default), read from the compiled spec that ships
+    with the code (the one a cluster runs; a test keeps it fresh), not compiled anew.
 
     Args:
         include_wired: Also those `ct run` sets itself (data root, metadata, repository, run id,
             trigger, reason), which a cluster run is given by whoever submits it.
     """
-    from pipelines.continuous_training import continuous_training
-
-    spec = continuous_training.pipeline_spec.root.input_definitions.parameters
+    spec = compiled_spec()
     return {
-        name: (KFP_TYPES[_type_name(p.parameter_type)], _default(p))
-        for name, p in spec.items()
+        name: (
+            KFP_TYPES[p["parameterType"]],
+            KFP_TYPES[p["parameterType"]](p["defaultValue"]) if "defaultValue" in p else None,
+        )
+        for name, p in spec["root"]["inputDefinitions"]["parameters"].items()
         if include_wired or name not in WIRED_PARAMETERS
     }
 
 
-def _type_name(parameter_type: int) -> str:
-    from kfp.pipeline_spec import pipeline_spec_pb2
+@functools.lru_cache(maxsize=1)
+def compiled_spec() -> dict[str, Any]:
+    """The pipeline spec's document of pipelines/compiled/continuous_training.yaml."""
+    import yaml
 
-    return pipeline_spec_pb2.ParameterType.ParameterTypeEnum.Name(parameter_type)
-
-
-def _default(parameter) -> Any:
-    from google.protobuf import json_format
-
-    return json_format.MessageToDict(parameter.default_value) if parameter.HasField("default_value") else None
+    with COMPILED_SPEC.open() as spec:
+        return next(yaml.load_all(spec, Loader=yaml.CSafeLoader))
 
 
 def new_run_id() -> str:
@@ -101,7 +103,7 @@ def run_locally(
     reason: str = "",
     log_path: Path | None = None,
     run_id: str | None = None,
-    runner: str = SUBPROCESS,
+    runner: str = WARM,
 ) -> RunRecord:
     """Runs the pipeline once through kfp.local and returns the run as ML Metadata recorded it.
 
@@ -112,19 +114,17 @@ def run_locally(
         trigger, reason: Why this run happens; recorded with the run.
         log_path: Where kfp.local's and the steps' output goes (default: `home/logs/<run id>.log`).
         run_id: The run's id (default: a new one).
-        runner: `subprocess` runs each step as a process of this environment (fast);
-            `docker` runs each in its own container of the project's image, given only what
-            a KFP pod gets (pipelines/pods.py): the home at /var/lib/ct, as on a cluster.
+        runner: `warm` runs each step as a process of this environment forked from a host
+            that imported the stack once (fast, pipelines/step_host.py); `subprocess` starts
+            each step's process anew, as kfp.local's SubprocessRunner does; `docker` runs
+            each in its own container of the project's image, given only what a KFP pod gets
+            (pipelines/pods.py): the home at /var/lib/ct, as on a cluster.
 
     Raises:
         ConfigError: an unknown dataset or runner, an unsafe run id, a home that cannot be made,
             or no image or Docker engine for `docker`.
         DataError: the data root does not exist (checked before anything starts).
     """
-    from kfp import local
-
-    from pipelines.continuous_training import continuous_training
-
     if runner not in RUNNERS:
         raise ConfigError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
     if run_id is not None:
@@ -145,46 +145,62 @@ def run_locally(
     run_id = run_id or new_run_id()
     log_path = log_path or home.logs / f"{run_id}.log"
     store = MetadataStore(home.metadata_connection)
-    # One run at a time per home, held until the run ends; a run that died holding it is
-    # closed as failed and its leftovers removed before this one records anything.
-    with holding(HomeLock(home.lock_file, "ct run"), run_id):
-        recover_home(home, store)
-        store.update_run(run_id, launcher=this_launcher())
-        arguments = {
-            "data_root": str(seen_data),
-            "metadata_connection": seen_home.metadata_connection,
-            "model_repository": str(seen_home.model_repository),
-            "feature_repo": str(seen_home.feature_repo),
-            "statistics_root": str(seen_home.statistics),
-            "run_id": run_id,
-            "trigger": trigger,
-            "reason": reason,
-            **parameters,
-        }
-        # Each run's outputs in a folder of its own: what retention and recovery remove is one folder.
-        pipeline_root = (home.pipeline_root / run_id).resolve()
-        if runner == SUBPROCESS:
-            local.init(
-                runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=False
-            )
-            steps = contextlib.nullcontext()
-        else:
-            local.init(runner=local.DockerRunner(), pipeline_root=str(pipeline_root), raise_on_error=False)
-            steps = steps_in_containers(
-                client, PodVolumes(home.root.resolve(), data_root.resolve(), home.pipeline_root.resolve())
-            )
-        with _output_to(log_path), _quiet_tensorflow(), warnings.catch_warnings(), steps:
-            # kfp.local warns that the steps' image is not this interpreter; running the image's
-            # Python environment here (installed from the same constraints) is the point.
-            warnings.filterwarnings(
-                "ignore", message="You may be attemping to run a task that uses custom", category=RuntimeWarning
-            )
-            with children_die_with_this_process():
-                continuous_training(**arguments)
-        try:
-            return store.run(run_id)
-        except NotFoundError:
-            raise ConfigError(f"the run recorded nothing in ML Metadata; see {log_path}") from None
+    # The warm host imports the stack while the run is set up; it starts with TensorFlow quiet.
+    with _quiet_tensorflow(), _step_host(runner, log_path) as host:
+        # One run at a time per home, held until the run ends; a run that died holding it is
+        # closed as failed and its leftovers removed before this one records anything.
+        with holding(HomeLock(home.lock_file, "ct run"), run_id):
+            recover_home(home, store)
+            store.update_run(run_id, launcher=this_launcher())
+            arguments = {
+                "data_root": str(seen_data),
+                "metadata_connection": seen_home.metadata_connection,
+                "model_repository": str(seen_home.model_repository),
+                "feature_repo": str(seen_home.feature_repo),
+                "statistics_root": str(seen_home.statistics),
+                "run_id": run_id,
+                "trigger": trigger,
+                "reason": reason,
+                **parameters,
+            }
+            from kfp import local
+
+            from pipelines.continuous_training import continuous_training  # compiled here, as the host imports
+
+            # Each run's outputs in a folder of its own: what retention and recovery remove is one folder.
+            pipeline_root = str((home.pipeline_root / run_id).resolve())
+            if runner == DOCKER:
+                local.init(runner=local.DockerRunner(), pipeline_root=pipeline_root, raise_on_error=False)
+                steps = steps_in_containers(
+                    client, PodVolumes(home.root.resolve(), data_root.resolve(), home.pipeline_root.resolve())
+                )
+            else:
+                local.init(
+                    runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root, raise_on_error=False
+                )
+                steps = steps_in_host(host) if host else contextlib.nullcontext()
+            with output_to(log_path), warnings.catch_warnings(), steps:
+                # kfp.local warns that the steps' image is not this interpreter; running the image's
+                # Python environment here (installed from the same constraints) is the point.
+                warnings.filterwarnings(
+                    "ignore", message="You may be attemping to run a task that uses custom", category=RuntimeWarning
+                )
+                with children_die_with_this_process():
+                    continuous_training(**arguments)
+    try:
+        return store.run(run_id)
+    except NotFoundError:
+        raise ConfigError(f"the run recorded nothing in ML Metadata; see {log_path}") from None
+
+
+@contextlib.contextmanager
+def _step_host(runner: str, log_path: Path) -> Iterator[StepHost | None]:
+    """The warm runner's host, started now and stopped when the run ends; none for the others."""
+    if runner != WARM:
+        yield None
+        return
+    with StepHost(log_path) as host:
+        yield host
 
 
 SEEN_AS = ".steps-see-home-at"  # where a home's runs recorded their paths
@@ -209,7 +225,7 @@ def claim_home(home: Home, seen: Home) -> None:
 
 
 @contextlib.contextmanager
-def _output_to(path: Path) -> Iterator[None]:
+def output_to(path: Path) -> Iterator[None]:
     """Sends this process's and its children's stdout and stderr to a file (file descriptors, not just sys.*)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()

@@ -9,16 +9,16 @@ working after the push.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import subprocess
-import sys
+import multiprocessing
 from pathlib import Path
+from typing import Any
 
 from components.common import model_io
 from components.common.datasets import DatasetConfig
 from components.common.reports import JsonRecord, markdown_table
 from components.common.spans import read_file
+from components.infra_validate.probe import answer
 
 INFRA_BLESSED = "INFRA_BLESSED"
 INFRA_NOT_BLESSED = "INFRA_NOT_BLESSED"
@@ -53,6 +53,7 @@ def infra_validate(
     production_dir: Path | None = None,
     single_requests: int = 20,
     batch_rows: int = 100,
+    start_method: str = "spawn",
 ) -> InfraBlessing:
     """Loads the model in a fresh process and checks it answers eval rows through its serving signature.
 
@@ -63,28 +64,20 @@ def infra_validate(
         production_dir: The production SavedModel, whose signature the candidate must keep.
         single_requests: How many one-row requests to send.
         batch_rows: Rows in the one batch request.
+        start_method: How the fresh process starts (multiprocessing's start methods): `spawn`, a
+            new interpreter; `fork`, a child of this process, without a second start and import
+            of TensorFlow, and only where this process has run nothing of TensorFlow yet (its
+            runtime's thread pools do not survive a fork), as a pipeline step's has not.
     """
     frame = read_file(eval_path, "parquet")
     rows = model_io.frame_to_instances(frame.head(max(single_requests, batch_rows)), dataset.features)
     requests = [{"instances": [row]} for row in rows[:single_requests]] + [{"instances": rows[:batch_rows]}]
     models = [str(model_dir)] + ([str(production_dir)] if production_dir else [])
     checks: list[tuple[str, bool, str]] = []
-    try:
-        completed = subprocess.run(
-            [sys.executable, "-m", "components.infra_validate.probe"],
-            input=json.dumps({"models": models, "requests": requests}),
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT_SECONDS,
-        )
-    except subprocess.TimeoutExpired:
-        checks.append(("loads in a fresh process", False, f"no answer within {PROBE_TIMEOUT_SECONDS} s"))
+    result = _answer_in_fresh_process(models, requests, start_method)
+    if "failure" in result:
+        checks.append(("loads in a fresh process", False, result["failure"]))
         return InfraBlessing(False, tuple(checks), math.nan, math.nan)
-    if completed.returncode != 0:
-        last_line = (completed.stderr.strip().splitlines() or ["no output"])[-1]
-        checks.append(("loads in a fresh process", False, f"exit code {completed.returncode}: {last_line}"))
-        return InfraBlessing(False, tuple(checks), math.nan, math.nan)
-    result = json.loads(completed.stdout)
     checks.append(("loads in a fresh process", True, f"{result['load_seconds']:.2f} s"))
     signature = model_io.Signature(**result["signatures"][0])
     checks.append(("signature output", model_io.OUTPUT in signature.outputs, f"outputs {list(signature.outputs)}"))
@@ -110,3 +103,31 @@ def infra_validate(
     latencies = sorted(response["seconds"] for response in responses[:single_requests])
     p50_ms = 1000 * latencies[len(latencies) // 2] if latencies else math.nan
     return InfraBlessing(all(passed for _, passed, _ in checks), tuple(checks), result["load_seconds"], p50_ms)
+
+
+def _answer_in_fresh_process(models: list[str], requests: list[dict[str, Any]], start_method: str) -> dict[str, Any]:
+    """`probe.answer` in a new process; {"failure": why} when it raises, dies or takes too long."""
+    context = multiprocessing.get_context(start_method)
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_answer_to, args=(sender, models, requests), daemon=True)
+    child.start()
+    sender.close()
+    try:
+        if not receiver.poll(PROBE_TIMEOUT_SECONDS):
+            return {"failure": f"no answer within {PROBE_TIMEOUT_SECONDS} s"}
+        return receiver.recv()
+    except EOFError:
+        child.join()
+        return {"failure": f"the process died (exit code {child.exitcode})"}
+    finally:
+        receiver.close()
+        if child.is_alive():
+            child.kill()
+        child.join()
+
+
+def _answer_to(sender, models: list[str], requests: list[dict[str, Any]]) -> None:
+    try:
+        sender.send(answer(models, requests))
+    except Exception as error:  # a model that cannot load is the verdict, not a crash of the step
+        sender.send({"failure": f"{type(error).__name__}: {error}"})

@@ -16,15 +16,18 @@ printed, and an HTML report is written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Iterator, TextIO
 
 from components.common.datasets import load_dataset
 from components.common.errors import ConfigError
@@ -37,6 +40,7 @@ from pipelines.demo.report import auc_text, write_report
 from pipelines.demo.sample_data import flight_spans, parse_months, write_span
 from pipelines.demo.serving_process import free_port, start_serving
 from pipelines.home_lock import HomeLock, holding
+from pipelines.local_run import output_to
 from pipelines.triggers.config import NewDataSettings, PerformanceSettings, ShiftSettings, TriggerConfig
 from pipelines.triggers.controller import build_controller
 from pipelines.triggers.sources import request_manual_run
@@ -58,6 +62,7 @@ class MonthRow:
     decision: str = ""
     pushed_version: int | None = None
     offline_auc: float | None = None  # the run's candidate on its eval split
+    failure: str = ""  # why a failed run failed, and its log
     serving_after: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -126,9 +131,19 @@ def fresh_demo_home(path: Path) -> Home:
 
 
 def run_demo(home_path: Path, months_text: str, rows_per_month: int = 4000) -> int:
-    """Replays the months; returns 0 when no run failed (pushed, not blessed and stopped by bad data are outcomes)."""
+    """Replays the months; returns 0 when no run failed (pushed, not blessed and stopped by bad data are outcomes).
+
+    The terminal gets the timeline, a row a month (on a terminal, a status line while the month
+    goes on); what the libraries print goes to HOME/logs/demo.log, named at the end.
+    """
     months = parse_months(months_text)
     home = fresh_demo_home(home_path)
+    with _terminal_apart(home.logs / "demo.log") as terminal:
+        rows = _replay(home, months, rows_per_month, terminal)
+    return 0 if all(r.decision != FAILED for r in rows) else 1
+
+
+def _replay(home: Home, months: list[str], rows_per_month: int, terminal: TextIO) -> list[MonthRow]:
     dataset = load_dataset("flights")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -155,39 +170,90 @@ def run_demo(home_path: Path, months_text: str, rows_per_month: int = 4000) -> i
     store = MetadataStore(home.metadata_connection)
     request_manual_run(home.triggers, "first model: nothing in production yet")
     rows: list[MonthRow] = []
-    print(f"replaying {months[0]}..{months[-1]}: service at {url}, home {home.root}")
+    status = _status_line(terminal)
+    print(f"replaying {months[0]}..{months[-1]}: service at {url}, home {home.root}", file=terminal)
     print(
         f"{'month':<8} {'traffic (online AUC by version)':<38} {'triggers':<34} {'decision':<28} "
-        f"{'offline AUC':<12} serving after"
+        f"{'offline AUC':<12} serving after",
+        file=terminal,
     )
     with open(home.logs / "serve.log", "w") as serve_log, tempfile.TemporaryDirectory() as scratch:
         server = start_serving(home.root, port, SERVE_OPTIONS, output=serve_log)
         try:
             for span in flight_spans(months):
                 rows.append(
-                    _month(span, port, url, Path(scratch), controller, store, dataset.model_name, rows_per_month)
+                    _month(
+                        span, port, url, Path(scratch), controller, store, dataset.model_name, rows_per_month, status
+                    )
                 )
-                print(_line(rows[-1]), flush=True)
+                status("")
+                print(_line(rows[-1]), file=terminal)
+                if rows[-1].decision == FAILED:
+                    print(f"{'':<8} {rows[-1].run_id}: {rows[-1].failure}", file=terminal)
         finally:
+            status("")
             server.terminate()
             server.wait()
     report = write_report(home, rows, store, dataset)
-    print(f"\nreport: {report}\nruns: ct runs --home {home.root}    lineage: ct lineage --home {home.root}")
-    return 0 if all(r.decision != FAILED for r in rows) else 1
+    print(
+        f"\nreport: {report}\nruns: ct runs --home {home.root}    lineage: ct lineage --home {home.root}\n"
+        f"logs: {home.logs}: demo.log (the libraries' output), serve.log (the service), <run id>.log (each run)",
+        file=terminal,
+    )
+    return rows
+
+
+@contextlib.contextmanager
+def _terminal_apart(log: Path) -> Iterator[TextIO]:
+    """While open, this process and its children print to `log`; the stream yielded prints where
+    this process's stdout went before."""
+    sys.stdout.flush()
+    terminal = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    try:
+        with output_to(log), open(log, "a", buffering=1) as python_output:
+            # Python's own streams too, wherever they were pointed (a test's capture)
+            with contextlib.redirect_stdout(python_output), contextlib.redirect_stderr(python_output):
+                yield terminal
+    finally:
+        terminal.close()
+
+
+def _status_line(terminal: TextIO) -> Callable[[str], None]:
+    """On a terminal, one line that says what the month is doing, rewritten in place; elsewhere nothing."""
+    if not terminal.isatty():
+        return lambda text: None
+
+    def show(text: str) -> None:
+        terminal.write(f"\r\x1b[K{text}")
+        terminal.flush()
+
+    return show
 
 
 def _month(
-    span, port: int, url: str, scratch: Path, controller, store: MetadataStore, model_name: str, rows_per_month: int
+    span,
+    port: int,
+    url: str,
+    scratch: Path,
+    controller,
+    store: MetadataStore,
+    model_name: str,
+    rows_per_month: int,
+    status: Callable[[str], None],
 ) -> MonthRow:
     """One month: its traffic and feedback (if a model serves), then its span lands and the triggers are checked."""
     row = MonthRow(span.span_id)
     # The feature pipeline keeps the online store current as the month's weather comes in.
+    status(f"{span.span_id}  the month's weather into the online store")
     materialize_window(
         Home(controller.config.home).feature_repo,
         controller.config.data_root / FEATURES_FOLDER,
         (span.frame.sched_dep.min(), span.frame.sched_dep.max()),
     )
     if _served(port, model_name):
+        status(
+            f"{span.span_id}  {min(rows_per_month, len(span.frame)):,} flights as live requests, then their outcomes"
+        )
         traffic_file = scratch / f"{span.span_id}.parquet"
         span.frame.sample(min(rows_per_month, len(span.frame)), random_state=0).to_parquet(traffic_file)
         row.traffic = json.loads(
@@ -209,13 +275,17 @@ def _month(
             ).stdout
         )
         time.sleep(REQUEST_LOG_FLUSH_SECONDS + 1)  # the service flushes its request log, judges the canary
+    status(f"{span.span_id}  the span lands; the triggers are checked")
     write_span(controller.config.data_root, span)
-    _settle(controller, row)
+    _settle(controller, row, lambda: status(f"{span.span_id}  {row.triggers}: run {row.run_id}"))
     if row.run_id:
         run = store.run(row.run_id)
         row.decision = run.decision
         evaluations = store.run_artifacts(row.run_id, EVALUATION)
         row.offline_auc = float(evaluations[-1].properties["auc"]) if evaluations else None
+        if run.decision == FAILED:
+            log = Home(controller.config.home).logs / f"{row.run_id}.log"
+            row.failure = f"{run.properties.get('reasons', '')} (log: {log})"
         if run.decision == PUSHED:
             row.pushed_version = int(run.properties["version"])
             _wait_for_version(port, model_name, row.pushed_version)
@@ -223,14 +293,15 @@ def _month(
     return row
 
 
-def _settle(controller, row: MonthRow, timeout: float = 600) -> None:
-    """Ticks the controller until it is idle; notes the run it started, if any."""
+def _settle(controller, row: MonthRow, started: Callable[[], None], timeout: float = 600) -> None:
+    """Ticks the controller until it is idle; notes the run it started, if any (then calls `started`)."""
     deadline = time.monotonic() + timeout
     controller.tick()
     while controller.running is not None and time.monotonic() < deadline:
         if not row.run_id:
-            started = controller.events[-1]
-            row.run_id, row.triggers, row.reasons = started.run_id, ", ".join(started.triggers), started.reason
+            event = controller.events[-1]
+            row.run_id, row.triggers, row.reasons = event.run_id, ", ".join(event.triggers), event.reason
+            started()
         time.sleep(controller.config.poll_seconds)
         controller.tick()
 

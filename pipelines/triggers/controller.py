@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import IO, Any, Callable, Mapping, Protocol, Sequence
 
 from components.common.datasets import load_dataset
 from components.common.errors import DataError, HomeBusyError, NotFoundError
@@ -89,19 +89,28 @@ class LocalLauncher:
         return command
 
     def start(self, run_id: str, trigger: str, reason: str) -> None:
-        self._process = start_holding_home(self.command(run_id, trigger, reason), self.lock)
+        """Starts the run; what `ct run` prints (its summary, or why it could not start) goes to
+        the end of the run's log, after the steps' output."""
+        log = self.home.logs / f"{run_id}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as output:
+            self._process = start_holding_home(self.command(run_id, trigger, reason), self.lock, output)
 
     def finished(self) -> int | None:
         return None if self._process is None else self._process.poll()
 
 
-def start_holding_home(command: list[str], lock: HomeLock) -> subprocess.Popen:
-    """Starts a child that inherits the home's lock (held by this process) and dies with this process."""
+def start_holding_home(command: list[str], lock: HomeLock, output: IO | None = None) -> subprocess.Popen:
+    """Starts a child that inherits the home's lock (held by this process) and dies with this process.
+
+    Args:
+        output: Where the child's stdout and stderr go (default: nowhere).
+    """
     fd = lock.fileno()
     return subprocess.Popen(
         command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output or subprocess.DEVNULL,
+        stderr=output or subprocess.DEVNULL,
         pass_fds=(fd,),
         env={**os.environ, LOCK_FD_ENV: str(fd)},
         preexec_fn=die_with_parent,

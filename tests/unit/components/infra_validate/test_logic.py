@@ -34,4 +34,4 @@ def test_model_that_does_not_load_is_refused(tmp_path, splits, flights):
     (tmp_path / "broken" / "saved_model.pb").write_bytes(b"not a model")
     blessing = infra_validate(tmp_path / "broken", splits[1], flights, single_requests=1, batch_rows=5)
     assert not blessing.blessed
-    assert blessing.reasons[0].startswith("loads in a fresh process: exit code 1")
+    assert blessing.reasons[0].startswith("loads in a fresh process: OSError: Cannot parse file")

@@ -1,0 +1,239 @@
+"""The warm runner: each step a fresh process forked from a host that imported the stack once.
+
+kfp.local's SubprocessRunner starts a new interpreter per step, and most of a small run's
+time is each step importing TensorFlow and TFDV again (3-4 s a step). Here a host process
+imports them once, before anything of TensorFlow runs (no graph, no thread pool, no session:
+fork-safe), and forks a child per step. The child runs exactly what the step's KFP command
+runs: the component's source written to a file, then KFP's executor (`python -m
+kfp.dsl.executor_main --component_module_path FILE --executor_input … --function_to_execute
+…`), with the environment, working folder, stdout and stderr of the kfp.local task that asked
+for it. What a step does is the component code a pod runs; only the interpreter start and the
+imports are shared. Steps run one at a time, in kfp.local's order.
+
+The host dies with the process that started it (`PR_SET_PDEATHSIG`), and a step's child with
+its `ct run` (components/common/process_lifetime.py): killing `ct run` leaves nothing behind.
+
+A step's peak memory (ML Metadata's `peak_memory_mib`) is its resident size, and so counts the
+host's preloaded libraries, shared by every step and by the host (about 600 MiB).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Iterator
+
+from components.common.errors import ConfigError
+from components.common.process_lifetime import die_with_parent
+from pipelines.config import KFP_INTERNALS_CHECKED_ON
+
+# What the steps import, loaded once by the host: the executor and the data and ML stack.
+PRELOADED = (
+    "kfp.dsl.executor_main",
+    "pandas",
+    "pyarrow.parquet",
+    "ml_metadata",
+    "tensorflow",
+    "tensorflow_data_validation",
+    "components.common.metadata",
+    "components.common.model_io",
+)
+EXECUTOR_MODULE = "kfp.dsl.executor_main"
+HEADER = struct.Struct("!Q")  # the length of the request that follows
+STREAMS = 2  # a request carries the task's stdout and stderr
+
+
+class StepHost:
+    """A running host; `run` forks one step from it. Use as a context manager."""
+
+    def __init__(self, log_path: Path) -> None:
+        """Starts the host; it imports the stack while the caller goes on.
+
+        Args:
+            log_path: Where the host's own output goes (its imports' messages); steps write
+                where their request says.
+        """
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a") as log, theirs:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "pipelines.step_host", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=die_with_parent,
+            )
+        self._socket = ours
+        self._replies = ours.makefile("r")
+
+    def run(self, command: list[str]) -> int:
+        """Runs one step's KFP command in a child forked from the host; returns its exit code.
+
+        The child gets this process's environment, working folder, stdout and stderr as they
+        are now, as a subprocess started here would.
+
+        Raises:
+            ConfigError: the host died (its output is in the log it was started with).
+        """
+        request = json.dumps({"command": command, "environment": dict(os.environ), "cwd": os.getcwd()}).encode()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            socket.send_fds(self._socket, [HEADER.pack(len(request))], [1, 2])
+            self._socket.sendall(request)
+            reply = self._replies.readline()
+        except OSError:
+            reply = ""
+        if not reply:
+            raise ConfigError(f"the step host (pid {self._process.pid}) died: {self._exit_text()}")
+        return int(reply)
+
+    def close(self) -> None:
+        """Stops the host (it exits when its socket closes) and waits for it."""
+        self._replies.close()
+        self._socket.close()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def _exit_text(self) -> str:
+        try:
+            code = self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return "it stopped answering"
+        return f"exit code {code}"
+
+    def __enter__(self) -> StepHost:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def steps_in_host(host: StepHost) -> Iterator[None]:
+    """kfp.local's SubprocessRunner, each step forked from the warm host instead of started anew.
+
+    Raises:
+        ConfigError: another kfp than this was written against.
+    """
+    import kfp
+    from kfp.local import status, subprocess_task_handler
+
+    if not kfp.__version__.startswith(KFP_INTERNALS_CHECKED_ON):
+        raise ConfigError(f"kfp {kfp.__version__}: the warm runner was written against kfp {KFP_INTERNALS_CHECKED_ON}x")
+
+    class HostTaskHandler(subprocess_task_handler.SubprocessTaskHandler):
+        def run(self) -> status.Status:
+            return status.Status.SUCCESS if host.run(self.full_command) == 0 else status.Status.FAILURE
+
+    original = subprocess_task_handler.SubprocessTaskHandler
+    subprocess_task_handler.SubprocessTaskHandler = HostTaskHandler  # kfp.local looks it up at each task
+    try:
+        yield
+    finally:
+        subprocess_task_handler.SubprocessTaskHandler = original
+
+
+def executor_arguments(command: list[str], module_path: Path) -> tuple[str, list[str]]:
+    """The component's source and the executor's arguments, from a lightweight component's command.
+
+    KFP (kfp/dsl/component_factory.py) runs such a step as `sh -ec SCRIPT SOURCE ARGS…`, where
+    SCRIPT writes SOURCE ($0) to a file and runs `python3 -m kfp.dsl.executor_main
+    --component_module_path FILE "$@"`.
+
+    Raises:
+        ConfigError: the command is not of that form.
+    """
+    if len(command) < 4 or command[:2] != ["sh", "-ec"] or f"-m {EXECUTOR_MODULE}" not in command[2]:
+        raise ConfigError(f"not a KFP lightweight component's command: {command[:3]}")
+    return command[3], ["--component_module_path", str(module_path), *command[4:]]
+
+
+def _serve(control: socket.socket) -> None:
+    """The host's loop: one request at a time, one forked child each, its exit code answered."""
+    for name in PRELOADED:
+        importlib.import_module(name)
+    while True:
+        try:
+            header, descriptors, _, _ = socket.recv_fds(control, HEADER.size, STREAMS)
+        except ConnectionResetError:
+            return
+        if not header:
+            return  # the runner closed the socket: no more steps
+        request = json.loads(_receive(control, HEADER.unpack(header)[0]))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        child = os.fork()
+        if child == 0:
+            code = 1
+            try:
+                control.close()
+                code = _run_step(request, descriptors)
+            finally:
+                os._exit(code)  # never back into the host's loop
+        for descriptor in descriptors:
+            os.close(descriptor)
+        _, status = os.waitpid(child, 0)
+        control.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+
+
+def _receive(control: socket.socket, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = control.recv(min(size, 1 << 20))
+        if not chunk:
+            raise EOFError("the runner closed the socket in the middle of a request")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _run_step(request: dict, descriptors: list[int]) -> int:
+    """In the forked child: the step's KFP executor, as `python -m` would run it; its exit code."""
+    for target, descriptor in enumerate(descriptors, start=1):
+        os.dup2(descriptor, target)
+        os.close(descriptor)
+    os.environ.clear()
+    os.environ.update(request["environment"], _KFP_RUNTIME="true")
+    os.chdir(request["cwd"])
+    code = 1
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            module_path = Path(folder) / "ephemeral_component.py"
+            source, arguments = executor_arguments(request["command"], module_path)
+            module_path.write_text(source)
+            sys.argv = [EXECUTOR_MODULE, *arguments]
+            from kfp.dsl import executor_main
+
+            executor_main.executor_main()
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+        if isinstance(exit.code, str):
+            print(exit.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return code
+
+
+if __name__ == "__main__":
+    _serve(socket.socket(fileno=int(sys.argv[1])))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # tearing the preloaded stack down takes a second and saves nothing

@@ -1,0 +1,101 @@
+"""The warm runner: steps forked from one host, run through kfp.local exactly as KFP runs them.
+
+(No `from __future__ import annotations` here: kfp reads the components' annotations as types.)
+"""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from kfp import dsl, local
+from kfp.dsl import Artifact, Output
+
+from components.common.errors import ConfigError
+from components.ingest.component import ingest
+from pipelines.local_run import output_to
+from pipelines.step_host import StepHost, executor_arguments, steps_in_host
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def describe_process(out: Output[Artifact]):
+    import json
+    import os
+    import sys
+
+    print("a line on stdout")
+    print("a line on stderr", file=sys.stderr)
+    facts = {
+        "ppid": os.getppid(),
+        "marker": os.environ.get("CT_TEST_MARKER"),
+        "runtime": os.environ.get("_KFP_RUNTIME"),
+        "cwd": os.getcwd(),
+        "tensorflow_preloaded": "tensorflow" in sys.modules,
+    }
+    with open(out.path, "w") as file:
+        json.dump(facts, file)
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def fail(message: str):
+    raise ValueError(message)
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    with StepHost(tmp_path_factory.mktemp("host") / "host.log") as started:
+        yield started
+
+
+@pytest.fixture
+def steps(host, tmp_path, monkeypatch):
+    """kfp.local with each step forked from the host; a log file for the steps' output."""
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    monkeypatch.chdir(tmp_path)
+    with steps_in_host(host):
+        yield tmp_path / "steps.log"
+
+
+def test_a_step_runs_in_a_child_of_the_warm_host_with_the_callers_environment(host, steps, tmp_path, monkeypatch):
+    monkeypatch.setenv("CT_TEST_MARKER", "set after the host started")
+    with output_to(steps):
+        task = describe_process()
+    facts = json.loads(Path(task.outputs["out"].path).read_text())
+    assert facts["ppid"] == host._process.pid
+    assert facts["tensorflow_preloaded"]  # imported once by the host, not by the step
+    assert facts["marker"] == "set after the host started"
+    assert facts["runtime"] == "true"  # as KFP's command sets it
+    assert facts["cwd"] == str(tmp_path)
+    log = steps.read_text()
+    assert "a line on stdout" in log and "a line on stderr" in log
+
+
+def test_a_failing_step_fails_its_task_with_its_traceback_and_the_host_goes_on(host, steps):
+    with output_to(steps), pytest.raises(RuntimeError, match="finished with status .*FAILURE"):
+        fail(message="this step cannot go on")
+    assert "ValueError: this step cannot go on" in steps.read_text()
+    with output_to(steps):
+        assert describe_process().outputs["out"]  # the next step runs
+
+
+def test_the_executor_runs_the_components_own_source_and_arguments(tmp_path):
+    spec = ingest.component_spec.implementation.container
+    command = [*spec.command, *spec.args]
+    source, arguments = executor_arguments(command, tmp_path / "ephemeral_component.py")
+    assert "def ingest(" in source and source == command[3]
+    assert arguments[:2] == ["--component_module_path", str(tmp_path / "ephemeral_component.py")]
+    assert arguments[arguments.index("--function_to_execute") + 1] == "ingest"
+
+
+def test_a_command_that_is_not_a_lightweight_components_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="not a KFP lightweight component's command"):
+        executor_arguments(["python3", "-m", "kfp.dsl.executor_main", "--executor_input", "{}"], tmp_path / "m.py")
+
+
+def test_a_dead_host_is_an_error_that_says_so(tmp_path):
+    with StepHost(tmp_path / "host.log") as doomed:
+        os.kill(doomed._process.pid, signal.SIGKILL)
+        doomed._process.wait()
+        with pytest.raises(ConfigError, match=r"the step host \(pid \d+\) died: exit code -9"):
+            doomed.run(["sh", "-ec", "python3 -m kfp.dsl.executor_main", "source"])
