@@ -241,6 +241,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--request-log-sample", type=float, default=ServingConfig.request_log_sample)
     serve.add_argument(
+        "--request-log-flush-seconds",
+        type=float,
+        default=ServingConfig.request_log_flush_seconds,
+        help="how often the request and feedback logs are written out",
+    )
+    serve.add_argument(
+        "--canary-check-seconds",
+        type=float,
+        default=ServingConfig.canary_check_seconds,
+        help="how often the canary test looks at the evidence",
+    )
+    serve.add_argument(
         "--canary-addressable",
         action="store_true",
         help="let clients address the canary by version or label (off: only the routing sends it traffic)",
@@ -431,6 +443,8 @@ def _serve(args) -> int:
             args.canary_when_inconclusive,
         ),
         request_log_sample=args.request_log_sample,
+        request_log_flush_seconds=args.request_log_flush_seconds,
+        canary_check_seconds=args.canary_check_seconds,
         canary_addressable=args.canary_addressable,
         pinned_version=pinned,
     )

@@ -24,6 +24,8 @@ class ServingConfig:
         poll_seconds: How often the model repository is checked for new versions.
         request_log_sample: Share of predictions written to the request log (0 turns it off).
         request_log_rotate_rows: Rows per request-log Parquet file.
+        request_log_flush_seconds: How often the request and feedback logs are written out (the
+            drift trigger and other replicas see a prediction at most this much later).
         request_log_max_bytes: Size of the request log beyond which the oldest files are deleted.
         max_body_bytes: Largest request body accepted (a 100-row request is about 30 KB).
         max_string_chars: Longest string accepted in a feature value, a v2 request id or a request key.
@@ -45,6 +47,7 @@ class ServingConfig:
     poll_seconds: float = 0.5
     request_log_sample: float = 1.0
     request_log_rotate_rows: int = 20_000
+    request_log_flush_seconds: float = 5.0
     request_log_max_bytes: int = 256 * 1024 * 1024
     max_body_bytes: int = 1024 * 1024
     max_string_chars: int = 256
@@ -74,7 +77,7 @@ class ServingConfig:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
         if self.canary_check_seconds < 0:
             raise ConfigError(f"canary_check_seconds={self.canary_check_seconds}: must not be negative")
-        for name in ("poll_seconds", "queue_seconds", "idle_seconds"):
+        for name in ("poll_seconds", "queue_seconds", "idle_seconds", "request_log_flush_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be positive")
 

@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 V2_DATATYPES = {"string": "BYTES", "int64": "INT64", "float32": "FP32"}
 TF_DATATYPES = {"string": "DT_STRING", "int64": "DT_INT64", "float32": "DT_FLOAT"}
-REQUEST_LOG_FLUSH_SECONDS = 5.0
 FEEDBACK_NEEDS_TOKEN = "feedback needs the serving token (Authorization: Bearer <token>)"
 
 
@@ -140,7 +139,7 @@ class PredictionService:
         self.canary.judge(self.registry)
         if self.features is not None:
             self.features.refresh()
-        if time.monotonic() - self._last_flush > REQUEST_LOG_FLUSH_SECONDS:
+        if time.monotonic() - self._last_flush > self.config.request_log_flush_seconds:
             self._last_flush = time.monotonic()
             self._flush_logs()
 

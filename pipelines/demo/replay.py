@@ -44,11 +44,20 @@ from pipelines.local_run import output_to
 from pipelines.triggers.config import NewDataSettings, PerformanceSettings, ShiftSettings, TriggerConfig
 from pipelines.triggers.controller import build_controller
 from pipelines.triggers.sources import request_manual_run
-from serving.service import REQUEST_LOG_FLUSH_SECONDS
 
 # Written in a home the demo made: only such a home (or an empty one) is deleted by the next demo.
 DEMO_MARKER = ".ct-demo-home"
-SERVE_OPTIONS = ("--canary-percent", "50")
+# The service writes its logs and looks at the canary's evidence often: a month's traffic is
+# sent in seconds, and the triggers and the canary test then see all of it.
+LOOK_SECONDS = 0.5
+SERVE_OPTIONS = (
+    "--canary-percent",
+    "50",
+    "--request-log-flush-seconds",
+    str(LOOK_SECONDS),
+    "--canary-check-seconds",
+    str(LOOK_SECONDS),
+)
 PARAMETERS = {"epochs": 3}
 
 
@@ -219,13 +228,14 @@ def _terminal_apart(log: Path) -> Iterator[TextIO]:
 
 
 def _status_line(terminal: TextIO) -> Callable[[str], None]:
-    """On a terminal, one line that says what the month is doing, rewritten in place; elsewhere nothing."""
-    if not terminal.isatty():
-        return lambda text: None
+    """What the month is doing: with the time in the log, and on a terminal one line rewritten in place."""
 
     def show(text: str) -> None:
-        terminal.write(f"\r\x1b[K{text}")
-        terminal.flush()
+        if text:
+            print(f"{time.strftime('%H:%M:%S')} demo: {text}", file=sys.stderr, flush=True)
+        if terminal.isatty():
+            terminal.write(f"\r\x1b[K{text}")
+            terminal.flush()
 
     return show
 
@@ -274,7 +284,7 @@ def _month(
                 text=True,
             ).stdout
         )
-        time.sleep(REQUEST_LOG_FLUSH_SECONDS + 1)  # the service flushes its request log, judges the canary
+        time.sleep(3 * LOOK_SECONDS)  # the service writes its logs out and judges the canary
     status(f"{span.span_id}  the span lands; the triggers are checked")
     write_span(controller.config.data_root, span)
     _settle(controller, row, lambda: status(f"{span.span_id}  {row.triggers}: run {row.run_id}"))

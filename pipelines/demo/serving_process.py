@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import IO, Sequence
 
+from components.common.process_lifetime import die_with_parent
+
 
 def free_port() -> int:
     return free_ports(1)[0]
@@ -48,6 +50,7 @@ def start_serving(
         [*command, "--grpc-port", str(grpc_port), *options],
         stdout=output,
         stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,  # a demo or test killed leaves no service behind
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
