@@ -141,6 +141,9 @@ class RecordingLauncher:
     def finished(self):
         return 0
 
+    def close(self):
+        pass
+
 
 def publish_recorded(home: Home, model_name: str, model_dir: Path) -> None:
     """Publishes the next version and records its push, as the pipeline's push step does (the

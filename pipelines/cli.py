@@ -398,6 +398,8 @@ def _watch(args) -> int:
         controller.run_forever(args.heartbeat)
     except KeyboardInterrupt:
         pass
+    finally:
+        controller.close()
     return 0
 
 

@@ -30,7 +30,7 @@ from pipelines.pods import (
     steps_in_containers,
 )
 from pipelines.recovery import recover_home, this_launcher
-from pipelines.step_host import StepHost, steps_in_host
+from pipelines.step_host import StepConnection, run_connection, steps_in_host
 
 # Set by `ct run` itself, or (home_volume) meaningful on a cluster only.
 WIRED_PARAMETERS = (
@@ -194,13 +194,13 @@ def run_locally(
 
 
 @contextlib.contextmanager
-def _step_host(runner: str, log_path: Path) -> Iterator[StepHost | None]:
-    """The warm runner's host, started now and stopped when the run ends; none for the others."""
+def _step_host(runner: str, log_path: Path) -> Iterator[StepConnection | None]:
+    """The warm runner's connection to its host (pipelines/step_host.py); none for the others."""
     if runner != WARM:
         yield None
         return
-    with StepHost(log_path) as host:
-        yield host
+    with run_connection(log_path) as connection:
+        yield connection
 
 
 SEEN_AS = ".steps-see-home-at"  # where a home's runs recorded their paths

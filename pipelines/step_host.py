@@ -11,7 +11,11 @@ for it. What a step does is the component code a pod runs; only the interpreter 
 imports are shared. Steps run one at a time, in kfp.local's order.
 
 The host dies with the process that started it (`PR_SET_PDEATHSIG`), and a step's child with
-its `ct run` (components/common/process_lifetime.py): killing `ct run` leaves nothing behind.
+its run (its run's end of the connection closing): killing `ct run` leaves nothing behind.
+
+`ct watch` keeps one host for all its runs (started at its first run, about 600 MiB resident
+while it waits) and hands each `ct run` a connection to it, so a run it starts forks its
+steps at once; a `ct run` on its own starts a host of its own.
 
 A step's peak memory (ML Metadata's `peak_memory_mib`) is its resident size, and so counts the
 host's preloaded libraries, shared by every step and by the host (about 600 MiB).
@@ -23,17 +27,20 @@ import contextlib
 import importlib
 import json
 import os
+import select
+import signal
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 from typing import Iterator
 
 from components.common.errors import ConfigError
-from components.common.process_lifetime import die_with_parent
+from components.common.process_lifetime import LAUNCHER_PID_ENV, die_with_parent
 from pipelines.config import KFP_INTERNALS_CHECKED_ON
 
 # What the steps import, loaded once by the host: the executor and the data and ML stack.
@@ -50,10 +57,13 @@ PRELOADED = (
 EXECUTOR_MODULE = "kfp.dsl.executor_main"
 HEADER = struct.Struct("!Q")  # the length of the request that follows
 STREAMS = 2  # a request carries the task's stdout and stderr
+# Set by a launcher for the `ct run` it starts: the descriptor of a connection to its host.
+HOST_CONNECTION_ENV = "CT_STEP_HOST_FD"
 
 
 class StepHost:
-    """A running host; `run` forks one step from it. Use as a context manager."""
+    """A running host. Its steps come through connections (`connect`): a run's connection is
+    served to its end, then the next one's; one run's steps at a time, in order."""
 
     def __init__(self, log_path: Path) -> None:
         """Starts the host; it imports the stack while the caller goes on.
@@ -65,16 +75,50 @@ class StepHost:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a") as log, theirs:
-            self._process = subprocess.Popen(
+            self.process = subprocess.Popen(
                 [sys.executable, "-m", "pipelines.step_host", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
+                env={"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ},  # TensorFlow reads it once, at import
                 preexec_fn=die_with_parent,
             )
-        self._socket = ours
-        self._replies = ours.makefile("r")
+        self._connections = ours
+
+    def connect(self) -> socket.socket:
+        """A new connection to the host: for this process (`StepConnection`), or to hand to a
+        child process (an inherited descriptor: no socket path another user could reach)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with theirs:
+            socket.send_fds(self._connections, [b"c"], [theirs.fileno()])
+        return ours
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        """Stops the host (it exits once its connections are closed) and waits for it."""
+        self._connections.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> StepHost:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+
+class StepConnection:
+    """One run's connection to a host; `run` forks one step from it."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self._socket = connection
+        self._replies = connection.makefile("r")
 
     def run(self, command: list[str]) -> int:
         """Runs one step's KFP command in a child forked from the host; returns its exit code.
@@ -83,7 +127,7 @@ class StepHost:
         are now, as a subprocess started here would.
 
         Raises:
-            ConfigError: the host died (its output is in the log it was started with).
+            ConfigError: the host died (its own output is in the log it was started with).
         """
         request = json.dumps({"command": command, "environment": dict(os.environ), "cwd": os.getcwd()}).encode()
         sys.stdout.flush()
@@ -95,27 +139,14 @@ class StepHost:
         except OSError:
             reply = ""
         if not reply:
-            raise ConfigError(f"the step host (pid {self._process.pid}) died: {self._exit_text()}")
+            raise ConfigError("the step host died or closed the connection (its output is in its log)")
         return int(reply)
 
     def close(self) -> None:
-        """Stops the host (it exits when its socket closes) and waits for it."""
         self._replies.close()
         self._socket.close()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
 
-    def _exit_text(self) -> str:
-        try:
-            code = self._process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            return "it stopped answering"
-        return f"exit code {code}"
-
-    def __enter__(self) -> StepHost:
+    def __enter__(self) -> StepConnection:
         return self
 
     def __exit__(self, *_) -> None:
@@ -123,7 +154,21 @@ class StepHost:
 
 
 @contextlib.contextmanager
-def steps_in_host(host: StepHost) -> Iterator[None]:
+def run_connection(log_path: Path) -> Iterator[StepConnection]:
+    """This run's connection: to the host its launcher handed down (HOST_CONNECTION_ENV, an
+    inherited descriptor: `ct watch` keeps one host for all its runs), or to a host of its own,
+    started now (its output to `log_path`) and stopped when the run ends."""
+    handed = os.environ.pop(HOST_CONNECTION_ENV, "")
+    if handed.isdigit():
+        with StepConnection(socket.socket(fileno=int(handed))) as connection:
+            yield connection
+        return
+    with StepHost(log_path) as host, StepConnection(host.connect()) as connection:
+        yield connection
+
+
+@contextlib.contextmanager
+def steps_in_host(host: StepConnection) -> Iterator[None]:
     """kfp.local's SubprocessRunner, each step forked from the warm host instead of started anew.
 
     Raises:
@@ -162,43 +207,73 @@ def executor_arguments(command: list[str], module_path: Path) -> tuple[str, list
     return command[3], ["--component_module_path", str(module_path), *command[4:]]
 
 
-def _serve(control: socket.socket) -> None:
-    """The host's loop: one request at a time, one forked child each, its exit code answered."""
+def _serve(connections: socket.socket) -> None:
+    """The host's loop: each connection handed over, served to its end; then the next."""
     for name in PRELOADED:
         importlib.import_module(name)
     while True:
         try:
-            header, descriptors, _, _ = socket.recv_fds(control, HEADER.size, STREAMS)
+            _, descriptors, _, _ = socket.recv_fds(connections, 1, 1)
+        except ConnectionResetError:
+            return
+        if not descriptors:
+            return  # the owner closed its socket: no more runs
+        with socket.socket(fileno=descriptors[0]) as connection:
+            _serve_steps(connection)
+
+
+def _serve_steps(connection: socket.socket) -> None:
+    """One connection's requests, one at a time: one forked child each, its exit code answered."""
+    while True:
+        try:
+            header, descriptors, _, _ = socket.recv_fds(connection, HEADER.size, STREAMS)
         except ConnectionResetError:
             return
         if not header:
-            return  # the runner closed the socket: no more steps
-        request = json.loads(_receive(control, HEADER.unpack(header)[0]))
+            return  # the run is over
+        request = json.loads(_receive(connection, HEADER.unpack(header)[0]))
         sys.stdout.flush()
         sys.stderr.flush()
         child = os.fork()
         if child == 0:
             code = 1
             try:
-                control.close()
+                _die_with_run(connection)
                 code = _run_step(request, descriptors)
             finally:
                 os._exit(code)  # never back into the host's loop
         for descriptor in descriptors:
             os.close(descriptor)
         _, status = os.waitpid(child, 0)
-        control.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+        try:
+            connection.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+        except OSError:
+            return  # the run went away while its step ran
 
 
-def _receive(control: socket.socket, size: int) -> bytes:
+def _receive(connection: socket.socket, size: int) -> bytes:
     chunks = []
     while size:
-        chunk = control.recv(min(size, 1 << 20))
+        chunk = connection.recv(min(size, 1 << 20))
         if not chunk:
             raise EOFError("the runner closed the socket in the middle of a request")
         chunks.append(chunk)
         size -= len(chunk)
     return b"".join(chunks)
+
+
+def _die_with_run(connection: socket.socket) -> None:
+    """In the forked child: dies when its run's end of the connection closes (`ct run` exited or
+    was killed; nothing else writes to it while a step runs), as a step started by `ct run` dies
+    with it (components/common/process_lifetime.py)."""
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(connection.fileno(), select.POLLRDHUP)  # and POLLHUP, always reported
+        poller.poll()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="die-with-run", daemon=True).start()
 
 
 def _run_step(request: dict, descriptors: list[int]) -> int:
@@ -208,6 +283,9 @@ def _run_step(request: dict, descriptors: list[int]) -> int:
         os.close(descriptor)
     os.environ.clear()
     os.environ.update(request["environment"], _KFP_RUNTIME="true")
+    # The run is not this process's ancestor when a launcher's host forked it: the connection
+    # says when the run is gone (_die_with_run), not the launcher's pid.
+    os.environ.pop(LAUNCHER_PID_ENV, None)
     os.chdir(request["cwd"])
     code = 1
     try:

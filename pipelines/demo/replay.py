@@ -201,6 +201,7 @@ def _replay(home: Home, months: list[str], rows_per_month: int, terminal: TextIO
                     print(f"{'':<8} {rows[-1].run_id}: {rows[-1].failure}", file=terminal)
         finally:
             status("")
+            controller.close()
             server.terminate()
             server.wait()
     report = write_report(home, rows, store, dataset)

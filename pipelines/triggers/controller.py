@@ -29,6 +29,7 @@ from pipelines.home_lock import LOCK_FD_ENV, HomeLock
 from pipelines.local_run import new_run_id
 from pipelines.recovery import recover_home
 from pipelines.retention import collect_garbage
+from pipelines.step_host import HOST_CONNECTION_ENV, StepHost
 from pipelines.triggers.config import TriggerConfig
 from pipelines.triggers.sources import (
     DistributionShiftTrigger,
@@ -50,6 +51,9 @@ class Launcher(Protocol):
     def finished(self) -> int | None:
         """None while the run goes on, then its exit code."""
 
+    def close(self) -> None:
+        """Stops what the launcher keeps between runs."""
+
 
 class LocalLauncher:
     """Starts `ct run` in a child process, so a run's output and crashes stay out of the controller.
@@ -64,6 +68,7 @@ class LocalLauncher:
         self.parameters = parameters
         self.lock = lock or HomeLock(home.lock_file, "ct watch")
         self._process: subprocess.Popen | None = None
+        self._host: StepHost | None = None
 
     def command(self, run_id: str, trigger: str, reason: str) -> list[str]:
         command = [
@@ -89,30 +94,44 @@ class LocalLauncher:
         return command
 
     def start(self, run_id: str, trigger: str, reason: str) -> None:
-        """Starts the run; what `ct run` prints (its summary, or why it could not start) goes to
-        the end of the run's log, after the steps' output."""
+        """Starts the run, handing it a connection to the launcher's warm step host (started at
+        the first run, kept for the next); what `ct run` prints (its summary, or why it could not
+        start) goes to the end of the run's log, after the steps' output."""
         log = self.home.logs / f"{run_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "a") as output:
-            self._process = start_holding_home(self.command(run_id, trigger, reason), self.lock, output)
+        if self._host is None or not self._host.alive():
+            self._host = StepHost(self.home.logs / "step-host.log")
+        with open(log, "a") as output, self._host.connect() as connection:
+            self._process = start_holding_home(
+                self.command(run_id, trigger, reason), self.lock, output, {HOST_CONNECTION_ENV: connection.fileno()}
+            )
 
     def finished(self) -> int | None:
         return None if self._process is None else self._process.poll()
 
+    def close(self) -> None:
+        if self._host is not None:
+            self._host.close()
+            self._host = None
 
-def start_holding_home(command: list[str], lock: HomeLock, output: IO | None = None) -> subprocess.Popen:
+
+def start_holding_home(
+    command: list[str], lock: HomeLock, output: IO | None = None, handed: Mapping[str, int] | None = None
+) -> subprocess.Popen:
     """Starts a child that inherits the home's lock (held by this process) and dies with this process.
 
     Args:
         output: Where the child's stdout and stderr go (default: nowhere).
+        handed: More descriptors the child inherits, each named to it by an environment variable.
     """
     fd = lock.fileno()
+    handed = dict(handed or {})
     return subprocess.Popen(
         command,
         stdout=output or subprocess.DEVNULL,
         stderr=output or subprocess.DEVNULL,
-        pass_fds=(fd,),
-        env={**os.environ, LOCK_FD_ENV: str(fd)},
+        pass_fds=(fd, *handed.values()),
+        env={**os.environ, LOCK_FD_ENV: str(fd), **{name: str(value) for name, value in handed.items()}},
         preexec_fn=die_with_parent,
     )
 
@@ -137,6 +156,9 @@ class KfpLauncher:
     def finished(self) -> int | None:
         succeeded = None if self._run is None else self.api.run_succeeded(self._run)
         return None if succeeded is None else (0 if succeeded else 1)
+
+    def close(self) -> None:
+        pass  # nothing kept between runs
 
 
 @dataclasses.dataclass
@@ -311,6 +333,10 @@ class Controller:
             return
         self.events.append(Event(now, "waiting", "", triggers, reason))
         log.info("not running yet: %s", reason)
+
+    def close(self) -> None:
+        """Stops what the controller keeps between runs (the launcher's step host)."""
+        self.launcher.close()
 
     def run_forever(self, heartbeat: Path | None = None) -> None:
         """Checks forever; touches `heartbeat` after every check, for a liveness probe."""

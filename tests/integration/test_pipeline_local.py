@@ -230,6 +230,10 @@ def test_controller_retrains_on_new_data_and_not_twice_on_the_same_data(tmp_path
     controller.tick()
     assert controller.running is None and controller.events[-1].kind == "waiting"
     assert "trained on already" in controller.events[-1].reason and controller.pending
+    host = controller.launcher._host  # kept for the next run, which forks its steps at once
+    assert host.alive() and (Home(config.home).logs / "step-host.log").is_file()
+    controller.close()
+    assert not host.alive()
 
 
 def test_demo_replays_months_with_serving_feedback_and_triggers(tmp_path, capfd):

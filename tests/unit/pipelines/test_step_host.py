@@ -15,7 +15,14 @@ from kfp.dsl import Artifact, Output
 from components.common.errors import ConfigError
 from components.ingest.component import ingest
 from pipelines.local_run import output_to
-from pipelines.step_host import StepHost, executor_arguments, steps_in_host
+from pipelines.step_host import (
+    HOST_CONNECTION_ENV,
+    StepConnection,
+    StepHost,
+    executor_arguments,
+    run_connection,
+    steps_in_host,
+)
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
@@ -53,7 +60,7 @@ def steps(host, tmp_path, monkeypatch):
     """kfp.local with each step forked from the host; a log file for the steps' output."""
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     monkeypatch.chdir(tmp_path)
-    with steps_in_host(host):
+    with StepConnection(host.connect()) as connection, steps_in_host(connection):
         yield tmp_path / "steps.log"
 
 
@@ -62,7 +69,7 @@ def test_a_step_runs_in_a_child_of_the_warm_host_with_the_callers_environment(ho
     with output_to(steps):
         task = describe_process()
     facts = json.loads(Path(task.outputs["out"].path).read_text())
-    assert facts["ppid"] == host._process.pid
+    assert facts["ppid"] == host.process.pid
     assert facts["tensorflow_preloaded"]  # imported once by the host, not by the step
     assert facts["marker"] == "set after the host started"
     assert facts["runtime"] == "true"  # as KFP's command sets it
@@ -93,9 +100,26 @@ def test_a_command_that_is_not_a_lightweight_components_is_refused(tmp_path):
         executor_arguments(["python3", "-m", "kfp.dsl.executor_main", "--executor_input", "{}"], tmp_path / "m.py")
 
 
+def test_a_run_handed_a_connection_uses_that_host_and_the_next_run_too(host, tmp_path, monkeypatch):
+    """As `ct watch` does: one host, a connection handed to each run by an inherited descriptor."""
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    for run in range(2):
+        with host.connect() as handed:
+            monkeypatch.setenv(HOST_CONNECTION_ENV, str(os.dup(handed.fileno())))
+        with (
+            run_connection(tmp_path / "unused.log") as connection,
+            steps_in_host(connection),
+            output_to(tmp_path / "steps.log"),
+        ):
+            task = describe_process()
+        assert json.loads(Path(task.outputs["out"].path).read_text())["ppid"] == host.process.pid
+        assert HOST_CONNECTION_ENV not in os.environ  # the steps are not handed it
+    assert not (tmp_path / "unused.log").exists()  # no host of the run's own was started
+
+
 def test_a_dead_host_is_an_error_that_says_so(tmp_path):
-    with StepHost(tmp_path / "host.log") as doomed:
-        os.kill(doomed._process.pid, signal.SIGKILL)
-        doomed._process.wait()
-        with pytest.raises(ConfigError, match=r"the step host \(pid \d+\) died: exit code -9"):
-            doomed.run(["sh", "-ec", "python3 -m kfp.dsl.executor_main", "source"])
+    with StepHost(tmp_path / "host.log") as doomed, StepConnection(doomed.connect()) as connection:
+        os.kill(doomed.process.pid, signal.SIGKILL)
+        doomed.process.wait()
+        with pytest.raises(ConfigError, match="the step host died"):
+            connection.run(["sh", "-ec", "python3 -m kfp.dsl.executor_main", "source"])

@@ -34,6 +34,9 @@ class FakeLauncher:
     def finished(self):
         return self.exit_code
 
+    def close(self):
+        pass
+
 
 class Scripted:
     def __init__(self, name):
