@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import random
 import resource
 import time
 from typing import Callable, Iterator, Mapping, Sequence, Union
@@ -164,22 +165,46 @@ def connect(connection: str) -> metadata_store.MetadataStore:
 
 class _Reachable:
     """The MLMD client, with a store it cannot reach (a server down, a wrong port) or open
-    (a folder it cannot write) reported as an error naming the connection."""
+    (a folder it cannot write) reported as an error naming the connection.
+
+    Several processes write one SQLite store (a run's steps, `ct serve`'s canary, the
+    controller): MLMD waits about two seconds for the file's lock, then aborts the call
+    (ml_metadata/metadata_store/sqlite_metadata_source.cc, `WaitThenRetry`), and a busy writer
+    can hold it longer. An aborted call changed nothing (its transaction was rolled back), so
+    it is made again, with growing pauses, for up to BUSY_SECONDS; so is opening a new store
+    while another process creates its tables.
+    """
+
+    BUSY_SECONDS = 60.0
 
     def __init__(self, connection: str):
         self._connection = connection
+        self._store = self._call(self._open)
+
+    def _open(self) -> metadata_store.MetadataStore:
         try:
-            self._store = self._call(connect, connection)
+            return connect(self._connection)
         except RuntimeError as error:  # how the MLMD client says it cannot open a SQLite file
-            raise UnavailableError(f"metadata connection {connection}: cannot be opened: {error}") from None
+            if "aborted" in str(error).lower():  # another process is creating the tables or writing
+                raise mlmd_errors.AbortedError(str(error)) from None
+            raise UnavailableError(f"metadata connection {self._connection}: cannot be opened: {error}") from None
 
     def _call(self, method: Callable, *args, **kwargs):
-        try:
-            return method(*args, **kwargs)
-        except (mlmd_errors.UnavailableError, mlmd_errors.DeadlineExceededError) as error:
-            raise UnavailableError(f"metadata connection {self._connection}: unreachable: {error}") from None
-        except (mlmd_errors.InternalError, mlmd_errors.PermissionDeniedError) as error:
-            raise UnavailableError(f"metadata connection {self._connection}: cannot be opened: {error}") from None
+        deadline, pause = time.monotonic() + self.BUSY_SECONDS, 0.05
+        while True:
+            try:
+                return method(*args, **kwargs)
+            except mlmd_errors.AbortedError as error:
+                if time.monotonic() + pause > deadline:
+                    raise UnavailableError(
+                        f"metadata connection {self._connection}: busy for {self.BUSY_SECONDS:.0f} s: {error}"
+                    ) from None
+                time.sleep(pause * random.uniform(0.5, 1.5))  # writers that collided do not collide again
+                pause = min(2 * pause, 1.0)
+            except (mlmd_errors.UnavailableError, mlmd_errors.DeadlineExceededError) as error:
+                raise UnavailableError(f"metadata connection {self._connection}: unreachable: {error}") from None
+            except (mlmd_errors.InternalError, mlmd_errors.PermissionDeniedError) as error:
+                raise UnavailableError(f"metadata connection {self._connection}: cannot be opened: {error}") from None
 
     def __getattr__(self, name: str):
         method = getattr(self._store, name)
