@@ -247,6 +247,18 @@ def _parser() -> argparse.ArgumentParser:
         help="how often the request and feedback logs are written out",
     )
     serve.add_argument(
+        "--max-batch-rows",
+        type=int,
+        default=ServingConfig.max_batch_rows,
+        help="most rows of concurrent requests scored in one model call",
+    )
+    serve.add_argument(
+        "--batch-wait-seconds",
+        type=float,
+        default=ServingConfig.batch_wait_seconds,
+        help="how long a batch waits for more requests while they arrive together (a lone request never waits)",
+    )
+    serve.add_argument(
         "--canary-check-seconds",
         type=float,
         default=ServingConfig.canary_check_seconds,
@@ -447,6 +459,8 @@ def _serve(args) -> int:
         request_log_sample=args.request_log_sample,
         request_log_flush_seconds=args.request_log_flush_seconds,
         canary_check_seconds=args.canary_check_seconds,
+        max_batch_rows=args.max_batch_rows,
+        batch_wait_seconds=args.batch_wait_seconds,
         canary_addressable=args.canary_addressable,
         pinned_version=pinned,
     )

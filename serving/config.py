@@ -30,6 +30,9 @@ class ServingConfig:
         max_body_bytes: Largest request body accepted (a 100-row request is about 30 KB).
         max_string_chars: Longest string accepted in a feature value, a v2 request id or a request key.
         max_concurrent_requests: Requests parsed and scored at once; more wait for a slot.
+        max_batch_rows: Most rows of concurrent requests scored in one model call (dynamic batching).
+        batch_wait_seconds: How long a batch waits for more requests while requests are arriving
+            together (a lone request never waits).
         queue_seconds: How long a request waits for a slot before a 503 with Retry-After.
         max_connections: Open client connections; more are answered 503 and closed.
         idle_seconds: A connection silent this long (between or within requests) is closed.
@@ -52,6 +55,8 @@ class ServingConfig:
     max_body_bytes: int = 1024 * 1024
     max_string_chars: int = 256
     max_concurrent_requests: int = 8
+    max_batch_rows: int = 1024
+    batch_wait_seconds: float = 0.001
     queue_seconds: float = 2.0
     max_connections: int = 256
     idle_seconds: float = 30.0
@@ -70,13 +75,15 @@ class ServingConfig:
             "max_body_bytes",
             "max_string_chars",
             "max_concurrent_requests",
+            "max_batch_rows",
             "max_connections",
             "journal_size",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be at least 1")
-        if self.canary_check_seconds < 0:
-            raise ConfigError(f"canary_check_seconds={self.canary_check_seconds}: must not be negative")
+        for name in ("canary_check_seconds", "batch_wait_seconds"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)}: must not be negative")
         for name in ("poll_seconds", "queue_seconds", "idle_seconds", "request_log_flush_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be positive")

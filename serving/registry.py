@@ -19,6 +19,7 @@ import numpy as np
 
 from components.common import model_io
 from components.common.model_repository import published_versions, pushed_at, version_path
+from serving.batching import DynamicBatcher
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +36,30 @@ class LoadedModel:
     signature: model_io.Signature
     loaded_at: float
     pushed_at: float
+    batcher: DynamicBatcher = dataclasses.field(repr=False)
 
     def predict(self, columns) -> np.ndarray:
-        return model_io.predict(self.serving_fn, columns)
+        """This request's scores, computed in one model call with concurrent requests' rows."""
+        return self.batcher(columns)
 
 
-def load_model(path: Path, version: int) -> LoadedModel:
+@dataclasses.dataclass(frozen=True)
+class Batching:
+    """How concurrent requests are batched into one model call (serving/batching.py)."""
+
+    max_rows: int = 1024
+    max_wait_seconds: float = 0.001
+
+
+def load_model(path: Path, version: int, batching: Batching = Batching()) -> LoadedModel:
     """Loads a SavedModel and warms it with one batch, so its first real request is not slow."""
     serving_fn = model_io.load(path)
-    model = LoadedModel(version, path, serving_fn, model_io.signature_of(serving_fn), time.time(), pushed_at(path))
+    batcher = DynamicBatcher(
+        lambda columns: model_io.predict(serving_fn, columns), batching.max_rows, batching.max_wait_seconds
+    )
+    model = LoadedModel(
+        version, path, serving_fn, model_io.signature_of(serving_fn), time.time(), pushed_at(path), batcher
+    )
     model.predict(_warmup_columns(model.signature))
     return model
 
@@ -123,8 +139,10 @@ class ModelRegistry:
         settled: Callable[[int], bool] = lambda version: True,
         vet: Callable[[int, Path], Vetting] = lambda version, path: SERVABLE,
         bucket: Callable[[str], int] | None = None,
+        batching: Batching = Batching(),
     ):
         self.repository = repository
+        self.batching = batching
         self.model_name = model_name
         self.canary_percent = canary_percent
         self.pinned_version = pinned_version
@@ -187,7 +205,7 @@ class ModelRegistry:
     def _load(self, version: int, path: Path) -> bool:
         """Loads a version as stable (nothing serves yet) or as the canary."""
         try:
-            model = load_model(path, version)
+            model = load_model(path, version, self.batching)
         except Exception as error:  # any load failure keeps the version out of traffic
             self._fail(version, f"failed to load: {type(error).__name__}: {error}")
             return False

@@ -24,7 +24,7 @@ from serving.canary.verdicts import VerdictBook
 from serving.config import ServingConfig
 from serving.credentials import ServingToken
 from serving.metrics import Metrics
-from serving.registry import CANARY, SERVABLE, STABLE, LoadedModel, ModelRegistry, Vetting
+from serving.registry import CANARY, SERVABLE, STABLE, Batching, LoadedModel, ModelRegistry, Vetting
 from serving.request_log import ParquetLog, RequestLog
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class PredictionService:
             settled=shared.verdicts.promoted if shared else (lambda version: True),
             vet=self._vet if store else (lambda version, path: SERVABLE),
             bucket=token.bucket if token else None,
+            batching=Batching(config.max_batch_rows, config.batch_wait_seconds),
         )
         self._answered = OnceEach(config.journal_size)
         self._stop = threading.Event()
