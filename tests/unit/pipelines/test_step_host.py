@@ -103,7 +103,7 @@ def test_a_command_that_is_not_a_lightweight_components_is_refused(tmp_path):
 def test_a_run_handed_a_connection_uses_that_host_and_the_next_run_too(host, tmp_path, monkeypatch):
     """As `ct watch` does: one host, a connection handed to each run by an inherited descriptor."""
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
-    for run in range(2):
+    for _ in range(2):  # the second run uses the same host
         with host.connect() as handed:
             monkeypatch.setenv(HOST_CONNECTION_ENV, str(os.dup(handed.fileno())))
         with (
