@@ -13,6 +13,18 @@ from components.common.errors import ConfigError
 KFP_INTERNALS_CHECKED_ON = "2.13."
 
 
+def check_kfp_internals(what: str) -> None:
+    """Refuses to patch kfp.local's task handlers on another kfp than they were read in.
+
+    Raises:
+        ConfigError: naming `what` and both versions.
+    """
+    import kfp
+
+    if not kfp.__version__.startswith(KFP_INTERNALS_CHECKED_ON):
+        raise ConfigError(f"kfp {kfp.__version__}: {what} was written against kfp {KFP_INTERNALS_CHECKED_ON}x")
+
+
 def parse_parameters(assignments: list[str], declared: Mapping[str, type]) -> dict[str, Any]:
     """Parses `name=value` pairs against the pipeline's declared parameter types.
 

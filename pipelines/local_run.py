@@ -30,7 +30,7 @@ from pipelines.pods import (
     steps_in_containers,
 )
 from pipelines.recovery import recover_home, this_launcher
-from pipelines.step_host import StepConnection, run_connection, steps_in_host
+from pipelines.step_host import STEP_HOST_LOG, StepConnection, run_connection, steps_in_host
 
 # Set by `ct run` itself, or (home_volume) meaningful on a cluster only.
 WIRED_PARAMETERS = (
@@ -79,7 +79,7 @@ def compiled_spec() -> dict[str, Any]:
     import yaml
 
     with COMPILED_SPEC.open() as spec:
-        return next(yaml.load_all(spec, Loader=yaml.CSafeLoader))
+        return next(yaml.load_all(spec, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
 
 
 def new_run_id() -> str:
@@ -145,11 +145,11 @@ def run_locally(
     run_id = run_id or new_run_id()
     log_path = log_path or home.logs / f"{run_id}.log"
     store = MetadataStore(home.metadata_connection)
-    # The warm host imports the stack while the run is set up; it starts with TensorFlow quiet.
-    with _quiet_tensorflow(), _step_host(runner, log_path) as host:
-        # One run at a time per home, held until the run ends; a run that died holding it is
-        # closed as failed and its leftovers removed before this one records anything.
-        with holding(HomeLock(home.lock_file, "ct run"), run_id):
+    # One run at a time per home, held until the run ends; a run that died holding it is
+    # closed as failed and its leftovers removed before this one records anything. The warm
+    # host imports the stack while the run is set up; it starts with TensorFlow quiet.
+    with holding(HomeLock(home.lock_file, "ct run"), run_id):
+        with _quiet_tensorflow(), _step_host(runner, log_path, home) as host:
             recover_home(home, store)
             store.update_run(run_id, launcher=this_launcher())
             arguments = {
@@ -194,12 +194,12 @@ def run_locally(
 
 
 @contextlib.contextmanager
-def _step_host(runner: str, log_path: Path) -> Iterator[StepConnection | None]:
+def _step_host(runner: str, log_path: Path, home: Home) -> Iterator[StepConnection | None]:
     """The warm runner's connection to its host (pipelines/step_host.py); none for the others."""
     if runner != WARM:
         yield None
         return
-    with run_connection(log_path) as connection:
+    with run_connection(log_path, home.logs / STEP_HOST_LOG) as connection:
         yield connection
 
 

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Mapping
 
 from components.common.errors import ConfigError
 from components.common.home import CLUSTER_HOME, HOME_MOUNT, Home
-from pipelines.config import KFP_INTERNALS_CHECKED_ON
+from pipelines.config import check_kfp_internals
 
 DATA_MOUNT = f"{HOME_MOUNT}/data"
 IMAGE_USER = (10001, 10001)  # the image's user (images/Dockerfile)
@@ -172,13 +172,9 @@ def steps_in_containers(client, volumes: PodVolumes) -> Iterator[None]:
     Raises:
         ConfigError: another kfp than this was written against.
     """
-    import kfp
     from kfp.local import docker_task_handler, status
 
-    if not kfp.__version__.startswith(KFP_INTERNALS_CHECKED_ON):
-        raise ConfigError(
-            f"kfp {kfp.__version__}: the container runner was written against kfp {KFP_INTERNALS_CHECKED_ON}x"
-        )
+    check_kfp_internals("the container runner")
 
     class PodTaskHandler(docker_task_handler.DockerTaskHandler):
         def run(self) -> status.Status:

@@ -2,23 +2,28 @@
 
 kfp.local's SubprocessRunner starts a new interpreter per step, and most of a small run's
 time is each step importing TensorFlow and TFDV again (3-4 s a step). Here a host process
-imports them once, before anything of TensorFlow runs (no graph, no thread pool, no session:
-fork-safe), and forks a child per step. The child runs exactly what the step's KFP command
-runs: the component's source written to a file, then KFP's executor (`python -m
-kfp.dsl.executor_main --component_module_path FILE --executor_input … --function_to_execute
-…`), with the environment, working folder, stdout and stderr of the kfp.local task that asked
-for it. What a step does is the component code a pod runs; only the interpreter start and the
-imports are shared. Steps run one at a time, in kfp.local's order.
+imports them once, before anything of TensorFlow runs (no graph, no session, none of its
+thread pools: those do not survive a fork; the threads the imports do start, OpenBLAS's and
+Arrow's allocator's, re-create themselves after one), and forks a child per step. The
+child runs exactly what the step's KFP command runs: the component's source written to a
+file, then KFP's executor (`python -m kfp.dsl.executor_main --component_module_path FILE
+--executor_input … --function_to_execute …`), with the environment, working folder,
+stdout and stderr of the kfp.local task that asked for it. What a step does is the
+component code a pod runs; only the interpreter start and the imports are shared. Steps
+run one at a time, in kfp.local's order.
 
 The host dies with the process that started it (`PR_SET_PDEATHSIG`), and a step's child with
 its run (its run's end of the connection closing): killing `ct run` leaves nothing behind.
 
 `ct watch` keeps one host for all its runs (started at its first run, about 600 MiB resident
-while it waits) and hands each `ct run` a connection to it, so a run it starts forks its
-steps at once; a `ct run` on its own starts a host of its own.
+while it waits; started anew when the code changed) and hands each `ct run` a connection to
+it, so a run it starts forks its steps at once; a `ct run` on its own starts a host of its
+own. What the host fixed at its start stays fixed for the steps it forks: the modules it
+imported, and the environment TensorFlow reads at import (TF_CPP_MIN_LOG_LEVEL, CUDA_VISIBLE_DEVICES).
 
 A step's peak memory (ML Metadata's `peak_memory_mib`) is its resident size, and so counts the
-host's preloaded libraries, shared by every step and by the host (about 600 MiB).
+pages of the host's libraries it touches, shared with the host and the other steps (about
+320 MiB for a step that loads nothing more).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from typing import Iterator
 
 from components.common.errors import ConfigError
 from components.common.process_lifetime import LAUNCHER_PID_ENV, die_with_parent
-from pipelines.config import KFP_INTERNALS_CHECKED_ON
+from pipelines.config import check_kfp_internals
 
 # What the steps import, loaded once by the host: the executor and the data and ML stack.
 PRELOADED = (
@@ -59,6 +64,7 @@ HEADER = struct.Struct("!Q")  # the length of the request that follows
 STREAMS = 2  # a request carries the task's stdout and stderr
 # Set by a launcher for the `ct run` it starts: the descriptor of a connection to its host.
 HOST_CONNECTION_ENV = "CT_STEP_HOST_FD"
+STEP_HOST_LOG = "step-host.log"  # a launcher's host's output, in the home's logs
 
 
 class StepHost:
@@ -84,14 +90,14 @@ class StepHost:
                 env={"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ},  # TensorFlow reads it once, at import
                 preexec_fn=die_with_parent,
             )
-        self._connections = ours
+        self._handoff = ours
 
     def connect(self) -> socket.socket:
         """A new connection to the host: for this process (`StepConnection`), or to hand to a
         child process (an inherited descriptor: no socket path another user could reach)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with theirs:
-            socket.send_fds(self._connections, [b"c"], [theirs.fileno()])
+            socket.send_fds(self._handoff, [b"c"], [theirs.fileno()])
         return ours
 
     def alive(self) -> bool:
@@ -99,7 +105,7 @@ class StepHost:
 
     def close(self) -> None:
         """Stops the host (it exits once its connections are closed) and waits for it."""
-        self._connections.close()
+        self._handoff.close()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -116,9 +122,15 @@ class StepHost:
 class StepConnection:
     """One run's connection to a host; `run` forks one step from it."""
 
-    def __init__(self, connection: socket.socket) -> None:
+    def __init__(self, connection: socket.socket, host_log: Path) -> None:
+        """
+        Args:
+            connection: This end of a connection the host was handed (`StepHost.connect`).
+            host_log: Where the host's own output goes, named when the host fails.
+        """
         self._socket = connection
         self._replies = connection.makefile("r")
+        self._host_log = host_log
 
     def run(self, command: list[str]) -> int:
         """Runs one step's KFP command in a child forked from the host; returns its exit code.
@@ -139,7 +151,7 @@ class StepConnection:
         except OSError:
             reply = ""
         if not reply:
-            raise ConfigError("the step host died or closed the connection (its output is in its log)")
+            raise ConfigError(f"the step host died or closed the connection; its output is in {self._host_log}")
         return int(reply)
 
     def close(self) -> None:
@@ -154,16 +166,18 @@ class StepConnection:
 
 
 @contextlib.contextmanager
-def run_connection(log_path: Path) -> Iterator[StepConnection]:
+def run_connection(log_path: Path, handed_host_log: Path) -> Iterator[StepConnection]:
     """This run's connection: to the host its launcher handed down (HOST_CONNECTION_ENV, an
-    inherited descriptor: `ct watch` keeps one host for all its runs), or to a host of its own,
-    started now (its output to `log_path`) and stopped when the run ends."""
+    inherited descriptor: `ct watch` keeps one host for all its runs, its output in
+    `handed_host_log`), or to a host of its own, started now (its output to `log_path`) and
+    stopped when the run ends."""
     handed = os.environ.pop(HOST_CONNECTION_ENV, "")
     if handed.isdigit():
-        with StepConnection(socket.socket(fileno=int(handed))) as connection:
+        os.set_inheritable(int(handed), False)  # nothing this run starts may hold the host
+        with StepConnection(socket.socket(fileno=int(handed)), handed_host_log) as connection:
             yield connection
         return
-    with StepHost(log_path) as host, StepConnection(host.connect()) as connection:
+    with StepHost(log_path) as host, StepConnection(host.connect(), log_path) as connection:
         yield connection
 
 
@@ -174,11 +188,9 @@ def steps_in_host(host: StepConnection) -> Iterator[None]:
     Raises:
         ConfigError: another kfp than this was written against.
     """
-    import kfp
     from kfp.local import status, subprocess_task_handler
 
-    if not kfp.__version__.startswith(KFP_INTERNALS_CHECKED_ON):
-        raise ConfigError(f"kfp {kfp.__version__}: the warm runner was written against kfp {KFP_INTERNALS_CHECKED_ON}x")
+    check_kfp_internals("the warm runner")
 
     class HostTaskHandler(subprocess_task_handler.SubprocessTaskHandler):
         def run(self) -> status.Status:
@@ -231,7 +243,13 @@ def _serve_steps(connection: socket.socket) -> None:
             return
         if not header:
             return  # the run is over
-        request = json.loads(_receive(connection, HEADER.unpack(header)[0]))
+        try:
+            request = json.loads(_receive(connection, HEADER.unpack(header)[0]))
+        except (EOFError, struct.error, ValueError) as error:  # the run died mid-request: the host goes on
+            print(f"step host: a request broke off: {error}", file=sys.stderr, flush=True)
+            for descriptor in descriptors:
+                os.close(descriptor)
+            return
         sys.stdout.flush()
         sys.stderr.flush()
         child = os.fork()
@@ -281,14 +299,14 @@ def _run_step(request: dict, descriptors: list[int]) -> int:
     for target, descriptor in enumerate(descriptors, start=1):
         os.dup2(descriptor, target)
         os.close(descriptor)
-    os.environ.clear()
-    os.environ.update(request["environment"], _KFP_RUNTIME="true")
-    # The run is not this process's ancestor when a launcher's host forked it: the connection
-    # says when the run is gone (_die_with_run), not the launcher's pid.
-    os.environ.pop(LAUNCHER_PID_ENV, None)
-    os.chdir(request["cwd"])
     code = 1
     try:
+        os.environ.clear()
+        os.environ.update(request["environment"], _KFP_RUNTIME="true")
+        # The run is not this process's ancestor when a launcher's host forked it: the connection
+        # says when the run is gone (_die_with_run), not the launcher's pid.
+        os.environ.pop(LAUNCHER_PID_ENV, None)
+        os.chdir(request["cwd"])
         with tempfile.TemporaryDirectory() as folder:
             module_path = Path(folder) / "ephemeral_component.py"
             source, arguments = executor_arguments(request["command"], module_path)
@@ -300,6 +318,7 @@ def _run_step(request: dict, descriptors: list[int]) -> int:
         code = 0
     except SystemExit as exit:
         code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+        code = code if 0 <= code <= 255 else 1  # as an exit status: 256 must not read as success
         if isinstance(exit.code, str):
             print(exit.code, file=sys.stderr)
     except BaseException:

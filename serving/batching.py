@@ -6,10 +6,10 @@ its own: the first caller waiting becomes the batch's leader, takes what is queu
 model once and hands the answers out; a caller that arrives meanwhile waits for the next
 batch, whose leader it may become. While a batch runs, the next one fills by itself. The
 leader also waits up to `max_wait_seconds` for companions, but only when the previous batch
-had some (requests are arriving together): a lone request is never held.
+had some (requests are arriving together): at low load no request is held.
 
-If the model fails on a batch, each caller's rows are scored again alone, so only a request
-the model cannot answer fails.
+If the model fails on a batch, or answers it with another number of scores than rows, each
+caller's rows are scored again alone, so only a request the model cannot answer fails.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from typing import Callable, Mapping
 import numpy as np
 
 Columns = Mapping[str, np.ndarray]
+
+MAX_ROWS = 1024  # defaults of ServingConfig's max_batch_rows and batch_wait_seconds
+MAX_WAIT_SECONDS = 0.001
 
 
 class _Call:
@@ -36,7 +39,7 @@ class _Call:
 class DynamicBatcher:
     """`batcher(columns)` scores one request's rows, batched with concurrent requests."""
 
-    def __init__(self, score: Callable[[Columns], np.ndarray], max_rows: int = 1024, max_wait_seconds: float = 0.001):
+    def __init__(self, score: Callable[[Columns], np.ndarray], max_rows: int, max_wait_seconds: float):
         self._score = score
         self.max_rows = max_rows
         self.max_wait_seconds = max_wait_seconds
@@ -44,7 +47,7 @@ class DynamicBatcher:
         self._arrived = threading.Condition(self._lock)
         self._queue: list[_Call] = []
         self._leading = False
-        self._last_batch_calls = 1
+        self._previous_batch_size = 1
 
     def __call__(self, columns: Columns) -> np.ndarray:
         call = _Call(columns)
@@ -59,15 +62,14 @@ class DynamicBatcher:
                 call.done.clear()
                 lead = True
         if lead:
-            self._lead()
-            call.done.wait()  # answered by this batch, or by a later one (it did not fit)
+            self._lead()  # a leader's own call is always in its batch
         if call.error is not None:
             raise call.error
         return call.scores
 
     def _lead(self) -> None:
         with self._lock:
-            if self._last_batch_calls > 1:
+            if self._previous_batch_size > 1:
                 deadline = time.monotonic() + self.max_wait_seconds
                 while self._queued_rows() < self.max_rows and (remaining := deadline - time.monotonic()) > 0:
                     self._arrived.wait(remaining)
@@ -75,16 +77,20 @@ class DynamicBatcher:
             while self._queue and (not batch or rows + self._queue[0].rows <= self.max_rows):
                 batch.append(self._queue.pop(0))
                 rows += batch[-1].rows
-            self._last_batch_calls = len(batch)
-        self._run(batch)
-        with self._lock:
-            if self._queue:
-                self._queue[0].leads = True
-                self._queue[0].done.set()
-            else:
-                self._leading = False
-        for call in batch:
-            call.done.set()
+            self._previous_batch_size = len(batch)
+        try:
+            self._run(batch)
+        finally:  # whatever happened, the next batch gets a leader and every caller an answer
+            with self._lock:
+                if self._queue:
+                    self._queue[0].leads = True
+                    self._queue[0].done.set()
+                else:
+                    self._leading = False
+            for call in batch:
+                if call.scores is None and call.error is None:
+                    call.error = RuntimeError("the batch this request was in was interrupted")
+                call.done.set()
 
     def _queued_rows(self) -> int:
         return sum(call.rows for call in self._queue)
@@ -97,6 +103,8 @@ class DynamicBatcher:
         try:
             scores = self._score({name: np.concatenate([call.columns[name] for call in batch]) for name in names})
         except Exception:  # one request the model cannot answer must not fail the others
+            scores = None
+        if scores is None or len(scores) != sum(call.rows for call in batch):
             for call in batch:
                 self._run_alone(call)
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from components.common.errors import ConfigError
+from serving.batching import MAX_ROWS, MAX_WAIT_SECONDS
 from serving.canary.judge import SequentialTest
 
 MODEL_VERSION_ENV = "CT_MODEL_VERSION"  # pins `ct serve` to one model version (a KServe revision)
@@ -32,7 +33,7 @@ class ServingConfig:
         max_concurrent_requests: Requests parsed and scored at once; more wait for a slot.
         max_batch_rows: Most rows of concurrent requests scored in one model call (dynamic batching).
         batch_wait_seconds: How long a batch waits for more requests while requests are arriving
-            together (a lone request never waits).
+            together (a request after a batch of one never waits).
         queue_seconds: How long a request waits for a slot before a 503 with Retry-After.
         max_connections: Open client connections; more are answered 503 and closed.
         idle_seconds: A connection silent this long (between or within requests) is closed.
@@ -55,8 +56,8 @@ class ServingConfig:
     max_body_bytes: int = 1024 * 1024
     max_string_chars: int = 256
     max_concurrent_requests: int = 8
-    max_batch_rows: int = 1024
-    batch_wait_seconds: float = 0.001
+    max_batch_rows: int = MAX_ROWS
+    batch_wait_seconds: float = MAX_WAIT_SECONDS
     queue_seconds: float = 2.0
     max_connections: int = 256
     idle_seconds: float = 30.0

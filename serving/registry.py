@@ -19,7 +19,7 @@ import numpy as np
 
 from components.common import model_io
 from components.common.model_repository import published_versions, pushed_at, version_path
-from serving.batching import DynamicBatcher
+from serving.batching import MAX_ROWS, MAX_WAIT_SECONDS, DynamicBatcher
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ class LoadedModel:
 class Batching:
     """How concurrent requests are batched into one model call (serving/batching.py)."""
 
-    max_rows: int = 1024
-    max_wait_seconds: float = 0.001
+    max_rows: int = MAX_ROWS
+    max_wait_seconds: float = MAX_WAIT_SECONDS
 
 
 def load_model(path: Path, version: int, batching: Batching = Batching()) -> LoadedModel:

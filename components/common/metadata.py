@@ -199,7 +199,8 @@ class _Reachable:
                     raise UnavailableError(
                         f"metadata connection {self._connection}: busy for {self.BUSY_SECONDS:.0f} s: {error}"
                     ) from None
-                time.sleep(pause * random.uniform(0.5, 1.5))  # writers that collided do not collide again
+                # writers that collided do not collide again; never past the deadline
+                time.sleep(min(pause * random.uniform(0.5, 1.5), max(deadline - time.monotonic(), 0)))
                 pause = min(2 * pause, 1.0)
             except (mlmd_errors.UnavailableError, mlmd_errors.DeadlineExceededError) as error:
                 raise UnavailableError(f"metadata connection {self._connection}: unreachable: {error}") from None

@@ -42,4 +42,10 @@ def fingerprint(root: Path) -> str:
 def code_version() -> str:
     """`<package version>-<fingerprint>` of the code that is running, e.g. `0.1.0-3f2a9c1e0b7d`
     (a `-`, not a `+`: it is also an image tag)."""
+    return code_version_on_disk()
+
+
+def code_version_on_disk() -> str:
+    """The same, read anew: the code a process starting now would run (a long-lived process
+    may have imported an earlier one)."""
     return f"{__version__}-{fingerprint(Path(__file__).resolve().parents[2])}"

@@ -33,7 +33,7 @@ def infra_validate(
             Path(eval_examples.path),
             config,
             Path(production.uri) if production else None,  # in the model repository
-            start_method="fork",  # a step's process has run nothing of TensorFlow
+            start_method="fork",  # this step's process has run nothing of TensorFlow (only a watcher thread)
         )
         Path(infra_blessing.path).write_text(result.to_json())
         Path(infra_view.path).write_text(result.markdown())

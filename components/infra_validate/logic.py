@@ -16,6 +16,7 @@ from typing import Any
 
 from components.common import model_io
 from components.common.datasets import DatasetConfig
+from components.common.process_lifetime import die_with_parent
 from components.common.reports import JsonRecord, markdown_table
 from components.common.spans import read_file
 from components.infra_validate.probe import answer
@@ -127,6 +128,7 @@ def _answer_in_fresh_process(models: list[str], requests: list[dict[str, Any]], 
 
 
 def _answer_to(sender, models: list[str], requests: list[dict[str, Any]]) -> None:
+    die_with_parent()  # a step killed mid-probe leaves no probe behind
     try:
         sender.send(answer(models, requests))
     except Exception as error:  # a model that cannot load is the verdict, not a crash of the step

@@ -24,12 +24,13 @@ from components.common.errors import DataError, HomeBusyError, NotFoundError
 from components.common.home import Home
 from components.common.metadata import FAILED, MetadataStore
 from components.common.process_lifetime import die_with_parent
+from components.common.version import code_version_on_disk
 from components.ingest.logic import fingerprint, latest_spans
 from pipelines.home_lock import LOCK_FD_ENV, HomeLock
 from pipelines.local_run import new_run_id
 from pipelines.recovery import recover_home
 from pipelines.retention import collect_garbage
-from pipelines.step_host import HOST_CONNECTION_ENV, StepHost
+from pipelines.step_host import HOST_CONNECTION_ENV, STEP_HOST_LOG, StepHost
 from pipelines.triggers.config import TriggerConfig
 from pipelines.triggers.sources import (
     DistributionShiftTrigger,
@@ -69,6 +70,7 @@ class LocalLauncher:
         self.lock = lock or HomeLock(home.lock_file, "ct watch")
         self._process: subprocess.Popen | None = None
         self._host: StepHost | None = None
+        self._host_version = ""
 
     def command(self, run_id: str, trigger: str, reason: str) -> list[str]:
         command = [
@@ -99,12 +101,21 @@ class LocalLauncher:
         start) goes to the end of the run's log, after the steps' output."""
         log = self.home.logs / f"{run_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        if self._host is None or not self._host.alive():
-            self._host = StepHost(self.home.logs / "step-host.log")
-        with open(log, "a") as output, self._host.connect() as connection:
+        with open(log, "a") as output, self._warm_host().connect() as connection:
             self._process = start_holding_home(
                 self.command(run_id, trigger, reason), self.lock, output, {HOST_CONNECTION_ENV: connection.fileno()}
             )
+
+    def _warm_host(self) -> StepHost:
+        """The host of the last run, or a new one when it died or the code changed since it
+        started (it imported the code of then)."""
+        version = code_version_on_disk()
+        if self._host is not None and (not self._host.alive() or self._host_version != version):
+            self._host.close()
+            self._host = None
+        if self._host is None:
+            self._host, self._host_version = StepHost(self.home.logs / STEP_HOST_LOG), version
+        return self._host
 
     def finished(self) -> int | None:
         return None if self._process is None else self._process.poll()
@@ -116,22 +127,22 @@ class LocalLauncher:
 
 
 def start_holding_home(
-    command: list[str], lock: HomeLock, output: IO | None = None, handed: Mapping[str, int] | None = None
+    command: list[str], lock: HomeLock, output: IO | None = None, passed_fds: Mapping[str, int] | None = None
 ) -> subprocess.Popen:
     """Starts a child that inherits the home's lock (held by this process) and dies with this process.
 
     Args:
         output: Where the child's stdout and stderr go (default: nowhere).
-        handed: More descriptors the child inherits, each named to it by an environment variable.
+        passed_fds: More descriptors the child inherits, each named to it by an environment variable.
     """
     fd = lock.fileno()
-    handed = dict(handed or {})
+    passed_fds = dict(passed_fds or {})
     return subprocess.Popen(
         command,
         stdout=output or subprocess.DEVNULL,
         stderr=output or subprocess.DEVNULL,
-        pass_fds=(fd, *handed.values()),
-        env={**os.environ, LOCK_FD_ENV: str(fd), **{name: str(value) for name, value in handed.items()}},
+        pass_fds=(fd, *passed_fds.values()),
+        env={**os.environ, LOCK_FD_ENV: str(fd), **{name: str(value) for name, value in passed_fds.items()}},
         preexec_fn=die_with_parent,
     )
 

@@ -200,7 +200,7 @@ def test_penguins_run_through_the_same_pipeline_with_kfp_locals_own_subprocess_r
     assert (tmp_path / "home" / "models" / "penguin-adelie" / "1").is_dir()
 
 
-def test_controller_retrains_on_new_data_and_not_twice_on_the_same_data(tmp_path, flight_months):
+def test_controller_retrains_on_new_data_and_not_twice_on_the_same_data(tmp_path, flight_months, monkeypatch):
     from pipelines.triggers.config import NewDataSettings, TriggerConfig
     from pipelines.triggers.controller import build_controller
     from pipelines.triggers.sources import request_manual_run
@@ -230,10 +230,13 @@ def test_controller_retrains_on_new_data_and_not_twice_on_the_same_data(tmp_path
     controller.tick()
     assert controller.running is None and controller.events[-1].kind == "waiting"
     assert "trained on already" in controller.events[-1].reason and controller.pending
-    host = controller.launcher._host  # kept for the next run, which forks its steps at once
+    host = controller.launcher._warm_host()  # kept for the next run, which forks its steps at once
     assert host.alive() and (Home(config.home).logs / "step-host.log").is_file()
+    monkeypatch.setattr("pipelines.triggers.controller.code_version_on_disk", lambda: "edited since")
+    renewed = controller.launcher._warm_host()  # the old host imported code that changed
+    assert renewed is not host and not host.alive() and renewed.alive()
     controller.close()
-    assert not host.alive()
+    assert not renewed.alive()
 
 
 def test_demo_replays_months_with_serving_feedback_and_triggers(tmp_path, capfd):

@@ -6,6 +6,7 @@
 import json
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from components.common.errors import ConfigError
 from components.ingest.component import ingest
 from pipelines.local_run import output_to
 from pipelines.step_host import (
+    HEADER,
     HOST_CONNECTION_ENV,
     StepConnection,
     StepHost,
@@ -60,7 +62,7 @@ def steps(host, tmp_path, monkeypatch):
     """kfp.local with each step forked from the host; a log file for the steps' output."""
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     monkeypatch.chdir(tmp_path)
-    with StepConnection(host.connect()) as connection, steps_in_host(connection):
+    with StepConnection(host.connect(), tmp_path / "host.log") as connection, steps_in_host(connection):
         yield tmp_path / "steps.log"
 
 
@@ -107,7 +109,7 @@ def test_a_run_handed_a_connection_uses_that_host_and_the_next_run_too(host, tmp
         with host.connect() as handed:
             monkeypatch.setenv(HOST_CONNECTION_ENV, str(os.dup(handed.fileno())))
         with (
-            run_connection(tmp_path / "unused.log") as connection,
+            run_connection(tmp_path / "unused.log", tmp_path / "handed-host.log") as connection,
             steps_in_host(connection),
             output_to(tmp_path / "steps.log"),
         ):
@@ -118,8 +120,24 @@ def test_a_run_handed_a_connection_uses_that_host_and_the_next_run_too(host, tmp
 
 
 def test_a_dead_host_is_an_error_that_says_so(tmp_path):
-    with StepHost(tmp_path / "host.log") as doomed, StepConnection(doomed.connect()) as connection:
+    with (
+        StepHost(tmp_path / "host.log") as doomed,
+        StepConnection(doomed.connect(), tmp_path / "host.log") as connection,
+    ):
         os.kill(doomed.process.pid, signal.SIGKILL)
         doomed.process.wait()
-        with pytest.raises(ConfigError, match="the step host died"):
+        with pytest.raises(ConfigError, match=f"the step host died .*its output is in {tmp_path / 'host.log'}"):
             connection.run(["sh", "-ec", "python3 -m kfp.dsl.executor_main", "source"])
+
+
+def test_a_run_that_dies_in_the_middle_of_a_request_leaves_the_host_serving_the_next(host, tmp_path, monkeypatch):
+    broken = host.connect()
+    socket.send_fds(broken, [HEADER.pack(1000)], [1, 2])
+    broken.sendall(b'{"command": ')  # and then the run dies
+    broken.close()
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    monkeypatch.chdir(tmp_path)
+    with StepConnection(host.connect(), tmp_path / "host.log") as connection, steps_in_host(connection):
+        with output_to(tmp_path / "steps.log"):
+            task = describe_process()
+    assert json.loads(Path(task.outputs["out"].path).read_text())["ppid"] == host.process.pid

@@ -53,19 +53,21 @@ def test_concurrent_requests_share_model_calls_and_each_gets_its_own_rows():
 
 def test_a_batch_holds_at_most_max_rows():
     model = SlowModel()
-    results = concurrently(DynamicBatcher(model, max_rows=5), [[1, 2]] * 12)
+    results = concurrently(DynamicBatcher(model, max_rows=5, max_wait_seconds=0.001), [[1, 2]] * 12)
     assert all(r.tolist() == [10, 20] for r in results)
     assert max(model.calls) <= 5
 
 
 def test_a_request_larger_than_a_batch_is_scored_alone():
     model = SlowModel(0)
-    assert DynamicBatcher(model, max_rows=4)({"x": np.arange(10.0)}).tolist() == list(range(0, 100, 10))
+    assert DynamicBatcher(model, max_rows=4, max_wait_seconds=0.001)({"x": np.arange(10.0)}).tolist() == list(
+        range(0, 100, 10)
+    )
     assert model.calls == [10]
 
 
 def test_a_lone_request_is_not_held_for_companions():
-    batcher = DynamicBatcher(SlowModel(0), max_wait_seconds=0.5)
+    batcher = DynamicBatcher(SlowModel(0), max_rows=1024, max_wait_seconds=0.5)
     started = time.perf_counter()
     for _ in range(5):
         batcher({"x": np.ones(1)})
@@ -75,8 +77,29 @@ def test_a_lone_request_is_not_held_for_companions():
 def test_only_the_request_the_model_cannot_score_fails():
     model = SlowModel()
     requests = [[1.0], [float("nan")], [3.0], [4.0]]
-    results = concurrently(DynamicBatcher(model), requests)
+    results = concurrently(DynamicBatcher(model, max_rows=1024, max_wait_seconds=0.001), requests)
     assert isinstance(results[1], ValueError)
     assert [r.tolist() for i, r in enumerate(results) if i != 1] == [[10.0], [30.0], [40.0]]
     with pytest.raises(ValueError, match="cannot score NaN"):
-        DynamicBatcher(model)({"x": np.array([np.nan])})
+        DynamicBatcher(model, max_rows=1024, max_wait_seconds=0.001)({"x": np.array([np.nan])})
+
+
+def test_a_model_answering_a_batch_with_too_few_scores_is_asked_request_by_request():
+    def drops_a_row(columns):
+        scores = columns["x"] * 10
+        return scores[:-1] if len(scores) > 2 else scores
+
+    results = concurrently(DynamicBatcher(drops_a_row, max_rows=1024, max_wait_seconds=0.01), [[1, 2]] * 4)
+    assert all(r.tolist() == [10, 20] for r in results)
+
+
+def test_an_interrupted_batch_answers_its_callers_and_the_next_batch_has_a_leader():
+    def interrupted(columns):
+        if len(columns["x"]) == 3:
+            raise KeyboardInterrupt
+        return columns["x"] * 10
+
+    batcher = DynamicBatcher(interrupted, max_rows=1024, max_wait_seconds=0.001)
+    with pytest.raises(KeyboardInterrupt):
+        batcher({"x": np.ones(3)})
+    assert batcher({"x": np.ones(2)}).tolist() == [10, 10]  # not stuck behind the interrupted one
