@@ -18,6 +18,7 @@ The baseline for 1-3 is the same model called in this process without HTTP.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import json
 import shutil
@@ -40,7 +41,7 @@ from components.train.logic import Hyperparameters, train
 from features.joins import request_columns
 from features.sources import FEATURES_FOLDER, write_sources
 from features.store import apply as apply_features
-from pipelines.demo.sample_data import flight_spans, write_span
+from pipelines.demo.sample_data import Span, flight_spans, write_span
 from pipelines.demo.serving_process import free_port, start_serving
 from pipelines.triggers.config import NewDataSettings, PerformanceSettings, TriggerConfig
 from pipelines.triggers.controller import build_controller
@@ -154,41 +155,67 @@ def publish_recorded(home: Home, model_name: str, model_dir: Path) -> None:
         step.pushed_model(model_name, published.version, str(published.path), published.digest)
 
 
+@dataclasses.dataclass(frozen=True)
+class ServingHome:
+    """A home serving a flights model trained on January, its online store filled, and requests."""
+
+    home: Home
+    model_name: str
+    model_dir: Path
+    span: Span  # the month it was trained on
+    single: list[dict]  # one-row requests with every feature
+    facts: list[dict]  # one-row requests with flight facts only (features looked up online)
+    hundred_facts: list[dict]  # 100-row requests with flight facts only
+    batch: list[dict]  # 100-row requests with every feature
+
+    @property
+    def path(self) -> str:
+        return f"/v1/models/{self.model_name}:predict"
+
+
+def prepare_serving_home(folder: Path) -> ServingHome:
+    dataset = load_dataset("flights")
+    home = Home(folder / "home").create()
+    span = next(flight_spans(["2013-01"]))
+    write_span(folder / "data", span)
+    write_sources(folder / "data" / FEATURES_FOLDER)
+    ingest(folder / "data", 1, 20, dataset.key, folder / "train.parquet", folder / "eval.parquet", dataset)
+    train(folder / "train.parquet", dataset, Hyperparameters(epochs=2), folder / "model", folder / "vocabularies.json")
+    (home.model_repository / dataset.model_name).mkdir(parents=True)
+    publish_recorded(home, dataset.model_name, folder / "model")
+    rows = frame_to_instances(pd.read_parquet(folder / "eval.parquet").head(2000), dataset.features)
+    # The same kind of flights as a client sends them to the feature store's service: facts and entities.
+    flights = span.frame.sample(2000, random_state=0)
+    fact_rows = frame_to_instances(flights, request_columns(flights.columns, dataset.features))
+    apply_features(home.feature_repo, folder / "data" / FEATURES_FOLDER)
+    materialize_window(
+        home.feature_repo,
+        folder / "data" / FEATURES_FOLDER,
+        (span.frame.sched_dep.min(), span.frame.sched_dep.max()),
+    )
+    return ServingHome(
+        home,
+        dataset.model_name,
+        folder / "model",
+        span,
+        [{"instances": [row]} for row in rows],
+        [{"instances": [row]} for row in fact_rows],
+        [{"instances": fact_rows[i : i + 100]} for i in range(0, 2000, 100)],
+        [{"instances": rows[i : i + 100]} for i in range(0, 1000, 100)],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    dataset = load_dataset("flights")
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        home = Home(folder / "home").create()
-        span = next(flight_spans(["2013-01"]))
-        write_span(folder / "data", span)
-        write_sources(folder / "data" / FEATURES_FOLDER)
-        ingest(folder / "data", 1, 20, dataset.key, folder / "train.parquet", folder / "eval.parquet", dataset)
-        train(
-            folder / "train.parquet", dataset, Hyperparameters(epochs=2), folder / "model", folder / "vocabularies.json"
-        )
-        (home.model_repository / dataset.model_name).mkdir(parents=True)
-        publish_recorded(home, dataset.model_name, folder / "model")
-        rows = frame_to_instances(pd.read_parquet(folder / "eval.parquet").head(2000), dataset.features)
-        single = [{"instances": [row]} for row in rows]
-        # The same kind of flights as a client sends them to the feature store's service: facts and entities.
-        flights = span.frame.sample(2000, random_state=0)
-        facts = [
-            {"instances": [row]}
-            for row in frame_to_instances(flights, request_columns(flights.columns, dataset.features))
-        ]
-        apply_features(home.feature_repo, folder / "data" / FEATURES_FOLDER)
-        materialize_window(
-            home.feature_repo,
-            folder / "data" / FEATURES_FOLDER,
-            (span.frame.sched_dep.min(), span.frame.sched_dep.max()),
-        )
-        batch = [{"instances": rows[i : i + 100]} for i in range(0, 1000, 100)]
-        path = f"/v1/models/{dataset.model_name}:predict"
+        prepared = prepare_serving_home(folder)
+        home, single, facts, batch, path = prepared.home, prepared.single, prepared.facts, prepared.batch, prepared.path
+        model_name, span = prepared.model_name, prepared.span
 
-        serving_fn = model_io.load(folder / "model")
+        serving_fn = model_io.load(prepared.model_dir)
         signature = model_io.signature_of(serving_fn)
         in_process_single, in_process_batch = [], []
         for body in single[:500]:
@@ -250,7 +277,7 @@ def main() -> None:
             load.start()
             for _ in range(swaps):
                 time.sleep(1.0)
-                publish_recorded(home, dataset.model_name, folder / "model")
+                publish_recorded(home, model_name, folder / "model")
             load.join()
         finally:
             server.terminate()
@@ -289,7 +316,7 @@ def main() -> None:
             performance = reaction(
                 controller,
                 lambda: client.post(
-                    f"/v1/models/{dataset.model_name}:feedback",
+                    f"/v1/models/{model_name}:feedback",
                     {"feedback": labels},
                     {"Authorization": serving_token(trigger_home.serving_token).authorization},
                 ),
