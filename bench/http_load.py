@@ -1,5 +1,6 @@
 """The bench's light processes: the floor server and the open-loop load (standard library and
-numpy only, so each starts in a fraction of a second). Used by bench/serving_floor.py.
+numpy only, so each starts in a fraction of a second), and the open loop itself, which
+bench/serving_load.py runs in its own process. Used by bench/serving_floor.py.
 
     python bench/http_load.py floor PORT
     python bench/http_load.py load PORT PATH BODIES.json RATE SECONDS   # prints p50, p99, errors
@@ -47,43 +48,60 @@ def serve_floor(port: int) -> None:
     http.server.ThreadingHTTPServer(("127.0.0.1", port), FloorHandler).serve_forever()
 
 
-def send_open_loop(port: int, path: str, bodies_file: Path, rate: float, seconds: float) -> dict:
-    """In the load process: requests at `rate` over CONNECTIONS keep-alive connections."""
-    bodies = [json.dumps(body) for body in json.loads(bodies_file.read_text())]
+class Client:
+    """One keep-alive HTTP/1.1 connection."""
+
+    def __init__(self, port: int):
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def post(self, path: str, body: dict, headers: dict | None = None) -> tuple[int, dict]:
+        self.connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json", **(headers or {})})
+        response = self.connection.getresponse()
+        return response.status, json.loads(response.read())
+
+
+def open_loop(port: int, path: str, bodies: list[dict], rate: float, seconds: float, workers: int = 16):
+    """Sends at a fixed rate; returns latencies (ms, from the scheduled time), errors and versions seen."""
     total = int(rate * seconds)
     start = time.perf_counter() + 0.2
-    latencies, errors, lock = [], [], threading.Lock()
+    latencies, errors, versions, lock = [], [], set(), threading.Lock()
     next_index = iter(range(total))
 
-    def worker() -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    def worker():
+        client = Client(port)
         for i in next_index:
             scheduled = start + i / rate
             delay = scheduled - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
             try:
-                connection.request("POST", path, bodies[i % len(bodies)], {"Content-Type": "application/json"})
-                response = connection.getresponse()
-                response.read()
-                failed = response.status != 200
-            except (OSError, http.client.HTTPException):
-                failed = True
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                status, payload = client.post(path, bodies[i % len(bodies)], {"X-Request-Key": f"k{i}"})
+            except (OSError, http.client.HTTPException) as error:
+                status, payload = 0, {"error": repr(error)}
+                client = Client(port)
             elapsed = (time.perf_counter() - scheduled) * 1000
             with lock:
                 latencies.append(elapsed)
-                errors.append(failed)
+                if status != 200:
+                    errors.append(payload)
+                else:
+                    versions.add(payload.get("model_version"))
 
-    threads = [threading.Thread(target=worker) for _ in range(CONNECTIONS)]
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return np.array(latencies), errors, versions
+
+
+def send_open_loop(port: int, path: str, bodies_file: Path, rate: float, seconds: float) -> dict:
+    """In the load process: requests at `rate` over CONNECTIONS keep-alive connections."""
+    latencies, errors, _ = open_loop(port, path, json.loads(bodies_file.read_text()), rate, seconds, CONNECTIONS)
     return {
         "p50": float(np.percentile(latencies, 50)),
         "p99": float(np.percentile(latencies, 99)),
-        "errors": sum(errors),
+        "errors": len(errors),
     }
 
 

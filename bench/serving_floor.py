@@ -73,22 +73,24 @@ def main() -> None:
             files[name] = folder / f"{name}.json"
             files[name].write_text(json.dumps(bodies))
         results = {}
+
+        def both_sizes(server_name: str, port: int, warm_up_seconds: float) -> None:
+            for name, rates in (("single", SINGLE_ROW_RATES), ("hundred", HUNDRED_ROW_RATES)):
+                load(port, prepared.path, files[name], rates[0], warm_up_seconds)
+                results[server_name, name] = ramp(port, prepared.path, files[name], rates, args.seconds)
+
         floor_port = free_port()
         floor = subprocess.Popen([sys.executable, str(LOAD), "floor", str(floor_port)])
         try:
             _wait_for_port(floor_port)
-            for name, rates in (("single", SINGLE_ROW_RATES), ("hundred", HUNDRED_ROW_RATES)):
-                load(floor_port, prepared.path, files[name], rates[0], 1)  # warm-up
-                results["floor", name] = ramp(floor_port, prepared.path, files[name], rates, args.seconds)
+            both_sizes("floor", floor_port, 1)
         finally:
             floor.terminate()
             floor.wait()
         port = free_port()
         server = start_serving(prepared.home.root, port, ["--canary-percent", "0"], wait_for="/v2/health/ready")
         try:
-            for name, rates in (("single", SINGLE_ROW_RATES), ("hundred", HUNDRED_ROW_RATES)):
-                load(port, prepared.path, files[name], rates[0], 2)  # warm-up
-                results["ct serve", name] = ramp(port, prepared.path, files[name], rates, args.seconds)
+            both_sizes("ct serve", port, 2)
         finally:
             server.terminate()
             server.wait()

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import http.client
-import json
 import shutil
 import tempfile
 import threading
@@ -29,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from http_load import Client, open_loop
 
 from components.common import model_io, model_repository
 from components.common.datasets import load_dataset
@@ -50,53 +49,6 @@ from serving.credentials import serving_token
 
 RATE = 200
 P99_TARGET_MS = 10.0
-
-
-class Client:
-    """One keep-alive HTTP/1.1 connection."""
-
-    def __init__(self, port: int):
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-
-    def post(self, path: str, body: dict, headers: dict | None = None) -> tuple[int, dict]:
-        self.connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json", **(headers or {})})
-        response = self.connection.getresponse()
-        return response.status, json.loads(response.read())
-
-
-def open_loop(port: int, path: str, bodies: list[dict], rate: float, seconds: float, workers: int = 16):
-    """Sends at a fixed rate; returns latencies (ms, from the scheduled time), errors and versions seen."""
-    total = int(rate * seconds)
-    start = time.perf_counter() + 0.2
-    latencies, errors, versions, lock = [], [], set(), threading.Lock()
-    next_index = iter(range(total))
-
-    def worker():
-        client = Client(port)
-        for i in next_index:
-            scheduled = start + i / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            try:
-                status, payload = client.post(path, bodies[i % len(bodies)], {"X-Request-Key": f"k{i}"})
-            except (OSError, http.client.HTTPException) as error:
-                status, payload = 0, {"error": repr(error)}
-                client = Client(port)
-            elapsed = (time.perf_counter() - scheduled) * 1000
-            with lock:
-                latencies.append(elapsed)
-                if status != 200:
-                    errors.append(payload)
-                else:
-                    versions.add(payload.get("model_version"))
-
-    threads = [threading.Thread(target=worker) for _ in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return np.array(latencies), errors, versions
 
 
 def closed_loop(port: int, path: str, bodies: list[dict], seconds: float, connections: int = 8) -> float:

@@ -1,28 +1,46 @@
 """Pipeline parameters as a user types them (`--param name=value`), checked against the
-types the pipeline declares."""
+types the pipeline declares; and what the project changes of kfp.local's runners."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from components.common.errors import ConfigError
 
 # The kfp versions whose internals the project reaches into were read in (the REST client's
-# timeout in pipelines/submit.py, kfp.local's Docker task handler in pipelines/pods.py).
+# timeout in pipelines/submit.py, kfp.local's task handlers in `each_step_run_by`).
 KFP_INTERNALS_CHECKED_ON = "2.13."
 
 
-def check_kfp_internals(what: str) -> None:
-    """Refuses to patch kfp.local's task handlers on another kfp than they were read in.
+@contextlib.contextmanager
+def each_step_run_by(handlers, class_name: str, run_step: Callable[[str, list[str]], int], what: str) -> Iterator[None]:
+    """While open, kfp.local runs each step of its runner by `run_step(image, command)` (an exit
+    code): the runner's task handler class in module `handlers` (kfp.local's
+    `docker_task_handler` or `subprocess_task_handler`, which it looks up at each task) is
+    replaced by one whose `run` calls it.
 
     Raises:
-        ConfigError: naming `what` and both versions.
+        ConfigError: another kfp than this was written against (`what` names who patches it).
     """
     import kfp
+    from kfp.local import status
 
     if not kfp.__version__.startswith(KFP_INTERNALS_CHECKED_ON):
         raise ConfigError(f"kfp {kfp.__version__}: {what} was written against kfp {KFP_INTERNALS_CHECKED_ON}x")
+    original = getattr(handlers, class_name)
+
+    class StepRunBy(original):
+        def run(self) -> status.Status:
+            code = run_step(self.image, self.full_command)
+            return status.Status.SUCCESS if code == 0 else status.Status.FAILURE
+
+    setattr(handlers, class_name, StepRunBy)
+    try:
+        yield
+    finally:
+        setattr(handlers, class_name, original)
 
 
 def parse_parameters(assignments: list[str], declared: Mapping[str, type]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Mapping
 
 from components.common.errors import ConfigError
 from components.common.home import CLUSTER_HOME, HOME_MOUNT, Home
-from pipelines.config import check_kfp_internals
+from pipelines.config import each_step_run_by
 
 DATA_MOUNT = f"{HOME_MOUNT}/data"
 IMAGE_USER = (10001, 10001)  # the image's user (images/Dockerfile)
@@ -172,20 +172,14 @@ def steps_in_containers(client, volumes: PodVolumes) -> Iterator[None]:
     Raises:
         ConfigError: another kfp than this was written against.
     """
-    from kfp.local import docker_task_handler, status
+    from kfp.local import docker_task_handler
 
-    check_kfp_internals("the container runner")
+    def in_a_container(image: str, command: list[str]) -> int:
+        return run_step_container(client, image, command, volumes)
 
-    class PodTaskHandler(docker_task_handler.DockerTaskHandler):
-        def run(self) -> status.Status:
-            code = run_step_container(client, self.image, self.full_command, volumes)
-            return status.Status.SUCCESS if code == 0 else status.Status.FAILURE
-
-    give_steps_the_home(Home(volumes.home))
-    original = docker_task_handler.DockerTaskHandler
-    docker_task_handler.DockerTaskHandler = PodTaskHandler  # kfp.local looks it up at each task
     try:
-        yield
+        with each_step_run_by(docker_task_handler, "DockerTaskHandler", in_a_container, "the container runner"):
+            give_steps_the_home(Home(volumes.home))
+            yield
     finally:
-        docker_task_handler.DockerTaskHandler = original
         client.close()

@@ -46,7 +46,7 @@ from typing import Iterator
 
 from components.common.errors import ConfigError
 from components.common.process_lifetime import LAUNCHER_PID_ENV, die_with_parent
-from pipelines.config import check_kfp_internals
+from pipelines.config import each_step_run_by
 
 # What the steps import, loaded once by the host: the executor and the data and ML stack.
 PRELOADED = (
@@ -188,20 +188,13 @@ def steps_in_host(host: StepConnection) -> Iterator[None]:
     Raises:
         ConfigError: another kfp than this was written against.
     """
-    from kfp.local import status, subprocess_task_handler
+    from kfp.local import subprocess_task_handler
 
-    check_kfp_internals("the warm runner")
+    def forked(image: str, command: list[str]) -> int:
+        return host.run(command)
 
-    class HostTaskHandler(subprocess_task_handler.SubprocessTaskHandler):
-        def run(self) -> status.Status:
-            return status.Status.SUCCESS if host.run(self.full_command) == 0 else status.Status.FAILURE
-
-    original = subprocess_task_handler.SubprocessTaskHandler
-    subprocess_task_handler.SubprocessTaskHandler = HostTaskHandler  # kfp.local looks it up at each task
-    try:
+    with each_step_run_by(subprocess_task_handler, "SubprocessTaskHandler", forked, "the warm runner"):
         yield
-    finally:
-        subprocess_task_handler.SubprocessTaskHandler = original
 
 
 def executor_arguments(command: list[str], module_path: Path) -> tuple[str, list[str]]:
