@@ -168,11 +168,12 @@ class _Reachable:
     (a folder it cannot write) reported as an error naming the connection.
 
     Several processes write one SQLite store (a run's steps, `ct serve`'s canary, the
-    controller): MLMD waits about two seconds for the file's lock, then aborts the call
-    (ml_metadata/metadata_store/sqlite_metadata_source.cc, `WaitThenRetry`), and a busy writer
-    can hold it longer. An aborted call changed nothing (its transaction was rolled back), so
-    it is made again, with growing pauses, for up to BUSY_SECONDS; so is opening a new store
-    while another process creates its tables.
+    controller): MLMD waits for the file's lock (ml_metadata/metadata_store/
+    sqlite_metadata_source.cc, `WaitThenRetry`), its Python client tries an aborted call five
+    times with random pauses (metadata_store.py, `_call`), then raises AbortedError; busy
+    writers can starve one process that long. An aborted call changed nothing (its transaction
+    was rolled back), so it is made again, with growing pauses, for up to BUSY_SECONDS; so is
+    opening a new store while another process creates its tables.
     """
 
     BUSY_SECONDS = 60.0
