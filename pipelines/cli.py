@@ -125,6 +125,11 @@ def _parser() -> argparse.ArgumentParser:
     watch.set_defaults(handler=_watch)
 
     runs = commands.add_parser("runs", parents=[home_options], help="list runs recorded in ML Metadata")
+    shown = runs.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--last", type=_run_count, default=20, help="the runs started last to show (default %(default)s)"
+    )
+    shown.add_argument("--all", action="store_true", help="every run recorded")
     gc = commands.add_parser(
         "gc", parents=[home_options], help="delete what the home keeps no longer: old runs' outputs and logs, models"
     )
@@ -298,6 +303,13 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _run_count(text: str) -> int:
+    """How many runs to show (a positive integer), for argparse."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of runs, a positive integer")
+    return int(text)
+
+
 def _model_version(text: str) -> int:
     """A model version (a positive integer), for argparse."""
     if not text.isdigit() or int(text) < 1:
@@ -426,7 +438,7 @@ def _gc(args) -> int:
 def _runs(args) -> int:
     from pipelines.history import runs_table
 
-    print(runs_table(Home(args.home, args.metadata)))
+    print(runs_table(Home(args.home, args.metadata), None if args.all else args.last))
     return 0
 
 

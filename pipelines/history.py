@@ -22,11 +22,12 @@ def open_store(home: Home) -> MetadataStore:
     return MetadataStore(home.metadata_connection)
 
 
-def runs_table(home: Home) -> str:
-    """Every run: start, end, trigger and reason, parameters that differ from the defaults, decision and why."""
+def runs_table(home: Home, last: int | None) -> str:
+    """The `last` runs started last (None: every run), oldest first: start, end, trigger and reason,
+    parameters that differ from the defaults, decision and why."""
     defaults = {name: default for name, (_, default) in pipeline_parameters().items()}
     rows = []
-    for run in open_store(home).runs():
+    for run in open_store(home).runs(last):
         changed = {k: v for k, v in run.parameters.items() if k in defaults and v != defaults[k]}
         rows.append(
             (
@@ -50,17 +51,12 @@ def lineage_table(home: Home, model_name: str, version: int | None) -> str:
         NotFoundError: no such pushed version.
     """
     store = open_store(home)
-    pushed = store.pushed_models(model_name)
-    chosen = (
-        [p for p in pushed if p.properties["version"] == version]
-        if version is not None
-        else [m for m in [store.production_model(model_name)] if m]
-    )
-    if not chosen:
+    chosen = store.pushed_model(model_name, version) if version is not None else store.production_model(model_name)
+    if chosen is None:
         raise NotFoundError(
             f"no pushed version {version if version is not None else '(none in production)'} of model {model_name!r}"
         )
-    entries = store.lineage(chosen[0].id)
+    entries = store.lineage(chosen.id)
     rows = [
         (
             e.produced_by or "(source)",
@@ -73,7 +69,7 @@ def lineage_table(home: Home, model_name: str, version: int | None) -> str:
     run = store.run(entries[0].run_id)
     trained_by = run.properties.get("code_version", "unknown")
     return (
-        f"model {model_name} version {chosen[0].properties['version']} (run {entries[0].run_id}, "
+        f"model {model_name} version {chosen.properties['version']} (run {entries[0].run_id}, "
         f"code {trained_by})\n" + markdown_table(("produced by", "artifact", "uri", "properties"), rows)
     )
 

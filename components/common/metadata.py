@@ -142,6 +142,56 @@ def _set(target, values: Mapping[str, Value]) -> None:
             target[name].string_value = str(value)
 
 
+def _literal(value: Value) -> str:
+    """A value as a literal of ML Metadata's filter queries (SQL-like; strings single-quoted)."""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if "\\" in str(value):  # ML Metadata's SQL for SQLite escapes it once more: it would never match
+        raise ConfigError(f"{value!r}: a backslash cannot be looked up in ML Metadata")
+    return "'" + str(value).replace("'", "\\'") + "'"
+
+
+def _property(name: str, value: Value) -> str:
+    """A custom property's column in a filter query, for the kind of value compared with it."""
+    kind = (
+        "int_value"
+        if isinstance(value, (bool, int))
+        else "double_value"
+        if isinstance(value, float)
+        else "string_value"
+    )
+    return f"custom_properties.{name}.{kind}"
+
+
+def _where(type_name: str, *conditions: str, **equal: Value) -> metadata_store.ListOptions:
+    """Nodes of one type that meet `conditions` and whose custom properties have these values.
+
+    Only for values that pick out a few nodes (a version, a fingerprint, a span, a run id, an
+    undecided run): ML Metadata's SQLite queries find those through its property indexes
+    (`idx_*_property_*`), at a cost that does not grow with the history. A value most nodes
+    share (a dataset, a split, a model name) would have SQLite read every node that has it:
+    those are compared in Python, on the few nodes found or on the newest a page at a time.
+    """
+    clauses = [f"type = {_literal(type_name)}", *conditions]
+    clauses += [f"{_property(name, value)} = {_literal(value)}" for name, value in equal.items()]
+    return metadata_store.ListOptions(filter_query=" AND ".join(clauses))
+
+
+def _one_of(column: str, values: Sequence[Value]) -> str:
+    return f"{column} IN ({', '.join(_literal(v) for v in values)})"
+
+
+def _newest(options: metadata_store.ListOptions, limit: int | None) -> metadata_store.ListOptions:
+    options.order_by, options.is_asc, options.limit = metadata_store.OrderByField.ID, False, limit
+    return options
+
+
+def _has(artifact: "Artifact", properties: Mapping[str, Value]) -> bool:
+    return all(artifact.properties.get(name) == value for name, value in properties.items())
+
+
 def _peak_memory_mib() -> float:
     """The largest resident size this process or any of its waited-for children reached (Linux: KiB)."""
     own, children = (resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
@@ -216,6 +266,9 @@ class _Reachable:
 class MetadataStore:
     """The project's view of ML Metadata."""
 
+    BATCH = 200  # values in one query's IN list
+    PAGE = 20  # nodes read at a time, newest first
+
     def __init__(self, connection: str):
         self._store = _Reachable(connection)
         self._type_ids: dict[str, int] = {}
@@ -238,6 +291,7 @@ class MetadataStore:
             if RUN_CONTEXT not in self._type_ids:
                 self._type_ids[RUN_CONTEXT] = self._store.put_context_type(mlmd.ContextType(name=RUN_CONTEXT))
             context = mlmd.Context(type_id=self._type_ids[RUN_CONTEXT], name=run_id)
+            _set(context.custom_properties, {"decision": ""})  # undecided: what close_interrupted_runs looks for
             [context.id] = self._store.put_contexts([context])
         return context
 
@@ -261,9 +315,10 @@ class MetadataStore:
             The runs closed.
         """
         closed = []
-        for run in self.runs():
+        for context in self._store.get_contexts(list_options=_where(RUN_CONTEXT, decision="")):
+            run = self.run(context.name)
             launcher = str(run.properties.get("launcher", ""))
-            if run.decision or not launcher or is_alive(launcher):
+            if not launcher or is_alive(launcher):
                 continue
             unfinished = [step.step for step in run.steps if step.end is None]
             where = f" during {', '.join(unfinished)}" if unfinished else ""
@@ -341,8 +396,21 @@ class MetadataStore:
 
     # --- queries ------------------------------------------------------------
 
-    def _artifacts(self, type_name: str) -> list[Artifact]:
-        return [self._artifact(a, type_name) for a in self._store.get_artifacts_by_type(type_name)]
+    def _artifacts(self, type_name: str, options: metadata_store.ListOptions, **properties: Value) -> list[Artifact]:
+        """The artifacts the query finds that also have these properties."""
+        found = [self._artifact(a, type_name) for a in self._store.get_artifacts(list_options=options)]
+        return [a for a in found if _has(a, properties)]
+
+    def _newest_first(self, type_name: str, **properties: Value) -> Iterator[Artifact]:
+        """Artifacts of a type with these properties, newest first, read a page at a time: the
+        newest match costs the pages down to it, not the whole history."""
+        older_than: list[str] = []
+        while True:
+            page = self._artifacts(type_name, _newest(_where(type_name, *older_than), self.PAGE))
+            yield from (a for a in page if _has(a, properties))
+            if len(page) < self.PAGE:
+                return
+            older_than = [f"id < {page[-1].id}"]
 
     @staticmethod
     def _artifact(artifact: mlmd.Artifact, type_name: str) -> Artifact:
@@ -350,25 +418,45 @@ class MetadataStore:
         return Artifact(artifact.id, type_name, artifact.uri, properties, artifact.create_time_since_epoch / 1000)
 
     def production_model(self, model_name: str) -> Artifact | None:
-        """The live pushed model of that name with the highest version, or None before the first push."""
-        pushed = [a for a in self._artifacts(PUSHED_MODEL) if a.properties.get("model_name") == model_name]
-        live = [a for a in pushed if a.properties.get("state", "live") == "live"]
-        return max(live, key=lambda a: int(a.properties["version"]), default=None)
+        """The live pushed model of that name with the highest version, or None before the first push.
+
+        Versions are numbered upwards as they are pushed, so it is the newest live one.
+        """
+        pushed = self._newest_first(PUSHED_MODEL, model_name=model_name)
+        return next((a for a in pushed if a.properties.get("state", "live") == "live"), None)
 
     def previous_statistics(self, dataset: str, before_span: str) -> Artifact | None:
-        """The newest training statistics of the dataset whose last span is older than `before_span`."""
-        candidates = [
-            a
-            for a in self._artifacts(STATISTICS)
-            if a.properties.get("dataset") == dataset
-            and a.properties.get("split") == "train"
-            and str(a.properties.get("last_span", "")) < before_span
-        ]
-        return max(candidates, key=lambda a: (str(a.properties["last_span"]), a.id), default=None)
+        """The newest training statistics of the dataset whose last span is older than `before_span`.
 
-    def runs(self) -> list[RunRecord]:
-        """Every run, oldest first."""
-        records = [self.run(context.name) for context in self._store.get_contexts_by_type(RUN_CONTEXT)]
+        Of the statistics with the latest such last span, the newest: the newest recorded
+        older than `before_span`, unless statistics of a later span were recorded before it
+        (a backfill came after them), which one query between the two spans finds.
+        """
+        train = {"dataset": dataset, "split": "train"}
+        recorded = self._newest_first(STATISTICS, **train)
+        found = next((a for a in recorded if str(a.properties.get("last_span", "")) < before_span), None)
+        if found is None:
+            return None
+        last_span = _property("last_span", "")
+        between = f"{last_span} > {_literal(found.properties['last_span'])} AND {last_span} < {_literal(before_span)}"
+        later = self._artifacts(STATISTICS, _where(STATISTICS, between), **train)
+        return max([found, *later], key=lambda a: (str(a.properties["last_span"]), a.id))
+
+    def runs(self, last: int | None = None) -> list[RunRecord]:
+        """The `last` runs started last (default: every run), oldest first."""
+        contexts = self._store.get_contexts(list_options=_newest(_where(RUN_CONTEXT), last))
+        names = [context.name for context in contexts]
+        steps = (
+            _where(STEP_EXECUTION, _one_of(_property("run_id", ""), names))
+            if last is not None
+            else _where(STEP_EXECUTION)
+        )
+        by_run: dict[str, list[StepRecord]] = {name: [] for name in names}
+        for execution in self._store.get_executions(list_options=steps) if names else []:
+            run_id = str(_to_value(execution.custom_properties["run_id"]))
+            if run_id in by_run:
+                by_run[run_id].append(self._step_record(execution))
+        records = [self._run_record(context, by_run[context.name]) for context in contexts]
         return sorted(records, key=lambda r: (r.start or 0.0, r.run_id))
 
     def run(self, run_id: str) -> RunRecord:
@@ -376,9 +464,14 @@ class MetadataStore:
         context = self._store.get_context_by_type_and_name(RUN_CONTEXT, run_id)
         if context is None:
             raise NotFoundError(f"no run {run_id!r} in ML Metadata")
-        steps = [self._step_record(e) for e in self._store.get_executions_by_context(context.id)]
+        return self._run_record(
+            context, [self._step_record(e) for e in self._store.get_executions_by_context(context.id)]
+        )
+
+    @staticmethod
+    def _run_record(context: mlmd.Context, steps: list[StepRecord]) -> RunRecord:
         properties = {name: _to_value(value) for name, value in context.custom_properties.items()}
-        return RunRecord(run_id, properties, tuple(sorted(steps, key=lambda s: s.start)))
+        return RunRecord(context.name, properties, tuple(sorted(steps, key=lambda s: s.start)))
 
     def run_artifacts(self, run_id: str, type_name: str) -> list[Artifact]:
         """Artifacts of one type that a run read or wrote."""
@@ -407,36 +500,53 @@ class MetadataStore:
 
     def pushed_models(self, model_name: str) -> list[Artifact]:
         """All pushed versions of a model, oldest first."""
-        pushed = [a for a in self._artifacts(PUSHED_MODEL) if a.properties.get("model_name") == model_name]
+        pushed = self._artifacts(PUSHED_MODEL, _where(PUSHED_MODEL), model_name=model_name)
         return sorted(pushed, key=lambda a: int(a.properties["version"]))
 
-    def trained_fingerprints(self, dataset: str) -> set[str]:
-        """Fingerprints of the data of every run that completed (pushed or not blessed)."""
-        completed = {run.run_id for run in self.runs() if run.decision in (PUSHED, NOT_BLESSED)}
-        return {
-            str(a.properties["fingerprint"])
-            for run_id in completed
-            for a in self.run_artifacts(run_id, EXAMPLES)
-            if a.properties.get("dataset") == dataset and a.properties.get("split") == "train"
-        }
+    def pushed_model(self, model_name: str, version: int) -> Artifact | None:
+        """One pushed version of a model, or None when no push of it is recorded."""
+        found = self._artifacts(
+            PUSHED_MODEL, _newest(_where(PUSHED_MODEL, version=version), None), model_name=model_name
+        )
+        return next(iter(found), None)
 
-    def ingested_spans(self, dataset: str) -> set[str]:
-        """Span ids read by runs that did not fail: decided on (pushed, not blessed, stopped by
-        data validation) or still going. A failed run's spans (a run killed, or crashed) are not
-        counted: the new-data trigger fires for them again."""
-        failed = [
-            context.id
-            for context in self._store.get_contexts_by_type(RUN_CONTEXT)
-            if "decision" in context.custom_properties and _to_value(context.custom_properties["decision"]) == FAILED
-        ]
-        read_by_failed = {a.id for context_id in failed for a in self._store.get_artifacts_by_context(context_id)}
-        return {
-            span
-            for a in self._artifacts(EXAMPLES)
-            if a.properties.get("dataset") == dataset and a.id not in read_by_failed
-            for span in str(a.properties.get("spans", "")).split(",")
-            if span
-        }
+    def trained_on(self, dataset: str, fingerprint: str) -> bool:
+        """Whether a run that completed (pushed or not blessed) trained on data of that fingerprint."""
+        examples = _where(EXAMPLES, fingerprint=fingerprint)
+        return any(
+            _to_value(context.custom_properties["decision"]) in (PUSHED, NOT_BLESSED)
+            for artifact in self._artifacts(EXAMPLES, examples, dataset=dataset, split="train")
+            for context in self._store.get_contexts_by_artifact(artifact.id)
+            if context.type == RUN_CONTEXT and "decision" in context.custom_properties
+        )
+
+    def span_readers(self, dataset: str, spans: Sequence[str]) -> dict[str, set[str]]:
+        """For each of these span ids some run read, the decisions of the runs that read it: ""
+        for a run still going. Spans no run read are left out.
+
+        Asks about the given spans only, a batch at a time, never the whole history.
+        """
+        readers: dict[str, set[str]] = {}
+        for start in range(0, len(spans), self.BATCH):
+            batch = spans[start : start + self.BATCH]
+            read = _where(SPAN, _one_of(_property("span", ""), batch))
+            span_of = {a.id: str(a.properties["span"]) for a in self._artifacts(SPAN, read, dataset=dataset)}
+            events = self._store.get_events_by_artifact_ids(list(span_of)) if span_of else []
+            reads = [(span_of[e.artifact_id], e.execution_id) for e in events if e.type == mlmd.Event.INPUT]
+            run_of = {
+                e.id: str(_to_value(e.custom_properties["run_id"]))
+                for e in (
+                    self._store.get_executions_by_id(list({execution for _, execution in reads})) if reads else []
+                )
+            }
+            runs = _where(RUN_CONTEXT, _one_of("name", sorted(set(run_of.values()))))
+            decision_of = {
+                c.name: str(_to_value(c.custom_properties["decision"])) if "decision" in c.custom_properties else ""
+                for c in (self._store.get_contexts(list_options=runs) if run_of else [])
+            }
+            for span, execution in reads:
+                readers.setdefault(span, set()).add(decision_of.get(run_of[execution], ""))
+        return readers
 
     def run_uris(self) -> dict[str, set[str]]:
         """Every URI each run read or wrote, by run id (what retention may and may not delete)."""
@@ -469,16 +579,13 @@ class MetadataStore:
     def pushed_digest(self, model_name: str, version: int) -> str | None:
         """The content digest recorded when the version was pushed: None when no push of it is
         recorded, "" when it was recorded without one (before digests were recorded)."""
-        found = [a for a in self.pushed_models(model_name) if a.properties["version"] == version]
-        return str(found[-1].properties.get("digest", "")) if found else None
+        found = self.pushed_model(model_name, version)
+        return str(found.properties.get("digest", "")) if found else None
 
     def rolled_back_versions(self, model_name: str) -> set[int]:
         """Pushed versions whose canary was rolled back: they never serve again."""
-        return {
-            int(a.properties["version"])
-            for a in self.pushed_models(model_name)
-            if a.properties.get("state") == ROLLED_BACK
-        }
+        rolled_back = self._artifacts(PUSHED_MODEL, _where(PUSHED_MODEL, state=ROLLED_BACK), model_name=model_name)
+        return {int(a.properties["version"]) for a in rolled_back}
 
     def record_canary_decision(
         self, model_name: str, version: int, decision: str, reason: str, numbers: Mapping[str, float]
@@ -488,10 +595,9 @@ class MetadataStore:
         A rolled-back version's pushed-model artifact is marked, so it is no longer the
         production model (the pipeline's baseline) and is never loaded again.
         """
-        found = [a for a in self.pushed_models(model_name) if a.properties["version"] == version]
-        if not found:
+        pushed = self.pushed_model(model_name, version)
+        if pushed is None:
             raise NotFoundError(f"no pushed model {model_name} version {version} in ML Metadata")
-        [pushed] = found
         run_id = str(pushed.properties["run_id"])
         with self.step(run_id, "canary", {"decision": decision, **numbers}) as step:
             step.input(

@@ -53,7 +53,8 @@ def ingest(
             feature_tables,
             eval_split,
         )
-        step.inputs(metadata.SPAN, result.span_folders, dataset=dataset)
+        for span, folder in result.span_folders.items():
+            step.input(metadata.SPAN, folder, dataset=dataset, span=span)
         # Which rows were judged: the newest (and from when) or a hash share; `ct lineage` shows it too.
         step.update_run(split_rule=result.split_rule, eval_cut=result.eval_cut)
         departures = list(result.features.departures) if result.features else []

@@ -16,7 +16,7 @@ import pandas as pd
 
 from components.common.datasets import DatasetConfig
 from components.common.errors import ConfigError, DataError
-from components.common.spans import SpanFolder, complete_spans, read_spans
+from components.common.spans import SPAN_PREFIX, SpanFolder, complete_spans, read_spans
 from features.joins import ENTITY_COLUMNS, JoinCounts, training_features
 from features.sources import tables_root
 
@@ -54,8 +54,10 @@ class IngestResult:
     features: JoinCounts | None = None
 
     @property
-    def span_folders(self) -> list[str]:
-        return sorted({str(Path(f).parent) for f in self.files})
+    def span_folders(self) -> dict[str, str]:
+        """Each span id of the window and the folder it was read from."""
+        folders = sorted({Path(f).parent for f in self.files})
+        return {folder.name.removeprefix(SPAN_PREFIX): str(folder) for folder in folders}
 
 
 @dataclasses.dataclass(frozen=True)

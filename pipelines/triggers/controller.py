@@ -300,7 +300,7 @@ class Controller:
             return
         if not forced:
             window = fingerprint(files)
-            if window in self.store.trained_fingerprints(self.config.dataset):
+            if self.store.trained_on(self.config.dataset, window):
                 self._wait(
                     now,
                     triggers,

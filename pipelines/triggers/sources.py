@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from components.common.auc_inference import STANDARD_NORMAL
 from components.common.datasets import DatasetConfig
-from components.common.metadata import MetadataStore
+from components.common.metadata import FAILED, MetadataStore
 from components.common.spans import complete_spans
 from pipelines.triggers.calibration import (
     NoiseThresholds,
@@ -120,12 +120,20 @@ class NewDataTrigger:
         self.store = store
         self.min_new_spans = min_new_spans
         self._announced: set[str] = set()
+        self._read_for_good: set[str] = set()  # read by a run that decided other than failed: never asked again
 
     def check(self, now: float) -> list[Firing]:
+        """Asks ML Metadata about the spans not known to be read (the new ones, and those only a
+        run still going or a failed run read): after the first check, a few per poll whatever
+        the history's length. A span whose only readers failed (a run killed, or crashed) is
+        new again."""
         if not self.data_root.is_dir():
             return []
         arrived = {span.span_id for span in complete_spans(self.data_root)}
-        new = sorted(arrived - self._announced - self.store.ingested_spans(self.dataset))
+        unknown = sorted(arrived - self._announced - self._read_for_good)
+        readers = self.store.span_readers(self.dataset, unknown)
+        self._read_for_good.update(span for span, decisions in readers.items() if decisions - {"", FAILED})
+        new = [span for span in unknown if not readers.get(span, set()) - {FAILED}]  # no reader but failed ones
         if len(new) < self.min_new_spans:
             return []
         self._announced.update(new)

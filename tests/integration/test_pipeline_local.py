@@ -189,6 +189,9 @@ def test_runs_table_shows_every_run_with_its_decision(three_runs, capsys):
     for run in runs:
         assert run.run_id in out
     assert "stopped by data validation" in out and "epochs=3" in out and "span 2013-07 arrived" in out
+    assert main(["runs", "--home", str(home.root), "--last", "1"]) == 0
+    out = capsys.readouterr().out
+    assert runs[-1].run_id in out and not any(run.run_id in out for run in runs[:-1])
 
 
 def test_penguins_run_through_the_same_pipeline_with_kfp_locals_own_subprocess_runner(tmp_path):

@@ -62,7 +62,7 @@ def test_a_killed_ct_run_is_closed_at_the_next_start_with_its_leftovers_and_its_
     staging = home.model_repository / "flight-delay" / ".staging-0123"
     staging.mkdir(parents=True)
     assert store.run("run-killed").decision == ""  # "running" in `ct runs`, until someone takes the home
-    assert "2013-01" in store.ingested_spans("flights")
+    assert store.span_readers("flights", ["2013-01"]) == {"2013-01": {""}}
 
     with holding(HomeLock(home.lock_file, "ct run"), "run-next") as stale:
         recovery = recover_home(home, store)
@@ -74,7 +74,7 @@ def test_a_killed_ct_run_is_closed_at_the_next_start_with_its_leftovers_and_its_
     assert killed.decision == metadata.FAILED and killed.properties["reasons"].startswith("interrupted")
     assert not (home.pipeline_root / "run-killed").exists() and not staging.exists()
     assert (home.logs / "run-killed.log").is_file()  # kept: it says how far the run got
-    assert "2013-01" not in store.ingested_spans("flights")
+    assert store.span_readers("flights", ["2013-01"]) == {"2013-01": {metadata.FAILED}}
     fired = NewDataTrigger(data_root, "flights", store, 1).check(time.time())
     assert [f.reason for f in fired] == ["new complete span 2013-01"]
     assert took < 15, f"recovering the home took {took:.1f} s after the kill"

@@ -2,7 +2,7 @@ import pytest
 from ml_metadata import errors as mlmd_errors
 
 from components.common import metadata
-from components.common.errors import DataError, UnavailableError
+from components.common.errors import ConfigError, DataError, UnavailableError
 from components.common.metadata import MetadataStore
 from components.common.version import code_version
 
@@ -58,17 +58,16 @@ def test_production_model_is_the_highest_live_version(store):
     assert store.production_model("flight-delay") is None
     for version in (1, 2):
         with store.step(f"run-{version}", "push", {}) as step:
-            step.output(
-                metadata.PUSHED_MODEL,
-                f"/models/flight-delay/{version}",
-                model_name="flight-delay",
-                version=version,
-                state="live",
-            )
+            step.pushed_model("flight-delay", version, f"/models/flight-delay/{version}", "digest")
     with store.step("run-3", "push", {}) as step:
         step.output(metadata.PUSHED_MODEL, "/models/other/9", model_name="other", version=9, state="live")
     assert store.production_model("flight-delay").uri == "/models/flight-delay/2"
     assert [p.properties["version"] for p in store.pushed_models("flight-delay")] == [1, 2]
+    assert store.pushed_model("flight-delay", 1).uri == "/models/flight-delay/1"
+    assert store.pushed_model("flight-delay", 9) is None and store.pushed_model("other", 9).uri == "/models/other/9"
+    store.record_canary_decision("flight-delay", 2, metadata.ROLLED_BACK, "worse online", {"labels": 400})
+    assert store.production_model("flight-delay").uri == "/models/flight-delay/1"
+    assert store.rolled_back_versions("flight-delay") == {2} and store.rolled_back_versions("other") == set()
 
 
 def test_previous_statistics_are_those_of_an_older_span(store):
@@ -87,6 +86,17 @@ def test_previous_statistics_are_those_of_an_older_span(store):
     assert store.previous_statistics("flights", before_span="2013-02").uri == "/stats/2013-01/train"
     assert store.previous_statistics("flights", before_span="2013-03").uri == "/stats/2013-02/train"
     assert store.previous_statistics("penguins", before_span="2013-03") is None
+
+
+def test_previous_statistics_are_those_of_the_latest_older_span_whenever_recorded(store):
+    """A backfill records an older window after a newer one; of two windows ending in the same
+    span, the one recorded last counts."""
+    for run_id, span in [("run-1", "2013-05"), ("run-2", "2013-02"), ("run-3", "2013-04"), ("run-4", "2013-05")]:
+        with store.step(run_id, "statistics", {}) as step:
+            step.output(metadata.STATISTICS, f"/stats/{run_id}", dataset="flights", split="train", last_span=span)
+    assert store.previous_statistics("flights", before_span="2013-06").uri == "/stats/run-4"
+    assert store.previous_statistics("flights", before_span="2013-05").uri == "/stats/run-3"
+    assert store.previous_statistics("flights", before_span="2013-03").uri == "/stats/run-2"
 
 
 def test_lineage_walks_back_to_the_sources_but_not_into_older_models(store):
@@ -125,6 +135,8 @@ def test_runs_are_listed_oldest_first(store):
         with store.step(run_id, "ingest", {}):
             pass
     assert [r.run_id for r in store.runs()] == ["run-b", "run-a"]
+    assert [r.run_id for r in store.runs(last=1)] == ["run-a"]
+    assert [s.step for s in store.runs(last=1)[0].steps] == ["ingest"]
     with pytest.raises(KeyError, match="no run 'run-c'"):
         store.run("run-c")
 
@@ -165,21 +177,61 @@ def test_a_store_that_cannot_be_reached_or_opened_is_named(tmp_path):
         MetadataStore(connection)
 
 
-def test_a_failed_runs_spans_do_not_count_as_ingested(store):
+def test_a_spans_readers_are_the_runs_that_read_it_with_their_decisions(store):
     """A killed or crashed run read its spans but trained on nothing: the new-data trigger reads them again."""
-    for run_id, span, decision in [
-        ("run-1", "2013-01", metadata.PUSHED),
-        ("run-2", "2013-02", metadata.STOPPED_BY_DATA),
-        ("run-3", "2013-03", metadata.FAILED),
-        ("run-4", "2013-04", ""),  # still going
+    for run_id, spans, decision in [
+        ("run-1", ["2013-01"], metadata.PUSHED),
+        ("run-2", ["2013-01", "2013-02"], metadata.STOPPED_BY_DATA),
+        ("run-3", ["2013-03"], metadata.FAILED),
+        ("run-4", ["2013-04"], ""),  # still going
     ]:
         with store.step(run_id, "ingest", {}) as step:
-            step.output(metadata.EXAMPLES, f"/{run_id}/train", dataset="flights", split="train", spans=span)
+            for span in spans:
+                step.input(metadata.SPAN, f"/data/span={span}", dataset="flights", span=span)
+            step.output(metadata.EXAMPLES, f"/{run_id}/train", dataset="flights", split="train", spans=",".join(spans))
         if decision:
             store.update_run(run_id, decision=decision)
-    assert store.ingested_spans("flights") == {"2013-01", "2013-02", "2013-04"}
+    assert store.span_readers("flights", ["2013-01", "2013-02", "2013-03", "2013-04", "2013-05"]) == {
+        "2013-01": {metadata.PUSHED, metadata.STOPPED_BY_DATA},
+        "2013-02": {metadata.STOPPED_BY_DATA},
+        "2013-03": {metadata.FAILED},
+        "2013-04": {""},
+    }
+    assert store.span_readers("penguins", ["2013-01"]) == {} and store.span_readers("flights", []) == {}
     assert set(store.run_uris()) == {"run-1", "run-2", "run-3", "run-4"}
-    assert store.run_uris()["run-3"] == {"/run-3/train"}
+    assert store.run_uris()["run-3"] == {"/run-3/train", "/data/span=2013-03"}
+
+
+def test_a_window_counts_as_trained_on_once_a_run_that_read_it_completed(store):
+    for run_id, fingerprint, decision in [
+        ("run-1", "aaa", metadata.PUSHED),
+        ("run-2", "bbb", metadata.NOT_BLESSED),
+        ("run-3", "ccc", metadata.FAILED),
+        ("run-4", "ddd", ""),
+    ]:
+        with store.step(run_id, "ingest", {}) as step:
+            step.output(
+                metadata.EXAMPLES, f"/{run_id}/train", dataset="flights", split="train", fingerprint=fingerprint
+            )
+            step.output(metadata.EXAMPLES, f"/{run_id}/eval", dataset="flights", split="eval", fingerprint="eee")
+        if decision:
+            store.update_run(run_id, decision=decision)
+    assert store.trained_on("flights", "aaa") and store.trained_on("flights", "bbb")
+    assert not any(store.trained_on("flights", f) for f in ("ccc", "ddd", "eee", "fff"))
+    assert not store.trained_on("penguins", "aaa")
+
+
+def test_filter_values_are_quoted(store):
+    """A value with quotes is compared as written, never read as query syntax; one with a
+    backslash, which ML Metadata's SQLite queries cannot match, is refused by name."""
+    with store.step("run-1", "ingest", {}) as step:
+        for span in ("it's", "x' OR '1' = '1"):
+            step.input(metadata.SPAN, f"/data/{len(span)}", dataset="flights", span=span)
+    assert store.span_readers("flights", ["it's"]) == {"it's": {""}}
+    assert store.span_readers("flights", ["x' OR '1' = '1"]) == {"x' OR '1' = '1": {""}}
+    assert store.span_readers("flights", ["x"]) == {}
+    with pytest.raises(ConfigError, match=r"'2013\\\\01': a backslash cannot be looked up in ML Metadata"):
+        store.span_readers("flights", ["2013\\01"])
 
 
 class _AbortingFirst:

@@ -56,7 +56,7 @@ def test_schedule_fires_once_in_a_matching_minute():
 def test_new_data_fires_for_complete_spans_no_run_has_read(tmp_path, store, flight_months):
     root = tmp_path / "data"
     with store.step("run-1", "ingest", {}) as step:
-        step.output(metadata.EXAMPLES, "/e", dataset="flights", spans="2013-01", split="train")
+        step.input(metadata.SPAN, str(root / "span=2013-01"), dataset="flights", span="2013-01")
     write_month(root, "2013-01", flight_months["2013-01"])
     trigger = NewDataTrigger(root, "flights", store, min_new_spans=1)
     assert trigger.check(time.time()) == []
@@ -126,6 +126,25 @@ def test_performance_does_not_fire_on_a_good_model_or_without_a_server(serve, ro
     )
 
 
+def test_new_data_asks_ml_metadata_only_about_spans_not_known_to_be_read(tmp_path, store, flight_months):
+    """The poll's cost does not grow with the history: a span a decided run read is never asked about again."""
+    root = tmp_path / "data"
+    for run_id, month in [("run-1", "2013-01"), ("run-2", "2013-02")]:
+        write_month(root, month, flight_months[month])
+        with store.step(run_id, "ingest", {}) as step:
+            step.input(metadata.SPAN, str(root / f"span={month}"), dataset="flights", span=month)
+    store.update_run("run-1", decision=metadata.PUSHED)  # run-2 is still going
+    asked = []
+    span_readers = store.span_readers
+    store.span_readers = lambda dataset, spans: asked.append(list(spans)) or span_readers(dataset, spans)
+    trigger = NewDataTrigger(root, "flights", store, min_new_spans=1)
+    assert trigger.check(time.time()) == [] and trigger.check(time.time()) == []
+    assert asked == [["2013-01", "2013-02"], ["2013-02"]]
+    store.update_run("run-2", decision=metadata.FAILED)
+    [firing] = trigger.check(time.time())
+    assert firing.reason == "new complete span 2013-02" and asked[-1] == ["2013-02"]
+
+
 @pytest.fixture
 def production_trained_on_january(tmp_path, store, splits, flights):
     """A pushed model whose run computed training statistics of the January sample."""
@@ -136,7 +155,7 @@ def production_trained_on_january(tmp_path, store, splits, flights):
             metadata.STATISTICS, str(statistics), dataset="flights", split="train", spans="2013-01", last_span="2013-01"
         )
     with store.step("run-1", "push", {}) as step:
-        step.output(metadata.PUSHED_MODEL, "/models/flight-delay/1", model_name=MODEL, version=1, run_id="run-1")
+        step.pushed_model(MODEL, 1, "/models/flight-delay/1", "digest")
     return store
 
 
