@@ -55,6 +55,11 @@ def train(
             spans=train_examples.metadata["spans"],
         )
         step.output(
-            metadata.MODEL, model.uri, model_name=config.model_name, final_loss=result.final_loss, rows=result.rows
+            metadata.MODEL,
+            model.uri,
+            model_name=config.model_name,
+            final_loss=result.final_loss,
+            rows=result.rows,
+            replicas=result.replicas,
         )
         step.output(metadata.VOCABULARIES, vocabularies.uri, sizes=str(result.vocabulary_sizes))

@@ -7,8 +7,11 @@ training by re-implementing them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +57,7 @@ class TrainResult:
     positive_rate: float
     final_loss: float
     vocabulary_sizes: dict[str, int]
+    replicas: int = 1  # that trained it in sync: workers of a cluster, or this process alone
 
 
 def parse_hidden_units(text: str) -> tuple[int, ...]:
@@ -69,6 +73,10 @@ def train(
 ) -> TrainResult:
     """Fits the model on the train split and exports it with its serving signature.
 
+    In one process, or in each of several workers that TF_CONFIG names (cluster_strategy):
+    every worker reads the split, fits the same vocabularies and statistics, and trains its
+    shard of each global batch, so all of them end with the model one process would have made.
+
     Args:
         train_path: Parquet train split.
         dataset: Which columns are the label and the features.
@@ -81,33 +89,107 @@ def train(
     """
     import keras
 
+    strategy = cluster_strategy()  # before anything of TensorFlow runs, as collective ops require
     frame = read_file(train_path, "parquet")
     labels = binary_labels(frame, dataset, train_path)
     missing = [f for f in dataset.features if f not in frame.columns]
     if missing:
         raise DataError("feature missing from the training data", path=str(train_path), feature=missing[0])
     keras.utils.set_random_seed(hyperparameters.seed)
-    model, vocabularies = _build_model(frame, dataset, hyperparameters)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model, vocabularies = _build_model(frame, dataset, hyperparameters)
     signature = model_io.Signature(
         {name: _dtype(frame[name], name in dataset.categorical_features) for name in dataset.features},
         (model_io.OUTPUT,),
     )
-    history = model.fit(
-        model_io.frame_to_columns(signature, frame),
-        labels,
-        epochs=hyperparameters.epochs,
-        batch_size=hyperparameters.batch_size,
-        shuffle=True,
-        verbose=0,
-    )
-    _export(model, signature, model_dir)
-    vocabularies_path.write_text(json.dumps(vocabularies, indent=1, default=str))
+    columns = model_io.frame_to_columns(signature, frame)
+    if strategy is None:
+        fitted = model.fit(
+            columns,
+            labels,
+            epochs=hyperparameters.epochs,
+            batch_size=hyperparameters.batch_size,
+            shuffle=True,
+            verbose=0,
+        )
+        losses = fitted.history["loss"]
+    else:
+        losses = _fit_on_workers(model, columns, labels, hyperparameters, strategy)
+    if strategy is None or _is_chief(strategy):
+        _export(model, signature, model_dir)
+        vocabularies_path.write_text(json.dumps(vocabularies, indent=1, default=str))
+    else:  # every worker takes part in saving its variables; only the chief's copy is kept
+        with tempfile.TemporaryDirectory() as elsewhere:
+            _export(model, signature, Path(elsewhere) / "model")
     return TrainResult(
         rows=len(frame),
         positive_rate=float(labels.mean()),
-        final_loss=float(history.history["loss"][-1]),
+        final_loss=losses[-1],
         vocabulary_sizes={name: len(vocabulary) for name, vocabulary in vocabularies.items()},
+        replicas=strategy.num_replicas_in_sync if strategy else 1,
     )
+
+
+def cluster_strategy():
+    """None for this process alone; when TF_CONFIG names a cluster of workers, as Kubeflow's
+    Training Operator sets it in each worker's pod, synchronous data parallelism over them
+    (MultiWorkerMirroredStrategy: gradients all-reduced every step)."""
+    if not json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster"):
+        return None
+    import tensorflow as tf
+
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def _is_chief(strategy) -> bool:
+    resolver = strategy.cluster_resolver
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
+    )
+
+
+def _fit_on_workers(
+    model, columns: dict[str, np.ndarray], labels: np.ndarray, hp: Hyperparameters, strategy
+) -> list[float]:
+    """Keras's fit on a cluster, as a loop of our own, each epoch's mean loss returned: Keras 3's
+    fit cannot run under MultiWorkerMirroredStrategy (keras-team/keras#20585), a loop of
+    strategy.run can. The same loss, optimizer and batches of `hp.batch_size` rows, reshuffled
+    each epoch from `hp.seed`; each batch is split between the workers."""
+    import keras
+    import tensorflow as tf
+
+    rows = len(labels)
+    features = {name: tf.constant(values) for name, values in columns.items()}
+    targets = tf.constant(labels)
+    batches = (
+        tf.data.Dataset.range(rows)
+        .shuffle(rows, seed=hp.seed, reshuffle_each_iteration=True)
+        .batch(hp.batch_size)
+        .map(lambda index: ({n: tf.gather(v, index) for n, v in features.items()}, tf.gather(targets, index)))
+    )
+    distributed = strategy.experimental_distribute_dataset(batches)
+    loss = keras.losses.BinaryCrossentropy(reduction=None)
+    with strategy.scope():
+        model.optimizer.build(model.trainable_variables)
+
+    @tf.function
+    def step(batch_features, batch_labels):
+        def on_replica(replica_features, replica_labels):
+            with tf.GradientTape() as tape:
+                per_row = loss(replica_labels[:, None], model(replica_features, training=True)[:, None])
+                mean = tf.nn.compute_average_loss(per_row)
+            gradients = tape.gradient(mean, model.trainable_variables)
+            model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            return tf.reduce_sum(per_row)
+
+        return strategy.reduce(
+            tf.distribute.ReduceOp.SUM, strategy.run(on_replica, (batch_features, batch_labels)), None
+        )
+
+    losses = []
+    for _ in range(hp.epochs):
+        losses.append(sum(float(step(*batch)) for batch in distributed) / rows)
+    return losses
 
 
 def binary_labels(frame: pd.DataFrame, dataset: DatasetConfig, path: Path) -> np.ndarray:
