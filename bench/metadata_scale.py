@@ -57,7 +57,8 @@ def record_run(store: MetadataStore, index: int, version: int) -> int:
     root = f"/home/pipeline_root/{run_id}"
     store.update_run(run_id, trigger="new data", reason=f"new complete span {spans[-1]}", launcher="bench:1")
     with store.step(run_id, "ingest", {"window_spans": WINDOW}) as step:
-        step.inputs(metadata.SPAN, [f"/home/data/flights/span={s}" for s in spans], dataset=DATASET)
+        for span in spans:
+            step.input(metadata.SPAN, f"/home/data/flights/span={span}", dataset=DATASET, span=span)
         step.update_run(split_rule="newest 20% by sched_dep", eval_cut=spans[-1])
         for split in ("train", "eval"):
             step.output(
@@ -152,10 +153,10 @@ def timed(what: Callable[[], object], repeat: int) -> list[float]:
 
 def poll(store: MetadataStore, runs: int) -> None:
     """One poll's ML Metadata queries, with a run going and a new span arrived: the new-data
-    trigger's spans not known to be read (the new one, the running run's), the drift trigger's
+    trigger's spans not known to be read (the last run's, as if still going, and a new one), the drift trigger's
     production model and its training statistics, the running run's decision, and before a
     start whether the window was trained on already."""
-    store.span_readers(DATASET, [span_id(runs + WINDOW - 1), span_id(runs + WINDOW)])
+    store.span_readers(DATASET, [span_id(runs - 1 + day) for day in range(WINDOW + 1)])
     production = store.production_model(MODEL)
     store.training_statistics(production)
     store.run(f"run-{runs - 1:06d}")

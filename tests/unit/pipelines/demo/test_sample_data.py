@@ -84,30 +84,39 @@ def test_a_bad_scale_is_refused_before_anything_is_written(tmp_path, dataset, mo
 
 
 def test_scaled_flights_repeat_the_months_a_year_later_with_their_weather(tmp_path):
-    """`ct data flights --scale 3`: the same flights in 2014 and 2015, keys unique, days of the
+    """`ct data flights --scale 3`: the same flights in 2014 and 2015 by New York's clock (March:
+    daylight saving time starts on the 10th in 2013, the 8th in 2015), keys unique, days of the
     week following the dates, and weather for every later hour, jittered."""
     from features.joins import DEPARTURE_TIME_FORMAT
     from features.sources import TIMESTAMP, WEATHER_FEATURES, WEATHER_FILE, WEATHER_KEY
+    from pipelines.demo.sample_data import NEW_YORK
 
-    written = write_dataset("flights", tmp_path, "2013-02", scale=3)
-    spans = {year: pd.read_parquet(tmp_path / f"span={year}-02" / "part-0.parquet") for year in (2013, 2014, 2015)}
-    assert len(written) == 5 and all((tmp_path / f"span={year}-02" / "_SUCCESS").is_file() for year in spans)
+    written = write_dataset("flights", tmp_path, "2013-03", scale=3)
+    spans = {year: pd.read_parquet(tmp_path / f"span={year}-03" / "part-0.parquet") for year in (2013, 2014, 2015)}
+    assert len(written) == 5 and all((tmp_path / f"span={year}-03" / "_SUCCESS").is_file() for year in spans)
     first, last = spans[2013], spans[2015]
     assert len(last) == len(first) and (last.late == first.late).all() and (last.carrier == first.carrier).all()
     assert pd.concat(spans.values()).flight_id.is_unique
-    departures = pd.to_datetime(last.sched_dep, format=DEPARTURE_TIME_FORMAT, utc=True)
-    assert (departures == pd.to_datetime(first.sched_dep, utc=True) + pd.DateOffset(years=2)).all()
+
+    def local(frame):
+        utc = pd.to_datetime(frame.sched_dep, format=DEPARTURE_TIME_FORMAT, utc=True)
+        return utc.dt.tz_convert(NEW_YORK).dt.tz_localize(None)
+
+    assert (local(last) == local(first) + pd.DateOffset(years=2)).mean() > 0.999  # all but the 2 a.m. gap
+    assert (local(last).dt.hour == last.sched_dep_hour).mean() > 0.999
     dates = pd.to_datetime(last.flight_id.str.slice(0, 10))
     assert (dates.dt.year == 2015).all() and (last.day_of_week == dates.dt.dayofweek).all()
-    assert (last.day_of_week != first.day_of_week).any()  # 2015's February 1 is a Sunday, 2013's a Friday
+    assert (local(last).dt.normalize() == dates).mean() > 0.999
+    assert (last.day_of_week != first.day_of_week).any()
 
     weather = pd.read_parquet(tmp_path / "features" / WEATHER_FILE)
     assert weather[WEATHER_KEY].is_unique and len(weather) % 3 == 0
     hours = weather.set_index(WEATHER_KEY)
-    later, original = hours.loc["JFK@2015-02-01T10"], hours.loc["JFK@2013-02-01T10"]
+    later, original = hours.loc["JFK@2015-03-01T10"], hours.loc["JFK@2013-03-01T10"]
     assert later[TIMESTAMP] == original[TIMESTAMP] + pd.DateOffset(years=2)
     spread = weather[list(WEATHER_FEATURES)].std()
     jitter = (later[list(WEATHER_FEATURES)] - original[list(WEATHER_FEATURES)]).abs().dropna()
     assert 0 < jitter.max() and (jitter <= spread[jitter.index] / 5).all()
+    departures = pd.to_datetime(last.sched_dep, format=DEPARTURE_TIME_FORMAT, utc=True)
     hour_keys = "JFK@" + departures.dt.strftime("%Y-%m-%dT%H")
     assert hour_keys[last.origin == "JFK"].isin(hours.index).mean() > 0.99  # every flight finds its hour
