@@ -24,6 +24,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Callable
 
 from components.common.datasets import DEFAULT_DATASET, load_dataset
 from components.common.errors import ConfigError, CtError, DataError
@@ -310,18 +311,18 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _run_count(text: str) -> int:
-    """How many runs to show (a positive integer), for argparse."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of runs, a positive integer")
-    return int(text)
+def _positive(what: str) -> Callable[[str], int]:
+    """A parser of `what`, a positive integer, for argparse (anything else is a usage error naming it)."""
+
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {what}, a positive integer")
+        return int(text)
+
+    return parse
 
 
-def _model_version(text: str) -> int:
-    """A model version (a positive integer), for argparse."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a model version, a positive integer")
-    return int(text)
+_run_count, _model_version = _positive("a number of runs"), _positive("a model version")
 
 
 def _data(args) -> int:

@@ -151,9 +151,14 @@ def _literal(value: Value) -> str:
         return str(int(value))
     if isinstance(value, (int, float)):
         return repr(value)
-    if "\\" in str(value):  # ML Metadata's SQL for SQLite escapes it once more: it would never match
+    if not _can_be_looked_up(value):
         raise ConfigError(f"{value!r}: a backslash cannot be looked up in ML Metadata")
     return "'" + str(value).replace("'", "\\'") + "'"
+
+
+def _can_be_looked_up(value: Value) -> bool:
+    """ML Metadata's SQL for SQLite escapes a backslash once more: a value with one never matches."""
+    return "\\" not in str(value)
 
 
 def _property(name: str, value: Value) -> str:
@@ -193,6 +198,15 @@ def _newest(options: metadata_store.ListOptions, limit: int | None) -> metadata_
 
 def _has(artifact: "Artifact", properties: Mapping[str, Value]) -> bool:
     return all(artifact.properties.get(name) == value for name, value in properties.items())
+
+
+def _live(pushed: "Artifact") -> bool:
+    return pushed.properties.get("state", "live") == "live"
+
+
+def _decision(run: mlmd.Context) -> str:
+    """A run context's decision; "" while undecided."""
+    return str(_to_value(run.custom_properties["decision"])) if "decision" in run.custom_properties else ""
 
 
 def _peak_memory_mib() -> float:
@@ -455,13 +469,12 @@ class MetadataStore:
         versions finds those.
         """
         pushed = self._newest_first(PUSHED_MODEL, model_name=model_name)
-        newest = next((a for a in pushed if a.properties.get("state", "live") == "live"), None)
+        newest = next(filter(_live, pushed), None)
         if newest is None:
             return None
         higher = f"{_property('version', 0)} > {int(newest.properties['version'])}"  # pushes recorded out of order
         later = self._artifacts(PUSHED_MODEL, _where(PUSHED_MODEL, higher), model_name=model_name)
-        live = [a for a in later if a.properties.get("state", "live") == "live"]
-        return max([newest, *live], key=lambda a: (int(a.properties["version"]), a.id))
+        return max([newest, *filter(_live, later)], key=lambda a: (int(a.properties["version"]), a.id))
 
     def previous_statistics(self, dataset: str, before_span: str) -> Artifact | None:
         """The newest training statistics of the dataset whose last span is older than `before_span`.
@@ -552,10 +565,10 @@ class MetadataStore:
         """Whether a run that completed (pushed or not blessed) trained on data of that fingerprint."""
         examples = _where(EXAMPLES, fingerprint=fingerprint)
         return any(
-            _to_value(context.custom_properties["decision"]) in (PUSHED, NOT_BLESSED)
+            _decision(context) in (PUSHED, NOT_BLESSED)
             for artifact in self._artifacts(EXAMPLES, examples, dataset=dataset, split="train")
             for context in self._store.get_contexts_by_artifact(artifact.id)
-            if context.type == RUN_CONTEXT and "decision" in context.custom_properties
+            if context.type == RUN_CONTEXT
         )
 
     def span_readers(self, dataset: str, spans: Sequence[str]) -> dict[str, set[str]]:
@@ -565,7 +578,7 @@ class MetadataStore:
         Asks about the given spans only, a batch at a time, never the whole history.
         """
         readers: dict[str, set[str]] = {}
-        spans = [span for span in spans if "\\" not in span]  # cannot be looked up (_literal): taken as unread
+        spans = [span for span in spans if _can_be_looked_up(span)]  # the others are taken as unread
         for start in range(0, len(spans), self.BATCH):
             batch = spans[start : start + self.BATCH]
             read = _where(SPAN, _one_of(_property("span", ""), batch))
@@ -580,8 +593,7 @@ class MetadataStore:
             }
             runs = _where(RUN_CONTEXT, _one_of("name", sorted(set(run_of.values()))))
             decision_of = {
-                c.name: str(_to_value(c.custom_properties["decision"])) if "decision" in c.custom_properties else ""
-                for c in (self._store.get_contexts(list_options=runs) if run_of else [])
+                c.name: _decision(c) for c in (self._store.get_contexts(list_options=runs) if run_of else [])
             }
             for span, execution in reads:
                 readers.setdefault(span, set()).add(decision_of.get(run_of[execution], ""))

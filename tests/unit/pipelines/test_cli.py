@@ -122,3 +122,11 @@ def test_malformed_trigger_configuration_is_named(tmp_path, capsys):
     path.write_text("home: [h\n")
     assert main(["watch", "--config", str(path)]) == 1
     assert f"ct watch: {path}: not valid YAML at line 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("last", ["0", "-3", "ten"])
+def test_ct_runs_shows_a_positive_number_of_runs(tmp_path, capsys, last):
+    with pytest.raises(SystemExit) as exit_:
+        main(["runs", "--home", str(tmp_path), "--last", last])
+    assert exit_.value.code == 2
+    assert f"argument --last: {last!r}: expected a number of runs, a positive integer" in capsys.readouterr().err
