@@ -46,12 +46,14 @@ def write_log(folder: Path, rows: int) -> None:
         if feature not in frame.columns:
             frame[feature] = rng.normal(size=len(frame)) if feature in dataset.numeric_features else "x"
     frame = frame[list(dataset.features)]
-    records = frame.to_dict("records")
+    columns = {name: frame[name].to_numpy() for name in frame.columns}
     log = RequestLog(folder, sample=1.0, rotate_rows=ROTATE_ROWS, max_bytes=1 << 40)
     for start in range(0, rows, ROTATE_ROWS):
-        batch = [records[(start + i) % len(records)] for i in range(min(ROTATE_ROWS, rows - start))]
-        scores = rng.random(len(batch)).tolist()
-        log.append(batch, scores, 1, [f"{start + i:012d}-{rng.integers(1 << 60):x}" for i in range(len(batch))])
+        count = min(ROTATE_ROWS, rows - start)
+        taken = (start + np.arange(count)) % len(frame)
+        batch = {name: values[taken] for name, values in columns.items()}
+        scores = rng.random(count).tolist()
+        log.append(batch, scores, 1, [f"{start + i:012d}-{rng.integers(1 << 60):x}" for i in range(count)])
     log.flush()
 
 

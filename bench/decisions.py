@@ -86,8 +86,8 @@ def scored_population(work: Path) -> Population:
     for seed in (1, 2):
         model_dir = work / f"model-{seed}"
         train(train_path, dataset, Hyperparameters(seed=seed), model_dir, work / f"vocabularies-{seed}.json")
-        serving_fn = model_io.load(model_dir)
-        scores.append(model_io.predict(serving_fn, model_io.frame_to_columns(model_io.signature_of(serving_fn), frame)))
+        model = model_io.SavedModel(model_dir)
+        scores.append(model.predict(model_io.frame_to_columns(model.signature, frame)))
     labels = binary_labels(frame, dataset, work / "february")
     return Population(frame, labels, scores[0], scores[1], made_worse(labels, scores[0], WORSE_BY))
 

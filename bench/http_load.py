@@ -3,7 +3,7 @@ numpy only, so each starts in a fraction of a second), and the open loop itself,
 bench/serving_load.py runs in its own process. Used by bench/serving_floor.py.
 
     python bench/http_load.py floor PORT
-    python bench/http_load.py load PORT PATH BODIES.json RATE SECONDS   # prints p50, p99, errors
+    python bench/http_load.py load PORT PATH BODIES.json RATE SECONDS   # prints p50, p99, errors, versions seen
 """
 
 from __future__ import annotations
@@ -97,11 +97,13 @@ def open_loop(port: int, path: str, bodies: list[dict], rate: float, seconds: fl
 
 def send_open_loop(port: int, path: str, bodies_file: Path, rate: float, seconds: float) -> dict:
     """In the load process: requests at `rate` over CONNECTIONS keep-alive connections."""
-    latencies, errors, _ = open_loop(port, path, json.loads(bodies_file.read_text()), rate, seconds, CONNECTIONS)
+    latencies, errors, versions = open_loop(port, path, json.loads(bodies_file.read_text()), rate, seconds, CONNECTIONS)
     return {
+        "requests": len(latencies),
         "p50": float(np.percentile(latencies, 50)),
         "p99": float(np.percentile(latencies, 99)),
         "errors": len(errors),
+        "versions": len(versions),
     }
 
 

@@ -9,7 +9,11 @@ loop (latency counted from each request's scheduled time, so a stall is not hidd
 persistent connections, first at 200 requests/s, then a ramp of rates to find the highest
 with p99 under 20 ms and no errors, for single-row and 100-row requests.
 
-Prints one row per server and request size, and last the line
+Then, at the single-row peak `ct serve` reached, 20 new model versions are published one a
+second while the load runs (every new version taken as the canary for all traffic, the
+request log on): none of those requests may fail.
+
+Prints one row per server and request size, the hot swaps, and last the line
 `p99 X ms at 200 rps (floor F ms), peak P rps` (single-row `ct serve`).
 
     .venv/bin/python bench/serving_floor.py [--seconds 5]
@@ -27,14 +31,15 @@ import time
 from pathlib import Path
 
 from http_load import CONNECTIONS
-from serving_load import prepare_serving_home
+from serving_load import prepare_serving_home, publish_recorded
 
 from pipelines.demo.serving_process import free_port, start_serving
 
 RATE = 200
 P99_LIMIT_MS = 20.0
-SINGLE_ROW_RATES = (200, 400, 600, 800, 1000, 1200, 1500, 2000, 2500)
+SINGLE_ROW_RATES = (200, 400, 600, 800, 900, 1000, 1100, 1200, 1300, 1400, 1500, 2000, 2500)
 HUNDRED_ROW_RATES = (20, 50, 100, 150, 200, 300, 400)
+SWAPS = 20
 LOAD = Path(__file__).parent / "http_load.py"
 
 
@@ -47,6 +52,22 @@ def load(port: int, path: str, bodies_file: Path, rate: float, seconds: float) -
         check=True,
     )
     return json.loads(completed.stdout)
+
+
+def swaps_under_load(port: int, path: str, bodies_file: Path, rate: float, publish) -> dict:
+    """The load at `rate` from its own process while `publish()` puts out SWAPS new versions, one a second."""
+    process = subprocess.Popen(
+        [sys.executable, str(LOAD), "load", str(port), path, str(bodies_file), str(rate), str(SWAPS + 3)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    for _ in range(SWAPS):
+        time.sleep(1.0)
+        publish()
+    output, _ = process.communicate()
+    if process.returncode:
+        raise RuntimeError(f"the load process failed with code {process.returncode}")
+    return json.loads(output)
 
 
 def ramp(port: int, path: str, bodies_file: Path, rates: tuple[int, ...], seconds: float) -> tuple[dict, int]:
@@ -94,6 +115,21 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait()
+        swap_rate = results["ct serve", "single"][1]
+        port = free_port()
+        server = start_serving(prepared.home.root, port, ["--canary-percent", "100"], wait_for="/v2/health/ready")
+        try:
+            load(port, prepared.path, files["single"], RATE, 2)  # warm-up
+            swapped = swaps_under_load(
+                port,
+                prepared.path,
+                files["single"],
+                swap_rate,
+                lambda: publish_recorded(prepared.home, prepared.model_name, prepared.model_dir),
+            )
+        finally:
+            server.terminate()
+            server.wait()
     print(f"\nopen loop, {CONNECTIONS} keep-alive connections from another process, {args.seconds:g} s a rate")
     print(
         f"{'server':<10}{'rows':>6}{'rate':>7}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}  peak (p99 < {P99_LIMIT_MS:g} ms)"
@@ -105,6 +141,11 @@ def main() -> None:
             f"{server_name:<10}{rows:>6}{rate:>7}{first['p50']:>9.2f}{first['p99']:>9.2f}{first['errors']:>8}  "
             f"{'at least ' if peak == rates[-1] else ''}{peak:,} requests/s ({peak * rows:,} rows/s)"
         )
+    print(
+        f"hot swaps: {SWAPS} versions published while serving {swap_rate:,} single-row requests/s: "
+        f"{swapped['requests']:,} requests, {swapped['errors']} failed, {swapped['versions']} versions answered, "
+        f"p50 {swapped['p50']:.2f} ms, p99 {swapped['p99']:.2f} ms"
+    )
     ours, floor_first = results["ct serve", "single"], results["floor", "single"][0]
     print(f"p99 {ours[0]['p99']:.1f} ms at {RATE} rps (floor {floor_first['p99']:.1f} ms), peak {ours[1]} rps")
 

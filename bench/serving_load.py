@@ -167,16 +167,16 @@ def main() -> None:
         home, single, facts, batch, path = prepared.home, prepared.single, prepared.facts, prepared.batch, prepared.path
         model_name, span = prepared.model_name, prepared.span
 
-        serving_fn = model_io.load(prepared.model_dir)
-        signature = model_io.signature_of(serving_fn)
+        model = model_io.SavedModel(prepared.model_dir)
+        signature = model.signature
         in_process_single, in_process_batch = [], []
         for body in single[:500]:
             started = time.perf_counter()
-            model_io.predict(serving_fn, model_io.instances_to_columns(signature, body["instances"]))
+            model.predict(model_io.instances_to_columns(signature, body["instances"]))
             in_process_single.append((time.perf_counter() - started) * 1000)
         for body in batch * 10:
             started = time.perf_counter()
-            model_io.predict(serving_fn, model_io.instances_to_columns(signature, body["instances"]))
+            model.predict(model_io.instances_to_columns(signature, body["instances"]))
             in_process_batch.append((time.perf_counter() - started) * 1000)
 
         port = free_port()

@@ -82,7 +82,7 @@ def check_departures(departures: Iterable[str], where: str) -> None:
                 value=value,
             )
         try:
-            datetime.datetime.strptime(value, DEPARTURE_TIME_FORMAT)
+            datetime.datetime.fromisoformat(value[:-1])  # the format is checked; is it a moment of the calendar?
         except ValueError:
             raise DataError(
                 "scheduled departure is not a date and time of the calendar", path=where, feature=DEPARTURE, value=value

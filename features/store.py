@@ -188,12 +188,19 @@ class OnlineFeatures:
     (features/joins.py DEFAULTS) and is counted as missing; one scheduled after the end of
     the last materialization is counted as stale as well (the store is behind the data).
 
-    Reads go straight to Feast's online store (`Provider.online_read`, one query per view)
-    rather than through `FeatureStore.get_online_features`: that call spends about 0.45 ms
-    of Python per row resolving references and converting protos, and with the service's
-    request threads competing for the GIL it turned into a p99 of over 50 ms (bench/
-    serving_load.py).
+    Reads go straight to Feast's online store (`Provider.online_read`, one query per view
+    for the keys not read yet) rather than through `FeatureStore.get_online_features`: that
+    call spends about 0.45 ms of Python per row resolving references and converting protos,
+    and with the service's request threads competing for the GIL it turned into a p99 of
+    over 50 ms (bench/serving_load.py).
+
+    What a key read is kept, up to `CACHED_KEYS` a view (then the cache starts afresh): many
+    flights share an hour's weather and a plane, and the online store changes only when it
+    is materialized, which opens a new `OnlineFeatures` (features/requests.py). A 100-row
+    request of flights already seen then costs dictionary lookups, not 900 protos parsed.
     """
+
+    CACHED_KEYS = 100_000
 
     def __init__(self, repo: Path):
         from feast.infra.provider import get_provider
@@ -211,6 +218,7 @@ class OnlineFeatures:
         self.missing = {WEATHER_VIEW: 0, PLANES_VIEW: 0}
         self.stale = 0
         self._lock = threading.Lock()
+        self._cache: dict[str, dict[str, tuple | None]] = {view: {} for view in VIEWS}
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -218,26 +226,48 @@ class OnlineFeatures:
 
     def lookup(self, origins: Sequence[str], departures: Sequence[str], tailnums: Sequence[str]) -> dict[str, list]:
         """Feature columns for the flights, defaults where the store has nothing."""
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
         keys = entity_keys(origins, departures, tailnums)
         columns: dict[str, list] = {}
         missing = {}
         for view, (_, key, names) in VIEWS.items():
-            entities = [EntityKey(join_keys=[key], entity_values=[Value(string_val=k)]) for k in keys[key]]
-            rows = self._provider.online_read(self.store.config, self._views[view], entities, list(names))
-            found = {name: [_python(values.get(name)) if values else None for _, values in rows] for name in names}
+            rows = self._rows(view, keys[key])
             # As in training: no row, or a row with no value (an hour with no recent observation).
-            missing[view] = sum(all(value is None for value in row) for row in zip(*found.values()))
-            for name, values in found.items():
-                columns[name] = [DEFAULTS[name] if value is None else value for value in values]
+            missing[view] = sum(row is None or all(value is None for value in row) for row in rows)
+            for index, name in enumerate(names):
+                default = DEFAULTS[name]
+                columns[name] = [default if row is None or row[index] is None else row[index] for row in rows]
         stale = sum(departure >= self._stale_from for departure in departures) if self._stale_from else 0
         with self._lock:
             for view, count in missing.items():
                 self.missing[view] += count
             self.stale += stale
         return columns
+
+    def _rows(self, view: str, keys: list[str]) -> list[tuple | None]:
+        """Each key's values of the view's features (None for a value the row lacks), or None
+        for a key with no row; from the cache, the keys not in it read in one `online_read`."""
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        _, key, names = VIEWS[view]
+        cache = self._cache[view]
+        known = {k: cache.get(k, _UNREAD) for k in keys}
+        unread = [k for k, row in known.items() if row is _UNREAD]
+        if unread:
+            entities = [EntityKey(join_keys=[key], entity_values=[Value(string_val=k)]) for k in unread]
+            read = self._provider.online_read(self.store.config, self._views[view], entities, list(names))
+            found = {
+                k: tuple(_python(values.get(name)) for name in names) if values else None
+                for k, (_, values) in zip(unread, read)
+            }
+            if len(cache) + len(found) > self.CACHED_KEYS:
+                cache.clear()
+            cache.update(found)
+            known.update(found)
+        return [known[k] for k in keys]
+
+
+_UNREAD = object()
 
 
 def _python(value) -> object:

@@ -32,7 +32,6 @@ WARMUP_ROWS = 8
 class LoadedModel:
     version: int
     path: Path
-    serving_fn: object
     signature: model_io.Signature
     loaded_at: float
     pushed_at: float
@@ -53,13 +52,9 @@ class Batching:
 
 def load_model(path: Path, version: int, batching: Batching = Batching()) -> LoadedModel:
     """Loads a SavedModel and warms it with one batch, so its first real request is not slow."""
-    serving_fn = model_io.load(path)
-    batcher = DynamicBatcher(
-        lambda columns: model_io.predict(serving_fn, columns), batching.max_rows, batching.max_wait_seconds
-    )
-    model = LoadedModel(
-        version, path, serving_fn, model_io.signature_of(serving_fn), time.time(), pushed_at(path), batcher
-    )
+    saved_model = model_io.SavedModel(path, in_caller_thread=True)
+    batcher = DynamicBatcher(saved_model.predict, batching.max_rows, batching.max_wait_seconds)
+    model = LoadedModel(version, path, saved_model.signature, time.time(), pushed_at(path), batcher)
     model.predict(_warmup_columns(model.signature))
     return model
 

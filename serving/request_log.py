@@ -1,15 +1,18 @@
 """Parquet logs on the home volume: served requests (features, prediction, version, time)
 and, apart, the true outcomes that arrive later as feedback.
 
-Rows are buffered and written `rotate_rows` at a time to
-`part-<time>-<host>-<pid>-<writer>-<n>.parquet` (the host name keeps replicas sharing a
-volume apart); when the folder grows past `max_bytes` the oldest files are deleted. A file
-appears whole or not at all (written under a temporary name, then renamed).
+Rows are buffered as the columns they came in, a chunk per call, and written `rotate_rows`
+at a time to `part-<time>-<host>-<pid>-<writer>-<n>.parquet` (the host name keeps replicas
+sharing a volume apart) by a thread of the log's own, so a request never waits for a write
+or holds the GIL turning rows into a table; when the folder grows past `max_bytes` the
+oldest files are deleted. A file appears whole or not at all (written under a temporary
+name, then renamed).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import random
@@ -20,11 +23,13 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 log = logging.getLogger(__name__)
 
 PREFIX = "part-"
+Columns = Mapping[str, Sequence[Any]]
 
 
 class ParquetLog:
@@ -43,37 +48,64 @@ class ParquetLog:
         self.failed_writes = 0
         self.dropped_rows = 0
         self._retry_at = 0.0
-        self._rows: list[dict[str, Any]] = []
+        self._chunks: list[tuple[Columns, int]] = []  # (columns, row count), oldest first
+        self._buffered = 0
+        self._writing = False  # a background write is started or under way
+        self._write_lock = threading.Lock()
         self._lock = threading.Lock()
         self._written = 0
         self._writer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"  # unique per writer
         folder.mkdir(parents=True, exist_ok=True)
 
     def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Buffers the rows, stamped `logged_at`; writes a file when `rotate_rows` are buffered."""
-        now = time.time()
+        """Buffers rows that share their fields, stamped `logged_at` (see `add_columns`)."""
+        if rows:
+            self.add_columns({name: [row[name] for row in rows] for name in rows[0]}, len(rows))
+
+    def add_columns(self, columns: Columns, count: int) -> None:
+        """Buffers `count` rows given as columns, stamped `logged_at`; once `rotate_rows` are
+        buffered, a background thread writes them. The caller only appends."""
+        stamped = {**columns, "logged_at": np.full(count, time.time())}
         with self._lock:
-            self._rows.extend({**row, "logged_at": now} for row in rows)
-            full = len(self._rows) >= self.rotate_rows and time.monotonic() >= self._retry_at
-        if full:
-            self.flush()
+            self._chunks.append((stamped, count))
+            self._buffered += count
+            write = self._buffered >= self.rotate_rows and not self._writing and time.monotonic() >= self._retry_at
+            self._writing = self._writing or write
+        if write:
+            threading.Thread(target=self._write_full, name="log-writer", daemon=True).start()
+
+    def _write_full(self) -> None:
+        try:
+            self._write()
+        finally:
+            with self._lock:
+                self._writing = False
 
     def flush(self) -> Path | None:
+        """Writes the buffered rows, if any, after a background write under way; see `_write`."""
+        return self._write()
+
+    def _write(self) -> Path | None:
         """Writes the buffered rows, if any, and enforces the size bound; on failure keeps them
-        (see the class doc) and returns None."""
+        (see the class doc) and returns None. One write at a time, so files are written in the
+        order of their names and rows."""
+        with self._write_lock:
+            return self._write_buffered()
+
+    def _write_buffered(self) -> Path | None:
         with self._lock:
-            rows, self._rows = self._rows, []
+            chunks, self._chunks, self._buffered = self._chunks, [], 0
             self._written += 1
             name = f"{PREFIX}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{self._writer}-{self._written:06d}.parquet"
-        if not rows:
+        if not chunks:
             return None
         path = self.folder / name
         temporary = self.folder / f".{name}.tmp"
         try:
-            pd.DataFrame(rows).to_parquet(temporary, index=False)
+            _table(chunks).to_parquet(temporary, index=False)
             os.rename(temporary, path)
         except OSError as error:
-            self._keep(rows, f"{self.folder}: {error.strerror or error}")
+            self._keep(chunks, f"{self.folder}: {error.strerror or error}")
             with contextlib.suppress(OSError):
                 temporary.unlink(missing_ok=True)
             return None
@@ -81,17 +113,19 @@ class ParquetLog:
         self._enforce_bound()
         return path
 
-    def _keep(self, rows: list[dict[str, Any]], error: str) -> None:
+    def _keep(self, chunks: list[tuple[Columns, int]], error: str) -> None:
         with self._lock:
-            self._rows = rows + self._rows
-            excess = len(self._rows) - self.RETRY_FILES * self.rotate_rows
-            if excess > 0:
-                del self._rows[:excess]
-                self.dropped_rows += excess
+            self._chunks = chunks + self._chunks
+            self._buffered = sum(count for _, count in self._chunks)
+            while self._buffered > self.RETRY_FILES * self.rotate_rows:
+                _, count = self._chunks.pop(0)
+                self._buffered -= count
+                self.dropped_rows += count
             self.failed_writes += 1
             self.failing = error
             self._retry_at = time.monotonic() + self.RETRY_SECONDS
-        log.error("log write failed, %d rows kept to retry: %s", len(self._rows), error)
+            kept = self._buffered
+        log.error("log write failed, %d rows kept to retry: %s", kept, error)
 
     def files(self) -> list[Path]:
         return sorted(self.folder.glob(f"{PREFIX}*.parquet"))
@@ -104,31 +138,48 @@ class ParquetLog:
             sizes.pop(0)
 
 
+def _table(chunks: list[tuple[Columns, int]]) -> pd.DataFrame:
+    """The chunks' rows in order as one table: each run of chunks with the same fields joined
+    column by column, the runs stacked (missing fields empty)."""
+    runs: list[list[Columns]] = []
+    for columns, _ in chunks:
+        if runs and list(runs[-1][0]) == list(columns):
+            runs[-1].append(columns)
+        else:
+            runs.append([columns])
+    frames = [pd.DataFrame({name: _joined([columns[name] for columns in run]) for name in run[0]}) for run in runs]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def _joined(parts: list[Sequence[Any]]) -> np.ndarray | list:
+    """One column from its chunks: arrays concatenated, lists chained."""
+    if all(isinstance(part, np.ndarray) for part in parts):
+        return np.concatenate(parts)
+    return list(itertools.chain.from_iterable(parts))
+
+
 class RequestLog(ParquetLog):
-    """Served requests, each kept with probability `sample`."""
+    """Served requests, each row kept with probability `sample`."""
 
     def __init__(self, folder: Path, sample: float, rotate_rows: int, max_bytes: int, seed: int | None = None):
         super().__init__(folder, rotate_rows, max_bytes)
         self.sample = sample
         self._random = random.Random(seed)
 
-    def append(
-        self, instances: Sequence[Mapping[str, Any]], scores: Sequence[float], version: int, request_ids: Sequence[str]
-    ) -> None:
+    def append(self, columns: Columns, scores: Sequence[float], version: int, request_ids: Sequence[str]) -> None:
+        """Buffers one request's rows: its input columns, and each row's prediction, version and id."""
         if self.sample <= 0:
             return
-        with self._lock:
-            kept = [
-                (instance, score, request_id)
-                for instance, score, request_id in zip(instances, scores, request_ids)
-                if self.sample >= 1 or self._random.random() < self.sample
-            ]
-        self.add(
-            [
-                {**instance, "prediction": score, "model_version": version, "request_id": request_id}
-                for instance, score, request_id in kept
-            ]
-        )
+        count = len(request_ids)
+        columns = {**columns, "prediction": scores, "model_version": np.full(count, version), "request_id": request_ids}
+        if self.sample < 1:
+            with self._lock:
+                kept = np.array([self._random.random() < self.sample for _ in range(count)], dtype=bool)
+            if not kept.any():
+                return
+            columns = {name: np.asarray(values)[kept] for name, values in columns.items()}
+            count = int(kept.sum())
+        self.add_columns(columns, count)
 
 
 def read_log(folder: Path, since: float = 0.0, columns: Sequence[str] | None = None) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from components.common import model_io
 from components.common.metadata import MetadataStore
@@ -267,7 +267,7 @@ class PredictionService:
         request_ids = [sign(f"{request_id}-{i}") for i in range(len(scores))]
         self.canary.journal.predicted(model.version, request_ids, scores)
         self.metrics.observe(str(model.version), api, (time.perf_counter() - started) * 1000)
-        self.request_log.append(_rows(columns), scores, model.version, request_ids)
+        self.request_log.append(columns, scores, model.version, request_ids)
         return scores, request_ids
 
     def _check_strings(self, model: LoadedModel, columns) -> None:
@@ -439,11 +439,6 @@ class OnceEach:
             if len(self._seen) > self._capacity:
                 self._seen.popitem(last=False)
             return True
-
-
-def _rows(columns: Mapping[str, Any]) -> list[dict[str, Any]]:
-    names = list(columns)
-    return [dict(zip(names, values)) for values in zip(*(columns[n].tolist() for n in names))]
 
 
 def _finite(summary: dict[str, float]) -> dict[str, float | None]:

@@ -159,11 +159,11 @@ def evaluate(
         production_version: Its version, for the report.
         min_slice_examples: Slices with fewer rows are left out.
     """
-    candidate = model_io.load(candidate_dir)
+    candidate = model_io.SavedModel(candidate_dir)
     production, note = None, FIRST_MODEL
     if production_dir is not None:
         try:
-            production = model_io.load(production_dir)
+            production = model_io.SavedModel(production_dir)
         except (OSError, ValueError) as error:
             note = f"production model version {production_version} cannot score these rows: {error}"
     needed = {*_inputs(candidate), *(_inputs(production) if production else ()), dataset.label, *dataset.slice_features}
@@ -220,12 +220,12 @@ def evaluation_of_scores(
     )
 
 
-def _inputs(serving_fn) -> list[str]:
-    return list(model_io.signature_of(serving_fn).inputs)
+def _inputs(model: model_io.SavedModel) -> list[str]:
+    return list(model.signature.inputs)
 
 
-def _scores(serving_fn, frame) -> np.ndarray:
-    return model_io.predict(serving_fn, model_io.frame_to_columns(model_io.signature_of(serving_fn), frame))
+def _scores(model: model_io.SavedModel, frame) -> np.ndarray:
+    return model.predict(model_io.frame_to_columns(model.signature, frame))
 
 
 def _slices(frame, dataset: DatasetConfig, min_slice_examples: int) -> list[tuple[str, str, np.ndarray]]:

@@ -165,3 +165,22 @@ def test_feast_materializes_from_object_storage(object_storage, tmp_path, flight
     trained_on, _ = training_features(january, object_storage)
     served = OnlineFeatures(repo).lookup(list(january.origin), list(january.sched_dep), list(january.tailnum))
     np.testing.assert_array_equal(np.array(served["temp"], dtype=float), trained_on.temp.to_numpy())
+
+
+def test_keys_read_once_are_answered_from_memory_until_the_store_is_opened_again(online):
+    features = OnlineFeatures(online / "repo")
+    read, online_read = [], features._provider.online_read
+    features._provider.online_read = lambda config, view, keys, names: (
+        read.append(len(keys)) or online_read(config, view, keys, names)
+    )
+    flights = (["EWR", "JFK", "XXX"], ["2013-01-05T10:15:00Z"] * 3, ["N14228", "N14228", "N0000"])
+    first = features.lookup(*flights)
+    assert read == [3, 2]  # one read a view, each key once (N14228 twice in the request)
+    again = features.lookup(*flights)
+    assert read == [3, 2] and again == first  # a request of keys already read reads nothing
+    assert features.missing == {"weather": 2, "planes": 2}  # misses still count per request
+    features.lookup(["EWR"], ["2013-01-05T11:15:00Z"], ["N14228"])
+    assert read == [3, 2, 1]  # only the new hour is read
+    reopened = OnlineFeatures(online / "repo")  # as after a materialization: nothing kept
+    reopened._provider.online_read = features._provider.online_read
+    assert reopened.lookup(*flights) == first and read == [3, 2, 1, 3, 2]

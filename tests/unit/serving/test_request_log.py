@@ -9,7 +9,8 @@ from tests.support.serving_helpers import FEEDBACK, MODEL, TOKEN, call
 def test_request_log_stays_under_its_size_bound(tmp_path):
     log = RequestLog(tmp_path, sample=1.0, rotate_rows=10, max_bytes=20_000)
     for i in range(400):
-        log.append([{"x": float(i), "name": "row" * 20}], [0.5], 1, [f"id-{i}"])
+        log.append({"x": [float(i)], "name": ["row" * 20]}, [0.5], 1, [f"id-{i}"])
+    log.flush()
     files = log.files()
     assert sum(f.stat().st_size for f in files) <= 20_000 and len(files) < 40
     assert read_log(tmp_path).request_id.iloc[-1] == "id-399"
@@ -32,3 +33,37 @@ def test_feedback_is_logged_for_judges_outside_the_service(serve, rows, tmp_path
         1,
         0,
     ]
+
+
+def test_a_full_buffer_is_written_by_the_logs_own_thread_in_order(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from serving import request_log
+
+    writers, table = [], request_log._table
+    monkeypatch.setattr(
+        request_log, "_table", lambda chunks: writers.append(threading.current_thread()) or table(chunks)
+    )
+    log = RequestLog(tmp_path, sample=1.0, rotate_rows=4, max_bytes=10**9)
+    log.append({"x": [1.0, 2.0]}, [0.1, 0.2], 1, ["a", "b"])
+    log.append({"x": [3.0], "y": ["new"]}, [0.3], 2, ["c"])  # a version with another input
+    log.append({"x": [4.0]}, [0.4], 1, ["d"])  # the fourth row: written in the background
+    deadline = time.monotonic() + 30
+    while not log.files() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(log.files()) == 1 and writers == [writers[0]] and writers[0] is not threading.current_thread()
+    logged = read_log(tmp_path)
+    assert logged.request_id.tolist() == ["a", "b", "c", "d"] and logged.model_version.tolist() == [1, 1, 2, 1]
+    assert logged.x.tolist() == [1.0, 2.0, 3.0, 4.0] and logged.y.tolist()[2] == "new"
+    assert logged.prediction.tolist() == [0.1, 0.2, 0.3, 0.4]
+
+
+def test_sampling_keeps_whole_rows(tmp_path):
+    log = RequestLog(tmp_path, sample=0.5, rotate_rows=10**6, max_bytes=10**9, seed=0)
+    for i in range(200):
+        log.append({"x": [float(i)]}, [i / 200], 1, [f"id-{i}"])
+    log.flush()
+    logged = read_log(tmp_path)
+    assert 60 < len(logged) < 140
+    assert all(row.request_id == f"id-{int(row.x)}" and row.prediction == row.x / 200 for row in logged.itertuples())

@@ -46,8 +46,8 @@ def _start(tf_config: str, train_path, out) -> subprocess.Popen:
 
 
 def _scores(model_dir, frame) -> np.ndarray:
-    serving_fn = model_io.load(model_dir)
-    return model_io.predict(serving_fn, model_io.frame_to_columns(model_io.signature_of(serving_fn), frame))
+    model = model_io.SavedModel(model_dir)
+    return model.predict(model_io.frame_to_columns(model.signature, frame))
 
 
 def _cluster(size: int) -> list[str]:

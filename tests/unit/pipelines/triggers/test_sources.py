@@ -161,8 +161,8 @@ def production_trained_on_january(tmp_path, store, splits, flights):
 
 def log_traffic(folder, frame, features):
     log = RequestLog(folder, 1.0, 10_000, 10**9)
-    records = frame[list(features)].to_dict(orient="records")
-    log.append(records, [0.5] * len(records), 1, [f"id-{i}" for i in range(len(records))])
+    ids = [f"id-{i}" for i in range(len(frame))]
+    log.append({f: frame[f].to_numpy() for f in features}, [0.5] * len(frame), 1, ids)
     log.flush()
 
 
@@ -279,12 +279,9 @@ def write_log_files(folder, files: int, rows: int) -> list:
     """`files` request-log files of `rows` rows each, oldest first; row values count up across files."""
     log = RequestLog(folder, 1.0, rows, 10**9)
     for n in range(files):
-        log.append(
-            [{"distance": float(n * rows + i), "carrier": "UA"} for i in range(rows)],
-            [0.5] * rows,
-            1,
-            [f"{n}-{i}" for i in range(rows)],
-        )
+        columns = {"distance": [float(n * rows + i) for i in range(rows)], "carrier": ["UA"] * rows}
+        log.append(columns, [0.5] * rows, 1, [f"{n}-{i}" for i in range(rows)])
+        log.flush()
     return log.files()
 
 
@@ -297,7 +294,8 @@ def test_log_tail_reads_each_file_once_and_only_the_columns_asked(tmp_path):
     assert first.distance.tolist() == [float(i) for i in range(30)]
     assert tail.read_new().empty  # nothing new: nothing read
     log = RequestLog(tmp_path / "log", 1.0, 5, 10**9)
-    log.append([{"distance": -1.0}] * 5, [0.5] * 5, 1, ["a"] * 5)
+    log.append({"distance": [-1.0] * 5}, [0.5] * 5, 1, ["a"] * 5)
+    log.flush()
     assert tail.read_new().distance.tolist() == [-1.0] * 5
 
 

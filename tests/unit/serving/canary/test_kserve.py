@@ -195,7 +195,7 @@ def log_traffic(home: Home, version: int, good: bool, rows: int, seed: int) -> N
     scores = np.clip(labels * 0.6 + rng.random(rows) * 0.4, 0, 1) if good else rng.random(rows)
     ids = [f"v{version}-{seed}-{i}" for i in range(rows)]
     requests, feedback = RequestLog(home.request_log, 1.0, 10**6, 10**9), ParquetLog(home.feedback_log, 10**6, 10**9)
-    requests.append([{"origin": "EWR"}] * rows, list(scores), version, ids)
+    requests.append({"origin": ["EWR"] * rows}, list(scores), version, ids)
     requests.flush()
     feedback.add([{"request_id": i, "label": int(label)} for i, label in zip(ids, labels)])
     feedback.flush()
