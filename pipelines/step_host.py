@@ -59,6 +59,10 @@ PRELOADED = (
     "components.common.metadata",
     "components.common.model_io",
 )
+# Also loaded by a host that serves many runs (`ct watch`'s): the feature store's libraries
+# (about 2.3 s), which only a dataset with a feature store uses (its materialize step). A
+# run's own host leaves them out, so a run without a feature store does not wait for them.
+FEATURE_STORE = ("feast", "feast.infra.offline_stores.dask", "feast.infra.online_stores.sqlite")
 EXECUTOR_MODULE = "kfp.dsl.executor_main"
 HEADER = struct.Struct("!Q")  # the length of the request that follows
 STREAMS = 2  # a request carries the task's stdout and stderr
@@ -71,18 +75,19 @@ class StepHost:
     """A running host. Its steps come through connections (`connect`): a run's connection is
     served to its end, then the next one's; one run's steps at a time, in order."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, also_import: tuple[str, ...] = ()) -> None:
         """Starts the host; it imports the stack while the caller goes on.
 
         Args:
             log_path: Where the host's own output goes (its imports' messages); steps write
                 where their request says.
+            also_import: Modules to import besides PRELOADED (FEATURE_STORE).
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a") as log, theirs:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "pipelines.step_host", str(theirs.fileno())],
+                [sys.executable, "-m", "pipelines.step_host", str(theirs.fileno()), *also_import],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -212,9 +217,9 @@ def executor_arguments(command: list[str], module_path: Path) -> tuple[str, list
     return command[3], ["--component_module_path", str(module_path), *command[4:]]
 
 
-def _serve(connections: socket.socket) -> None:
+def _serve(connections: socket.socket, also_import: list[str]) -> None:
     """The host's loop: each connection handed over, served to its end; then the next."""
-    for name in PRELOADED:
+    for name in (*PRELOADED, *also_import):
         importlib.import_module(name)
     while True:
         try:
@@ -323,7 +328,7 @@ def _run_step(request: dict, descriptors: list[int]) -> int:
 
 
 if __name__ == "__main__":
-    _serve(socket.socket(fileno=int(sys.argv[1])))
+    _serve(socket.socket(fileno=int(sys.argv[1])), sys.argv[2:])
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # tearing the preloaded stack down takes a second and saves nothing

@@ -30,7 +30,7 @@ from pipelines.home_lock import LOCK_FD_ENV, HomeLock
 from pipelines.local_run import new_run_id
 from pipelines.recovery import recover_home
 from pipelines.retention import collect_garbage
-from pipelines.step_host import HOST_CONNECTION_ENV, STEP_HOST_LOG, StepHost
+from pipelines.step_host import FEATURE_STORE, HOST_CONNECTION_ENV, STEP_HOST_LOG, StepHost
 from pipelines.triggers.config import TriggerConfig
 from pipelines.triggers.sources import (
     DistributionShiftTrigger,
@@ -114,7 +114,8 @@ class LocalLauncher:
             self._host.close()
             self._host = None
         if self._host is None:
-            self._host, self._host_version = StepHost(self.home.logs / STEP_HOST_LOG), version
+            self._host = StepHost(self.home.logs / STEP_HOST_LOG, also_import=FEATURE_STORE)  # serves many runs
+            self._host_version = version
         return self._host
 
     def finished(self) -> int | None:

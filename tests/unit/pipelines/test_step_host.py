@@ -17,6 +17,7 @@ from components.common.errors import ConfigError
 from components.ingest.component import ingest
 from pipelines.local_run import output_to
 from pipelines.step_host import (
+    FEATURE_STORE,
     HEADER,
     HOST_CONNECTION_ENV,
     StepConnection,
@@ -41,6 +42,7 @@ def describe_process(out: Output[Artifact]):
         "runtime": os.environ.get("_KFP_RUNTIME"),
         "cwd": os.getcwd(),
         "tensorflow_preloaded": "tensorflow" in sys.modules,
+        "feast_preloaded": "feast" in sys.modules,
     }
     with open(out.path, "w") as file:
         json.dump(facts, file)
@@ -73,11 +75,23 @@ def test_a_step_runs_in_a_child_of_the_warm_host_with_the_callers_environment(ho
     facts = json.loads(Path(task.outputs["out"].path).read_text())
     assert facts["ppid"] == host.process.pid
     assert facts["tensorflow_preloaded"]  # imported once by the host, not by the step
+    assert not facts["feast_preloaded"]  # a run's own host: a run without a feature store does not wait for it
     assert facts["marker"] == "set after the host started"
     assert facts["runtime"] == "true"  # as KFP's command sets it
     assert facts["cwd"] == str(tmp_path)
     log = steps.read_text()
     assert "a line on stdout" in log and "a line on stderr" in log
+
+
+def test_a_host_serving_many_runs_has_the_feature_store_loaded_too(tmp_path, monkeypatch):
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    monkeypatch.chdir(tmp_path)
+    with StepHost(tmp_path / "host.log", also_import=FEATURE_STORE) as watching:  # as `ct watch` starts it
+        with StepConnection(watching.connect(), tmp_path / "host.log") as connection, steps_in_host(connection):
+            with output_to(tmp_path / "steps.log"):
+                task = describe_process()
+    facts = json.loads(Path(task.outputs["out"].path).read_text())
+    assert facts["ppid"] == watching.process.pid and facts["feast_preloaded"]
 
 
 def test_a_failing_step_fails_its_task_with_its_traceback_and_the_host_goes_on(host, steps):
