@@ -61,9 +61,13 @@ def swaps_under_load(port: int, path: str, bodies_file: Path, rate: float, publi
         stdout=subprocess.PIPE,
         text=True,
     )
-    for _ in range(SWAPS):
-        time.sleep(1.0)
-        publish()
+    try:
+        for _ in range(SWAPS):
+            time.sleep(1.0)
+            publish()
+    except BaseException:
+        process.kill()
+        raise
     output, _ = process.communicate()
     if process.returncode:
         raise RuntimeError(f"the load process failed with code {process.returncode}")
@@ -115,7 +119,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait()
-        swap_rate = results["ct serve", "single"][1]
+        swap_rate = results["ct serve", "single"][1] or RATE  # the first rate when none passed
         port = free_port()
         server = start_serving(prepared.home.root, port, ["--canary-percent", "100"], wait_for="/v2/health/ready")
         try:

@@ -35,7 +35,7 @@ from features.sources import (
 
 DEPARTURE = "sched_dep"
 ENTITY_COLUMNS = ("origin", DEPARTURE, PLANE_KEY)
-DEPARTURE_FORMAT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+DEPARTURE_FORMAT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", re.ASCII)
 DEPARTURE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # what DEPARTURE_FORMAT matches, for strftime and strptime
 MISSING_CATEGORY = "UNKNOWN"
 DEFAULTS: dict[str, float | str] = {

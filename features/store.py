@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -194,13 +195,15 @@ class OnlineFeatures:
     and with the service's request threads competing for the GIL it turned into a p99 of
     over 50 ms (bench/serving_load.py).
 
-    What a key read is kept, up to `CACHED_KEYS` a view (then the cache starts afresh): many
-    flights share an hour's weather and a plane, and the online store changes only when it
-    is materialized, which opens a new `OnlineFeatures` (features/requests.py). A 100-row
+    What a key read is kept, up to `CACHED_KEYS` a view and `CACHED_SECONDS` (then the cache
+    starts afresh): many flights share an hour's weather and a plane, and the online store
+    changes when it is materialized, which opens a new `OnlineFeatures` (features/requests.py);
+    the age bound covers a store changed otherwise (a push, a store restored). A 100-row
     request of flights already seen then costs dictionary lookups, not 900 protos parsed.
     """
 
     CACHED_KEYS = 100_000
+    CACHED_SECONDS = 60.0
 
     def __init__(self, repo: Path):
         from feast.infra.provider import get_provider
@@ -219,6 +222,7 @@ class OnlineFeatures:
         self.stale = 0
         self._lock = threading.Lock()
         self._cache: dict[str, dict[str, tuple | None]] = {view: {} for view in VIEWS}
+        self._cache_started = time.monotonic()
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -250,6 +254,8 @@ class OnlineFeatures:
         from feast.protos.feast.types.Value_pb2 import Value
 
         _, key, names = VIEWS[view]
+        if time.monotonic() - self._cache_started > self.CACHED_SECONDS:
+            self._cache, self._cache_started = {name: {} for name in VIEWS}, time.monotonic()
         cache = self._cache[view]
         known = {k: cache.get(k, _UNREAD) for k in keys}
         unread = [k for k, row in known.items() if row is _UNREAD]
@@ -262,7 +268,8 @@ class OnlineFeatures:
             }
             if len(cache) + len(found) > self.CACHED_KEYS:
                 cache.clear()
-            cache.update(found)
+            if len(found) <= self.CACHED_KEYS:
+                cache.update(found)
             known.update(found)
         return [known[k] for k in keys]
 

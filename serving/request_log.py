@@ -1,12 +1,14 @@
 """Parquet logs on the home volume: served requests (features, prediction, version, time)
 and, apart, the true outcomes that arrive later as feedback.
 
-Rows are buffered as the columns they came in, a chunk per call, and written `rotate_rows`
-at a time to `part-<time>-<host>-<pid>-<writer>-<n>.parquet` (the host name keeps replicas
-sharing a volume apart) by a thread of the log's own, so a request never waits for a write
-or holds the GIL turning rows into a table; when the folder grows past `max_bytes` the
-oldest files are deleted. A file appears whole or not at all (written under a temporary
-name, then renamed).
+Rows are buffered as the columns they came in, a chunk per call, and written at most
+`rotate_rows` to a file, `part-<time>-<host>-<pid>-<writer>-<n>.parquet` (the host name
+keeps replicas sharing a volume apart): by a thread of the log's own once `rotate_rows` are
+buffered, and by `flush` (the service's timed flush, its stop). A request only appends: it
+never waits for a write or holds the GIL turning rows into a table. Floating-point columns
+are written as float64 whatever the request's arrays were, so every file has one schema.
+When the folder grows past `max_bytes` the oldest files are deleted. A file appears whole
+or not at all (written under a temporary name, then renamed).
 """
 
 from __future__ import annotations
@@ -58,9 +60,10 @@ class ParquetLog:
         folder.mkdir(parents=True, exist_ok=True)
 
     def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Buffers rows that share their fields, stamped `logged_at` (see `add_columns`)."""
+        """Buffers rows, stamped `logged_at` (see `add_columns`); a field a row lacks is empty."""
         if rows:
-            self.add_columns({name: [row[name] for row in rows] for name in rows[0]}, len(rows))
+            names = dict.fromkeys(name for row in rows for name in row)
+            self.add_columns({name: [row.get(name) for row in rows] for name in names}, len(rows))
 
     def add_columns(self, columns: Columns, count: int) -> None:
         """Buffers `count` rows given as columns, stamped `logged_at`; once `rotate_rows` are
@@ -76,7 +79,7 @@ class ParquetLog:
 
     def _write_full(self) -> None:
         try:
-            self._write()
+            self._write(full_files_only=True)
         finally:
             with self._lock:
                 self._writing = False
@@ -85,27 +88,43 @@ class ParquetLog:
         """Writes the buffered rows, if any, after a background write under way; see `_write`."""
         return self._write()
 
-    def _write(self) -> Path | None:
-        """Writes the buffered rows, if any, and enforces the size bound; on failure keeps them
-        (see the class doc) and returns None. One write at a time, so files are written in the
-        order of their names and rows."""
+    def _write(self, full_files_only: bool = False) -> Path | None:
+        """Writes the buffered rows, at most `rotate_rows` a file (`full_files_only`: while
+        `rotate_rows` are buffered), and enforces the size bound; on failure keeps them (see the
+        class doc). One write at a time, so files are written in the order of their names and
+        rows. Returns the last file written, or None."""
+        written = None
         with self._write_lock:
-            return self._write_buffered()
+            while True:
+                with self._lock:
+                    wanted = not full_files_only or self._buffered >= self.rotate_rows
+                    chunks = self._take(self.rotate_rows) if wanted else []
+                    self._written += bool(chunks)
+                    serial = self._written
+                if not chunks:
+                    return written
+                written = self._write_file(chunks, serial)
+                if written is None:
+                    return None
 
-    def _write_buffered(self) -> Path | None:
-        with self._lock:
-            chunks, self._chunks, self._buffered = self._chunks, [], 0
-            self._written += 1
-            name = f"{PREFIX}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{self._writer}-{self._written:06d}.parquet"
-        if not chunks:
-            return None
+    def _take(self, rows: int) -> list[tuple[Columns, int]]:
+        """The oldest chunks up to `rows` rows (at least one chunk), out of the buffer."""
+        taken, count = [], 0
+        while self._chunks and (not taken or count + self._chunks[0][1] <= rows):
+            taken.append(self._chunks.pop(0))
+            count += taken[-1][1]
+        self._buffered -= count
+        return taken
+
+    def _write_file(self, chunks: list[tuple[Columns, int]], serial: int) -> Path | None:
+        name = f"{PREFIX}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{self._writer}-{serial:06d}.parquet"
         path = self.folder / name
         temporary = self.folder / f".{name}.tmp"
         try:
             _table(chunks).to_parquet(temporary, index=False)
             os.rename(temporary, path)
-        except OSError as error:
-            self._keep(chunks, f"{self.folder}: {error.strerror or error}")
+        except Exception as error:  # a full volume, or rows Parquet refuses: kept, counted, said
+            self._keep(chunks, f"{self.folder}: {getattr(error, 'strerror', None) or error}")
             with contextlib.suppress(OSError):
                 temporary.unlink(missing_ok=True)
             return None
@@ -139,22 +158,19 @@ class ParquetLog:
 
 
 def _table(chunks: list[tuple[Columns, int]]) -> pd.DataFrame:
-    """The chunks' rows in order as one table: each run of chunks with the same fields joined
-    column by column, the runs stacked (missing fields empty)."""
-    runs: list[list[Columns]] = []
-    for columns, _ in chunks:
-        if runs and list(runs[-1][0]) == list(columns):
-            runs[-1].append(columns)
-        else:
-            runs.append([columns])
-    frames = [pd.DataFrame({name: _joined([columns[name] for columns in run]) for name in run[0]}) for run in runs]
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    """The chunks' rows in order as one table, a column at a time: every field any chunk has,
+    empty where a chunk lacks it (a canary with another input), floats as float64."""
+    names = dict.fromkeys(name for columns, _ in chunks for name in columns)
+    return pd.DataFrame(
+        {name: _joined([columns.get(name, [None] * count) for columns, count in chunks]) for name in names}
+    )
 
 
 def _joined(parts: list[Sequence[Any]]) -> np.ndarray | list:
-    """One column from its chunks: arrays concatenated, lists chained."""
+    """One column from its chunks: arrays concatenated (floats as float64), anything else chained."""
     if all(isinstance(part, np.ndarray) for part in parts):
-        return np.concatenate(parts)
+        joined = np.concatenate(parts)
+        return joined.astype(np.float64) if joined.dtype.kind == "f" else joined
     return list(itertools.chain.from_iterable(parts))
 
 

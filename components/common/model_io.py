@@ -57,7 +57,7 @@ class SavedModel:
     handling (session.py: "Delegate any non-empty feed lists to the existing `run()` logic").
     The callable made from `CallableOptions` (the C API's `TF_SessionMakeCallable`, which TF's
     Keras 2 backend called the same way) checks the feeds once, here; a call costs the graph's
-    own 0.08-0.2 ms, and the GIL is released while it runs (README, "Prediction service").
+    own 0.08-0.2 ms (README, "The request path").
     """
 
     def __init__(self, model_dir: Path, in_caller_thread: bool = False):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
+
 from serving.request_log import ParquetLog, RequestLog, read_log
 from tests.support.serving_helpers import FEEDBACK, MODEL, TOKEN, call
 
@@ -46,16 +49,17 @@ def test_a_full_buffer_is_written_by_the_logs_own_thread_in_order(tmp_path, monk
         request_log, "_table", lambda chunks: writers.append(threading.current_thread()) or table(chunks)
     )
     log = RequestLog(tmp_path, sample=1.0, rotate_rows=4, max_bytes=10**9)
-    log.append({"x": [1.0, 2.0]}, [0.1, 0.2], 1, ["a", "b"])
-    log.append({"x": [3.0], "y": ["new"]}, [0.3], 2, ["c"])  # a version with another input
-    log.append({"x": [4.0]}, [0.4], 1, ["d"])  # the fourth row: written in the background
+    log.append({"x": np.array([1.0, 2.0], dtype=np.float32)}, [0.1, 0.2], 1, ["a", "b"])
+    log.append({"x": np.array([3.0], dtype=np.float32), "y": ["new"]}, [0.3], 2, ["c"])  # another version's input
+    log.append({"x": np.array([4.0], dtype=np.float32)}, [0.4], 1, ["d"])  # the fourth row: written in the background
     deadline = time.monotonic() + 30
     while not log.files() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(log.files()) == 1 and writers == [writers[0]] and writers[0] is not threading.current_thread()
     logged = read_log(tmp_path)
     assert logged.request_id.tolist() == ["a", "b", "c", "d"] and logged.model_version.tolist() == [1, 1, 2, 1]
-    assert logged.x.tolist() == [1.0, 2.0, 3.0, 4.0] and logged.y.tolist()[2] == "new"
+    assert logged.x.tolist() == [1.0, 2.0, 3.0, 4.0] and logged.y.tolist() == [None, None, "new", None]
+    assert logged.x.dtype == np.float64  # one schema in every file, whatever the request's arrays were
     assert logged.prediction.tolist() == [0.1, 0.2, 0.3, 0.4]
 
 
@@ -67,3 +71,28 @@ def test_sampling_keeps_whole_rows(tmp_path):
     logged = read_log(tmp_path)
     assert 60 < len(logged) < 140
     assert all(row.request_id == f"id-{int(row.x)}" and row.prediction == row.x / 200 for row in logged.itertuples())
+
+
+def test_files_hold_at_most_rotate_rows(tmp_path):
+    log = RequestLog(tmp_path, sample=1.0, rotate_rows=10, max_bytes=10**9)
+    for i in range(25):
+        log.append({"x": [float(i)]}, [0.5], 1, [f"id-{i}"])
+    log.flush()
+    assert [len(pd.read_parquet(f)) for f in log.files()] == [10, 10, 5]
+    assert read_log(tmp_path).request_id.tolist() == [f"id-{i}" for i in range(25)]
+
+
+def test_rows_parquet_refuses_are_kept_and_said(tmp_path, monkeypatch):
+    from serving import request_log
+
+    log = ParquetLog(tmp_path, rotate_rows=100, max_bytes=10**9)
+    log.add([{"request_id": "a", "label": 1}])
+    table = request_log._table
+
+    def refuse(chunks):
+        raise ValueError("mixed types")
+
+    monkeypatch.setattr(request_log, "_table", refuse)
+    assert log.flush() is None and "mixed types" in log.failing and log.failed_writes == 1
+    monkeypatch.setattr(request_log, "_table", table)
+    assert log.flush() is not None and log.failing == "" and read_log(tmp_path).request_id.tolist() == ["a"]
