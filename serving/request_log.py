@@ -89,23 +89,25 @@ class ParquetLog:
         return self._write()
 
     def _write(self, full_files_only: bool = False) -> Path | None:
-        """Writes the buffered rows, at most `rotate_rows` a file (`full_files_only`: while
-        `rotate_rows` are buffered), and enforces the size bound; on failure keeps them (see the
-        class doc). One write at a time, so files are written in the order of their names and
-        rows. Returns the last file written, or None."""
+        """Writes the rows buffered when the write begins, at most `rotate_rows` a file
+        (`full_files_only`: full files only), and enforces the size bound; on failure keeps
+        them (see the class doc). Rows that arrive meanwhile wait for the next write, so a
+        steady stream of requests cannot keep a write going. One write at a time, so files are
+        written in the order of their names and rows. Returns the last file written, or None."""
         written = None
         with self._write_lock:
-            while True:
+            with self._lock:
+                remaining = self._buffered
+            while remaining >= (self.rotate_rows if full_files_only else 1):
                 with self._lock:
-                    wanted = not full_files_only or self._buffered >= self.rotate_rows
-                    chunks = self._take(self.rotate_rows) if wanted else []
-                    self._written += bool(chunks)
+                    chunks = self._take(min(self.rotate_rows, remaining))
+                    self._written += 1
                     serial = self._written
-                if not chunks:
-                    return written
+                remaining -= sum(count for _, count in chunks)
                 written = self._write_file(chunks, serial)
                 if written is None:
                     return None
+            return written
 
     def _take(self, rows: int) -> list[tuple[Columns, int]]:
         """The oldest chunks up to `rows` rows (at least one chunk), out of the buffer."""

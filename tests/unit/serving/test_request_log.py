@@ -96,3 +96,24 @@ def test_rows_parquet_refuses_are_kept_and_said(tmp_path, monkeypatch):
     assert log.flush() is None and "mixed types" in log.failing and log.failed_writes == 1
     monkeypatch.setattr(request_log, "_table", table)
     assert log.flush() is not None and log.failing == "" and read_log(tmp_path).request_id.tolist() == ["a"]
+
+
+def test_a_write_ends_though_requests_keep_coming(tmp_path, monkeypatch):
+    from serving import request_log
+
+    log = RequestLog(tmp_path, sample=1.0, rotate_rows=100, max_bytes=10**9)
+    table, arrivals = request_log._table, iter(range(5))
+
+    def with_a_request_arriving(chunks):  # a request is answered while each file is written (5 at most)
+        for n in arrivals:
+            log.append({"x": [0.0]}, [0.5], 1, [f"late-{n}"])
+            break
+        return table(chunks)
+
+    monkeypatch.setattr(request_log, "_table", with_a_request_arriving)
+    for i in range(3):
+        log.append({"x": [float(i)]}, [0.5], 1, [f"id-{i}"])
+    log.flush()  # writes what was buffered when it began, and returns
+    assert read_log(tmp_path).request_id.tolist() == ["id-0", "id-1", "id-2"]
+    log.flush()
+    assert read_log(tmp_path).request_id.tolist() == ["id-0", "id-1", "id-2", "late-0"]
