@@ -2,7 +2,9 @@
 
 A request takes one `Routing` snapshot and uses it to the end; a swap builds a new
 snapshot and replaces the reference in one assignment. So no request ever sees a
-half-loaded model, and a model being replaced stays alive until its last request ends.
+half-loaded model, and a model being replaced stays alive until its last request ends;
+then its session is closed, freeing its variables at once rather than at a garbage
+collection.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import logging
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -55,6 +58,7 @@ def load_model(path: Path, version: int, batching: Batching = Batching()) -> Loa
     saved_model = model_io.SavedModel(path, in_caller_thread=True)
     batcher = DynamicBatcher(saved_model.predict, batching.max_rows, batching.max_wait_seconds)
     model = LoadedModel(version, path, saved_model.signature, time.time(), pushed_at(path), batcher)
+    weakref.finalize(model, saved_model.close)  # once no routing snapshot, request or canary holds it
     model.predict(_warmup_columns(model.signature))
     return model
 

@@ -86,6 +86,10 @@ class SavedModel:
             options = CallableOptions(feed=feeds, fetch=[definition.outputs[OUTPUT].name])
             self._run = self._session._make_callable_from_options(options)
 
+    def close(self) -> None:
+        """Frees the session's variables and graph; a call after it fails ("Session has been closed")."""
+        self._session.close()
+
     def predict(self, columns: Mapping[str, np.ndarray], batch_size: int = 8192) -> np.ndarray:
         """Probabilities of the positive class, one per row, `batch_size` rows a call.
 

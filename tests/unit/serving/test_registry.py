@@ -157,3 +157,27 @@ def test_a_rolled_back_version_is_not_served_after_a_restart(serve, trained_mode
     again = PredictionService(repository, MODEL, ServingConfig(), RequestLog(tmp_path / "log2", 0, 1, 1), store)
     again.tick()
     assert [m.version for m in again.registry.routing.models] == [1]
+
+
+def test_a_version_no_longer_held_has_its_session_closed(trained_model, tmp_path, monkeypatch):
+    import pytest
+    import tensorflow as tf
+
+    from components.common import model_io
+    from serving import registry
+
+    made = []
+
+    class Recorded(model_io.SavedModel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(model_io, "SavedModel", Recorded)
+    publish(tmp_path, trained_model, 1)
+    model = registry.load_model(model_repository.version_path(tmp_path, MODEL, 1), 1)
+    columns = registry._warmup_columns(model.signature)
+    assert len(made[0].predict(columns)) == registry.WARMUP_ROWS
+    del model  # replaced, and its last request answered: nothing holds it
+    with pytest.raises(tf.errors.CancelledError, match="Session has been closed"):
+        made[0].predict(columns)
