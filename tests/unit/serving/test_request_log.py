@@ -117,3 +117,26 @@ def test_a_write_ends_though_requests_keep_coming(tmp_path, monkeypatch):
     assert read_log(tmp_path).request_id.tolist() == ["id-0", "id-1", "id-2"]
     log.flush()
     assert read_log(tmp_path).request_id.tolist() == ["id-0", "id-1", "id-2", "late-0"]
+
+
+def test_past_the_retry_bound_the_oldest_requests_are_dropped_whole_and_counted(tmp_path, monkeypatch):
+    from serving import request_log
+
+    log = RequestLog(tmp_path, sample=1.0, rotate_rows=4, max_bytes=10**9)  # keeps 5 files' worth: 20 rows
+    table = request_log._table
+
+    def refuse(chunks):
+        raise ValueError("the volume refuses")
+
+    monkeypatch.setattr(request_log, "_table", refuse)
+    ids = [[f"r{n}-{i}" for i in range(3)] for n in range(8)]  # eight requests of three rows
+    log.append({"x": [0.0] * 3}, [0.5] * 3, 1, ids[0])
+    assert log.flush() is None  # the first failure: a retry is due later, no background write before it
+    for request in ids[1:]:
+        log.append({"x": [0.0] * 3}, [0.5] * 3, 1, request)
+    assert log.flush() is None and log.failed_writes == 2
+    assert log.dropped_rows == 6  # 24 rows kept over 20: the two oldest requests, whole
+    monkeypatch.setattr(request_log, "_table", table)
+    log.flush()
+    assert read_log(tmp_path).request_id.tolist() == [i for request in ids[2:] for i in request]
+    assert all(len(pd.read_parquet(f)) <= 4 for f in log.files())
