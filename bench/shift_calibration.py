@@ -12,7 +12,10 @@ checked against training statistics of `--reference-rows` other January flights:
 - `drift calibration`: the next check, which calibrates drift's noise (`--resamples`
   permutations of the two windows, two statistics each) and reuses skew's.
 
-    .venv/bin/python bench/shift_calibration.py [--window-rows 2000] [--resamples 99]
+With `--calibration-processes 2` the resamples' statistics are shared with a worker process,
+started by the skew calibration (whose time includes its start and imports).
+
+    .venv/bin/python bench/shift_calibration.py [--window-rows 2000] [--resamples 99] [--calibration-processes 2]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def main() -> None:
     parser.add_argument("--window-rows", type=int, default=2000, help="ShiftSettings.window_rows")
     parser.add_argument("--reference-rows", type=int, default=16_000, help="of January's 26,398")
     parser.add_argument("--resamples", type=int, default=None, help="ShiftSettings.resamples (default: its default)")
+    parser.add_argument("--calibration-processes", type=int, default=1, help="ShiftSettings.calibration_processes")
     args = parser.parse_args()
 
     from components.common import metadata
@@ -84,6 +88,7 @@ def main() -> None:
                 window_rows=args.window_rows,
                 check_seconds=0,
                 ignore_features=("month",),
+                calibration_processes=args.calibration_processes,
                 **({"resamples": args.resamples} if args.resamples else {}),
             )
             return DistributionShiftTrigger(settings, log_folder, dataset, store)
@@ -103,6 +108,7 @@ def main() -> None:
         skew_seconds = seconds_to_check(trigger, windows[2])
         print(f"skew calibration   {skew_seconds:6.2f} s  ({trigger.config.resamples} resamples)")
         print(f"drift calibration  {seconds_to_check(trigger, windows[3]):6.2f} s")
+        trigger.close()
 
 
 if __name__ == "__main__":

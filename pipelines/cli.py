@@ -272,6 +272,12 @@ def _parser() -> argparse.ArgumentParser:
         help="how long a batch waits for more requests while they arrive together (a lone request never waits)",
     )
     serve.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=ServingConfig.poll_seconds,
+        help="how often the model repository is checked for new versions (the canary check and log writes fall then)",
+    )
+    serve.add_argument(
         "--canary-check-seconds",
         type=float,
         default=ServingConfig.canary_check_seconds,
@@ -482,6 +488,7 @@ def _serve(args) -> int:
         request_log_sample=args.request_log_sample,
         request_log_flush_seconds=args.request_log_flush_seconds,
         canary_check_seconds=args.canary_check_seconds,
+        poll_seconds=args.poll_seconds,
         max_batch_rows=args.max_batch_rows,
         batch_wait_seconds=args.batch_wait_seconds,
         canary_addressable=args.canary_addressable,

@@ -15,7 +15,7 @@ run one at a time, in kfp.local's order.
 The host dies with the process that started it (`PR_SET_PDEATHSIG`), and a step's child with
 its run (its run's end of the connection closing): killing `ct run` leaves nothing behind.
 
-`ct watch` keeps one host for all its runs (started at its first run, about 600 MiB resident
+`ct watch` keeps one host for all its runs (started when it starts, about 600 MiB resident
 while it waits; started anew when the code changed) and hands each `ct run` a connection to
 it, so a run it starts forks its steps at once; a `ct run` on its own starts a host of its
 own. What the host fixed at its start stays fixed for the steps it forks: the modules it

@@ -22,7 +22,8 @@ class ServingConfig:
         canary_max_error_rate: Share of failed predictions above which the canary is rolled back at once.
         canary_check_seconds: How often the canary test looks at the evidence (for replicas sharing a
             home: reads the shared logs).
-        poll_seconds: How often the model repository is checked for new versions.
+        poll_seconds: How often the model repository is checked for new versions; the canary
+            check and the log writes fall due on these checks (so run no more often).
         request_log_sample: Share of predictions written to the request log (0 turns it off).
         request_log_rotate_rows: Rows per request-log Parquet file.
         request_log_flush_seconds: How often the request and feedback logs are written out (the

@@ -18,6 +18,7 @@ class Metrics:
         self._sums: collections.Counter[str] = collections.Counter()
         self._load_failures = 0
         self._canary: collections.Counter[str] = collections.Counter()
+        self._canary_checks = 0
         self._shed: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
 
@@ -43,6 +44,11 @@ class Metrics:
     def canary_decision(self, decision: str) -> None:
         with self._lock:
             self._canary[decision] += 1
+
+    def canary_checked(self) -> None:
+        """The canary test weighed the evidence (whatever it decided)."""
+        with self._lock:
+            self._canary_checks += 1
 
     def render(self, features=None, logs=()) -> str:
         """The Prometheus text; with `features` (OnlineFeatures), its missing and stale counts too,
@@ -86,6 +92,11 @@ class Metrics:
             ]
             lines += [
                 f'ct_canary_decisions_total{{{model},decision="{d}"}} {n}' for d, n in sorted(self._canary.items())
+            ]
+            lines += [
+                "# HELP ct_canary_checks_total Times the canary test weighed the evidence, decided or not.",
+                "# TYPE ct_canary_checks_total counter",
+                f"ct_canary_checks_total{{{model}}} {self._canary_checks}",
             ]
             lines += [
                 "# HELP ct_requests_shed_total Requests and connections refused with 503 for lack of capacity.",

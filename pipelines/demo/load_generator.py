@@ -1,11 +1,13 @@
-"""Sends a span's rows to the prediction service as live traffic, then their true outcomes as feedback.
+"""Sends spans' rows to the prediction service as live traffic, then their true outcomes as feedback.
 
-Runs as its own process (as real clients are): one single-row TF Serving predict per row
-over keep-alive connections, the row's key as `X-Request-Key` (a caller keeps its model
-version during a canary), then the labels in batches to `:feedback`. Prints one JSON
-summary: requests, errors, latency, and per model version the online AUC of its answers.
+Runs as its own process (as real clients are), one for the whole demo: it reads the path of
+a Parquet file of rows from each line of its input and sends them, one single-row TF
+Serving predict per row over keep-alive connections, the row's key as `X-Request-Key` (a
+caller keeps its model version during a canary), then the labels in batches to
+`:feedback`. For each file it prints one line of JSON: requests, errors, latency, and per
+model version the online AUC of its answers.
 
-    python -m pipelines.demo.load_generator --url http://127.0.0.1:8501 --dataset flights --rows FILE.parquet
+    echo FILE.parquet | python -m pipelines.demo.load_generator --url http://127.0.0.1:8501 --token-file TOKEN
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ def send(url: str, dataset_name: str, rows: pd.DataFrame, authorization: str, co
         thread.join()
     answered = [(a, label) for a, label in zip(answers, labels) if a is not None]
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    labelled = 0
     for start in range(0, len(answered), FEEDBACK_BATCH):
         feedback = [{"request_id": a[0], "label": label} for a, label in answered[start : start + FEEDBACK_BATCH]]
         connection.request(
@@ -85,7 +88,9 @@ def send(url: str, dataset_name: str, rows: pd.DataFrame, authorization: str, co
         )
         response = connection.getresponse()
         payload = json.loads(response.read())
-        if response.status != 200:
+        if response.status == 200:
+            labelled += len(feedback)
+        else:
             errors.append(f"feedback: {payload.get('error', response.status)}")
     by_version: dict[str, dict] = {}
     for version in sorted({a[1] for a, _ in answered}, key=int):
@@ -94,6 +99,7 @@ def send(url: str, dataset_name: str, rows: pd.DataFrame, authorization: str, co
         by_version[version] = {"requests": len(scores), "auc": auc(truth, scores)}
     return {
         "requests": len(rows),
+        "labelled": labelled,  # labels the service took
         "errors": len(errors),
         "first_error": errors[0] if errors else "",
         "p50_ms": float(np.percentile(latencies, 50)) if latencies else None,
@@ -106,11 +112,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True)
     parser.add_argument("--dataset", default="flights")
-    parser.add_argument("--rows", type=Path, required=True, help="a Parquet file of rows with their labels")
     parser.add_argument("--token-file", type=Path, required=True, help="the serving token `ct serve` keeps")
     args = parser.parse_args()
     authorization = serving_token(args.token_file).authorization
-    json.dump(send(args.url, args.dataset, pd.read_parquet(args.rows), authorization), sys.stdout)
+    for line in sys.stdin:  # a Parquet file of rows with their labels
+        summary = send(args.url, args.dataset, pd.read_parquet(line.strip()), authorization)
+        print(json.dumps(summary), flush=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ import contextlib
 import dataclasses
 import http.client
 import json
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterator, TextIO
+
+import pyarrow.parquet as pq
 
 from components.common.datasets import load_dataset
 from components.common.errors import ConfigError
@@ -38,21 +42,26 @@ from features.sources import FEATURES_FOLDER, write_sources
 from features.store import apply as apply_features
 from pipelines.demo.report import auc_text, write_report
 from pipelines.demo.sample_data import flight_spans, parse_months, write_span
-from pipelines.demo.serving_process import free_port, start_serving
+from pipelines.demo.serving_process import free_port, launch_serving, wait_for_serving
 from pipelines.home_lock import HomeLock, holding
 from pipelines.local_run import output_to
 from pipelines.triggers.config import NewDataSettings, PerformanceSettings, ShiftSettings, TriggerConfig
 from pipelines.triggers.controller import build_controller
 from pipelines.triggers.sources import request_manual_run
+from serving.request_log import PREFIX
 
 # Written in a home the demo made: only such a home (or an empty one) is deleted by the next demo.
 DEMO_MARKER = ".ct-demo-home"
-# The service writes its logs and looks at the canary's evidence often: a month's traffic is
-# sent in seconds, and the triggers and the canary test then see all of it.
-LOOK_SECONDS = 0.5
+# The service looks for new versions, writes its logs and weighs the canary's evidence often:
+# a month's traffic is sent in seconds, and the next step waits for them (FeedbackWeighed).
+LOOK_SECONDS = 0.25
+# How often the demo ticks the controller while a run goes on.
+POLL_SECONDS = 0.2
 SERVE_OPTIONS = (
     "--canary-percent",
     "50",
+    "--poll-seconds",
+    str(LOOK_SECONDS / 2),
     "--request-log-flush-seconds",
     str(LOOK_SECONDS),
     "--canary-check-seconds",
@@ -161,7 +170,7 @@ def _replay(home: Home, months: list[str], rows_per_month: int, terminal: TextIO
         data_root=home.root / "data",
         parameters=PARAMETERS,
         cooldown_seconds=0,
-        poll_seconds=0.5,
+        poll_seconds=POLL_SECONDS,
         # Retrain on new data every second span; drift or a performance drop retrains sooner.
         new_data=NewDataSettings(min_new_spans=2),
         performance=PerformanceSettings(url, min_auc=0.62, window=1000, min_samples=500),
@@ -171,28 +180,47 @@ def _replay(home: Home, months: list[str], rows_per_month: int, terminal: TextIO
             window_rows=rows_per_month // 2,
             check_seconds=0,
             ignore_features=("month",),
+            calibration_processes=2,  # the machine's cores are idle while the triggers are checked
         ),
     )
-    write_sources(config.data_root / FEATURES_FOLDER)
-    apply_features(home.feature_repo, config.data_root / FEATURES_FOLDER)
-    controller = build_controller(config)
-    store = MetadataStore(home.metadata_connection)
-    request_manual_run(home.triggers, "first model: nothing in production yet")
     rows: list[MonthRow] = []
     status = _status_line(terminal)
-    print(f"replaying {months[0]}..{months[-1]}: service at {url}, home {home.root}", file=terminal)
-    print(
-        f"{'month':<8} {'traffic (online AUC by version)':<38} {'triggers':<34} {'decision':<28} "
-        f"{'offline AUC':<12} serving after",
-        file=terminal,
-    )
-    with open(home.logs / "serve.log", "w") as serve_log, tempfile.TemporaryDirectory() as scratch:
-        server = start_serving(home.root, port, SERVE_OPTIONS, output=serve_log)
+    with (
+        open(home.logs / "serve.log", "w") as serve_log,
+        tempfile.TemporaryDirectory() as scratch,
+        LoadGenerator(url, home.serving_token) as clients,
+    ):
+        # The service imports while the feature store is registered (it opens the store when it appears).
+        server = launch_serving(home.root, port, SERVE_OPTIONS, output=serve_log)
+        controller = None
         try:
+            write_sources(config.data_root / FEATURES_FOLDER)
+            apply_features(home.feature_repo, config.data_root / FEATURES_FOLDER)
+            controller = build_controller(config)
+            controller.launcher.prepare()
+            store = MetadataStore(home.metadata_connection)
+            request_manual_run(home.triggers, "first model: nothing in production yet")
+            wait_for_serving(server, port)
+            feedback = FeedbackWeighed(home, port)
+            print(f"replaying {months[0]}..{months[-1]}: service at {url}, home {home.root}", file=terminal)
+            print(
+                f"{'month':<8} {'traffic (online AUC by version)':<38} {'triggers':<34} {'decision':<28} "
+                f"{'offline AUC':<12} serving after",
+                file=terminal,
+            )
             for span in flight_spans(months):
                 rows.append(
                     _month(
-                        span, port, url, Path(scratch), controller, store, dataset.model_name, rows_per_month, status
+                        span,
+                        port,
+                        clients,
+                        feedback,
+                        Path(scratch),
+                        controller,
+                        store,
+                        dataset.model_name,
+                        rows_per_month,
+                        status,
                     )
                 )
                 status("")
@@ -201,7 +229,8 @@ def _replay(home: Home, months: list[str], rows_per_month: int, terminal: TextIO
                     print(f"{'':<8} {rows[-1].run_id}: {rows[-1].failure}", file=terminal)
         finally:
             status("")
-            controller.close()
+            if controller is not None:
+                controller.close()
             server.terminate()
             server.wait()
     report = write_report(home, rows, store, dataset)
@@ -223,7 +252,19 @@ def _terminal_apart(log: Path) -> Iterator[TextIO]:
         with output_to(log), open(log, "a", buffering=1) as python_output:
             # Python's own streams too, wherever they were pointed (a test's capture)
             with contextlib.redirect_stdout(python_output), contextlib.redirect_stderr(python_output):
-                yield terminal
+                # and what the controller and its triggers log (a calibration's time, a run's end)
+                handler = logging.StreamHandler(python_output)
+                handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+                controller_log = logging.getLogger("pipelines.triggers")
+                controller_log.addHandler(handler)
+                before = controller_log.level, controller_log.propagate
+                controller_log.setLevel(logging.INFO)
+                controller_log.propagate = False  # once, not again by a handler a library put on the root
+                try:
+                    yield terminal
+                finally:
+                    controller_log.removeHandler(handler)
+                    controller_log.level, controller_log.propagate = before
     finally:
         terminal.close()
 
@@ -244,7 +285,8 @@ def _status_line(terminal: TextIO) -> Callable[[str], None]:
 def _month(
     span,
     port: int,
-    url: str,
+    clients: LoadGenerator,
+    feedback: FeedbackWeighed,
     scratch: Path,
     controller,
     store: MetadataStore,
@@ -267,25 +309,9 @@ def _month(
         )
         traffic_file = scratch / f"{span.span_id}.parquet"
         span.frame.sample(min(rows_per_month, len(span.frame)), random_state=0).to_parquet(traffic_file)
-        row.traffic = json.loads(
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pipelines.demo.load_generator",
-                    "--url",
-                    url,
-                    "--rows",
-                    str(traffic_file),
-                    "--token-file",
-                    str(Home(controller.config.home).serving_token),
-                ],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-        )
-        time.sleep(3 * LOOK_SECONDS)  # the service writes its logs out and judges the canary
+        row.traffic = clients.send(traffic_file)
+        feedback.sent(row.traffic["labelled"])
+        feedback.wait_until_weighed(lambda: any(s.endswith(" canary") for s in _served(port, model_name)))
     status(f"{span.span_id}  the span lands; the triggers are checked")
     write_span(controller.config.data_root, span)
     _settle(controller, row, lambda: status(f"{span.span_id}  {row.triggers}: run {row.run_id}"))
@@ -302,6 +328,89 @@ def _month(
             _wait_for_version(port, model_name, row.pushed_version)
     row.serving_after = _served(port, model_name)
     return row
+
+
+class FeedbackWeighed:
+    """Waits until the service has seen the feedback sent so far: written to its feedback log
+    (and so the requests before it to the request log: the service writes both together) and,
+    while a canary serves, weighed by the canary test after that. The triggers then see the
+    month whole, and the canary's verdict, if the evidence suffices, comes before them: a
+    pause would race the service's checks."""
+
+    def __init__(self, home: Home, port: int, timeout: float = 30):
+        self.folder = home.feedback_log
+        self.port = port
+        self.timeout = timeout
+        self._sent = 0
+        self._rows: dict[str, int] = {}  # of each log file: one appears whole and never changes
+
+    def sent(self, labels: int) -> None:
+        self._sent += labels
+
+    def wait_until_weighed(self, canary_serves: Callable[[], bool]) -> None:
+        """Returns once the feedback is written and then, if a canary serves, a look at the
+        evidence began after that (a look that decides ends the canary).
+
+        Raises:
+            RuntimeError: the service did not in `timeout` seconds (what it did not do is named).
+        """
+        deadline = time.monotonic() + self.timeout
+        self._wait(lambda: self._written() >= self._sent, deadline, f"{self._sent:,} labels in {self.folder}")
+        looked = self._canary_checks()
+        self._wait(
+            lambda: not canary_serves() or self._canary_checks() > looked, deadline, "look at the canary's evidence"
+        )
+
+    def _wait(self, done: Callable[[], bool], deadline: float, what: str) -> None:
+        while not done():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the service at port {self.port}: no {what} after {self.timeout:g} s")
+            time.sleep(0.05)
+
+    def _written(self) -> int:
+        for path in self.folder.glob(f"{PREFIX}*.parquet"):
+            if path.name not in self._rows:
+                self._rows[path.name] = pq.ParquetFile(path).metadata.num_rows
+        return sum(self._rows.values())
+
+    def _canary_checks(self) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read().decode()
+        return sum(int(n) for n in re.findall(r"^ct_canary_checks_total\{[^}]*\} (\d+)$", text, re.MULTILINE))
+
+
+class LoadGenerator:
+    """The demo's clients: one process (pipelines/demo/load_generator.py) for all months, started
+    at once, sending a month's rows when given their file."""
+
+    def __init__(self, url: str, token_file: Path):
+        command = [sys.executable, "-m", "pipelines.demo.load_generator", "--url", url, "--token-file", str(token_file)]
+        # Its errors go where this process's do (the demo's log).
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def send(self, rows_file: Path) -> dict:
+        """Sends the file's rows and their outcomes; returns the load generator's summary.
+
+        Raises:
+            RuntimeError: the load generator exited (its reason is in the demo's log).
+        """
+        try:
+            print(rows_file, file=self._process.stdin, flush=True)
+        except BrokenPipeError:
+            pass  # it exited: told below
+        summary = self._process.stdout.readline()
+        if not summary:
+            raise RuntimeError(f"the load generator exited with code {self._process.wait()} (see the demo's log)")
+        return json.loads(summary)
+
+    def __enter__(self) -> LoadGenerator:
+        return self
+
+    def __exit__(self, *_) -> None:
+        with contextlib.suppress(BrokenPipeError):
+            self._process.stdin.close()
+        self._process.wait()
 
 
 def _settle(controller, row: MonthRow, started: Callable[[], None], timeout: float = 600) -> None:

@@ -45,13 +45,32 @@ def start_serving(
     Raises:
         RuntimeError: the service exited, or did not answer in time (it is stopped then).
     """
+    process = launch_serving(home, port, options, output, grpc_port)
+    wait_for_serving(process, port, wait_for, timeout)
+    return process
+
+
+def launch_serving(
+    home: Path, port: int, options: Sequence[str] = (), output: IO | int = subprocess.DEVNULL, grpc_port: int = 0
+) -> subprocess.Popen:
+    """Starts `ct serve` and returns at once, while it imports and loads (see `wait_for_serving`)."""
     command = [sys.executable, "-m", "pipelines.cli", "serve", "--home", str(home), "--port", str(port)]
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [*command, "--grpc-port", str(grpc_port), *options],
         stdout=output,
         stderr=subprocess.STDOUT,
         preexec_fn=die_with_parent,  # a demo or test killed leaves no service behind
     )
+
+
+def wait_for_serving(
+    process: subprocess.Popen, port: int, wait_for: str = "/v2/health/live", timeout: float = 120
+) -> None:
+    """Returns once the launched service answers 200 on `wait_for`.
+
+    Raises:
+        RuntimeError: the service exited, or did not answer in time (it is stopped then).
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -60,7 +79,7 @@ def start_serving(
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
             connection.request("GET", wait_for)
             if connection.getresponse().status == 200:
-                return process
+                return
         except OSError:
             pass
         time.sleep(0.1)

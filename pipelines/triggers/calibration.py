@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -92,12 +92,15 @@ def skew_noise(
     resamples: int,
     false_alarm_rate: float,
     random: np.random.Generator,
-    statistics: Callable[[pd.DataFrame], Statistics],
+    statistics: Callable[[Iterable[pd.DataFrame]], Iterable[Statistics]],
     skew: Callable[[Statistics], Sequence[FeatureDrift]],
 ) -> NoiseThresholds:
     """Noise thresholds of the skew comparison: `skew` (the distances from the training
-    statistics) of `resamples` windows of `rows` rows drawn from the reference."""
-    resampled = [skew(statistics(reference.draw(rows, random))) for _ in range(resamples)]
+    statistics) of `resamples` windows of `rows` rows drawn from the reference.
+
+    `statistics` gives the statistics of each window it is given, in order."""
+    windows = (reference.draw(rows, random) for _ in range(resamples))
+    resampled = [skew(window_statistics) for window_statistics in statistics(windows)]
     return noise_thresholds(resampled, rows, false_alarm_rate)
 
 
@@ -107,17 +110,23 @@ def drift_noise(
     resamples: int,
     false_alarm_rate: float,
     random: np.random.Generator,
-    statistics: Callable[[pd.DataFrame], Statistics],
+    statistics: Callable[[Iterable[pd.DataFrame]], Iterable[Statistics]],
     drift: Callable[[Statistics, Statistics], Sequence[FeatureDrift]],
 ) -> NoiseThresholds:
     """Noise thresholds of the drift comparison by permutation: `drift` between the two parts
-    of `resamples` random splits of the two windows' pooled rows, one part as large as `current`."""
+    of `resamples` random splits of the two windows' pooled rows, one part as large as `current`.
+
+    `statistics` gives the statistics of each window it is given, in order."""
     pooled = pd.concat([current, previous], ignore_index=True)
-    resampled = []
-    for _ in range(resamples):
-        order = random.permutation(len(pooled))
-        first, second = (pooled.iloc[part].reset_index(drop=True) for part in np.split(order, [len(current)]))
-        resampled.append(drift(statistics(first), statistics(second)))
+
+    def splits() -> Iterator[pd.DataFrame]:
+        for _ in range(resamples):
+            order = random.permutation(len(pooled))
+            for part in np.split(order, [len(current)]):
+                yield pooled.iloc[part].reset_index(drop=True)
+
+    parts = iter(statistics(splits()))
+    resampled = [drift(first, second) for first, second in zip(parts, parts)]
     return noise_thresholds(resampled, len(current), false_alarm_rate)
 
 

@@ -71,12 +71,16 @@ class ShiftSettings:
     # window (twice that for drift); it runs only when a feature passes its threshold, and
     # skew's is kept until the production version or the window size changes.
     resamples: int = 39
+    # Processes computing a calibration's statistics: this one and (when more than 1) workers
+    # started at the first calibration, each about 300 MiB with TFDV loaded, kept for the next.
+    calibration_processes: int = 1
 
     def __post_init__(self):
         _at_least(self, "categorical_threshold", 0)
         _at_least(self, "numeric_threshold", 0)
         _at_least(self, "window_rows", 1)
         _at_least(self, "check_seconds", 0)
+        _at_least(self, "calibration_processes", 1)
         if not 0 < self.false_alarm_rate < 1:  # also refuses NaN
             raise ConfigError(f"false_alarm_rate={self.false_alarm_rate}: expected between 0 and 1 (both excluded)")
         if not self.resamples >= minimum_resamples(self.false_alarm_rate):

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 
 class Launcher(Protocol):
+    def prepare(self) -> None:
+        """Starts what the runs need before the first one, while the controller goes on."""
+
     def start(self, run_id: str, trigger: str, reason: str) -> None: ...
 
     def finished(self) -> int | None:
@@ -95,9 +98,13 @@ class LocalLauncher:
             command += ["--param", f"{name}={value}"]
         return command
 
+    def prepare(self) -> None:
+        """Starts the warm step host: it imports the stack while the controller waits for a trigger."""
+        self._warm_host()
+
     def start(self, run_id: str, trigger: str, reason: str) -> None:
-        """Starts the run, handing it a connection to the launcher's warm step host (started at
-        the first run, kept for the next); what `ct run` prints (its summary, or why it could not
+        """Starts the run, handing it a connection to the launcher's warm step host (started by
+        `prepare` or at the first run, kept for the next); what `ct run` prints (its summary, or why it could not
         start) goes to the end of the run's log, after the steps' output."""
         log = self.home.logs / f"{run_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -160,6 +167,9 @@ class KfpLauncher:
         if config.metadata:
             self.parameters["metadata_connection"] = config.metadata
         self._run: str | None = None
+
+    def prepare(self) -> None:
+        pass  # the cluster runs the steps
 
     def start(self, run_id: str, trigger: str, reason: str) -> None:
         parameters = {**self.parameters, "run_id": run_id, "trigger": trigger, "reason": reason}
@@ -347,11 +357,16 @@ class Controller:
         log.info("not running yet: %s", reason)
 
     def close(self) -> None:
-        """Stops what the controller keeps between runs (the launcher's step host)."""
+        """Stops what the controller keeps between runs: the launcher's step host, the
+        distribution-shift trigger's statistics workers."""
         self.launcher.close()
+        for trigger in self.triggers:
+            if isinstance(trigger, DistributionShiftTrigger):
+                trigger.close()
 
     def run_forever(self, heartbeat: Path | None = None) -> None:
         """Checks forever; touches `heartbeat` after every check, for a liveness probe."""
+        self.launcher.prepare()
         while True:
             self.tick()
             if heartbeat is not None:

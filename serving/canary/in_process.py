@@ -69,8 +69,10 @@ class InProcessCanary:
             self._checked = time.monotonic()
             if self.shared is None:
                 self._apply(registry, version, self._verdict_from_journal(routing), record=True)
+                self.metrics.canary_checked()
                 return
             verdict = self._verdict_from_logs(routing)
+            self.metrics.canary_checked()
             if verdict is None:
                 return
             if self.shared.verdicts.write_once(version, verdict):

@@ -73,4 +73,10 @@ def traffic_with_feedback(server, rows, canary_good: bool):
         {"feedback": feedback + [{"request_id": "invented", "label": 1}]},
         headers=FEEDBACK,
     )
-    assert status == 200 and result == {"accepted": len(feedback), "unknown": [], "rejected": ["invented"]}
+    assert status == 200
+    assert {k: result[k] for k in ("accepted", "unknown", "rejected")} == {
+        "accepted": len(feedback),
+        "unknown": [],
+        "rejected": ["invented"],
+    }
+    assert result.get("logged", len(feedback)) == len(feedback)  # with a feedback log, every label in it

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -44,7 +46,11 @@ def test_canary_is_promoted_or_rolled_back_from_feedback_and_recorded(
     assert run.steps[1].parameters["canary_auc"] == pytest.approx(made["numbers"]["canary_auc"])
     assert store.rolled_back_versions(MODEL) == (set() if canary_good else {2})
     assert store.production_model(MODEL).properties["version"] == (2 if canary_good else 1)
-    assert f'ct_canary_decisions_total{{model="flight-delay",decision="{decision}"}} 1' in metrics_text(server)
+    text = metrics_text(server)
+    assert f'ct_canary_decisions_total{{model="flight-delay",decision="{decision}"}} 1' in text
+    # every look at the evidence is counted, the undecided ones before the verdict too
+    [checks] = re.findall(r'^ct_canary_checks_total\{model="flight-delay"\} (\d+)$', text, re.MULTILINE)
+    assert int(checks) >= 1
 
 
 SHARED = ServingConfig(canary_percent=50, canary_test=SequentialTest(min_labelled=40), canary_check_seconds=0)
