@@ -105,10 +105,12 @@ def main() -> None:
 
         print(f"no calibration     {seconds_to_check(trigger_at(1.0, folder / 'quiet'), windows[1]):6.2f} s")
         trigger = trigger_at(0.0, folder / "log")
-        skew_seconds = seconds_to_check(trigger, windows[2])
-        print(f"skew calibration   {skew_seconds:6.2f} s  ({trigger.config.resamples} resamples)")
-        print(f"drift calibration  {seconds_to_check(trigger, windows[3]):6.2f} s")
-        trigger.close()
+        try:
+            skew_seconds = seconds_to_check(trigger, windows[2])
+            print(f"skew calibration   {skew_seconds:6.2f} s  ({trigger.config.resamples} resamples)")
+            print(f"drift calibration  {seconds_to_check(trigger, windows[3]):6.2f} s")
+        finally:
+            trigger.close()
 
 
 if __name__ == "__main__":

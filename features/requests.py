@@ -43,6 +43,9 @@ class RequestFeatures:
         except FeatureStoreError as error:
             log.warning("feature store not usable yet: %s", error)
             return
+        except Exception as error:  # a registry read while Feast rewrites it in place: tried again next time
+            log.warning("feature store registry %s not readable yet: %s", registry, error)
+            return
         if self.online is not None:  # keep the counts across reopenings
             online.missing, online.stale = self.online.missing, self.online.stale
         self.online, self._registry_mtime = online, registry.stat().st_mtime

@@ -133,7 +133,7 @@ def serve(tmp_path, trained_model):
     """Starts a server on a free loopback port with version 1 published; yields a factory."""
     started = []
 
-    def start(config=None, feature_repo=None, feedback_log=None):
+    def start(config=None, feature_repo=None, feedback_log=None, verdicts=None):
         config = config or ServingConfig(poll_seconds=0.05, request_log_rotate_rows=50)
         store = MetadataStore(f"sqlite:///{tmp_path / 'metadata.sqlite'}")
         repository = tmp_path / "models"
@@ -146,7 +146,7 @@ def serve(tmp_path, trained_model):
             seed=0,
         )
         service = PredictionService(
-            repository, MODEL, config, request_log, store, feature_repo, feedback_log, token=TOKEN
+            repository, MODEL, config, request_log, store, feature_repo, feedback_log, verdicts=verdicts, token=TOKEN
         )
         server = PredictionServer(("127.0.0.1", 0), service)
         service.start()

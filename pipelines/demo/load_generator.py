@@ -89,7 +89,7 @@ def send(url: str, dataset_name: str, rows: pd.DataFrame, authorization: str, co
         response = connection.getresponse()
         payload = json.loads(response.read())
         if response.status == 200:
-            labelled += len(feedback)
+            labelled += payload.get("logged", payload["accepted"])
         else:
             errors.append(f"feedback: {payload.get('error', response.status)}")
     by_version: dict[str, dict] = {}
@@ -99,7 +99,7 @@ def send(url: str, dataset_name: str, rows: pd.DataFrame, authorization: str, co
         by_version[version] = {"requests": len(scores), "auc": auc(truth, scores)}
     return {
         "requests": len(rows),
-        "labelled": labelled,  # labels the service took
+        "labelled": labelled,  # labels the service took (wrote to its feedback log, when it has one)
         "errors": len(errors),
         "first_error": errors[0] if errors else "",
         "p50_ms": float(np.percentile(latencies, 50)) if latencies else None,

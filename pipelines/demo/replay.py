@@ -332,8 +332,8 @@ def _month(
 
 class FeedbackWeighed:
     """Waits until the service has seen the feedback sent so far: written to its feedback log
-    (and so the requests before it to the request log: the service writes both together) and,
-    while a canary serves, weighed by the canary test after that. The triggers then see the
+    (and so, unless a request-log write failed, the requests before it: the service writes
+    the request log first) and, while a canary serves, weighed by the canary test after that. The triggers then see the
     month whole, and the canary's verdict, if the evidence suffices, comes before them: a
     pause would race the service's checks."""
 

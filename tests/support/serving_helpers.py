@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -51,6 +52,12 @@ def metrics_text(server):
     """The service's Prometheus metrics."""
     with urllib.request.urlopen(server.url + "/metrics") as response:
         return response.read().decode()
+
+
+def canary_checks(metrics: str) -> int:
+    """`ct_canary_checks_total` in a Prometheus text (`metrics_text`, `Metrics.render`)."""
+    [checks] = re.findall(r"^ct_canary_checks_total\{[^}]*\} (\d+)$", metrics, re.MULTILINE)
+    return int(checks)
 
 
 def traffic_with_feedback(server, rows, canary_good: bool):

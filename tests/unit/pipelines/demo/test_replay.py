@@ -3,8 +3,6 @@ it goes on from a month's traffic once the service has seen it."""
 
 from __future__ import annotations
 
-import re
-
 import pyarrow.parquet as pq
 import pytest
 
@@ -15,7 +13,7 @@ from serving.canary.judge import SequentialTest
 from serving.config import ServingConfig
 from serving.request_log import ParquetLog
 from tests.support.homes import hold_home
-from tests.support.serving_helpers import metrics_text, publish, traffic_with_feedback, wait_for
+from tests.support.serving_helpers import canary_checks, metrics_text, publish, traffic_with_feedback, wait_for
 
 
 def test_the_demo_refuses_a_folder_it_did_not_make_and_deletes_nothing(tmp_path, capsys):
@@ -55,32 +53,32 @@ def test_the_demo_does_not_delete_its_home_under_a_run(tmp_path, capsys):
 def test_the_demo_goes_on_once_the_service_wrote_the_feedback_and_looked_at_the_canary_after(
     serve, rows, trained_model, tmp_path
 ):
-    """Against a real service: the demo waits for what the triggers need, not for a fixed pause."""
+    """Against a real service sharing its logs, as `ct serve` runs: the demo waits for what the
+    triggers need, not for a fixed pause."""
     config = ServingConfig(
         poll_seconds=0.05,
         canary_percent=50,
         canary_test=SequentialTest(min_labelled=1000),  # 60 labels decide nothing: the canary stays
-        canary_check_seconds=0.2,
+        canary_check_seconds=1.0,
         request_log_flush_seconds=0.2,
     )
-    server, service, repository, store = serve(config, feedback_log=ParquetLog(tmp_path / "feedback_log", 100, 10**9))
+    server, service, repository, store = serve(
+        config, feedback_log=ParquetLog(tmp_path / "feedback_log", 100, 10**9), verdicts=tmp_path / "canary_verdicts"
+    )
     publish(repository, trained_model, 2, store)
     assert wait_for(lambda: service.registry.routing.canary is not None)
     traffic_with_feedback(server, rows[:60], canary_good=True)
-    port = server.server_address[1]
-    weighed = FeedbackWeighed(Home(tmp_path), port, timeout=10)
+
+    def labels_written() -> int:
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in (tmp_path / "feedback_log").glob("part-*.parquet"))
+
+    assert wait_for(lambda: labels_written() == 60)
+    looks_when_written = canary_checks(metrics_text(server))
+    weighed = FeedbackWeighed(Home(tmp_path), server.server_address[1], timeout=10)
     weighed.sent(60)
     weighed.wait_until_weighed(lambda: service.registry.routing.canary is not None)
-    looks_then = canary_checks(server)
-    files = list((tmp_path / "feedback_log").glob("part-*.parquet"))
-    assert sum(pq.ParquetFile(f).metadata.num_rows for f in files) == 60
-    assert wait_for(lambda: canary_checks(server) > looks_then)  # the canary is still weighed, undecided
-    late = FeedbackWeighed(Home(tmp_path), port, timeout=0.5)
+    assert canary_checks(metrics_text(server)) > looks_when_written  # a look after the write, undecided
+    late = FeedbackWeighed(Home(tmp_path), server.server_address[1], timeout=0.5)
     late.sent(61)  # one label more than the service ever got
     with pytest.raises(RuntimeError, match=r"no 61 labels in .*feedback_log after 0.5 s"):
         late.wait_until_weighed(lambda: True)
-
-
-def canary_checks(server) -> int:
-    [checks] = re.findall(r"^ct_canary_checks_total\{[^}]*\} (\d+)$", metrics_text(server), re.MULTILINE)
-    return int(checks)
