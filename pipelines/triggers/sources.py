@@ -339,14 +339,13 @@ class DistributionShiftTrigger:
                 reasons.append(f"serving traffic skewed from version {version}'s training data: {skewed}")
         if self._previous is not None:
             previous_rows, previous_statistics = self._previous
-
-            def calibrate_drift():
-                started = time.monotonic()
-                noise = drift_noise(previous_rows, window, *resampling, statistics, drift)
-                log.info("drift noise at %d rows calibrated in %.1f s", len(window), time.monotonic() - started)
-                return noise
-
-            drifted = _above_noise(drift(current, previous_statistics), calibrate_drift)
+            drifted = _above_noise(
+                drift(current, previous_statistics),
+                lambda: _timed(
+                    f"drift noise at {len(window)} rows",
+                    lambda: drift_noise(previous_rows, window, *resampling, statistics, drift),
+                ),
+            )
             if drifted:
                 reasons.append(f"recent traffic drifted from the {len(window)} requests before: {drifted}")
         self._previous = (window, current)
@@ -359,10 +358,16 @@ class DistributionShiftTrigger:
     def _skew_noise_of(self, key: tuple, calibrate: Callable[[], NoiseThresholds]) -> NoiseThresholds:
         """Skew's noise thresholds, calibrated once per key: production version, window size, features."""
         if self._skew_noise is None or self._skew_noise[0] != key:
-            started = time.monotonic()
-            self._skew_noise = (key, calibrate())
-            log.info("skew noise of version %s at %d rows calibrated in %.1f s", *key[:2], time.monotonic() - started)
+            self._skew_noise = (key, _timed(f"skew noise of version {key[0]} at {key[1]} rows", calibrate))
         return self._skew_noise[1]
+
+
+def _timed(what: str, calibrate: Callable[[], NoiseThresholds]) -> NoiseThresholds:
+    """Calibrates, and logs how long it took (`what` calibrated in S s)."""
+    started = time.monotonic()
+    noise = calibrate()
+    log.info("%s calibrated in %.1f s", what, time.monotonic() - started)
+    return noise
 
 
 def _above_noise(distances: Sequence, calibrate: Callable[[], NoiseThresholds]) -> str:
