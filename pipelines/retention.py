@@ -31,7 +31,7 @@ from pathlib import Path
 from components.common.errors import ConfigError
 from components.common.home import Home
 from components.common.metadata import PROMOTED, PUSHED_MODEL, MetadataStore
-from components.common.model_repository import published_versions, version_path
+from components.common.model_repository import published_versions, retire, version_path
 from pipelines.home_lock import HomeLock, holding
 from pipelines.recovery import launcher_check, pipeline_root_owners, staging_folders
 
@@ -161,7 +161,9 @@ def collect_garbage(
     removals = [dataclasses.replace(r, size=_size(r.path)) for r in removals]
     if not dry_run:
         for removal in removals:
-            if removal.path.is_dir():
+            if removal.kind == MODEL_VERSION:
+                retire(removal.path)  # its number is never given again: ML Metadata names it
+            elif removal.path.is_dir():
                 shutil.rmtree(removal.path)
             else:
                 removal.path.unlink(missing_ok=True)

@@ -6,6 +6,10 @@ checks before it serves a version: a folder dropped into the repository is not s
 Every writer (push, tests, benchmarks) calls `publish`, which copies the model into a
 staging folder inside the repository, fsyncs every file and folder, then renames it into
 place: a reader (the prediction service) sees the whole version or nothing.
+
+A version number is never given twice: ML Metadata, the serving journal and the logs keep
+naming a version after `retire` removed it (retention), so the repository remembers the
+highest number it retired and `publish` numbers past it.
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
+from components.common.errors import ConfigError
+
 MANIFEST = "ct-model.json"
 STAGING_PREFIX = ".staging-"
+HIGHEST_RETIRED = ".highest-retired-version"  # in a model's folder: the highest version `retire` removed
 
 
 def published_versions(repository: Path, model_name: str) -> list[int]:
@@ -106,9 +113,41 @@ def publish(model_dir: Path, repository: Path, model_name: str, manifest: Mappin
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def retire(version_folder: Path) -> None:
+    """Removes a published version (`<repository>/<model_name>/<version>`) for good; its number
+    is remembered first, so no later publish takes it again."""
+    folder, version = version_folder.parent, int(version_folder.name)
+    if version > _highest_retired(folder):
+        record = folder / f"{HIGHEST_RETIRED}.{uuid.uuid4().hex}"
+        record.write_text(str(version))
+        with open(record, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(record, folder / HIGHEST_RETIRED)
+        _fsync_dir(folder)
+    shutil.rmtree(version_folder)
+
+
+def _highest_retired(folder: Path) -> int:
+    """The highest version `retire` removed from a model's folder (0: none).
+
+    Raises:
+        ConfigError: the record is not a version number.
+    """
+    path = folder / HIGHEST_RETIRED
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return 0
+    if not text.isdigit():
+        raise ConfigError(f"{path}: expected the highest retired version number, found {text[:40]!r}")
+    return int(text)
+
+
 def _next_version(folder: Path) -> int:
-    # Any numbered folder counts, published or not, so a publish never lands on a foreign folder.
-    return max((int(child.name) for child in folder.iterdir() if child.name.isdigit()), default=0) + 1
+    # Any numbered folder counts, published or not, so a publish never lands on a foreign folder;
+    # and no retired number is taken again.
+    numbered = [int(child.name) for child in folder.iterdir() if child.name.isdigit()]
+    return max([*numbered, _highest_retired(folder)]) + 1
 
 
 def _fsync_tree(root: Path) -> None:

@@ -8,6 +8,7 @@ import pytest
 from components.common import metadata
 from components.common.errors import ConfigError, HomeBusyError
 from components.common.home import Home
+from components.common.model_repository import HIGHEST_RETIRED
 from pipelines.cli import main
 from pipelines.retention import MODEL_VERSION, RUN_LOG, RUN_OUTPUTS, STAGING, RetentionSettings, collect_home
 from tests.support.homes import MODEL, hold_home, record_run
@@ -32,7 +33,7 @@ def home(tmp_path, store):
 def test_production_its_predecessors_and_their_runs_are_kept_the_rest_goes(home, store):
     report = collect_home(home, RetentionSettings(keep_models=2, keep_runs=1))
     assert dict(report.kept_versions) == {MODEL: (3, 4, 5)}
-    assert sorted(p.name for p in (home.model_repository / MODEL).iterdir()) == ["3", "4", "5"]
+    assert sorted(p.name for p in (home.model_repository / MODEL).iterdir()) == [HIGHEST_RETIRED, "3", "4", "5"]
     # run-6 (the last; production's), run-3 and run-4 (the predecessors' lineage)
     assert sorted(p.name for p in home.pipeline_root.iterdir()) == ["run-3", "run-4", "run-6"]
     assert sorted(p.name for p in home.logs.iterdir()) == ["run-3.log", "run-4.log", "run-6.log"]
@@ -56,7 +57,11 @@ def test_a_rolled_back_version_goes_and_the_promoted_stable_stays(home, store):
     store.record_canary_decision(MODEL, 5, metadata.ROLLED_BACK, "worse", {})  # production is 4 now
     report = collect_home(home, RetentionSettings(keep_models=0, keep_runs=0))
     assert dict(report.kept_versions) == {MODEL: (1, 4)}
-    assert sorted(p.name for p in (home.model_repository / MODEL).iterdir()) == ["1", "4"]
+    assert sorted(p.name for p in (home.model_repository / MODEL).iterdir()) == [HIGHEST_RETIRED, "1", "4"]
+    # Version 5 is gone from the repository, not from ML Metadata (its rollback, its lineage):
+    # the next push is version 6, never a second version 5.
+    assert record_run(home, store, "run-7", push=True) == 6
+    assert store.production_model(MODEL).properties["version"] == 6
 
 
 def test_nothing_in_production_keeps_every_model(tmp_path, store):

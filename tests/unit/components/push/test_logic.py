@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from components.common.model_repository import MANIFEST, published_versions
+from components.common.errors import ConfigError
+from components.common.model_repository import HIGHEST_RETIRED, MANIFEST, published_versions, retire
 from components.infra_validate.logic import InfraBlessing
 from components.push.logic import push
 from components.validate_model.logic import Check, ModelBlessing
@@ -83,3 +84,26 @@ def test_a_numbered_folder_without_manifest_is_neither_a_version_nor_overwritten
     assert published_versions(repository, "flight-delay") == []
     assert push(model_dir, BLESSED, INFRA_BLESSED, repository, "flight-delay").version == 2
     assert (repository / "flight-delay" / "1" / "notes.txt").read_text() == "not ours"
+
+
+def test_a_retired_version_number_is_never_given_again(model_dir, tmp_path):
+    repository = tmp_path / "models"
+    for _ in range(3):
+        push(model_dir, BLESSED, INFRA_BLESSED, repository, "flight-delay")
+    retire(repository / "flight-delay" / "3")
+    retire(repository / "flight-delay" / "1")  # an older one does not lower the mark
+    assert published_versions(repository, "flight-delay") == [2]
+    assert push(model_dir, BLESSED, INFRA_BLESSED, repository, "flight-delay").version == 4
+    retire(repository / "flight-delay" / "4")
+    retire(repository / "flight-delay" / "2")  # every version gone: still numbered past them
+    assert push(model_dir, BLESSED, INFRA_BLESSED, repository, "flight-delay").version == 5
+
+
+def test_a_damaged_retired_record_is_named_and_nothing_is_published(model_dir, tmp_path):
+    repository = tmp_path / "models"
+    push(model_dir, BLESSED, INFRA_BLESSED, repository, "flight-delay")
+    record = repository / "flight-delay" / HIGHEST_RETIRED
+    record.write_text("three")
+    with pytest.raises(ConfigError, match=f"{record}: expected the highest retired version number, found 'three'"):
+        push(model_dir, BLESSED, INFRA_BLESSED, repository, "flight-delay")
+    assert published_versions(repository, "flight-delay") == [1]
