@@ -9,8 +9,9 @@ A holder that releases the lock empties the file; a taker that finds it not empt
 previous holder died holding it, and recovers what it left (pipelines/recovery.py).
 
 The controller takes the lock before it checks its triggers and keeps it while the run it
-started goes on: the `ct run` it starts inherits the lock's open file (`CT_HOME_LOCK_FD`), which
-is the same lock, not a second one.
+started goes on: the `ct run` it starts (forked from its step host, pipelines/step_host.py) is
+handed the lock's open file (its descriptor passed over a socket, named by `CT_HOME_LOCK_FD`),
+which is the same lock, not a second one.
 
 On NFS, Linux emulates `flock` with whole-file byte-range locks that the server arbitrates, so
 exclusion holds across machines mounting the volume, provided the mount supports locking (NFSv4,
@@ -35,7 +36,7 @@ from typing import Iterator
 
 from components.common.errors import HomeBusyError
 
-# The inherited descriptor of a lock the parent (the controller) holds for this run.
+# The descriptor of a lock the launcher (the controller) holds for this run, handed to the run.
 LOCK_FD_ENV = "CT_HOME_LOCK_FD"
 
 

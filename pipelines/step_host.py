@@ -16,10 +16,16 @@ The host dies with the process that started it (`PR_SET_PDEATHSIG`), and a step'
 its run (its run's end of the connection closing): killing `ct run` leaves nothing behind.
 
 `ct watch` keeps one host for all its runs (started when it starts, about 600 MiB resident
-while it waits; started anew when the code changed) and hands each `ct run` a connection to
-it, so a run it starts forks its steps at once; a `ct run` on its own starts a host of its
-own. What the host fixed at its start stays fixed for the steps it forks: the modules it
-imported, and the environment TensorFlow reads at import (TF_CPP_MIN_LOG_LEVEL, CUDA_VISIBLE_DEVICES).
+while it waits; started anew when the code changed) and forks each `ct run` from it too
+(`StepHost.start_run`: `python -m pipelines.cli run …` as a child of the host, with the
+launcher's output file, home lock, environment and working folder), so a run starts without
+an interpreter's start or imports (about 2 s) and forks its steps at once; a `ct run` on its
+own starts a host of its own. Such a run dies with its launcher (the launcher's end of its
+connection closing), not with the host: a host that dies under it fails the run's next step,
+and the run records why, as a `ct run` started anew would. What the host fixed at its start
+stays fixed for the runs and steps it forks: the modules it imported, `sys.path`, and the
+environment the interpreter and TensorFlow read at start (PYTHONPATH, TF_CPP_MIN_LOG_LEVEL,
+CUDA_VISIBLE_DEVICES).
 
 A step's peak memory (ML Metadata's `peak_memory_mib`) is its resident size, and so counts the
 pages of the host's libraries it touches, shared with the host and the other steps (about
@@ -32,6 +38,7 @@ import contextlib
 import importlib
 import json
 import os
+import runpy
 import select
 import signal
 import socket
@@ -42,11 +49,12 @@ import tempfile
 import threading
 import traceback
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Callable, Iterator
 
 from components.common.errors import ConfigError
 from components.common.process_lifetime import LAUNCHER_PID_ENV, die_with_parent
 from pipelines.config import each_step_run_by
+from pipelines.home_lock import LOCK_FD_ENV
 
 # What the steps import, loaded once by the host: the executor and the data and ML stack.
 PRELOADED = (
@@ -63,17 +71,26 @@ PRELOADED = (
 # (about 2.3 s), which only a dataset with a feature store uses (its materialize step). A
 # run's own host leaves them out, so a run without a feature store does not wait for them.
 FEATURE_STORE = ("feast", "feast.infra.offline_stores.dask", "feast.infra.online_stores.sqlite")
+# Also loaded, first, by a host that runs `ct run` itself (`start_run`): what the command imports,
+# and the pipeline, whose definition kfp builds at import: its resource setters each scan every
+# loaded module (`inspect.stack()`), 1 s in all before TensorFlow and the feature store are
+# loaded, 5 s after. Not `pipelines.cli` itself: the child runs it as `__main__`, as
+# `python -m` does, and a copy already imported would be a second one.
+RUNS = ("pipelines.local_run", "pipelines.continuous_training")
 EXECUTOR_MODULE = "kfp.dsl.executor_main"
 HEADER = struct.Struct("!Q")  # the length of the request that follows
 STREAMS = 2  # a request carries the task's stdout and stderr
-# Set by a launcher for the `ct run` it starts: the descriptor of a connection to its host.
+STEPS, RUN = b"c", b"r"  # what a connection handed to the host is for: a run's steps, or a run to start
+RUN_DESCRIPTORS = 3  # a run to start comes with its connection, its output and the home's lock
+# Set for a `ct run` whose steps a host forks (`start_run`): the descriptor of its connection to it.
 HOST_CONNECTION_ENV = "CT_STEP_HOST_FD"
 STEP_HOST_LOG = "step-host.log"  # a launcher's host's output, in the home's logs
 
 
 class StepHost:
-    """A running host. Its steps come through connections (`connect`): a run's connection is
-    served to its end, then the next one's; one run's steps at a time, in order."""
+    """A running host. Its steps come through connections (`connect`), or with the run it forks
+    (`start_run`): a run's connection is served to its end, then the next one's; one run's
+    steps at a time, in order."""
 
     def __init__(self, log_path: Path, also_import: tuple[str, ...] = ()) -> None:
         """Starts the host; it imports the stack while the caller goes on.
@@ -81,7 +98,7 @@ class StepHost:
         Args:
             log_path: Where the host's own output goes (its imports' messages); steps write
                 where their request says.
-            also_import: Modules to import besides PRELOADED (FEATURE_STORE).
+            also_import: Modules to import before PRELOADED (RUNS, FEATURE_STORE), in order.
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,14 +113,43 @@ class StepHost:
                 preexec_fn=die_with_parent,
             )
         self._handoff = ours
+        self.log_path = log_path
 
     def connect(self) -> socket.socket:
-        """A new connection to the host: for this process (`StepConnection`), or to hand to a
-        child process (an inherited descriptor: no socket path another user could reach)."""
+        """A new connection to the host, for this process's steps (`StepConnection`); a socket
+        pair, so no socket path another user could reach."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with theirs:
-            socket.send_fds(self._handoff, [b"c"], [theirs.fileno()])
+            socket.send_fds(self._handoff, [STEPS], [theirs.fileno()])
         return ours
+
+    def start_run(self, command: list[str], output: IO, lock_fd: int) -> HostedRun:
+        """Starts `command` (`python -m MODULE ARGS…`, as `ct watch` starts `ct run`) in a child
+        forked from the host, and serves its steps; the host serves nothing else until it ends.
+
+        The child gets this process's environment and working folder as they are now, `output`
+        as its stdout and stderr, and `lock_fd` (this process's descriptor of the home's lock)
+        as the lock it holds (LOCK_FD_ENV), as a subprocess handed them would. It dies when this
+        process dies or closes the run (`HostedRun.close`). Unlike a new interpreter's, its
+        `sys.path` and interpreter settings are the host's, and it ends without running `atexit`
+        handlers (a step's `os._exit`).
+
+        Raises:
+            ConfigError: the command is not of that form.
+        """
+        module, arguments = module_arguments(command)
+        request = json.dumps(
+            {"module": module, "arguments": arguments, "environment": dict(os.environ), "cwd": os.getcwd()}
+        ).encode()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with theirs:
+                socket.send_fds(self._handoff, [RUN], [theirs.fileno(), output.fileno(), lock_fd])
+            ours.sendall(HEADER.pack(len(request)) + request)
+        except OSError:
+            ours.close()
+            raise
+        return HostedRun(ours, Path(output.name), self.log_path)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -122,6 +168,39 @@ class StepHost:
 
     def __exit__(self, *_) -> None:
         self.close()
+
+
+class HostedRun:
+    """A command the host forked (`StepHost.start_run`); `poll` is `subprocess.Popen.poll`'s."""
+
+    def __init__(self, connection: socket.socket, output: Path, host_log: Path) -> None:
+        self._socket = connection
+        self._output = output
+        self._host_log = host_log
+        self._code: int | None = None
+
+    def poll(self) -> int | None:
+        """None while the command runs, then its exit code (negative: the signal that killed it),
+        or 1 when the host died (said at the end of the command's output)."""
+        if self._code is None and _readable(self._socket):
+            with self._socket.makefile("r") as replies:
+                reply = replies.readline()
+            self._socket.close()
+            if not reply:
+                with open(self._output, "a") as output:
+                    print(f"the step host died while it ran this; its output is in {self._host_log}", file=output)
+            self._code = int(reply) if reply else 1
+        return self._code
+
+    def close(self) -> None:
+        """Ends the command if it still runs (it dies when this end of its connection closes)."""
+        self._socket.close()
+
+
+def _readable(connection: socket.socket) -> bool:
+    poller = select.poll()
+    poller.register(connection.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class StepConnection:
@@ -217,19 +296,71 @@ def executor_arguments(command: list[str], module_path: Path) -> tuple[str, list
     return command[3], ["--component_module_path", str(module_path), *command[4:]]
 
 
+def module_arguments(command: list[str]) -> tuple[str, list[str]]:
+    """The module and its arguments, from a `python -m MODULE ARGS…` command of this interpreter.
+
+    Raises:
+        ConfigError: the command is not of that form.
+    """
+    if len(command) < 3 or command[0] != sys.executable or command[1] != "-m":
+        raise ConfigError(f"not a `{sys.executable} -m MODULE` command: {command[:3]}")
+    return command[2], command[3:]
+
+
 def _serve(connections: socket.socket, also_import: list[str]) -> None:
     """The host's loop: each connection handed over, served to its end; then the next."""
-    for name in (*PRELOADED, *also_import):
+    for name in (*also_import, *PRELOADED):  # the caller's first: RUNS is quicker before the rest
         importlib.import_module(name)
     while True:
         try:
-            _, descriptors, _, _ = socket.recv_fds(connections, 1, 1)
+            kind, descriptors, _, _ = socket.recv_fds(connections, 1, RUN_DESCRIPTORS)
         except ConnectionResetError:
             return
         if not descriptors:
             return  # the owner closed its socket: no more runs
+        for descriptor in descriptors:
+            os.set_inheritable(descriptor, False)  # received descriptors are; the lock must reach no exec
         with socket.socket(fileno=descriptors[0]) as connection:
-            _serve_steps(connection)
+            if kind == RUN:
+                _serve_run(connection, descriptors[1:], connections)
+            else:
+                _serve_steps(connection)
+
+
+def _serve_run(launcher: socket.socket, descriptors: list[int], connections: socket.socket) -> None:
+    """Forks the command a launcher asked for, serves its steps, then answers its exit code."""
+    output, lock = descriptors
+    try:
+        header = _receive(launcher, HEADER.size)
+        request = json.loads(_receive(launcher, HEADER.unpack(header)[0]))
+    except (EOFError, OSError, ValueError) as error:  # the launcher died mid-request: the host goes on
+        print(f"step host: a run's request broke off: {error}", file=sys.stderr, flush=True)
+        os.close(output)
+        os.close(lock)
+        return
+    steps_there, steps_here = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            _die_when_closed(launcher)  # the launcher exited, was killed or closed the run
+            for kept in (connections, steps_here):
+                kept.close()
+            code = _run_command(request, output, lock, steps_there)
+        finally:
+            os._exit(code)  # never back into the host's loop
+    os.close(output)
+    os.close(lock)  # no step the host forks may hold the home
+    steps_there.close()
+    with steps_here:
+        _serve_steps(steps_here)  # to the command's end, when its end of the connection closes
+    _, status = os.waitpid(child, 0)
+    try:
+        launcher.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+    except OSError:
+        pass  # the launcher went away
 
 
 def _serve_steps(connection: socket.socket) -> None:
@@ -254,7 +385,7 @@ def _serve_steps(connection: socket.socket) -> None:
         if child == 0:
             code = 1
             try:
-                _die_with_run(connection)
+                _die_when_closed(connection)  # its run exited or was killed
                 code = _run_step(request, descriptors)
             finally:
                 os._exit(code)  # never back into the host's loop
@@ -278,10 +409,10 @@ def _receive(connection: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def _die_with_run(connection: socket.socket) -> None:
-    """In the forked child: dies when its run's end of the connection closes (`ct run` exited or
-    was killed; nothing else writes to it while a step runs), as a step started by `ct run` dies
-    with it (components/common/process_lifetime.py)."""
+def _die_when_closed(connection: socket.socket) -> None:
+    """In a forked child: dies when the other end of the connection closes (nothing else is sent
+    on it while the child runs): a step with its run, a run with its launcher, as a process
+    dies with the one that started it (components/common/process_lifetime.py)."""
 
     def watch() -> None:
         poller = select.poll()
@@ -289,7 +420,22 @@ def _die_with_run(connection: socket.socket) -> None:
         poller.poll()
         os.kill(os.getpid(), signal.SIGKILL)
 
-    threading.Thread(target=watch, name="die-with-run", daemon=True).start()
+    threading.Thread(target=watch, name="die-when-closed", daemon=True).start()
+
+
+def _run_command(request: dict, output: int, lock: int, steps: socket.socket) -> int:
+    """In the forked child: `python -m MODULE ARGS…` as the launcher asked, holding the lock it
+    handed over and forking its steps from the host; its exit code."""
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.close(output)
+    environment = {**request["environment"], LOCK_FD_ENV: str(lock), HOST_CONNECTION_ENV: str(steps.detach())}
+
+    def main() -> None:
+        sys.argv = [request["module"], *request["arguments"]]
+        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+
+    return _as_python_would(main, environment, request["cwd"])
 
 
 def _run_step(request: dict, descriptors: list[int]) -> int:
@@ -297,22 +443,22 @@ def _run_step(request: dict, descriptors: list[int]) -> int:
     for target, descriptor in enumerate(descriptors, start=1):
         os.dup2(descriptor, target)
         os.close(descriptor)
+    environment = {**request["environment"], "_KFP_RUNTIME": "true"}
+    # The run is not this process's ancestor (a launcher's host forked it, or this host forks
+    # the run too): the connection says when the run is gone (_die_when_closed), not its pid.
+    environment.pop(LAUNCHER_PID_ENV, None)
+    return _as_python_would(lambda: _execute(request["command"]), environment, request["cwd"])
+
+
+def _as_python_would(main: Callable[[], object], environment: dict[str, str], cwd: str) -> int:
+    """In a forked child: runs `main` in that environment and working folder; its exit code as
+    `python` would give it (SystemExit's; 1 and the traceback on stderr for any other exception)."""
     code = 1
     try:
         os.environ.clear()
-        os.environ.update(request["environment"], _KFP_RUNTIME="true")
-        # The run is not this process's ancestor when a launcher's host forked it: the connection
-        # says when the run is gone (_die_with_run), not the launcher's pid.
-        os.environ.pop(LAUNCHER_PID_ENV, None)
-        os.chdir(request["cwd"])
-        with tempfile.TemporaryDirectory() as folder:
-            module_path = Path(folder) / "ephemeral_component.py"
-            source, arguments = executor_arguments(request["command"], module_path)
-            module_path.write_text(source)
-            sys.argv = [EXECUTOR_MODULE, *arguments]
-            from kfp.dsl import executor_main
-
-            executor_main.executor_main()
+        os.environ.update(environment)
+        os.chdir(cwd)
+        main()
         code = 0
     except SystemExit as exit:
         code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
@@ -325,6 +471,18 @@ def _run_step(request: dict, descriptors: list[int]) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
     return code
+
+
+def _execute(command: list[str]) -> None:
+    """The KFP executor of a lightweight component's command."""
+    with tempfile.TemporaryDirectory() as folder:
+        module_path = Path(folder) / "ephemeral_component.py"
+        source, arguments = executor_arguments(command, module_path)
+        module_path.write_text(source)
+        sys.argv = [EXECUTOR_MODULE, *arguments]
+        from kfp.dsl import executor_main
+
+        executor_main.executor_main()
 
 
 if __name__ == "__main__":

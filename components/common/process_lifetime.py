@@ -1,14 +1,16 @@
 """Processes that die with the process that started them.
 
-A run's work happens in child processes: `ct watch` starts `ct run`, and `ct run` (through
-kfp.local) starts a process per step. Killed with SIGKILL, a parent cannot stop its children,
-and an orphaned step would go on writing the home, or push a model, after the run was closed
-as interrupted and the home's lock released. So `ct run` asks the kernel to kill it when
-the controller dies (`PR_SET_PDEATHSIG`, Linux), and each step watches its `ct run` and kills
-itself when it exits (a pidfd, Linux 5.3+). Elsewhere nothing is done.
+A run's work happens in child processes: `ct run` (through kfp.local) starts a process per
+step. Killed with SIGKILL, a parent cannot stop its children, and an orphaned step would go on
+writing the home, or push a model, after the run was closed as interrupted and the home's lock
+released. So a process asks the kernel to kill it when the one that started it dies
+(`PR_SET_PDEATHSIG`, Linux: the warm runner's step host, a calibration's statistics workers), and
+each step kfp.local starts watches its `ct run` and kills itself when it exits (a pidfd, Linux
+5.3+). Elsewhere nothing is done. (The warm runner's children, forked from its host, watch their
+connection instead: pipelines/step_host.py.)
 
-The kernel watches the *thread* that started the child: the controller starts runs from its
-main thread.
+The kernel watches the *thread* that started the child: start such children from a thread that
+lives as long as the process.
 """
 
 from __future__ import annotations

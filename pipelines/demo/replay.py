@@ -190,14 +190,15 @@ def _replay(home: Home, months: list[str], rows_per_month: int, terminal: TextIO
         tempfile.TemporaryDirectory() as scratch,
         LoadGenerator(url, home.serving_token) as clients,
     ):
-        # The service imports while the feature store is registered (it opens the store when it appears).
-        server = launch_serving(home.root, port, SERVE_OPTIONS, output=serve_log)
-        controller = None
+        # The controller's step host imports first (January's run waits for it), the service while
+        # the feature store is registered (it opens the store when it appears).
+        controller = build_controller(config)
+        server = None
         try:
+            controller.launcher.prepare()
+            server = launch_serving(home.root, port, SERVE_OPTIONS, output=serve_log)
             write_sources(config.data_root / FEATURES_FOLDER)
             apply_features(home.feature_repo, config.data_root / FEATURES_FOLDER)
-            controller = build_controller(config)
-            controller.launcher.prepare()
             store = MetadataStore(home.metadata_connection)
             request_manual_run(home.triggers, "first model: nothing in production yet")
             wait_for_serving(server, port)
@@ -229,10 +230,10 @@ def _replay(home: Home, months: list[str], rows_per_month: int, terminal: TextIO
                     print(f"{'':<8} {rows[-1].run_id}: {rows[-1].failure}", file=terminal)
         finally:
             status("")
-            if controller is not None:
-                controller.close()
-            server.terminate()
-            server.wait()
+            controller.close()
+            if server is not None:
+                server.terminate()
+                server.wait()
     report = write_report(home, rows, store, dataset)
     print(
         f"\nreport: {report}\nruns: ct runs --home {home.root}    lineage: ct lineage --home {home.root}\n"

@@ -12,25 +12,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from components.common.datasets import load_dataset
-from components.common.errors import DataError, HomeBusyError, NotFoundError
+from components.common.errors import CtError, DataError, HomeBusyError, NotFoundError
 from components.common.home import Home
 from components.common.metadata import FAILED, MetadataStore
-from components.common.process_lifetime import die_with_parent
 from components.common.version import code_version_on_disk
 from components.ingest.logic import fingerprint, latest_spans
-from pipelines.home_lock import LOCK_FD_ENV, HomeLock
+from pipelines.home_lock import HomeLock
 from pipelines.local_run import new_run_id
 from pipelines.recovery import recover_home
 from pipelines.retention import collect_garbage
-from pipelines.step_host import FEATURE_STORE, HOST_CONNECTION_ENV, STEP_HOST_LOG, StepHost
+from pipelines.step_host import FEATURE_STORE, RUNS, STEP_HOST_LOG, HostedRun, StepHost
 from pipelines.triggers.config import TriggerConfig
 from pipelines.triggers.sources import (
     DistributionShiftTrigger,
@@ -60,7 +57,8 @@ class Launcher(Protocol):
 
 
 class LocalLauncher:
-    """Starts `ct run` in a child process, so a run's output and crashes stay out of the controller.
+    """Runs `ct run` in a child process forked from the launcher's warm step host (which imported
+    the stack and the pipeline once), so a run's output and crashes stay out of the controller.
 
     The child is handed the home's lock the controller holds (the same lock: its open file), and
     dies with the controller: a killed controller leaves no run going on unseen.
@@ -71,7 +69,7 @@ class LocalLauncher:
         self.data_root = data_root
         self.parameters = parameters
         self.lock = lock or HomeLock(home.lock_file, "ct watch")
-        self._process: subprocess.Popen | None = None
+        self._run: HostedRun | None = None
         self._host: StepHost | None = None
         self._host_version = ""
 
@@ -103,15 +101,13 @@ class LocalLauncher:
         self._warm_host()
 
     def start(self, run_id: str, trigger: str, reason: str) -> None:
-        """Starts the run, handing it a connection to the launcher's warm step host (started by
-        `prepare` or at the first run, kept for the next); what `ct run` prints (its summary, or why it could not
-        start) goes to the end of the run's log, after the steps' output."""
+        """Starts the run in the launcher's warm step host (started by `prepare` or at the first
+        run, kept for the next); what `ct run` prints (its summary, or why it could not start)
+        goes to the end of the run's log, after the steps' output."""
         log = self.home.logs / f"{run_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "a") as output, self._warm_host().connect() as connection:
-            self._process = start_holding_home(
-                self.command(run_id, trigger, reason), self.lock, output, {HOST_CONNECTION_ENV: connection.fileno()}
-            )
+        with open(log, "a") as output:
+            self._run = self._warm_host().start_run(self.command(run_id, trigger, reason), output, self.lock.fileno())
 
     def _warm_host(self) -> StepHost:
         """The host of the last run, or a new one when it died or the code changed since it
@@ -121,38 +117,20 @@ class LocalLauncher:
             self._host.close()
             self._host = None
         if self._host is None:
-            self._host = StepHost(self.home.logs / STEP_HOST_LOG, also_import=FEATURE_STORE)  # serves many runs
+            self._host = StepHost(self.home.logs / STEP_HOST_LOG, also_import=(*RUNS, *FEATURE_STORE))
             self._host_version = version
         return self._host
 
     def finished(self) -> int | None:
-        return None if self._process is None else self._process.poll()
+        return None if self._run is None else self._run.poll()
 
     def close(self) -> None:
+        """Ends a run still going, and stops the host."""
+        if self._run is not None:
+            self._run.close()
         if self._host is not None:
             self._host.close()
             self._host = None
-
-
-def start_holding_home(
-    command: list[str], lock: HomeLock, output: IO | None = None, passed_fds: Mapping[str, int] | None = None
-) -> subprocess.Popen:
-    """Starts a child that inherits the home's lock (held by this process) and dies with this process.
-
-    Args:
-        output: Where the child's stdout and stderr go (default: nowhere).
-        passed_fds: More descriptors the child inherits, each named to it by an environment variable.
-    """
-    fd = lock.fileno()
-    passed_fds = dict(passed_fds or {})
-    return subprocess.Popen(
-        command,
-        stdout=output or subprocess.DEVNULL,
-        stderr=output or subprocess.DEVNULL,
-        pass_fds=(fd, *passed_fds.values()),
-        env={**os.environ, LOCK_FD_ENV: str(fd), **{name: str(value) for name, value in passed_fds.items()}},
-        preexec_fn=die_with_parent,
-    )
 
 
 class KfpLauncher:
@@ -341,7 +319,7 @@ class Controller:
         """Retention after a successful run, still holding the home; a failure is logged, never fatal."""
         try:
             report = collect_garbage(self.home, self.store, self.config.retention)
-        except OSError as error:
+        except (OSError, CtError) as error:  # a file it could not remove; a damaged repository record
             log.warning("retention failed: %s", error)
             return
         if report.removals:

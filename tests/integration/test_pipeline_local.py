@@ -9,6 +9,7 @@ the third arrives corrupted and is stopped by data validation, leaving productio
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -226,6 +227,9 @@ def test_controller_retrains_on_new_data_and_not_twice_on_the_same_data(tmp_path
         time.sleep(0.5)
         controller.tick()
     assert controller.events[-1].reason == "exit code 0"
+    log = (Home(config.home).logs / f"{run_id}.log").read_text()
+    # nothing before kfp's first line
+    assert re.match(r"\d\d:\d\d:\d\d\.\d{3} - INFO - Running pipeline", log), log[:500]
     run = MetadataStore(Home(config.home).metadata_connection).run(run_id)
     assert run.decision == metadata.PUSHED
     assert (run.properties["trigger"], run.properties["reason"]) == ("new data", "new data: new complete span 2013-01")

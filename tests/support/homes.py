@@ -90,3 +90,11 @@ def gone(pid: int, seconds: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def appeared(path: Path, seconds: float = 60.0) -> bool:
+    """Whether a file exists within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return path.exists()

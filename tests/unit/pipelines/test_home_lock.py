@@ -6,13 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from components.common.errors import HomeBusyError
 from pipelines.home_lock import HomeLock, holding, read_holder
-from tests.support.homes import gone, hold_home
+from tests.support.homes import appeared, gone, hold_home
 
 
 def test_a_second_taker_is_refused_at_once_naming_the_holder(tmp_path):
@@ -41,46 +40,32 @@ def test_a_killed_holder_frees_the_home_and_its_record_tells_the_next_taker(tmp_
         assert previous is None  # released cleanly: nothing to recover
 
 
-def test_a_child_handed_the_lock_holds_the_same_lock_and_dies_with_its_parent(tmp_path):
-    """The controller's `ct run`: it takes the lock it inherits; a killed controller takes its run with it."""
-    parent_script = f"""
+def test_a_run_forked_from_the_host_holds_the_lock_it_was_handed_and_dies_with_the_controller(tmp_path):
+    """The controller's `ct run`, forked from its step host: it takes the lock the controller hands
+    it; a killed controller takes its host and run with it, and the next taker is told of the run."""
+    lock_file = tmp_path / ".ct.lock"
+    controller_script = f"""
 import sys, time
 from pathlib import Path
 from pipelines.home_lock import HomeLock
-from pipelines.triggers.controller import start_holding_home
-lock = HomeLock(Path({str(tmp_path / ".ct.lock")!r}), "ct watch")
+from pipelines.step_host import StepHost
+lock = HomeLock(Path({str(lock_file)!r}), "ct watch")
 lock.acquire()
 lock.record("run-child")
-child = start_holding_home([sys.executable, "-c", {CHILD_SCRIPT!r}, {str(tmp_path / ".ct.lock")!r}], lock)
-print(child.pid, flush=True)
+host = StepHost(Path({str(tmp_path / "host.log")!r}))
+with open({str(tmp_path / "run.log")!r}, "a") as output:
+    run = host.start_run([sys.executable, "-m", "tests.support.home_holder", {str(lock_file)!r}], output, lock.fileno())
 time.sleep(120)
 """
-    parent = subprocess.Popen([sys.executable, "-c", parent_script], stdout=subprocess.PIPE, text=True)
-    child_pid = int(parent.stdout.readline())
-    assert _wait_for(tmp_path / "child-holds"), "the child could not take the lock its parent handed it"
+    controller = subprocess.Popen([sys.executable, "-c", controller_script])
+    assert appeared(tmp_path / "child-holds"), "the run could not take the lock it was handed"
+    run_pid = int((tmp_path / "child-holds").read_text())
     with pytest.raises(HomeBusyError, match="for run run-child"):
-        HomeLock(tmp_path / ".ct.lock", "ct run").acquire("run-other")
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
-    assert gone(child_pid), "the child outlived the controller that started it"
-    assert HomeLock(tmp_path / ".ct.lock", "ct run").acquire("run-next").run_id == "run-child"
-
-
-CHILD_SCRIPT = """
-import sys, time
-from pathlib import Path
-from pipelines.home_lock import HomeLock
-HomeLock(Path(sys.argv[1]), "ct run").acquire("run-child")
-Path(sys.argv[1]).with_name("child-holds").write_text("yes")
-time.sleep(120)
-"""
-
-
-def _wait_for(path, seconds=20.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not path.exists():
-        time.sleep(0.05)
-    return path.exists()
+        HomeLock(lock_file, "ct run").acquire("run-other")
+    controller.send_signal(signal.SIGKILL)
+    controller.wait()
+    assert gone(run_pid), "the run outlived the controller that started it"
+    assert HomeLock(lock_file, "ct run").acquire("run-next").run_id == "run-child"
 
 
 def test_a_descriptor_that_is_not_the_homes_lock_is_not_taken_as_handed_over(tmp_path, monkeypatch):

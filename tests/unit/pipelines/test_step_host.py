@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import socket
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,7 @@ from pipelines.step_host import (
     run_connection,
     steps_in_host,
 )
+from tests.support.homes import appeared, gone
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
@@ -155,3 +158,91 @@ def test_a_run_that_dies_in_the_middle_of_a_request_leaves_the_host_serving_the_
         with output_to(tmp_path / "steps.log"):
             task = describe_process()
     assert json.loads(Path(task.outputs["out"].path).read_text())["ppid"] == host.process.pid
+
+
+def _finished(run, seconds=60.0):
+    deadline = time.monotonic() + seconds
+    while (code := run.poll()) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return code
+
+
+def _probe(tmp_path, exit, *go_file):
+    return [sys.executable, "-m", "tests.support.hosted_probe", str(tmp_path / "facts.json"), exit, *map(str, go_file)]
+
+
+def _open_inodes(pid):
+    return {os.stat(f"/proc/{pid}/fd/{name}").st_ino for name in os.listdir(f"/proc/{pid}/fd")}
+
+
+def test_a_command_started_in_the_host_is_forked_from_it_as_a_subprocess_handed_the_lock_would_run(
+    host, tmp_path, monkeypatch
+):
+    """As `ct watch` starts `ct run`: the caller's environment, working folder and output, the
+    home's lock handed over and held by the command alone (no step, not the host), its steps
+    forked from the host too, its exit status back."""
+    monkeypatch.setenv("CT_TEST_MARKER", "set after the host started")
+    monkeypatch.syspath_prepend(os.getcwd())  # the probe's module, for the host started elsewhere
+    (tmp_path / ".ct.lock").touch()
+    lock_inode = os.stat(tmp_path / ".ct.lock").st_ino
+    work = tmp_path / "work"
+    work.mkdir()
+    with open(tmp_path / ".ct.lock") as lock, open(tmp_path / "run.log", "a") as output:
+        monkeypatch.chdir(work)
+        run = host.start_run(_probe(tmp_path, "3"), output, lock.fileno())
+    assert _finished(run) == 3 and run.poll() == 3
+    facts = json.loads((tmp_path / "facts.json").read_text())
+    assert facts["ppid"] == host.process.pid and facts["tensorflow_preloaded"]
+    assert facts["argv"] == [str(tmp_path / "facts.json"), "3"] and facts["marker"] == "set after the host started"
+    assert facts["cwd"] == str(work) and facts["connection_handed"]
+    assert facts["lock_inode"] == lock_inode
+    assert facts["step"]["ppid"] == host.process.pid  # the host forks the command's steps, not the command
+    assert lock_inode not in facts["step"]["open_inodes"]  # a step never holds the home
+    assert lock_inode not in _open_inodes(host.process.pid)
+    log = (tmp_path / "run.log").read_text()
+    assert "a line on stdout" in log and "a line on stderr" in log
+
+
+def test_a_command_that_raises_fails_with_its_traceback_and_the_host_goes_on(host, tmp_path):
+    (tmp_path / ".ct.lock").touch()
+    with open(tmp_path / ".ct.lock") as lock, open(tmp_path / "run.log", "a") as output:
+        assert _finished(host.start_run(_probe(tmp_path, "raise"), output, lock.fileno())) == 1
+        assert "ValueError: the probe was asked to fail" in (tmp_path / "run.log").read_text()
+        assert _finished(host.start_run(_probe(tmp_path, "0"), output, lock.fileno())) == 0
+
+
+def test_a_command_that_is_not_python_m_is_refused(host, tmp_path):
+    with open(tmp_path / "run.log", "a") as output, pytest.raises(ConfigError, match="not a .* -m MODULE. command"):
+        host.start_run(["ct", "run"], output, output.fileno())
+
+
+def test_a_command_dies_when_its_launcher_closes_it(host, tmp_path):
+    (tmp_path / ".ct.lock").touch()
+    with open(tmp_path / ".ct.lock") as lock, open(tmp_path / "run.log", "a") as output:
+        holder = [sys.executable, "-m", "tests.support.home_holder", str(tmp_path / ".ct.lock")]
+        run = host.start_run(holder, output, lock.fileno())
+    assert appeared(tmp_path / "child-holds"), "the command did not start"
+    assert run.poll() is None
+    run.close()
+    assert gone(int((tmp_path / "child-holds").read_text()))
+
+
+def test_a_command_whose_host_dies_fails_its_next_step_saying_so(tmp_path):
+    """As a `ct run` started anew whose host died: the run goes on to fail its next step, and
+    records why; its end names the host's log."""
+    (tmp_path / ".ct.lock").touch()
+    with (
+        StepHost(tmp_path / "host.log") as doomed,
+        open(tmp_path / ".ct.lock") as lock,
+        open(tmp_path / "run.log", "a") as output,
+    ):
+        run = doomed.start_run(_probe(tmp_path, "0", tmp_path / "go"), output, lock.fileno())
+        assert appeared(tmp_path / "facts.started"), "the command did not start"
+        os.kill(doomed.process.pid, signal.SIGKILL)
+        doomed.process.wait()
+        assert run.poll() is None  # the command outlives its host
+        (tmp_path / "go").touch()
+        assert _finished(run) == 1
+    log = (tmp_path / "run.log").read_text()
+    assert "ConfigError: the step host died or closed the connection" in log  # its step
+    assert f"the step host died while it ran this; its output is in {tmp_path / 'host.log'}" in log  # the end

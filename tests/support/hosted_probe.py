@@ -1,0 +1,67 @@
+"""`python -m tests.support.hosted_probe FACTS_FILE EXIT [GO_FILE]`: what a command the step host
+forked sees (its parent, environment, working folder, arguments, the lock and connection handed
+to it; the parent and open files of a step it runs through kfp.local), written to FACTS_FILE
+(`FACTS_FILE.started` first, then, when given, it waits for GO_FILE before its step); then it
+exits with EXIT, or raises when EXIT is `raise`. (No `from __future__ import annotations`: kfp
+reads the component's annotations as types.)"""
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from kfp import dsl, local
+from kfp.dsl import Artifact, Output
+
+from pipelines.home_lock import LOCK_FD_ENV
+from pipelines.step_host import HOST_CONNECTION_ENV, run_connection, steps_in_host
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def describe_step(out: Output[Artifact]):
+    import json
+    import os
+
+    inodes = []
+    for descriptor in os.listdir("/proc/self/fd"):
+        try:
+            inodes.append(os.stat(f"/proc/self/fd/{descriptor}").st_ino)
+        except OSError:
+            pass  # the listing's own descriptor, closed by now
+    with open(out.path, "w") as file:
+        json.dump({"ppid": os.getppid(), "open_inodes": inodes}, file)
+
+
+def main(facts_file: Path, exit: str, go_file: Path | None) -> None:
+    lock = os.environ.get(LOCK_FD_ENV, "")
+    facts = {
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "argv": sys.argv[1:],
+        "marker": os.environ.get("CT_TEST_MARKER"),
+        "cwd": os.getcwd(),
+        "lock_inode": os.fstat(int(lock)).st_ino if lock.isdigit() else None,
+        "tensorflow_preloaded": "tensorflow" in sys.modules,
+        "connection_handed": HOST_CONNECTION_ENV in os.environ,
+    }
+    print("a line on stdout")
+    print("a line on stderr", file=sys.stderr)
+    facts_file.with_suffix(".started").write_text(str(os.getpid()))
+    while go_file is not None and not go_file.exists():
+        time.sleep(0.05)
+    with tempfile.TemporaryDirectory() as root:
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root)
+        with run_connection(Path(root) / "own-host.log", Path(root) / "host.log") as connection:
+            with steps_in_host(connection):
+                task = describe_step()
+        facts["step"] = json.loads(Path(task.outputs["out"].path).read_text())
+    facts_file.write_text(json.dumps(facts))
+    if exit == "raise":
+        raise ValueError("the probe was asked to fail")
+    sys.exit(int(exit))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]) if len(sys.argv) > 3 else None)
