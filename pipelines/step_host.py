@@ -35,6 +35,7 @@ pages of the host's libraries it touches, shared with the host and the other ste
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import os
@@ -339,28 +340,19 @@ def _serve_run(launcher: socket.socket, descriptors: list[int], connections: soc
         os.close(lock)
         return
     steps_there, steps_here = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    child = os.fork()
-    if child == 0:
-        code = 1
-        try:
-            _die_when_closed(launcher)  # the launcher exited, was killed or closed the run
-            for kept in (connections, steps_here):
-                kept.close()
-            code = _run_command(request, output, lock, steps_there)
-        finally:
-            os._exit(code)  # never back into the host's loop
+
+    def run() -> int:
+        connections.close()
+        steps_here.close()
+        return _run_command(request, output, lock, steps_there)
+
+    child = _forked(launcher, run)  # dies when the launcher exits, is killed or closes the run
     os.close(output)
     os.close(lock)  # no step the host forks may hold the home
     steps_there.close()
     with steps_here:
         _serve_steps(steps_here)  # to the command's end, when its end of the connection closes
-    _, status = os.waitpid(child, 0)
-    try:
-        launcher.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
-    except OSError:
-        pass  # the launcher went away
+    _answer_exit(launcher, child)
 
 
 def _serve_steps(connection: socket.socket) -> None:
@@ -379,23 +371,37 @@ def _serve_steps(connection: socket.socket) -> None:
             for descriptor in descriptors:
                 os.close(descriptor)
             return
-        sys.stdout.flush()
-        sys.stderr.flush()
-        child = os.fork()
-        if child == 0:
-            code = 1
-            try:
-                _die_when_closed(connection)  # its run exited or was killed
-                code = _run_step(request, descriptors)
-            finally:
-                os._exit(code)  # never back into the host's loop
+        child = _forked(connection, functools.partial(_run_step, request, descriptors))  # dies with its run
         for descriptor in descriptors:
             os.close(descriptor)
-        _, status = os.waitpid(child, 0)
-        try:
-            connection.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
-        except OSError:
+        if not _answer_exit(connection, child):
             return  # the run went away while its step ran
+
+
+def _forked(watched: socket.socket, work: Callable[[], int]) -> int:
+    """Forks a child that exits with what `work` returns, or dies when the other end of
+    `watched` closes; its pid."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            _die_when_closed(watched)
+            code = work()
+        finally:
+            os._exit(code)  # never back into the host's loop
+    return child
+
+
+def _answer_exit(connection: socket.socket, child: int) -> bool:
+    """Waits for the child and sends its exit status; False when the other end went away."""
+    _, status = os.waitpid(child, 0)
+    try:
+        connection.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+    except OSError:
+        return False
+    return True
 
 
 def _receive(connection: socket.socket, size: int) -> bytes:
