@@ -118,11 +118,14 @@ def retire(version_folder: Path) -> None:
     is remembered first, so no later publish takes it again."""
     folder, version = version_folder.parent, int(version_folder.name)
     if version > _highest_retired(folder):
-        record = folder / f"{HIGHEST_RETIRED}.{uuid.uuid4().hex}"
-        record.write_text(str(version))
-        with open(record, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(record, folder / HIGHEST_RETIRED)
+        # Written whole in a staging folder first: a crash leaves a staging leftover (which
+        # recovery and retention remove), never a half-written record.
+        staging = folder / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+        staging.mkdir()
+        (staging / HIGHEST_RETIRED).write_text(str(version))
+        _fsync_tree(staging)
+        os.replace(staging / HIGHEST_RETIRED, folder / HIGHEST_RETIRED)
+        staging.rmdir()
         _fsync_dir(folder)
     shutil.rmtree(version_folder)
 
