@@ -99,7 +99,7 @@ class HomeLock:
         if self._fd is not None:
             return None
         fd = self._inherited_fd()
-        if fd is not None:  # the parent took the lock for this run: it stays the recorded holder
+        if fd is not None:  # the launcher took the lock for this run: it stays the recorded holder
             self._fd, self._inherited = fd, True
             return None
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -135,7 +135,7 @@ class HomeLock:
             os.fsync(fd)
 
     def release(self) -> None:
-        """Empties the record and releases the lock (an inherited lock is only closed: the parent holds it)."""
+        """Empties the record and releases the lock (a handed lock is only closed: the launcher holds it)."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
@@ -149,7 +149,7 @@ class HomeLock:
             self._inherited = False
 
     def _inherited_fd(self) -> int | None:
-        """The descriptor a parent handed over, if it is this home's lock file and its lock is ours."""
+        """The descriptor the launcher handed over, if it is this home's lock file and its lock is ours."""
         given = os.environ.pop(LOCK_FD_ENV, "")
         if not given.isdigit():
             return None

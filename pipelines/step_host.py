@@ -194,8 +194,11 @@ class HostedRun:
         return self._code
 
     def close(self) -> None:
-        """Ends the command if it still runs (it dies when this end of its connection closes)."""
-        self._socket.close()
+        """Ends the command if it still runs (it dies when this end of its connection closes);
+        `poll` then says it was killed."""
+        if self._code is None:
+            self._socket.close()
+            self._code = -signal.SIGKILL
 
 
 def _readable(connection: socket.socket) -> bool:
@@ -210,7 +213,8 @@ class StepConnection:
     def __init__(self, connection: socket.socket, host_log: Path) -> None:
         """
         Args:
-            connection: This end of a connection the host was handed (`StepHost.connect`).
+            connection: This end of a connection to the host (`StepHost.connect`, or the one
+                `StepHost.start_run` set up for the run it forked).
             host_log: Where the host's own output goes, named when the host fails.
         """
         self._socket = connection
@@ -252,13 +256,12 @@ class StepConnection:
 
 @contextlib.contextmanager
 def run_connection(log_path: Path, handed_host_log: Path) -> Iterator[StepConnection]:
-    """This run's connection: to the host its launcher handed down (HOST_CONNECTION_ENV, an
-    inherited descriptor: `ct watch` keeps one host for all its runs, its output in
-    `handed_host_log`), or to a host of its own, started now (its output to `log_path`) and
+    """This run's connection: the one the host that forked this run set up (HOST_CONNECTION_ENV,
+    `StepHost.start_run`: `ct watch` keeps one host for all its runs, its output in
+    `handed_host_log`), or one to a host of its own, started now (its output to `log_path`) and
     stopped when the run ends."""
     handed = os.environ.pop(HOST_CONNECTION_ENV, "")
     if handed.isdigit():
-        os.set_inheritable(int(handed), False)  # nothing this run starts may hold the host
         with StepConnection(socket.socket(fileno=int(handed)), handed_host_log) as connection:
             yield connection
         return
@@ -325,7 +328,7 @@ def _serve(connections: socket.socket, also_import: list[str]) -> None:
             if kind == RUN:
                 _serve_run(connection, descriptors[1:], connections)
             else:
-                _serve_steps(connection)
+                _serve_steps(connection, (connections,))
 
 
 def _serve_run(launcher: socket.socket, descriptors: list[int], connections: socket.socket) -> None:
@@ -340,23 +343,22 @@ def _serve_run(launcher: socket.socket, descriptors: list[int], connections: soc
         os.close(lock)
         return
     steps_there, steps_here = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-
-    def run() -> int:
-        connections.close()
-        steps_here.close()
-        return _run_command(request, output, lock, steps_there)
-
-    child = _forked(launcher, run)  # dies when the launcher exits, is killed or closes the run
+    run = functools.partial(_run_command, request, output, lock, steps_there)
+    # It dies when the launcher exits, is killed or closes the run.
+    child = _forked(launcher, run, (connections, steps_here))
     os.close(output)
     os.close(lock)  # no step the host forks may hold the home
     steps_there.close()
     with steps_here:
-        _serve_steps(steps_here)  # to the command's end, when its end of the connection closes
+        # To the command's end, when its end of the connection closes; its steps keep none of the
+        # host's sockets, so the launcher sees the host's end close when the host dies.
+        _serve_steps(steps_here, (connections, launcher))
     _answer_exit(launcher, child)
 
 
-def _serve_steps(connection: socket.socket) -> None:
-    """One connection's requests, one at a time: one forked child each, its exit code answered."""
+def _serve_steps(connection: socket.socket, host_sockets: tuple[socket.socket, ...]) -> None:
+    """One connection's requests, one at a time: one forked child each (which closes the host's
+    other sockets, `host_sockets`), its exit code answered."""
     while True:
         try:
             header, descriptors, _, _ = socket.recv_fds(connection, HEADER.size, STREAMS)
@@ -371,22 +373,25 @@ def _serve_steps(connection: socket.socket) -> None:
             for descriptor in descriptors:
                 os.close(descriptor)
             return
-        child = _forked(connection, functools.partial(_run_step, request, descriptors))  # dies with its run
+        step = functools.partial(_run_step, request, descriptors)
+        child = _forked(connection, step, host_sockets)  # dies with its run
         for descriptor in descriptors:
             os.close(descriptor)
         if not _answer_exit(connection, child):
             return  # the run went away while its step ran
 
 
-def _forked(watched: socket.socket, work: Callable[[], int]) -> int:
-    """Forks a child that exits with what `work` returns, or dies when the other end of
-    `watched` closes; its pid."""
+def _forked(watched: socket.socket, work: Callable[[], int], host_sockets: tuple[socket.socket, ...]) -> int:
+    """Forks a child that closes the host's `host_sockets`, then exits with what `work` returns,
+    or dies when the other end of `watched` closes; its pid."""
     sys.stdout.flush()
     sys.stderr.flush()
     child = os.fork()
     if child == 0:
         code = 1
         try:
+            for host_socket in host_sockets:
+                host_socket.close()
             _die_when_closed(watched)
             code = work()
         finally:
@@ -420,9 +425,12 @@ def _die_when_closed(connection: socket.socket) -> None:
     on it while the child runs): a step with its run, a run with its launcher, as a process
     dies with the one that started it (components/common/process_lifetime.py)."""
 
+    poller = select.poll()
+    poller.register(connection.fileno(), select.POLLRDHUP)  # and POLLHUP, always reported
+    if poller.poll(0):
+        os.kill(os.getpid(), signal.SIGKILL)  # gone already: before the child does anything
+
     def watch() -> None:
-        poller = select.poll()
-        poller.register(connection.fileno(), select.POLLRDHUP)  # and POLLHUP, always reported
         poller.poll()
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -450,8 +458,8 @@ def _run_step(request: dict, descriptors: list[int]) -> int:
         os.dup2(descriptor, target)
         os.close(descriptor)
     environment = {**request["environment"], "_KFP_RUNTIME": "true"}
-    # The run is not this process's ancestor (a launcher's host forked it, or this host forks
-    # the run too): the connection says when the run is gone (_die_when_closed), not its pid.
+    # A run the host forked (`start_run`) is the step's sibling, not its ancestor: for every run
+    # alike, the connection says when the run is gone (_die_when_closed), not its pid.
     environment.pop(LAUNCHER_PID_ENV, None)
     return _as_python_would(lambda: _execute(request["command"]), environment, request["cwd"])
 

@@ -141,7 +141,7 @@ def _highest_retired(folder: Path) -> int:
         text = path.read_text().strip()
     except FileNotFoundError:
         return 0
-    if not text.isdigit():
+    if not text.isdecimal():
         raise ConfigError(f"{path}: expected the highest retired version number, found {text[:40]!r}")
     return int(text)
 

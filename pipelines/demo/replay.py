@@ -190,8 +190,8 @@ def _replay(home: Home, months: list[str], rows_per_month: int, terminal: TextIO
         tempfile.TemporaryDirectory() as scratch,
         LoadGenerator(url, home.serving_token) as clients,
     ):
-        # The controller's step host imports first (January's run waits for it), the service while
-        # the feature store is registered (it opens the store when it appears).
+        # The controller's step host is started first (January's run waits for its imports), then the
+        # service, which imports while the feature store is registered (it opens the store when it appears).
         controller = build_controller(config)
         server = None
         try:

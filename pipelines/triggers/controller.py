@@ -53,7 +53,7 @@ class Launcher(Protocol):
         """None while the run goes on, then its exit code."""
 
     def close(self) -> None:
-        """Stops what the launcher keeps between runs."""
+        """Stops what the launcher keeps between runs (a local run still going ends with it)."""
 
 
 class LocalLauncher:
@@ -335,8 +335,8 @@ class Controller:
         log.info("not running yet: %s", reason)
 
     def close(self) -> None:
-        """Stops what the controller keeps between runs: the launcher's step host, the
-        distribution-shift trigger's statistics workers."""
+        """Stops what the controller keeps between runs: the launcher's step host (a local run
+        still going ends with it), the distribution-shift trigger's statistics workers."""
         self.launcher.close()
         for trigger in self.triggers:
             if isinstance(trigger, DistributionShiftTrigger):

@@ -2,8 +2,9 @@
 forked sees (its parent, environment, working folder, arguments, the lock and connection handed
 to it; the parent and open files of a step it runs through kfp.local), written to FACTS_FILE
 (`FACTS_FILE.started` first, then, when given, it waits for GO_FILE before its step); then it
-exits with EXIT, or raises when EXIT is `raise`. (No `from __future__ import annotations`: kfp
-reads the component's annotations as types.)"""
+exits with EXIT, or raises when EXIT is `raise`. With EXIT `hold`, its step writes its pid to
+`FACTS_FILE.step` and sleeps instead. (No `from __future__ import annotations`: kfp reads the
+component's annotations as types.)"""
 
 import json
 import os
@@ -24,14 +25,26 @@ def describe_step(out: Output[Artifact]):
     import json
     import os
 
-    inodes = []
+    files = []
     for descriptor in os.listdir("/proc/self/fd"):
         try:
-            inodes.append(os.stat(f"/proc/self/fd/{descriptor}").st_ino)
+            found = os.stat(f"/proc/self/fd/{descriptor}")
         except OSError:
-            pass  # the listing's own descriptor, closed by now
+            continue  # the listing's own descriptor, closed by now
+        files.append([found.st_dev, found.st_ino])
     with open(out.path, "w") as file:
-        json.dump({"ppid": os.getppid(), "open_inodes": inodes}, file)
+        json.dump({"ppid": os.getppid(), "open_files": files}, file)
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def hold_step(pid_file: str):
+    import os
+    import time
+
+    with open(pid_file + ".writing", "w") as file:
+        file.write(str(os.getpid()))
+    os.replace(pid_file + ".writing", pid_file)
+    time.sleep(120)
 
 
 def main(facts_file: Path, exit: str, go_file: Path | None) -> None:
@@ -42,7 +55,7 @@ def main(facts_file: Path, exit: str, go_file: Path | None) -> None:
         "argv": sys.argv[1:],
         "marker": os.environ.get("CT_TEST_MARKER"),
         "cwd": os.getcwd(),
-        "lock_inode": os.fstat(int(lock)).st_ino if lock.isdigit() else None,
+        "lock_file": [os.fstat(int(lock)).st_dev, os.fstat(int(lock)).st_ino] if lock.isdigit() else None,
         "tensorflow_preloaded": "tensorflow" in sys.modules,
         "connection_handed": HOST_CONNECTION_ENV in os.environ,
     }
@@ -55,6 +68,8 @@ def main(facts_file: Path, exit: str, go_file: Path | None) -> None:
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root)
         with run_connection(Path(root) / "own-host.log", Path(root) / "host.log") as connection:
             with steps_in_host(connection):
+                if exit == "hold":
+                    hold_step(pid_file=str(facts_file.with_suffix(".step")))
                 task = describe_step()
         facts["step"] = json.loads(Path(task.outputs["out"].path).read_text())
     facts_file.write_text(json.dumps(facts))

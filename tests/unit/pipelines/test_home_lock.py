@@ -53,11 +53,13 @@ lock = HomeLock(Path({str(lock_file)!r}), "ct watch")
 lock.acquire()
 lock.record("run-child")
 host = StepHost(Path({str(tmp_path / "host.log")!r}))
+print(host.process.pid, flush=True)
 with open({str(tmp_path / "run.log")!r}, "a") as output:
     run = host.start_run([sys.executable, "-m", "tests.support.home_holder", {str(lock_file)!r}], output, lock.fileno())
 time.sleep(120)
 """
-    controller = subprocess.Popen([sys.executable, "-c", controller_script])
+    controller = subprocess.Popen([sys.executable, "-c", controller_script], stdout=subprocess.PIPE, text=True)
+    host_pid = int(controller.stdout.readline())
     assert appeared(tmp_path / "child-holds"), "the run could not take the lock it was handed"
     run_pid = int((tmp_path / "child-holds").read_text())
     with pytest.raises(HomeBusyError, match="for run run-child"):
@@ -65,6 +67,7 @@ time.sleep(120)
     controller.send_signal(signal.SIGKILL)
     controller.wait()
     assert gone(run_pid), "the run outlived the controller that started it"
+    assert gone(host_pid), "the step host outlived the controller that started it"
     assert HomeLock(lock_file, "ct run").acquire("run-next").run_id == "run-child"
 
 

@@ -120,7 +120,8 @@ def test_a_command_that_is_not_a_lightweight_components_is_refused(tmp_path):
 
 
 def test_a_run_handed_a_connection_uses_that_host_and_the_next_run_too(host, tmp_path, monkeypatch):
-    """As `ct watch` does: one host, a connection handed to each run by an inherited descriptor."""
+    """A run started with a connection to a host (HOST_CONNECTION_ENV, as a run the host forks is)
+    uses that host, and starts none of its own; another run the same host after it."""
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     for _ in range(2):  # the second run uses the same host
         with host.connect() as handed:
@@ -171,8 +172,15 @@ def _probe(tmp_path, exit, *go_file):
     return [sys.executable, "-m", "tests.support.hosted_probe", str(tmp_path / "facts.json"), exit, *map(str, go_file)]
 
 
-def _open_inodes(pid):
-    return {os.stat(f"/proc/{pid}/fd/{name}").st_ino for name in os.listdir(f"/proc/{pid}/fd")}
+def _open_files(pid):
+    files = set()
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            found = os.stat(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue  # closed while listed
+        files.add((found.st_dev, found.st_ino))
+    return files
 
 
 def test_a_command_started_in_the_host_is_forked_from_it_as_a_subprocess_handed_the_lock_would_run(
@@ -182,9 +190,8 @@ def test_a_command_started_in_the_host_is_forked_from_it_as_a_subprocess_handed_
     home's lock handed over and held by the command alone (no step, not the host), its steps
     forked from the host too, its exit status back."""
     monkeypatch.setenv("CT_TEST_MARKER", "set after the host started")
-    monkeypatch.syspath_prepend(os.getcwd())  # the probe's module, for the host started elsewhere
     (tmp_path / ".ct.lock").touch()
-    lock_inode = os.stat(tmp_path / ".ct.lock").st_ino
+    lock_file = [os.stat(tmp_path / ".ct.lock").st_dev, os.stat(tmp_path / ".ct.lock").st_ino]
     work = tmp_path / "work"
     work.mkdir()
     with open(tmp_path / ".ct.lock") as lock, open(tmp_path / "run.log", "a") as output:
@@ -195,10 +202,10 @@ def test_a_command_started_in_the_host_is_forked_from_it_as_a_subprocess_handed_
     assert facts["ppid"] == host.process.pid and facts["tensorflow_preloaded"]
     assert facts["argv"] == [str(tmp_path / "facts.json"), "3"] and facts["marker"] == "set after the host started"
     assert facts["cwd"] == str(work) and facts["connection_handed"]
-    assert facts["lock_inode"] == lock_inode
+    assert facts["lock_file"] == lock_file
     assert facts["step"]["ppid"] == host.process.pid  # the host forks the command's steps, not the command
-    assert lock_inode not in facts["step"]["open_inodes"]  # a step never holds the home
-    assert lock_inode not in _open_inodes(host.process.pid)
+    assert lock_file not in facts["step"]["open_files"]  # a step never holds the home
+    assert tuple(lock_file) not in _open_files(host.process.pid)
     log = (tmp_path / "run.log").read_text()
     assert "a line on stdout" in log and "a line on stderr" in log
 
@@ -216,15 +223,17 @@ def test_a_command_that_is_not_python_m_is_refused(host, tmp_path):
         host.start_run(["ct", "run"], output, output.fileno())
 
 
-def test_a_command_dies_when_its_launcher_closes_it(host, tmp_path):
+def test_a_command_and_its_step_die_when_its_launcher_closes_it_and_the_host_goes_on(host, tmp_path):
     (tmp_path / ".ct.lock").touch()
     with open(tmp_path / ".ct.lock") as lock, open(tmp_path / "run.log", "a") as output:
-        holder = [sys.executable, "-m", "tests.support.home_holder", str(tmp_path / ".ct.lock")]
-        run = host.start_run(holder, output, lock.fileno())
-    assert appeared(tmp_path / "child-holds"), "the command did not start"
-    assert run.poll() is None
-    run.close()
-    assert gone(int((tmp_path / "child-holds").read_text()))
+        run = host.start_run(_probe(tmp_path, "hold"), output, lock.fileno())
+        assert appeared(tmp_path / "facts.step"), "the command's step did not start"
+        assert run.poll() is None
+        run.close()
+        assert run.poll() == -signal.SIGKILL
+        assert gone(int((tmp_path / "facts.started").read_text())), "the command outlived its launcher's close"
+        assert gone(int((tmp_path / "facts.step").read_text())), "the command's step outlived it"
+        assert _finished(host.start_run(_probe(tmp_path, "0"), output, lock.fileno())) == 0
 
 
 def test_a_command_whose_host_dies_fails_its_next_step_saying_so(tmp_path):
