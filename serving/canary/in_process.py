@@ -63,22 +63,33 @@ class InProcessCanary:
             return
         version = routing.canary.version
         written = self.shared.verdicts.read(version) if self.shared is not None else None
-        if written is None:
-            if time.monotonic() - self._checked < self.config.canary_check_seconds:
-                return
-            self._checked = time.monotonic()
-            if self.shared is None:
-                self._apply(registry, version, self._verdict_from_journal(routing), record=True)
-                self.metrics.canary_checked()
-                return
-            verdict = self._verdict_from_logs(routing)
-            self.metrics.canary_checked()
-            if verdict is None:
-                return
-            if self.shared.verdicts.write_once(version, verdict):
-                self._apply(registry, version, verdict, record=True)
-                return
-            written = self.shared.verdicts.read(version)  # another replica was first: its verdict holds
+        if written is not None:
+            self._follow(registry, version, written)
+            return
+        if time.monotonic() - self._checked < self.config.canary_check_seconds:
+            return
+        self._checked = time.monotonic()
+        self._look(registry, routing)
+        # Counted once the look's verdict, if any, is applied and recorded: whoever waits for a
+        # look (the demo) then sees the routing and ML Metadata that followed it.
+        self.metrics.canary_checked()
+
+    def _look(self, registry: ModelRegistry, routing) -> None:
+        """Weighs the evidence; applies the verdict it reaches, or the one another replica wrote first."""
+        version = routing.canary.version
+        if self.shared is None:
+            self._apply(registry, version, self._verdict_from_journal(routing), record=True)
+            return
+        verdict = self._verdict_from_logs(routing)
+        if verdict is None:
+            return
+        if self.shared.verdicts.write_once(version, verdict):
+            self._apply(registry, version, verdict, record=True)
+        else:  # another replica was first: its verdict holds
+            self._follow(registry, version, self.shared.verdicts.read(version))
+
+    def _follow(self, registry: ModelRegistry, version: int, written: dict) -> None:
+        """Applies the verdict another replica wrote (it recorded it)."""
         self._apply(
             registry, version, CanaryVerdict(written["decision"], written["reason"], written["numbers"]), record=False
         )

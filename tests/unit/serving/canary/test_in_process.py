@@ -70,7 +70,7 @@ def replica(tmp_path, store, config=SHARED):
 
 @pytest.mark.parametrize("canary_good, decision", [(True, metadata.PROMOTED), (False, metadata.ROLLED_BACK)])
 def test_replicas_sharing_a_home_reach_one_verdict_from_all_their_logs(
-    tmp_path, store, rows, trained_model, canary_good, decision
+    tmp_path, store, rows, trained_model, canary_good, decision, monkeypatch
 ):
     publish(tmp_path / "models", trained_model, 1, store)
     first, second = replica(tmp_path, store), replica(tmp_path, store)
@@ -93,8 +93,18 @@ def test_replicas_sharing_a_home_reach_one_verdict_from_all_their_logs(
     for service in (first, second):  # each writes its logs (every few seconds when serving)
         service.request_log.flush()
         service.feedback_log.flush()
+    # What a client waiting for the next look (the demo) would see once the look is counted.
+    seen_when_counted = []
+    count = first.metrics.canary_checked
+
+    def counted():
+        seen_when_counted.append((first.registry.routing.canary, store.run("run-2").properties.get("canary")))
+        count()
+
+    monkeypatch.setattr(first.metrics, "canary_checked", counted)
     for service in (first, second):  # the first to judge decides; the other follows
         service.tick()
+    assert seen_when_counted == [(None, decision)]  # the verdict routed and recorded before the look counts
     for service in (first, second):
         assert service.registry.routing.canary is None
         assert service.registry.routing.stable.version == (2 if canary_good else 1)
