@@ -77,7 +77,7 @@ def scored_population(work: Path) -> Population:
     tables = tables_root(work / "data", "")
     months = {}
     for span in (january, february):
-        frame = read_spans([span], unique_key=dataset.key)
+        frame = read_spans([span])
         months[span.span_id] = examples_with_features(frame, dataset, tables, str(span.path))[0]
     train_path = work / "january.parquet"
     months[january.span_id].to_parquet(train_path, index=False)

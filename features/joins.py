@@ -54,6 +54,16 @@ class JoinCounts:
     planes_missing: int
     departures: tuple[str, str]
 
+    def merged(self, other: JoinCounts) -> JoinCounts:
+        """The counts of both joins' rows together."""
+        departures = [pair for pair in (self.departures, other.departures) if pair[0]]
+        return JoinCounts(
+            self.rows + other.rows,
+            self.weather_missing + other.weather_missing,
+            self.planes_missing + other.planes_missing,
+            (min(p[0] for p in departures), max(p[1] for p in departures)) if departures else ("", ""),
+        )
+
 
 def entity_keys(origins: Iterable[str], departures: Iterable[str], tailnums: Iterable[str]) -> dict[str, list[str]]:
     """The feature tables' keys of flights: weather by origin and scheduled hour, planes by tail number."""
@@ -97,36 +107,58 @@ def apply_defaults(frame: pd.DataFrame) -> pd.DataFrame:
 def training_features(
     flights: pd.DataFrame, feature_root: str | Path, where: str = ""
 ) -> tuple[pd.DataFrame, JoinCounts]:
-    """The flights with their weather and plane features, point-in-time correct.
+    """The flights with their weather and plane features, point-in-time correct (the feature
+    tables under `feature_root` are read for this one join; see FeatureJoin)."""
+    return FeatureJoin(feature_root).join(flights, where)
+
+
+class FeatureJoin:
+    """The offline feature tables under `feature_root` (a folder or URI), read once and joined
+    to any number of batches of flights.
 
     Raises:
-        DataError: a missing entity column, a malformed departure, or a missing or
-            corrupt feature source file.
+        DataError: a missing or corrupt feature source file.
     """
-    for column in ENTITY_COLUMNS:
-        if column not in flights.columns:
-            raise DataError("entity column is missing from the span", path=where, feature=column)
-    check_departures(flights[DEPARTURE], where)
-    weather = read_source(feature_root, WEATHER_FILE, WEATHER_KEY, WEATHER_FEATURES)
-    planes = read_source(feature_root, PLANES_FILE, PLANE_KEY, PLANE_FEATURES)
-    keys = entity_keys(flights["origin"], flights[DEPARTURE], flights[PLANE_KEY])
-    # Checked above, so pandas' ISO-8601 fast path parses them (4x faster than an explicit format).
-    departure = _utc_numpy(pd.to_datetime(flights[DEPARTURE], utc=True))
-    looked_up, missing = [], {}
-    for table, key, names in ((weather, WEATHER_KEY, WEATHER_FEATURES), (planes, PLANE_KEY, PLANE_FEATURES)):
-        rows = table.drop_duplicates(key, keep="last").set_index(key).reindex(keys[key])
-        usable = (
-            rows[TIMESTAMP].notna() & (_utc_numpy(pd.to_datetime(rows[TIMESTAMP], utc=True)) <= departure)
-        ).to_numpy()
-        values = rows[list(names)].reset_index(drop=True)
-        usable &= values.notna().any(axis=1).to_numpy()  # a grid hour with no recent observation is empty
-        values.loc[~usable] = np.nan  # no row, an empty row, or a row from after the departure
-        looked_up.append(apply_defaults(values))
-        missing[key] = int((~usable).sum())
-    features = [name for frame in looked_up for name in frame.columns]
-    joined = pd.concat([flights.reset_index(drop=True).drop(columns=features, errors="ignore"), *looked_up], axis=1)
-    departures = (str(flights[DEPARTURE].min()), str(flights[DEPARTURE].max())) if len(flights) else ("", "")
-    return joined, JoinCounts(len(joined), missing[WEATHER_KEY], missing[PLANE_KEY], departures)
+
+    def __init__(self, feature_root: str | Path):
+        self._tables = [
+            (read_source(feature_root, file, key, names).drop_duplicates(key, keep="last").set_index(key), key, names)
+            for file, key, names in (
+                (WEATHER_FILE, WEATHER_KEY, WEATHER_FEATURES),
+                (PLANES_FILE, PLANE_KEY, PLANE_FEATURES),
+            )
+        ]
+
+    def join(self, flights: pd.DataFrame, where: str = "") -> tuple[pd.DataFrame, JoinCounts]:
+        """The flights with their weather and plane features, point-in-time correct. A numeric
+        feature is a float whatever the batch, so batches of one window agree on its type.
+
+        Raises:
+            DataError: a missing entity column or a malformed departure (`where` names the span).
+        """
+        for column in ENTITY_COLUMNS:
+            if column not in flights.columns:
+                raise DataError("entity column is missing from the span", path=where, feature=column)
+        check_departures(flights[DEPARTURE], where)
+        keys = entity_keys(flights["origin"], flights[DEPARTURE], flights[PLANE_KEY])
+        # Checked above, so pandas' ISO-8601 fast path parses them (4x faster than an explicit format).
+        departure = _utc_numpy(pd.to_datetime(flights[DEPARTURE], utc=True))
+        looked_up, missing = [], {}
+        for table, key, names in self._tables:
+            rows = table.reindex(keys[key])
+            usable = (
+                rows[TIMESTAMP].notna() & (_utc_numpy(pd.to_datetime(rows[TIMESTAMP], utc=True)) <= departure)
+            ).to_numpy()
+            values = rows[list(names)].reset_index(drop=True)
+            values = values.astype({name: "float64" for name in names if pd.api.types.is_integer_dtype(values[name])})
+            usable &= values.notna().any(axis=1).to_numpy()  # a grid hour with no recent observation is empty
+            values.loc[~usable] = np.nan  # no row, an empty row, or a row from after the departure
+            looked_up.append(apply_defaults(values))
+            missing[key] = int((~usable).sum())
+        features = [name for frame in looked_up for name in frame.columns]
+        joined = pd.concat([flights.reset_index(drop=True).drop(columns=features, errors="ignore"), *looked_up], axis=1)
+        departures = (str(flights[DEPARTURE].min()), str(flights[DEPARTURE].max())) if len(flights) else ("", "")
+        return joined, JoinCounts(len(joined), missing[WEATHER_KEY], missing[PLANE_KEY], departures)
 
 
 def _utc_numpy(times: pd.Series) -> np.ndarray:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import shutil
 from pathlib import Path
-from typing import Collection, Iterator
+from typing import Callable, Collection, Iterator
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,7 +16,8 @@ from components.common.errors import DataError
 
 SUCCESS_MARKER = "_SUCCESS"
 SPAN_PREFIX = "span="
-READERS = {".parquet": "parquet", ".csv": "csv"}
+PARQUET = ".parquet"
+READERS = {PARQUET: "parquet", ".csv": "csv"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,10 +49,10 @@ def complete_spans(data_root: Path) -> list[SpanFolder]:
 
 
 def read_file(path: Path, file_format: str = "") -> pd.DataFrame:
-    """Reads one Parquet or CSV file.
+    """Reads one Parquet or CSV file, or a folder of Parquet shards (as ingest writes a split).
 
     Args:
-        path: The file.
+        path: The file or folder.
         file_format: `parquet` or `csv`; by default taken from the file's suffix.
 
     Raises:
@@ -59,7 +61,7 @@ def read_file(path: Path, file_format: str = "") -> pd.DataFrame:
     file_format = file_format or READERS.get(path.suffix, "")
     try:
         if file_format == "parquet":
-            return pq.read_table(path).to_pandas()
+            return pa.concat_tables(pq.read_table(shard) for shard in parquet_files(path)).to_pandas()
         if file_format == "csv":
             return pd.read_csv(path)
     except (pa.ArrowException, OSError, ValueError, pd.errors.ParserError) as error:
@@ -67,92 +69,213 @@ def read_file(path: Path, file_format: str = "") -> pd.DataFrame:
     raise DataError(f"unknown file type (expected one of {', '.join(READERS)})", path=str(path))
 
 
+def parquet_files(path: Path) -> list[Path]:
+    """A Parquet file itself, or the shards of a folder in name order.
+
+    Raises:
+        DataError: a folder with no `.parquet` file.
+    """
+    if not path.is_dir():
+        return [path]
+    shards = sorted(shard for shard in path.glob(f"*{PARQUET}") if shard.is_file())
+    if not shards:
+        raise DataError(f"folder has no {PARQUET} file", path=str(path))
+    return shards
+
+
+def parquet_pattern(path: Path) -> str:
+    """The file pattern that Beam's Parquet readers take for a file or a folder of shards."""
+    return f"{path}/*{PARQUET}" if path.is_dir() else str(path)
+
+
 def read_parquet_batches(path: Path, rows: int, columns: Collection[str] | None = None) -> Iterator[pd.DataFrame]:
-    """One Parquet file, `rows` rows at a time: memory holds one batch, whatever the file's
-    size. An empty file gives one empty frame.
+    """A Parquet file or a folder of shards, `rows` rows at a time: memory holds one batch,
+    whatever the data's size. No rows give one empty frame.
 
     Args:
         columns: Only these of the file's columns (those it lacks are left out, for the
             caller to name); None: all.
 
     Raises:
-        DataError: the file is missing, truncated, corrupt or not Parquet.
+        DataError: the file is missing, truncated, corrupt or not Parquet (the shard is named).
     """
-    try:
-        parquet = pq.ParquetFile(path)
-        kept = [name for name in parquet.schema_arrow.names if columns is None or name in columns]
-        batches = parquet.iter_batches(batch_size=rows, columns=kept)
-        first = next(batches, None)
-        yield (first if first is not None else parquet.schema_arrow.empty_table().select(kept)).to_pandas()
-        yield from (batch.to_pandas() for batch in batches)
-    except (pa.ArrowException, OSError, ValueError) as error:
-        raise DataError(f"cannot read parquet file: {error}", path=str(path)) from None
+    any_rows = False
+    for shard in parquet_files(path):
+        try:
+            parquet = pq.ParquetFile(shard)
+            kept = [name for name in parquet.schema_arrow.names if columns is None or name in columns]
+            for batch in parquet.iter_batches(batch_size=rows, columns=kept):
+                any_rows = True
+                yield batch.to_pandas()
+        except (pa.ArrowException, OSError, ValueError) as error:
+            raise DataError(f"cannot read parquet file: {error}", path=str(shard)) from None
+    if not any_rows:
+        yield parquet.schema_arrow.empty_table().select(kept).to_pandas()
 
 
-def read_spans(spans: list[SpanFolder], unique_key: str = "", index_by_file: bool = False) -> pd.DataFrame:
-    """All rows of the given spans, in span order.
-
-    Args:
-        spans: The spans to read.
-        unique_key: A column whose values must each be on one row only (a span written
-            twice, or rows repeated, would train on them twice); empty: not checked.
-        index_by_file: Index each row by the position of its file among the spans' files
-            in reading order (`[f for s in spans for f in s.files]`) instead of 0..n-1, so
-            that a caller can tell each row's span and file without adding a column.
+def read_spans(spans: list[SpanFolder]) -> pd.DataFrame:
+    """All rows of the given spans, in span order, as one frame (for data that fits memory;
+    ingest streams its window instead).
 
     Raises:
-        DataError: a span with no data file or no rows, an unreadable file, files whose
-            columns or column types differ (the first file is the reference), or a value
-            of `unique_key` on more than one row.
+        DataError: a span with no data file or no rows, an unreadable file, or files whose
+            columns or column types differ (the first file is the reference).
     """
     frames: list[tuple[Path, pd.DataFrame]] = []
     for span in spans:
-        if not span.path.is_dir():
-            raise DataError("span folder does not exist", path=str(span.path))
-        files = span.files
-        if not files:
-            raise DataError("span has no .parquet or .csv file", path=str(span.path))
-        span_frames = [(path, read_file(path)) for path in files]
+        span_frames = [(path, read_file(path)) for path in span_data_files(span)]
         if sum(len(frame) for _, frame in span_frames) == 0:
             raise DataError("span is empty (0 rows)", path=str(span.path))
         frames.extend(span_frames)
     reference_path, reference = frames[0]
     for path, frame in frames[1:]:
-        _check_same_columns(reference_path, reference, path, frame)
-    if unique_key and unique_key in reference.columns:
-        _check_unique(frames, unique_key)
-    rows = pd.concat([frame for _, frame in frames], ignore_index=True)
-    if index_by_file:
-        rows.index = np.repeat(np.arange(len(frames)), [len(frame) for _, frame in frames])
-    return rows
+        check_same_columns(reference_path, dict(reference.dtypes), path, dict(frame.dtypes), frame.__getitem__)
+    return pd.concat([frame for _, frame in frames], ignore_index=True)
 
 
-def _check_unique(frames: list[tuple[Path, pd.DataFrame]], key: str) -> None:
-    keys = pd.concat([pd.DataFrame({key: frame[key], "file": str(path)}) for path, frame in frames], ignore_index=True)
-    repeated = keys[keys[key].duplicated(keep=False)]
-    if len(repeated):
-        value = repeated[key].iloc[0]
-        rows = repeated[repeated[key] == value]
-        raise DataError(
-            f"the same key on {len(rows)} rows ({repeated[key].nunique()} keys repeated)",
-            path=", ".join(dict.fromkeys(rows["file"])),
-            feature=key,
-            value=value,
+def span_data_files(span: SpanFolder) -> list[Path]:
+    """The span's data files.
+
+    Raises:
+        DataError: the span's folder is gone or holds no `.parquet` or `.csv` file.
+    """
+    if not span.path.is_dir():
+        raise DataError("span folder does not exist", path=str(span.path))
+    files = span.files
+    if not files:
+        raise DataError("span has no .parquet or .csv file", path=str(span.path))
+    return files
+
+
+def column_types(files: list[Path]) -> dict[str, pa.DataType]:
+    """The columns of the files, in the first file's order, with their Arrow types (a column
+    that is null in every row of one file takes its type from another).
+
+    Parquet files are compared by their schemas, CSV files by the types pandas reads.
+
+    Raises:
+        DataError: an unreadable file, or files whose columns or column types differ (the
+            first file is the reference), naming the file, the column and its first value.
+    """
+    reference_path, reference = files[0], _file_schema(files[0])
+    types = dict(zip(reference.names, reference.types))
+    for path in files[1:]:
+        schema = _file_schema(path)
+        check_same_columns(
+            reference_path, _pandas_types(reference), path, _pandas_types(schema), functools.partial(read_column, path)
         )
+        for name, arrow_type in zip(schema.names, schema.types):
+            if pa.types.is_null(types[name]):
+                types[name] = arrow_type
+    return types
 
 
-def _check_same_columns(reference_path: Path, reference: pd.DataFrame, path: Path, frame: pd.DataFrame) -> None:
-    for column in frame.columns.difference(reference.columns):
-        raise DataError(f"column not in {reference_path}", path=str(path), feature=column)
-    for column in reference.columns.difference(frame.columns):
-        raise DataError(f"column missing (present in {reference_path})", path=str(path), feature=column)
-    for column in reference.columns:
-        if reference[column].dtype != frame[column].dtype:
+def file_batches(path: Path, rows: int, columns: Collection[str] | None = None) -> Iterator[pd.DataFrame]:
+    """A span's data file `rows` rows at a time: Parquet by record batches (memory holds one),
+    CSV read whole, then sliced.
+
+    Args:
+        columns: Only these columns; None: all.
+
+    Raises:
+        DataError: the file is missing, truncated, corrupt or not of its format.
+    """
+    if path.suffix != ".csv":
+        yield from read_parquet_batches(path, rows, columns)
+        return
+    frame = read_file(path, "csv")
+    frame = frame if columns is None else frame[[name for name in frame.columns if name in columns]]
+    for start in range(0, max(len(frame), 1), rows):
+        yield frame.iloc[start : start + rows].reset_index(drop=True)
+
+
+def read_column(path: Path, name: str) -> pd.Series:
+    """One column of a span's data file.
+
+    Raises:
+        DataError: the file cannot be read.
+    """
+    return pd.concat(list(file_batches(path, 1 << 30, [name])), ignore_index=True)[name]
+
+
+class ShardWriter:
+    """Writes a split as a folder of Parquet shards (`part-00000.parquet`, …) of at most
+    `shard_rows` rows each, a batch at a time. An existing folder or file at `folder` is
+    replaced; a split with no rows gets one empty shard, so readers still see its columns.
+    """
+
+    def __init__(self, folder: Path, schema: pa.Schema, shard_rows: int):
+        if folder.is_dir():
+            shutil.rmtree(folder)
+        folder.unlink(missing_ok=True)
+        folder.mkdir(parents=True)
+        self.folder, self.schema, self.shard_rows = folder, schema, shard_rows
+        self.rows = 0
+        self._shards = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._in_shard = 0
+
+    def write(self, table: pa.Table) -> None:
+        while table.num_rows:
+            if self._writer is None:
+                self._open()
+            part = table.slice(0, self.shard_rows - self._in_shard)
+            self._writer.write_table(part)
+            self._in_shard += part.num_rows
+            self.rows += part.num_rows
+            table = table.slice(part.num_rows)
+            if self._in_shard == self.shard_rows:
+                self._writer.close()
+                self._writer = None
+
+    def close(self) -> int:
+        """Closes the last shard; returns the rows written."""
+        if self._shards == 0:
+            self._open()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        return self.rows
+
+    def _open(self) -> None:
+        self._writer = pq.ParquetWriter(self.folder / f"part-{self._shards:05d}{PARQUET}", self.schema)
+        self._shards += 1
+        self._in_shard = 0
+
+
+def _file_schema(path: Path) -> pa.Schema:
+    try:
+        if path.suffix == ".csv":
+            return pa.Schema.from_pandas(read_file(path, "csv"), preserve_index=False)
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise DataError(f"cannot read parquet file: {error}", path=str(path)) from None
+
+
+def _pandas_types(schema: pa.Schema) -> dict[str, object]:
+    return dict(schema.empty_table().to_pandas().dtypes)
+
+
+def check_same_columns(
+    reference_path: Path,
+    reference: dict[str, object],
+    path: Path,
+    types: dict[str, object],
+    column: Callable[[str], pd.Series],
+) -> None:
+    """Raises DataError when `path`'s columns or their pandas types (`types`) differ from
+    `reference_path`'s (`reference`), naming the column and its first value (`column` reads it)."""
+    for name in sorted(types.keys() - reference.keys()):
+        raise DataError(f"column not in {reference_path}", path=str(path), feature=name)
+    for name in sorted(reference.keys() - types.keys()):
+        raise DataError(f"column missing (present in {reference_path})", path=str(path), feature=name)
+    for name, reference_type in reference.items():
+        if types[name] != reference_type:
             raise DataError(
-                f"type {frame[column].dtype} differs from {reference[column].dtype} in {reference_path}",
+                f"type {types[name]} differs from {reference_type} in {reference_path}",
                 path=str(path),
-                feature=column,
-                value=_first_value(frame[column]),
+                feature=name,
+                value=_first_value(column(name)),
             )
 
 

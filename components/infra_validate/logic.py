@@ -60,7 +60,8 @@ def infra_validate(
 
     Args:
         model_dir: The candidate SavedModel.
-        eval_path: Parquet eval split; its first rows become the requests (only they are read).
+        eval_path: The eval split (a Parquet file or a folder of shards); its first rows
+            become the requests (only they are read).
         dataset: Which columns a client sends (the features).
         production_dir: The production SavedModel, whose signature the candidate must keep.
         single_requests: How many one-row requests to send.

@@ -3,24 +3,42 @@
 By default eval is the newest rows of the window (out of time), as the model will be used:
 on data later than what it trained on. Flights of one day share weather and delays, so a
 split by a hash of the key puts the same days on both sides and overstates live AUC.
+
+The window is streamed, never held whole: a first pass reads only the split's columns (the
+key and the event time) and keeps a hash and a time per row; the split is decided on those;
+a second pass reads the rows a batch at a time, joins their features and writes each split
+as a folder of Parquet shards.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from components.common.datasets import DatasetConfig
 from components.common.errors import ConfigError, DataError
-from components.common.spans import SPAN_PREFIX, SpanFolder, complete_spans, read_spans
-from features.joins import ENTITY_COLUMNS, JoinCounts, training_features
+from components.common.spans import (
+    SPAN_PREFIX,
+    ShardWriter,
+    SpanFolder,
+    column_types,
+    complete_spans,
+    file_batches,
+    read_column,
+    span_data_files,
+)
+from features.joins import ENTITY_COLUMNS, FeatureJoin, JoinCounts
 from features.sources import tables_root
 
 HASH_BUCKETS = 100
+BATCH_ROWS = 65_536  # rows a step holds at a time
+SHARD_ROWS = 1_048_576  # rows of one Parquet shard of a split
 TIME_SPLIT, HASH_SPLIT = "time", "hash"
 EVAL_SPLITS = (TIME_SPLIT, HASH_SPLIT)
 # How event times are written: 2013-01-01, 2013-01-01T10:15:00Z, 2013-01-01 05:15:00.5-05:00 (UTC without an offset).
@@ -60,21 +78,6 @@ class IngestResult:
         return {folder.name.removeprefix(SPAN_PREFIX): str(folder) for folder in folders}
 
 
-@dataclasses.dataclass(frozen=True)
-class EventTimes:
-    """The rows' event times, in reading order.
-
-    Attributes:
-        column: The dataset's event time column.
-        written: Its values as the spans write them.
-        nanoseconds: The same as nanoseconds since the epoch, UTC.
-    """
-
-    column: str
-    written: pd.Series
-    nanoseconds: np.ndarray
-
-
 def ingest(
     data_root: Path,
     window_spans: int,
@@ -85,8 +88,11 @@ def ingest(
     dataset: DatasetConfig | None = None,
     feature_tables: str = "",
     eval_split: str = TIME_SPLIT,
+    batch_rows: int = BATCH_ROWS,
+    shard_rows: int = SHARD_ROWS,
 ) -> IngestResult:
-    """Reads the latest `window_spans` complete spans and writes the train and eval splits as Parquet.
+    """Reads the latest `window_spans` complete spans and writes the train and eval splits, each
+    a folder of Parquet shards of at most `shard_rows` rows, holding `batch_rows` rows at a time.
 
     When `dataset` takes its features from the feature store, each row gets them
     point-in-time correct from the feature tables (`feature_tables`, a folder or URI;
@@ -94,46 +100,57 @@ def ingest(
 
     `eval_split` says which rows go to eval:
       time: the newest `eval_percent`% of the rows: ordered by span (oldest first), then by
-        the dataset's event time when it declares one, then by a hash of `key` (of the whole
-        row when `key` is empty), the last ceil(rows * eval_percent / 100) are eval, so the
-        model is judged on data later than what it trained on.
+        the dataset's event time when it declares one, then by a hash of `key` (of the span's
+        whole row when `key` is empty), the last ceil(rows * eval_percent / 100) are eval, so
+        the model is judged on data later than what it trained on.
       hash: the rows whose hash of `key` falls in the first `eval_percent` of 100 buckets,
         so a row keeps its split when the window moves.
+    Each split keeps the rows in reading order.
 
     Raises:
         DataError: no complete span, unreadable or empty spans, inconsistent files, a
             missing key column, a key value on more than one row, or (time split) a missing
-            event time column or a value of it that is missing or not ISO-8601.
+            event time column or a value of it that is missing or not ISO-8601. Nothing is
+            left at `train_path` or `eval_path` then.
         ConfigError: `window_spans` < 1, `eval_percent` outside 1..99, or an unknown `eval_split`.
     """
     check_window(window_spans, eval_percent, eval_split)
     spans = latest_spans(data_root, window_spans)
-    span_files = [span.files for span in spans]
+    span_files = [span_data_files(span) for span in spans]
     files = [path for paths in span_files for path in paths]
-    frame = read_spans(spans, unique_key=key, index_by_file=True)
-    file_of_row = frame.index.to_numpy()
-    frame = frame.reset_index(drop=True)
-    span_of_row = np.repeat(np.arange(len(spans)), [len(paths) for paths in span_files])[file_of_row]
+    span_of_file = np.repeat(np.arange(len(spans)), [len(paths) for paths in span_files])
+    types = column_types(files)
+    newest = str(spans[-1].path)
+    if key and key not in types:
+        raise DataError("split key column is missing", path=newest, feature=key)
     event_time = dataset.event_time if dataset is not None and eval_split == TIME_SPLIT else ""
-    # Read before the join, which consumes entity columns (such as the scheduled departure)
-    # and keeps the rows in their order: the times stay aligned with the examples by position.
-    times = event_times(frame, event_time, files, file_of_row, str(spans[-1].path)) if event_time else None
-    joined = None
-    if dataset is not None and dataset.feature_store:
-        frame, joined = examples_with_features(
-            frame, dataset, tables_root(data_root, feature_tables), str(spans[-1].path)
-        )
-    if key and key not in frame.columns:
-        raise DataError("split key column is missing", path=str(spans[-1].path), feature=key)
-    hashed = pd.util.hash_pandas_object(frame[key] if key else frame, index=False).to_numpy()
+    if event_time and event_time not in types:
+        raise DataError("event time column is missing", path=newest, feature=event_time)
+    keys = read_keys(files, key, event_time, batch_rows)
+    for span, rows in zip(spans, np.bincount(span_of_file, weights=keys.rows_per_file, minlength=len(spans))):
+        if rows == 0:
+            raise DataError("span is empty (0 rows)", path=str(span.path))
+    if key:
+        check_unique(files, keys, key)
     hashed_what = key or "the row"
     if eval_split == HASH_SPLIT:
-        is_eval = hashed % HASH_BUCKETS < eval_percent
+        is_eval = keys.hashes % HASH_BUCKETS < eval_percent
         split_rule, eval_cut = f"hash of {hashed_what}, {eval_percent} of {HASH_BUCKETS} buckets", ""
     else:
-        is_eval, split_rule, eval_cut = newest_rows(eval_percent, span_of_row, hashed, hashed_what, times)
-    frame[~is_eval].to_parquet(train_path, index=False)
-    frame[is_eval].to_parquet(eval_path, index=False)
+        span_of_row = np.repeat(span_of_file, keys.rows_per_file)
+        is_eval, split_rule, first_eval = newest_rows(eval_percent, span_of_row, keys, hashed_what, event_time)
+        eval_cut = str(keys.value(files, event_time, first_eval)) if event_time else ""
+    feature_join = None
+    if dataset is not None and dataset.feature_store:
+        feature_join = FeatureJoin(tables_root(data_root, feature_tables))
+    try:
+        span_paths = [str(spans[span].path) for span in span_of_file]
+        paths = (train_path, eval_path)
+        joined = write_splits(files, span_paths, is_eval, dataset, feature_join, paths, batch_rows, shard_rows, types)
+    except BaseException:
+        for path in (train_path, eval_path):
+            shutil.rmtree(path, ignore_errors=True)
+        raise
     return IngestResult(
         spans=tuple(span.span_id for span in spans),
         files=tuple(str(path) for path in files),
@@ -161,63 +178,193 @@ def check_window(window_spans: int, eval_percent: int, eval_split: str) -> None:
         raise ConfigError(f"eval_split={eval_split!r}: must be {' or '.join(EVAL_SPLITS)}")
 
 
-def event_times(frame: pd.DataFrame, column: str, files: list[Path], file_of_row: np.ndarray, where: str) -> EventTimes:
-    """The rows' event times from `column`: ISO-8601 strings (UTC unless they carry an offset) or timestamps.
+@dataclasses.dataclass(frozen=True)
+class WindowKeys:
+    """What the first pass keeps of each row of the window, in reading order: 8 to 16 bytes a
+    row, whatever the rows hold.
 
-    Args:
-        frame: The spans' rows.
-        column: The dataset's event time column.
-        files: The files read, in reading order; `file_of_row` holds each row's position among them.
-        where: The span named when the column is missing.
+    Attributes:
+        hashes: The hash of the row's key (of the whole row without a key).
+        nanoseconds: The row's event time as nanoseconds since the epoch, UTC; None without one.
+        rows_per_file: Rows of each file read.
+    """
+
+    hashes: np.ndarray
+    nanoseconds: np.ndarray | None
+    rows_per_file: np.ndarray
+
+    def locate(self, row: int) -> tuple[int, int]:
+        """The file (its position among the files read) and the row within it of row `row`."""
+        starts = np.cumsum(self.rows_per_file) - self.rows_per_file
+        file = int(np.searchsorted(starts, row, side="right") - 1)
+        return file, row - int(starts[file])
+
+    def value(self, files: list[Path], column: str, row: int) -> object:
+        """Row `row`'s value of `column`, read again from its file."""
+        file, within = self.locate(row)
+        return read_column(files[file], column).iloc[within]
+
+
+def read_keys(files: list[Path], key: str, event_time: str, batch_rows: int) -> WindowKeys:
+    """The first pass: reads only `key` (every column without a key) and `event_time` (if
+    any) of the files, a batch at a time.
 
     Raises:
-        DataError: the column is missing, or a value is missing or not an ISO-8601 date or
-            time (the first such value is named with its file).
+        DataError: an unreadable file, or an event time that is missing or not ISO-8601.
     """
-    if column not in frame.columns:
-        raise DataError("event time column is missing", path=where, feature=column)
-    written = frame[column]
+    columns = [name for name in (key, event_time) if name] if key else None
+    hashes, times, rows_per_file = [], [], []
+    for path in files:
+        rows = 0
+        for batch in file_batches(path, batch_rows, columns):
+            hashes.append(pd.util.hash_pandas_object(batch[key] if key else batch, index=False).to_numpy())
+            if event_time:
+                times.append(event_nanoseconds(batch[event_time], event_time, path))
+            rows += len(batch)
+        rows_per_file.append(rows)
+    return WindowKeys(
+        np.concatenate(hashes),
+        np.concatenate(times) if event_time else None,
+        np.array(rows_per_file, dtype=np.int64),
+    )
+
+
+def event_nanoseconds(written: pd.Series, column: str, path: Path) -> np.ndarray:
+    """Event times (ISO-8601 strings, UTC unless they carry an offset, or timestamps) as
+    nanoseconds since the epoch, UTC.
+
+    Raises:
+        DataError: a value that is missing or not an ISO-8601 date or time (the first such
+            value is named with its file).
+    """
     text = written.astype(str)
     times = pd.to_datetime(text.where(text.str.fullmatch(ISO_8601)), utc=True, errors="coerce")
     bad = times.isna().to_numpy()  # missing, not ISO-8601, or a date that does not exist (2013-02-30)
     if bad.any():
-        row = int(bad.argmax())
-        value = written.iloc[row]
+        value = written.iloc[int(bad.argmax())]
         raise DataError(
             "event time is missing"
             if pd.api.types.is_scalar(value) and pd.isna(value)
             else "event time is not ISO-8601 like 2013-01-01T10:15:00Z",
-            path=str(files[file_of_row[row]]),
+            path=str(path),
             feature=column,
             value=value,
         )
-    return EventTimes(column, written, times.dt.tz_convert(None).to_numpy().view("int64"))
+    return times.dt.tz_convert(None).to_numpy().view("int64")
+
+
+def check_unique(files: list[Path], keys: WindowKeys, key: str) -> None:
+    """Raises DataError when a value of `key` is on more than one row (a span written twice, or
+    rows repeated, would train on them twice), naming the first such value in reading order
+    and its files. Rows whose keys hash alike are read again to compare their values.
+    """
+    ordered = np.sort(keys.hashes)
+    alike = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    if not len(alike):
+        return
+    rows = np.flatnonzero(np.isin(keys.hashes, alike))
+    located = [keys.locate(int(row)) for row in rows]
+    columns = {file: read_column(files[file], key) for file in {file for file, _ in located}}
+    candidates = pd.DataFrame(
+        {key: [columns[file].iloc[within] for file, within in located], "file": [str(files[f]) for f, _ in located]}
+    )
+    repeated = candidates[candidates[key].duplicated(keep=False)]
+    if len(repeated):
+        value = repeated[key].iloc[0]
+        same = repeated[repeated[key] == value]
+        raise DataError(
+            f"the same key on {len(same)} rows ({repeated[key].nunique()} keys repeated)",
+            path=", ".join(dict.fromkeys(same["file"])),
+            feature=key,
+            value=value,
+        )
 
 
 def newest_rows(
-    eval_percent: int, span_of_row: np.ndarray, hashed: np.ndarray, hashed_what: str, times: EventTimes | None
-) -> tuple[np.ndarray, str, str]:
+    eval_percent: int, span_of_row: np.ndarray, keys: WindowKeys, hashed_what: str, event_time: str
+) -> tuple[np.ndarray, str, int]:
     """The time split: the last ceil(rows * eval_percent / 100) rows ordered by span, event
-    time (when there are `times`), then `hashed`, the hash of `hashed_what` (rows equal on all
-    three keep their reading order).
+    time (when there is one), then the hash of `hashed_what` (rows equal on all three keep
+    their reading order).
 
     Returns:
-        Whether each row is eval, the split rule in words, and the first eval row's event
-        time as written (empty without `times`).
+        Whether each row is eval, the split rule in words, and the first eval row in that order.
     """
-    keys = (hashed, span_of_row) if times is None else (hashed, times.nanoseconds, span_of_row)
-    order = np.lexsort(keys)  # stable; the last key is the most significant
+    if keys.nanoseconds is None:
+        order = np.lexsort((keys.hashes, span_of_row))  # stable; the last key is the most significant
+    else:
+        order = np.lexsort((keys.hashes, keys.nanoseconds, span_of_row))
     eval_rows = -(-len(order) * eval_percent // 100)  # ceil(rows * eval_percent / 100), in integers
     first = len(order) - eval_rows
     is_eval = np.zeros(len(order), dtype=bool)
     is_eval[order[first:]] = True
-    if times is None:
-        return is_eval, f"newest {eval_percent}% by span, then hash of {hashed_what}", ""
-    return is_eval, f"newest {eval_percent}% by {times.column}", str(times.written.iloc[order[first]])
+    if keys.nanoseconds is None:
+        return is_eval, f"newest {eval_percent}% by span, then hash of {hashed_what}", int(order[first])
+    return is_eval, f"newest {eval_percent}% by {event_time}", int(order[first])
+
+
+def write_splits(
+    files: list[Path],
+    span_paths: list[str],
+    is_eval: np.ndarray,
+    dataset: DatasetConfig | None,
+    feature_join: FeatureJoin | None,
+    paths: tuple[Path, Path],
+    batch_rows: int,
+    shard_rows: int,
+    types: dict[str, pa.DataType],
+) -> JoinCounts | None:
+    """The second pass: reads the files a batch at a time, joins the batch's features (with
+    `feature_join`; `span_paths` names each file's span in its errors) and writes its rows to
+    the train or eval shards (`paths`) by `is_eval`.
+
+    Returns:
+        The join's counts over the window; None without a join.
+
+    Raises:
+        DataError: the join's errors.
+    """
+    writers: tuple[ShardWriter, ShardWriter] | None = None
+    joined: JoinCounts | None = None
+    row = 0
+    for path, span in zip(files, span_paths):
+        for batch in file_batches(path, batch_rows):
+            if batch.empty:  # an empty file's; its columns' types may be unknown
+                continue
+            in_eval = is_eval[row : row + len(batch)]
+            row += len(batch)
+            if feature_join is not None:
+                batch, counts = joined_examples(feature_join, batch, dataset, span)
+                joined = counts if joined is None else joined.merged(counts)
+            if writers is None:
+                schema = split_schema(batch, types)
+                writers = (ShardWriter(paths[0], schema, shard_rows), ShardWriter(paths[1], schema, shard_rows))
+            table = pa.Table.from_pandas(batch, schema=writers[0].schema, preserve_index=False)
+            writers[0].write(table.filter(pa.array(~in_eval)))
+            writers[1].write(table.filter(pa.array(in_eval)))
+    for writer in writers:
+        writer.close()
+    return joined
+
+
+def split_schema(batch: pd.DataFrame, types: dict[str, pa.DataType]) -> pa.Schema:
+    """The splits' columns, as the first batch has them: a span's column keeps its type in the
+    span's files; a joined feature takes the type it has in the batch."""
+    inferred = pa.Schema.from_pandas(batch, preserve_index=False)
+    kept = {name: arrow_type for name, arrow_type in types.items() if not pa.types.is_null(arrow_type)}
+    return pa.schema(pa.field(field.name, kept.get(field.name, field.type)) for field in inferred)
 
 
 def examples_with_features(
     flights: pd.DataFrame, dataset: DatasetConfig, feature_root: str | Path, where: str
+) -> tuple[pd.DataFrame, JoinCounts]:
+    """Flights as examples, their features read from the feature tables under `feature_root`
+    (as `joined_examples`)."""
+    return joined_examples(FeatureJoin(feature_root), flights, dataset, where)
+
+
+def joined_examples(
+    feature_join: FeatureJoin, flights: pd.DataFrame, dataset: DatasetConfig, where: str
 ) -> tuple[pd.DataFrame, JoinCounts]:
     """Flights as examples: their features from the feature store (point in time), then the
     key, the features and the label; `where` names the span in errors.
@@ -226,7 +373,7 @@ def examples_with_features(
     so data validation sees a column the schema does not know and stops the run, unless the
     schema declares that it may appear.
     """
-    joined, counts = training_features(flights, feature_root, where)
+    joined, counts = feature_join.join(flights, where)
     known = [c for c in (dataset.key, *dataset.features, dataset.label) if c]
     others = [c for c in flights.columns if c not in known and c not in ENTITY_COLUMNS]
     return joined[known + others], counts
@@ -249,5 +396,7 @@ def fingerprint(files: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in files:
         digest.update(f"{path.parent.name}/{path.name}".encode())
-        digest.update(path.read_bytes())
+        with path.open("rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
     return digest.hexdigest()

@@ -12,7 +12,7 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
 from components.common.errors import DataError
-from components.common.spans import read_file
+from components.common.spans import parquet_pattern, read_file
 
 MEMORY = "memory"
 BEAM = "beam"
@@ -35,12 +35,12 @@ def compute_statistics(
     """Computes TFDV statistics of one Parquet split and writes them as a binary proto.
 
     Args:
-        data_path: A Parquet file (as written by ingest).
+        data_path: A Parquet file, or a folder of Parquet shards (as ingest writes a split).
         out_path: Where to write the `DatasetFeatureStatisticsList`.
         schema: The dataset's schema; it tells TFDV which integer features are
             categorical, so their value distributions are counted too.
-        engine: `memory` reads the file into one DataFrame (fast, for data that fits one
-            machine); `beam` streams record batches through Beam with `beam_pipeline_args`
+        engine: `memory` reads the split into one DataFrame (fast, for data that fits one
+            machine); `beam` streams the shards' record batches through Beam with `beam_pipeline_args`
             (e.g. `--runner=DataflowRunner ...`), for data that does not.
 
     Raises:
@@ -80,7 +80,7 @@ def _statistics_on_beam(
         with beam.Pipeline(options=PipelineOptions(list(beam_pipeline_args))) as pipeline:
             _ = (
                 pipeline
-                | "Read" >> beam.io.ReadFromParquetBatched(str(data_path))
+                | "Read" >> beam.io.ReadFromParquetBatched(parquet_pattern(data_path))
                 | "ToRecordBatches" >> beam.FlatMap(_to_record_batches)
                 | "Statistics" >> tfdv.GenerateStatistics(options)
                 | "Write" >> tfdv.WriteStatisticsToBinaryFile(str(output))

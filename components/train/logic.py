@@ -78,7 +78,7 @@ def train(
     shard of each global batch, so all of them end with the model one process would have made.
 
     Args:
-        train_path: Parquet train split.
+        train_path: The train split: a Parquet file or a folder of shards.
         dataset: Which columns are the label and the features.
         hyperparameters: Model size and optimisation settings; the seed fixes initialisation and shuffling.
         model_dir: Where the SavedModel is written.

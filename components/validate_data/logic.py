@@ -26,6 +26,7 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
 from components.common.reports import markdown_table
+from components.common.spans import parquet_files
 
 L_INFINITY = "L-infinity"
 JENSEN_SHANNON = "Jensen-Shannon"
@@ -362,7 +363,8 @@ def locate_values(
     Args:
         anomalies: As `validate_data` found them.
         schema: The schema they were found with.
-        files: Parquet or CSV files (Parquet unless the name ends in `.csv`).
+        files: Parquet or CSV files (Parquet unless the name ends in `.csv`), or folders of
+            Parquet shards.
         key: The key column, to name the first offending row; empty: no row named.
     """
     features = {f.name: f for f in schema.feature}
@@ -392,8 +394,8 @@ def _bounds(feature: schema_pb2.Feature) -> tuple[float, float, bool] | None:
 
 
 def _locate(anomaly: Anomaly, feature: schema_pb2.Feature | None, files: Sequence[Path], key: str) -> Anomaly:
-    for path in files:
-        frame = _read_columns(Path(path), anomaly.feature, key)
+    for path in (shard for given in files for shard in parquet_files(Path(given))):  # a split is a folder of shards
+        frame = _read_columns(path, anomaly.feature, key)
         if frame is None:
             continue
         values = frame[anomaly.feature]

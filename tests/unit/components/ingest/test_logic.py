@@ -1,10 +1,12 @@
 import re
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from components.common.datasets import load_dataset
 from components.common.errors import ConfigError, DataError
+from components.ingest import logic
 from components.ingest.logic import examples_with_features, ingest
 from pipelines.demo.sample_data import penguin_spans, write_span
 from tests.support.spans import feature_tables_folder, write_month
@@ -215,3 +217,67 @@ def test_a_bad_event_time_is_named_with_its_file(tmp_path, flight_months, flight
 def test_an_unknown_eval_split_is_refused(data_root, tmp_path):
     with pytest.raises(ConfigError, match="^eval_split='random': must be time or hash$"):
         ingest(data_root, 1, 20, "flight_id", tmp_path / "t", tmp_path / "e", eval_split="random")
+
+
+def _two_months(tmp_path, flight_months):
+    root = tmp_path / "data"
+    for month in ("2013-01", "2013-02"):
+        write_month(root, month, flight_months[month])
+    february = root / "span=2013-02"
+    later = pd.read_parquet(february / "part-0.parquet")
+    later.head(700).to_parquet(february / "part-0.parquet", index=False)  # the span in two files
+    later.iloc[700:].to_parquet(february / "part-1.parquet", index=False)
+    return root
+
+
+def test_a_window_streamed_in_batches_and_shards_is_the_window_read_in_one(
+    tmp_path, flight_months, flights, monkeypatch
+):
+    root = _two_months(tmp_path, flight_months)
+    whole = ingest(root, 2, 20, flights.key, tmp_path / "whole-train", tmp_path / "whole-eval", flights)
+    read, joined = [], []
+    file_batches, join = logic.file_batches, logic.FeatureJoin.join
+    monkeypatch.setattr(
+        logic,
+        "file_batches",
+        lambda path, rows, columns=None: read.append(columns) or file_batches(path, rows, columns),
+    )
+    monkeypatch.setattr(
+        logic.FeatureJoin, "join", lambda self, rows, where: joined.append(len(rows)) or join(self, rows, where)
+    )
+    streamed = ingest(
+        root, 2, 20, flights.key, tmp_path / "train", tmp_path / "eval", flights, batch_rows=300, shard_rows=700
+    )
+    assert streamed == whole
+    assert max(joined) == 300 and sum(joined) == whole.train_rows + whole.eval_rows  # never more rows at once
+    assert read == [["flight_id", "sched_dep"]] * 3 + [None] * 3  # the first pass reads the split's columns only
+    for split, rows in (("train", whole.train_rows), ("eval", whole.eval_rows)):
+        shards = sorted((tmp_path / split).iterdir())
+        assert [pq.ParquetFile(shard).metadata.num_rows for shard in shards] == [700] * (rows // 700) + [rows % 700]
+        assert pd.read_parquet(tmp_path / split).equals(pd.read_parquet(tmp_path / f"whole-{split}"))
+
+
+def test_a_key_repeated_across_spans_and_batches_is_named_with_both_files(tmp_path, flight_months):
+    root = tmp_path / "data"
+    january = write_month(root, "2013-01", flight_months["2013-01"])
+    repeated = flight_months["2013-01"].iloc[[900, 950, 990]]
+    february = write_month(root, "2013-02", pd.concat([flight_months["2013-02"], repeated], ignore_index=True))
+    with pytest.raises(
+        DataError,
+        match=rf"{january}/part-0.parquet, {february}/part-0.parquet: feature 'flight_id': "
+        rf"the same key on 2 rows \(3 keys repeated\) \(value '{repeated.flight_id.iloc[0]}'\)",
+    ):
+        ingest(root, 2, 20, "flight_id", tmp_path / "train", tmp_path / "eval", batch_rows=256)
+
+
+def test_a_window_that_fails_midway_leaves_no_split_behind(tmp_path, flight_months, flights):
+    root = _two_months(tmp_path, flight_months)
+    bad = pd.read_parquet(root / "span=2013-02" / "part-1.parquet")
+    bad.loc[5, "sched_dep"] = "tomorrow"
+    bad.to_parquet(root / "span=2013-02" / "part-1.parquet", index=False)
+    train, eval_ = tmp_path / "train", tmp_path / "eval"
+    with pytest.raises(
+        DataError, match=r"span=2013-02: feature 'sched_dep': scheduled departure .* \(value 'tomorrow'\)"
+    ):
+        ingest(root, 2, 20, flights.key, train, eval_, flights, eval_split="hash", batch_rows=300)  # fails in the join
+    assert not train.exists() and not eval_.exists()
