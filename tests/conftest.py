@@ -83,14 +83,14 @@ def data_root(tmp_path, flight_months) -> Path:
 
 @pytest.fixture(scope="session")
 def splits(tmp_path_factory, flight_months) -> tuple[Path, Path]:
-    """Train and eval Parquet splits of the January sample, by the hash split: eval rows drawn
+    """Train and eval splits (folders of Parquet shards) of the January sample, by the hash split: eval rows drawn
     from the same days as training, as the tests of later stages assume (a model that learned
     something scores well above chance on them); ingest's own tests cover the time split."""
     from components.ingest.logic import HASH_SPLIT, ingest
 
     folder = tmp_path_factory.mktemp("splits")
     write_month(folder / "data", "2013-01", flight_months["2013-01"])
-    train, eval_ = folder / "train.parquet", folder / "eval.parquet"
+    train, eval_ = folder / "train", folder / "eval"
     ingest(folder / "data", 1, 20, "flight_id", train, eval_, load_dataset("flights"), eval_split=HASH_SPLIT)
     return train, eval_
 

@@ -99,6 +99,14 @@ def read_parquet_batches(path: Path, rows: int, columns: Collection[str] | None 
     Raises:
         DataError: the file is missing, truncated, corrupt or not Parquet (the shard is named).
     """
+    for batch in read_record_batches(path, rows, columns, empty=True):
+        yield batch.to_pandas()
+
+
+def read_record_batches(
+    path: Path, rows: int, columns: Collection[str] | None = None, empty: bool = False
+) -> Iterator[pa.RecordBatch]:
+    """As `read_parquet_batches`, as Arrow record batches; no rows give no batch unless `empty`."""
     any_rows = False
     for shard in parquet_files(path):
         try:
@@ -106,11 +114,11 @@ def read_parquet_batches(path: Path, rows: int, columns: Collection[str] | None 
             kept = [name for name in parquet.schema_arrow.names if columns is None or name in columns]
             for batch in parquet.iter_batches(batch_size=rows, columns=kept):
                 any_rows = True
-                yield batch.to_pandas()
+                yield batch
         except (pa.ArrowException, OSError, ValueError) as error:
             raise DataError(f"cannot read parquet file: {error}", path=str(shard)) from None
-    if not any_rows:
-        yield parquet.schema_arrow.empty_table().select(kept).to_pandas()
+    if empty and not any_rows:
+        yield pa.RecordBatch.from_pylist([], schema=parquet.schema_arrow.empty_table().select(kept).schema)
 
 
 def read_spans(spans: list[SpanFolder]) -> pd.DataFrame:

@@ -12,10 +12,11 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
 from components.common.errors import DataError
-from components.common.spans import parquet_pattern, read_file
+from components.common.spans import parquet_pattern, read_record_batches
 
 MEMORY = "memory"
 BEAM = "beam"
+BATCH_ROWS = 65_536  # rows held at a time by the in-process engine
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +40,10 @@ def compute_statistics(
         out_path: Where to write the `DatasetFeatureStatisticsList`.
         schema: The dataset's schema; it tells TFDV which integer features are
             categorical, so their value distributions are counted too.
-        engine: `memory` reads the split into one DataFrame (fast, for data that fits one
-            machine); `beam` streams the shards' record batches through Beam with `beam_pipeline_args`
+        engine: `memory` computes them in this process, a record batch at a time, with
+            TFDV's own combiners: memory holds one batch and the statistics' sketches (its
+            counts of distinct values, such as a key's, grow with the data); `beam` streams
+            the shards' record batches through Beam with `beam_pipeline_args`
             (e.g. `--runner=DataflowRunner ...`), for data that does not.
 
     Raises:
@@ -48,7 +51,7 @@ def compute_statistics(
         DataError: the file cannot be read.
     """
     if engine == MEMORY:
-        statistics = statistics_of_dataframe(read_file(data_path, "parquet"), schema)
+        statistics = _statistics_in_process(data_path, _options(schema))
     elif engine == BEAM:
         statistics = _statistics_on_beam(data_path, out_path, _options(schema), beam_pipeline_args)
     else:
@@ -63,6 +66,19 @@ def statistics_of_dataframe(
 ) -> statistics_pb2.DatasetFeatureStatisticsList:
     """TFDV statistics of an in-memory DataFrame."""
     return tfdv.generate_statistics_from_dataframe(frame, _options(schema))
+
+
+def _statistics_in_process(data_path: Path, options: tfdv.StatsOptions) -> statistics_pb2.DatasetFeatureStatisticsList:
+    # What tfdv.generate_statistics_from_dataframe does with the parts of a frame it splits
+    # among processes: each generator's accumulator takes the batches one after the other.
+    from tensorflow_data_validation.statistics import stats_impl
+
+    generators = stats_impl.get_generators(options, in_memory=True)
+    accumulators = [generator.create_accumulator() for generator in generators]
+    for batch in read_record_batches(data_path, BATCH_ROWS):
+        canonical = _canonical(batch)
+        accumulators = [generator.add_input(a, canonical) for generator, a in zip(generators, accumulators)]
+    return stats_impl.extract_statistics_output(accumulators, generators)
 
 
 def _options(schema: schema_pb2.Schema | None) -> tfdv.StatsOptions:
@@ -94,11 +110,15 @@ def _statistics_on_beam(
 
 
 def _to_record_batches(table):
+    return [_canonical(batch) for batch in table.to_batches()]
+
+
+def _canonical(batch):
     # TFDV wants every column as a list array (one list of values per row), as its
     # DataFrame path builds it; Parquet gives flat columns.
     from tfx_bsl.arrow import table_util
 
-    return [table_util.CanonicalizeRecordBatch(batch) for batch in table.to_batches()]
+    return table_util.CanonicalizeRecordBatch(batch)
 
 
 def statistics_html(

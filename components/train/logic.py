@@ -3,6 +3,11 @@
 Vocabulary lookups, imputation and normalization are layers of the model, fitted on the
 training split, so the exported model takes raw features and serving cannot skew from
 training by re-implementing them.
+
+The split is streamed, never held whole: a first pass fits the vocabularies and the
+numeric features' moments a batch at a time; training then reads it again every epoch
+through tf.data, in pools of rows shuffled together (a split no larger than a pool is
+shuffled whole every epoch, as Keras shuffles arrays).
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ import pandas as pd
 from components.common import model_io
 from components.common.datasets import DatasetConfig
 from components.common.errors import ConfigError, DataError
-from components.common.spans import read_file
+from components.common.spans import parquet_files, read_parquet_batches
 
 MIN_VARIANCE = 1e-6
+READ_ROWS = 65_536  # rows read at a time
+POOL_ROWS = 262_144  # rows shuffled together while training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,43 +97,160 @@ def train(
     import keras
 
     strategy = cluster_strategy()  # before anything of TensorFlow runs, as collective ops require
-    frame = read_file(train_path, "parquet")
-    labels = binary_labels(frame, dataset, train_path)
-    missing = [f for f in dataset.features if f not in frame.columns]
-    if missing:
-        raise DataError("feature missing from the training data", path=str(train_path), feature=missing[0])
+    summary = summarize(train_path, dataset)
     keras.utils.set_random_seed(hyperparameters.seed)
     with strategy.scope() if strategy else contextlib.nullcontext():
-        model, vocabularies = _build_model(frame, dataset, hyperparameters)
-    signature = model_io.Signature(
-        {name: _dtype(frame[name], name in dataset.categorical_features) for name in dataset.features},
-        (model_io.OUTPUT,),
-    )
-    columns = model_io.frame_to_columns(signature, frame)
-    if strategy is None:
-        fitted = model.fit(
-            columns,
-            labels,
-            epochs=hyperparameters.epochs,
-            batch_size=hyperparameters.batch_size,
-            shuffle=True,
-            verbose=0,
-        )
-        losses = fitted.history["loss"]
+        model = _build_model(summary, dataset, hyperparameters)
+    signature = model_io.Signature(summary.dtypes, (model_io.OUTPUT,))
+    batches = training_batches(train_path, summary.rows, signature, dataset, hyperparameters)
+    if strategy is None:  # the batches are shuffled as they are read
+        losses = model.fit(batches, epochs=hyperparameters.epochs, shuffle=False, verbose=0).history["loss"]
     else:
-        losses = _fit_on_workers(model, columns, labels, hyperparameters, strategy)
+        losses = _fit_on_workers(model, batches, summary.rows, hyperparameters, strategy)
     if strategy is None or _is_chief(strategy):
         _export(model, signature, model_dir)
-        vocabularies_path.write_text(json.dumps(vocabularies, indent=1, default=str))
+        vocabularies_path.write_text(json.dumps(summary.vocabularies, indent=1, default=str))
     else:  # every worker takes part in saving its variables; only the chief's copy is kept
         with tempfile.TemporaryDirectory() as elsewhere:
             _export(model, signature, Path(elsewhere) / "model")
     return TrainResult(
-        rows=len(frame),
-        positive_rate=float(labels.mean()),
+        rows=summary.rows,
+        positive_rate=summary.positives / summary.rows,
         final_loss=losses[-1],
-        vocabulary_sizes={name: len(vocabulary) for name, vocabulary in vocabularies.items()},
+        vocabulary_sizes={name: len(vocabulary) for name, vocabulary in summary.vocabularies.items()},
         replicas=strategy.num_replicas_in_sync if strategy else 1,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSummary:
+    """What the model's preprocessing is fitted on, from one pass over the split.
+
+    Attributes:
+        rows, positives: Rows, and rows with the positive label.
+        dtypes: Each feature's model input type (`string`, `int64` or `float32`), in the
+            dataset's order.
+        vocabularies: Each categorical feature's values, sorted.
+        moments: Each numeric feature's mean and variance (n - 1) over its present values;
+            0.0 and 0.0 when it has none, variance 0.0 with one.
+    """
+
+    rows: int
+    positives: int
+    dtypes: dict[str, str]
+    vocabularies: dict[str, list]
+    moments: dict[str, tuple[float, float]]
+
+
+def summarize(train_path: Path, dataset: DatasetConfig) -> SplitSummary:
+    """Reads the split's features and label a batch at a time and summarizes them.
+
+    Raises:
+        DataError: no rows, or the label or a feature missing from the data.
+    """
+    needed = {*dataset.features, dataset.label}
+    rows = positives = 0
+    integer = dict.fromkeys(dataset.categorical_features, True)
+    text = dict.fromkeys(dataset.categorical_features, False)
+    values: dict[str, set] = {name: set() for name in dataset.categorical_features}
+    moments = {name: _Moments() for name in dataset.numeric_features}
+    for batch in read_parquet_batches(train_path, READ_ROWS, needed):
+        if rows == 0:
+            missing = [f for f in dataset.features if f not in batch.columns]
+            if missing:
+                raise DataError("feature missing from the training data", path=str(train_path), feature=missing[0])
+        positives += int(binary_labels(batch, dataset, train_path).sum())
+        rows += len(batch)
+        for name in dataset.categorical_features:
+            integer[name] &= pd.api.types.is_integer_dtype(batch[name])
+            text[name] |= batch[name].dtype == object
+            values[name].update(batch[name].dropna().unique().tolist())
+        for name in dataset.numeric_features:
+            moments[name].add(batch[name].to_numpy(dtype="float64"))
+    if rows == 0:
+        raise DataError("no rows to train on", path=str(train_path))
+    dtypes = dict.fromkeys(dataset.features, "float32")
+    for name in dataset.categorical_features:
+        dtypes[name] = "string" if text[name] else "int64" if integer[name] else "float32"
+    return SplitSummary(
+        rows,
+        positives,
+        dtypes,
+        {name: sorted(found) for name, found in values.items()},
+        {name: moment.mean_and_variance() for name, moment in moments.items()},
+    )
+
+
+class _Moments:
+    """Count, mean and sum of squared deviations of the present values, merged batch by batch
+    (Chan, Golub and LeVeque's pairwise update)."""
+
+    def __init__(self):
+        self.count, self.mean, self.squares = 0, 0.0, 0.0
+
+    def add(self, values: np.ndarray) -> None:
+        present = values[~np.isnan(values)]
+        if not len(present):
+            return
+        count, mean = len(present), float(present.mean())
+        squares = float(((present - mean) ** 2).sum())
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean += delta * count / total
+        self.squares += squares + delta * delta * self.count * count / total
+        self.count = total
+
+    def mean_and_variance(self) -> tuple[float, float]:
+        return self.mean, self.squares / (self.count - 1) if self.count > 1 else 0.0
+
+
+def training_batches(
+    train_path: Path, rows: int, signature: model_io.Signature, dataset: DatasetConfig, hp: Hyperparameters
+):
+    """The split (`rows` rows) as a tf.data dataset of (features, labels) batches of `hp.batch_size` rows,
+    read again every epoch: shards in a new order, and the rows of each pool of `POOL_ROWS`
+    rows in a new order, both drawn from `hp.seed`. A split that fits in one pool is read
+    once and kept."""
+    import tensorflow as tf
+
+    shards = parquet_files(train_path)
+    needed = {*dataset.features, dataset.label}
+    order = np.random.default_rng(hp.seed)
+    kept: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
+
+    def as_arrays(pool: list[pd.DataFrame]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        frame = pd.concat(pool, ignore_index=True)
+        return model_io.frame_to_columns(signature, frame), binary_labels(frame, dataset, train_path)
+
+    def shuffled(columns: dict[str, np.ndarray], labels: np.ndarray):
+        rows = order.permutation(len(labels))
+        return {name: values[rows] for name, values in columns.items()}, labels[rows]
+
+    def pools():
+        if kept:
+            yield shuffled(*kept[0])
+            return
+        pool: list[pd.DataFrame] = []
+        pooled, whole_split = 0, True
+        for shard in order.permutation(len(shards)):
+            for batch in read_parquet_batches(shards[shard], READ_ROWS, needed):
+                pool.append(batch)
+                pooled += len(batch)
+                if pooled >= POOL_ROWS:
+                    yield shuffled(*as_arrays(pool))
+                    pool, pooled, whole_split = [], 0, False
+        if pool:
+            arrays = as_arrays(pool)
+            if whole_split:
+                kept.append(arrays)
+            yield shuffled(*arrays)
+
+    specs = {name: tf.TensorSpec([None], tf.dtypes.as_dtype(dtype)) for name, dtype in signature.inputs.items()}
+    return (
+        tf.data.Dataset.from_generator(pools, output_signature=(specs, tf.TensorSpec([None], tf.float32)))
+        .rebatch(hp.batch_size)
+        .apply(tf.data.experimental.assert_cardinality(-(-rows // hp.batch_size)))
+        .prefetch(tf.data.AUTOTUNE)
     )
 
 
@@ -148,42 +272,43 @@ def _is_chief(strategy) -> bool:
     )
 
 
-def _fit_on_workers(
-    model, columns: dict[str, np.ndarray], labels: np.ndarray, hp: Hyperparameters, strategy
-) -> list[float]:
+def _fit_on_workers(model, batches, rows: int, hp: Hyperparameters, strategy) -> list[float]:
     """Keras's fit on a cluster, as a loop of our own, each epoch's mean loss returned: Keras 3's
     fit cannot run under MultiWorkerMirroredStrategy (keras-team/keras#20585), a loop of
-    strategy.run can. The same loss, optimizer and batches of `hp.batch_size` rows, reshuffled
-    each epoch from `hp.seed`; each batch is split between the workers."""
+    strategy.run can. The same loss, optimizer and `batches` (`rows` rows an epoch): every
+    worker reads them alike and takes its contiguous part of each, and each part's loss is
+    divided by the whole batch's rows, so the gradients summed across workers are one
+    process's."""
     import keras
     import tensorflow as tf
 
-    rows = len(labels)
-    features = {name: tf.constant(values) for name, values in columns.items()}
-    targets = tf.constant(labels)
-    batches = (
-        tf.data.Dataset.range(rows)
-        .shuffle(rows, seed=hp.seed, reshuffle_each_iteration=True)
-        .batch(hp.batch_size)
-        .map(lambda index: ({n: tf.gather(v, index) for n, v in features.items()}, tf.gather(targets, index)))
-    )
-    distributed = strategy.experimental_distribute_dataset(batches)
+    def worker_part(context):
+        worker, workers = context.input_pipeline_id, context.num_input_pipelines
+
+        def part(features, labels):
+            size = tf.shape(labels, out_type=tf.int64)[0]
+            start, end = size * worker // workers, size * (worker + 1) // workers
+            return {name: values[start:end] for name, values in features.items()}, labels[start:end], size
+
+        return batches.map(part)
+
+    distributed = strategy.distribute_datasets_from_function(worker_part)
     loss = keras.losses.BinaryCrossentropy(reduction=None)
     with strategy.scope():
         model.optimizer.build(model.trainable_variables)
 
     @tf.function
-    def step(batch_features, batch_labels):
-        def on_replica(replica_features, replica_labels):
+    def step(batch_features, batch_labels, batch_rows):
+        def on_replica(replica_features, replica_labels, whole_batch):
             with tf.GradientTape() as tape:
                 per_row = loss(replica_labels[:, None], model(replica_features, training=True)[:, None])
-                mean = tf.nn.compute_average_loss(per_row)
+                mean = tf.reduce_sum(per_row) / tf.cast(whole_batch, per_row.dtype)
             gradients = tape.gradient(mean, model.trainable_variables)
             model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
             return tf.reduce_sum(per_row)
 
         return strategy.reduce(
-            tf.distribute.ReduceOp.SUM, strategy.run(on_replica, (batch_features, batch_labels)), None
+            tf.distribute.ReduceOp.SUM, strategy.run(on_replica, (batch_features, batch_labels, batch_rows)), None
         )
 
     losses = []
@@ -199,36 +324,24 @@ def binary_labels(frame: pd.DataFrame, dataset: DatasetConfig, path: Path) -> np
     return (frame[dataset.label] == dataset.positive_label).to_numpy(dtype=np.float32)
 
 
-def _dtype(column: pd.Series, categorical: bool) -> str:
-    if categorical and column.dtype == object:
-        return "string"
-    if categorical and pd.api.types.is_integer_dtype(column):
-        return "int64"
-    return "float32"
-
-
-def _build_model(frame: pd.DataFrame, dataset: DatasetConfig, hp: Hyperparameters):
+def _build_model(summary: SplitSummary, dataset: DatasetConfig, hp: Hyperparameters):
     import keras
     from keras import layers, ops
 
-    inputs, encoded, vocabularies = {}, [], {}
+    inputs, encoded = {}, []
     for name in dataset.categorical_features:
-        dtype = _dtype(frame[name], categorical=True)
-        vocabulary = sorted(frame[name].dropna().unique().tolist())
-        vocabularies[name] = vocabulary
+        dtype = summary.dtypes[name]
         inputs[name] = keras.Input(shape=(), dtype=dtype, name=name)
         lookup = (layers.StringLookup if dtype == "string" else layers.IntegerLookup)(
-            vocabulary=vocabulary, output_mode="one_hot", name=f"{name}_lookup"
+            vocabulary=summary.vocabularies[name], output_mode="one_hot", name=f"{name}_lookup"
         )
         encoded.append(lookup(inputs[name]))
     for name in dataset.numeric_features:
-        values = frame[name].astype("float64")
-        mean = float(values.mean()) if values.notna().any() else 0.0
+        mean, variance = summary.moments[name]
         inputs[name] = keras.Input(shape=(), dtype="float32", name=name)
         # A missing value (NaN) becomes the training mean, then everything is standardised.
         # A feature constant in training (month, in a one-month window) keeps unit scale:
         # dividing by its near-zero spread would blow any other value up to saturation.
-        variance = float(values.var()) if values.count() > 1 else 0.0
         imputed = ops.where(ops.isnan(inputs[name]), mean, inputs[name])
         normalize = layers.Normalization(
             mean=mean, variance=variance if variance > MIN_VARIANCE else 1.0, name=f"{name}_normalize"
@@ -240,7 +353,7 @@ def _build_model(frame: pd.DataFrame, dataset: DatasetConfig, hp: Hyperparameter
     output = layers.Dense(1, activation="sigmoid")(x)
     model = keras.Model(inputs, ops.squeeze(output, -1))
     model.compile(optimizer=keras.optimizers.Adam(hp.learning_rate), loss="binary_crossentropy")
-    return model, vocabularies
+    return model
 
 
 def _export(model, signature: model_io.Signature, model_dir: Path) -> None:

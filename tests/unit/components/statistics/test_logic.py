@@ -1,6 +1,9 @@
+import pyarrow.parquet as pq
 import pytest
 
+from components.common.spans import ShardWriter
 from components.common.tfdv_io import load_schema, load_statistics
+from components.statistics import logic
 from components.statistics.logic import BEAM, MEMORY, compute_statistics, keep_statistics, statistics_html
 
 
@@ -49,3 +52,23 @@ def test_statistics_are_kept_on_the_home_volume_whole(splits, tmp_path):
     assert kept == tmp_path / "home" / "statistics" / "flights" / "run-1" / "train.pb"
     assert kept.read_bytes() == (tmp_path / "train.pb").read_bytes()
     assert [p.name for p in kept.parent.iterdir()] == ["train.pb"]  # no partial file left behind
+
+
+def test_in_process_statistics_over_shards_and_batches_are_those_of_one_batch(splits, tmp_path, flights, monkeypatch):
+    schema = load_schema(flights.schema_path)
+    whole = compute_statistics(splits[0], tmp_path / "whole.pb", schema)
+    table = pq.read_table(splits[0])
+    writer = ShardWriter(tmp_path / "shards", table.schema, shard_rows=700)
+    writer.write(table)
+    writer.close()
+    monkeypatch.setattr(logic, "BATCH_ROWS", 300)
+    assert compute_statistics(tmp_path / "shards", tmp_path / "batched.pb", schema) == whole
+    one, batched = (load_statistics(tmp_path / name).datasets[0] for name in ("whole.pb", "batched.pb"))
+    assert len(list((tmp_path / "shards").iterdir())) == -(-whole.rows // 700) > 2
+    for a, b in zip(one.features, batched.features, strict=True):
+        if a.HasField("num_stats"):  # sums in another order: equal up to round-off
+            assert b.num_stats.mean == pytest.approx(a.num_stats.mean, rel=1e-12)
+            assert b.num_stats.std_dev == pytest.approx(a.num_stats.std_dev, rel=1e-12)
+            a.num_stats.ClearField("mean"), a.num_stats.ClearField("std_dev")
+            b.num_stats.ClearField("mean"), b.num_stats.ClearField("std_dev")
+        assert a == b  # counts, histograms, quantiles, top values

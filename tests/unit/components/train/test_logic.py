@@ -2,10 +2,13 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from components.common import model_io
 from components.common.errors import ConfigError, DataError
+from components.common.spans import ShardWriter
+from components.train import logic
 from components.train.logic import Hyperparameters, parse_hidden_units, train
 
 
@@ -105,3 +108,54 @@ def test_a_signature_without_the_probability_output_is_named(tmp_path):
     tf.saved_model.save(module, str(tmp_path / "other"), signatures={"other": module.score})
     with pytest.raises(ValueError, match="no 'serving_default' signature \\(has \\['other'\\]\\)"):
         model_io.SavedModel(tmp_path / "other")
+
+
+@pytest.fixture
+def small_shards(splits, tmp_path):
+    """The train split again as shards of 700 rows."""
+    table = pq.read_table(splits[0])
+    writer = ShardWriter(tmp_path / "shards", table.schema, shard_rows=700)
+    writer.write(table)
+    writer.close()
+    return tmp_path / "shards"
+
+
+def test_the_split_is_summarized_a_batch_at_a_time_as_it_would_be_whole(small_shards, flights, monkeypatch):
+    monkeypatch.setattr(logic, "READ_ROWS", 300)
+    summary = logic.summarize(small_shards, flights)
+    frame = pd.read_parquet(small_shards)
+    assert summary.rows == len(frame) and summary.positives == int((frame.late == 1).sum())
+    for name in flights.categorical_features:
+        assert summary.vocabularies[name] == sorted(frame[name].dropna().unique().tolist())
+    for name in flights.numeric_features:
+        mean, variance = summary.moments[name]
+        assert mean == pytest.approx(frame[name].mean(), rel=1e-12)
+        assert variance == pytest.approx(frame[name].var(), rel=1e-9, abs=1e-12)
+    assert summary.dtypes["carrier"] == "string" and summary.dtypes["sched_dep_hour"] == "int64"
+    assert summary.dtypes["temp"] == "float32"
+
+
+def test_training_reads_the_split_in_pools_every_epoch_each_row_once(small_shards, flights, monkeypatch):
+    summary = logic.summarize(small_shards, flights)
+    signature = model_io.Signature(summary.dtypes, (model_io.OUTPUT,))
+    read = []
+    batches_of = logic.read_parquet_batches
+    monkeypatch.setattr(logic, "read_parquet_batches", lambda *args: read.append(args[0]) or batches_of(*args))
+    monkeypatch.setattr(logic, "READ_ROWS", 300)
+    monkeypatch.setattr(logic, "POOL_ROWS", 500)  # a pool is shuffled once it holds 500 rows or more
+    hp = Hyperparameters(batch_size=128, seed=3)
+    pooled = logic.training_batches(small_shards, summary.rows, signature, flights, hp)
+    epochs = [[(features["temp"].numpy(), labels.numpy()) for features, labels in pooled] for _ in range(2)]
+    whole = pd.read_parquet(small_shards)
+    for batches in epochs:
+        assert [len(labels) for _, labels in batches[:-1]] == [128] * (len(batches) - 1)
+        temps = np.concatenate([temp for temp, _ in batches])
+        assert np.array_equal(np.sort(temps), np.sort(whole.temp.to_numpy(dtype="float32")), equal_nan=True)
+    first, second = (np.concatenate([temp for temp, _ in batches]) for batches in epochs)
+    assert not np.array_equal(first, second, equal_nan=True)  # reshuffled
+    assert len(read) == 2 * len(list(small_shards.iterdir()))  # every shard read again each epoch
+    read.clear()
+    monkeypatch.setattr(logic, "POOL_ROWS", summary.rows + 1)  # the split fits in one pool: read once, kept
+    kept = logic.training_batches(small_shards, summary.rows, signature, flights, hp)
+    once, again = ([labels.numpy() for _, labels in kept] for _ in range(2))
+    assert len(read) == len(list(small_shards.iterdir())) and not all(map(np.array_equal, once, again))
