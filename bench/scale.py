@@ -10,7 +10,7 @@ rows per second, the largest peak and its step) and how the time grew with the r
 line is `10M rows: wall W s, peak P GiB`.
 
 A step forked from the warm host starts with the host's pages (TensorFlow, TFDV and Feast
-imported, about 0.5 GiB): they count in its peak, as they would in a pod.
+imported, about 0.3 GiB): they count in its peak.
 
     .venv/bin/python bench/scale.py [--spans 36,108,372] [--data DIR]
 

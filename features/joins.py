@@ -120,6 +120,8 @@ class FeatureJoin:
         DataError: a missing or corrupt feature source file.
     """
 
+    features = WEATHER_FEATURES + PLANE_FEATURES  # the columns a join adds (or replaces)
+
     def __init__(self, feature_root: str | Path):
         self._tables = [
             (read_source(feature_root, file, key, names).drop_duplicates(key, keep="last").set_index(key), key, names)

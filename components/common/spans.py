@@ -17,6 +17,7 @@ from components.common.errors import DataError
 SUCCESS_MARKER = "_SUCCESS"
 SPAN_PREFIX = "span="
 PARQUET = ".parquet"
+ROW_GROUP_ROWS = 65_536  # at most, in a shard ShardWriter writes: what a reader of one row group holds
 READERS = {PARQUET: "parquet", ".csv": "csv"}
 
 
@@ -59,9 +60,10 @@ def read_file(path: Path, file_format: str = "") -> pd.DataFrame:
         DataError: the file is missing, truncated, corrupt or not of its format.
     """
     file_format = file_format or READERS.get(path.suffix, "")
+    shards = parquet_files(path) if file_format == "parquet" else []
     try:
         if file_format == "parquet":
-            return pa.concat_tables(pq.read_table(shard) for shard in parquet_files(path)).to_pandas()
+            return pa.concat_tables(pq.read_table(shard) for shard in shards).to_pandas()
         if file_format == "csv":
             return pd.read_csv(path)
     except (pa.ArrowException, OSError, ValueError, pd.errors.ParserError) as error:
@@ -83,9 +85,13 @@ def parquet_files(path: Path) -> list[Path]:
     return shards
 
 
-def parquet_pattern(path: Path) -> str:
-    """The file pattern that Beam's Parquet readers take for a file or a folder of shards."""
-    return f"{path}/*{PARQUET}" if path.is_dir() else str(path)
+def parquet_pattern(location: str | Path) -> str:
+    """The file pattern Beam's Parquet readers take for a file or a folder of shards, local or in
+    object storage (a URI such as `s3://bucket/run/train`: a folder unless it ends in `.parquet`)."""
+    text = str(location)
+    if "://" in text:
+        return text if text.endswith(PARQUET) else f"{text.rstrip('/')}/*{PARQUET}"
+    return f"{text}/*{PARQUET}" if Path(text).is_dir() else text
 
 
 def read_parquet_batches(path: Path, rows: int, columns: Collection[str] | None = None) -> Iterator[pd.DataFrame]:
@@ -119,6 +125,35 @@ def read_record_batches(
             raise DataError(f"cannot read parquet file: {error}", path=str(shard)) from None
     if empty and not any_rows:
         yield pa.RecordBatch.from_pylist([], schema=parquet.schema_arrow.empty_table().select(kept).schema)
+
+
+def row_groups(path: Path) -> list[tuple[Path, int]]:
+    """Every row group of a Parquet file or folder of shards, as (shard, index), in order.
+
+    Raises:
+        DataError: a shard that cannot be read.
+    """
+    groups = []
+    for shard in parquet_files(path):
+        try:
+            groups.extend((shard, index) for index in range(pq.ParquetFile(shard).num_row_groups))
+        except (pa.ArrowException, OSError, ValueError) as error:
+            raise DataError(f"cannot read parquet file: {error}", path=str(shard)) from None
+    return groups
+
+
+def read_row_group(shard: Path, index: int, columns: Collection[str] | None = None) -> pd.DataFrame:
+    """Row group `index` of a Parquet file, only `columns` of it (those it has; None: all).
+
+    Raises:
+        DataError: the file cannot be read.
+    """
+    try:
+        parquet = pq.ParquetFile(shard)
+        kept = [name for name in parquet.schema_arrow.names if columns is None or name in columns]
+        return parquet.read_row_group(index, columns=kept).to_pandas()
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise DataError(f"cannot read parquet file: {error}", path=str(shard)) from None
 
 
 def read_spans(spans: list[SpanFolder]) -> pd.DataFrame:
@@ -156,8 +191,9 @@ def span_data_files(span: SpanFolder) -> list[Path]:
 
 
 def column_types(files: list[Path]) -> dict[str, pa.DataType]:
-    """The columns of the files, in the first file's order, with their Arrow types (a column
-    that is null in every row of one file takes its type from another).
+    """The columns of the files, in the first file's order, with their Arrow types. A column
+    of no type in a file (every value null) takes its type from another file; it reads as
+    objects, so that file's column must read as objects (strings) too.
 
     Parquet files are compared by their schemas, CSV files by the types pandas reads.
 
@@ -208,8 +244,9 @@ def read_column(path: Path, name: str) -> pd.Series:
 
 class ShardWriter:
     """Writes a split as a folder of Parquet shards (`part-00000.parquet`, …) of at most
-    `shard_rows` rows each, a batch at a time. An existing folder or file at `folder` is
-    replaced; a split with no rows gets one empty shard, so readers still see its columns.
+    `shard_rows` rows each, a batch at a time, in row groups of at most ROW_GROUP_ROWS rows.
+    An existing folder or file at `folder` is replaced; a split with no rows gets one empty
+    shard, so readers still see its columns.
     """
 
     def __init__(self, folder: Path, schema: pa.Schema, shard_rows: int):
@@ -228,7 +265,7 @@ class ShardWriter:
             if self._writer is None:
                 self._open()
             part = table.slice(0, self.shard_rows - self._in_shard)
-            self._writer.write_table(part)
+            self._writer.write_table(part, row_group_size=ROW_GROUP_ROWS)
             self._in_shard += part.num_rows
             self.rows += part.num_rows
             table = table.slice(part.num_rows)
@@ -252,9 +289,9 @@ class ShardWriter:
 
 
 def _file_schema(path: Path) -> pa.Schema:
+    if path.suffix == ".csv":
+        return pa.Schema.from_pandas(read_file(path, "csv"), preserve_index=False)
     try:
-        if path.suffix == ".csv":
-            return pa.Schema.from_pandas(read_file(path, "csv"), preserve_index=False)
         return pq.read_schema(path)
     except (pa.ArrowException, OSError, ValueError) as error:
         raise DataError(f"cannot read parquet file: {error}", path=str(path)) from None

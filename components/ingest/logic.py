@@ -110,8 +110,9 @@ def ingest(
     Raises:
         DataError: no complete span, unreadable or empty spans, inconsistent files, a
             missing key column, a key value on more than one row, or (time split) a missing
-            event time column or a value of it that is missing or not ISO-8601. Nothing is
-            left at `train_path` or `eval_path` then.
+            event time column or a value of it that is missing or not ISO-8601, or files
+            that changed while they were read. A split is written only once the window has
+            been read and checked; one that fails while it is written is removed.
         ConfigError: `window_spans` < 1, `eval_percent` outside 1..99, or an unknown `eval_split`.
     """
     check_window(window_spans, eval_percent, eval_split)
@@ -126,7 +127,7 @@ def ingest(
     event_time = dataset.event_time if dataset is not None and eval_split == TIME_SPLIT else ""
     if event_time and event_time not in types:
         raise DataError("event time column is missing", path=newest, feature=event_time)
-    keys = read_keys(files, key, event_time, batch_rows)
+    keys = read_keys(files, key, event_time, batch_rows, types)
     for span, rows in zip(spans, np.bincount(span_of_file, weights=keys.rows_per_file, minlength=len(spans))):
         if rows == 0:
             raise DataError("span is empty (0 rows)", path=str(span.path))
@@ -143,14 +144,10 @@ def ingest(
     feature_join = None
     if dataset is not None and dataset.feature_store:
         feature_join = FeatureJoin(tables_root(data_root, feature_tables))
-    try:
-        span_paths = [str(spans[span].path) for span in span_of_file]
-        paths = (train_path, eval_path)
-        joined = write_splits(files, span_paths, is_eval, dataset, feature_join, paths, batch_rows, shard_rows, types)
-    except BaseException:
-        for path in (train_path, eval_path):
-            shutil.rmtree(path, ignore_errors=True)
-        raise
+        types = {name: arrow_type for name, arrow_type in types.items() if name not in feature_join.features}
+    span_paths = [str(spans[span].path) for span in span_of_file]
+    paths = (train_path, eval_path)
+    joined = write_splits(files, span_paths, is_eval, dataset, feature_join, paths, batch_rows, shard_rows, types)
     return IngestResult(
         spans=tuple(span.span_id for span in spans),
         files=tuple(str(path) for path in files),
@@ -205,19 +202,25 @@ class WindowKeys:
         return read_column(files[file], column).iloc[within]
 
 
-def read_keys(files: list[Path], key: str, event_time: str, batch_rows: int) -> WindowKeys:
+def read_keys(
+    files: list[Path], key: str, event_time: str, batch_rows: int, types: dict[str, pa.DataType]
+) -> WindowKeys:
     """The first pass: reads only `key` (every column without a key) and `event_time` (if
-    any) of the files, a batch at a time.
+    any) of the files, a batch at a time. An integer column (`types`) is hashed as the same
+    type in every batch, those with a missing value too (pandas reads them as floats).
 
     Raises:
         DataError: an unreadable file, or an event time that is missing or not ISO-8601.
     """
     columns = [name for name in (key, event_time) if name] if key else None
+    integers = {name: "Int64" for name, arrow_type in types.items() if pa.types.is_integer(arrow_type)}
     hashes, times, rows_per_file = [], [], []
     for path in files:
         rows = 0
         for batch in file_batches(path, batch_rows, columns):
-            hashes.append(pd.util.hash_pandas_object(batch[key] if key else batch, index=False).to_numpy())
+            hashed = batch[[key]] if key else batch
+            hashed = hashed.astype({name: kind for name, kind in integers.items() if name in hashed.columns})
+            hashes.append(pd.util.hash_pandas_object(hashed[key] if key else hashed, index=False).to_numpy())
             if event_time:
                 times.append(event_nanoseconds(batch[event_time], event_time, path))
             rows += len(batch)
@@ -322,26 +325,36 @@ def write_splits(
         The join's counts over the window; None without a join.
 
     Raises:
-        DataError: the join's errors.
+        DataError: the join's errors, or files that hold other rows than the first pass read.
     """
-    writers: tuple[ShardWriter, ShardWriter] | None = None
+    writers: list[ShardWriter] = []
     joined: JoinCounts | None = None
     row = 0
-    for path, span in zip(files, span_paths):
-        for batch in file_batches(path, batch_rows):
-            if batch.empty:  # an empty file's; its columns' types may be unknown
-                continue
-            in_eval = is_eval[row : row + len(batch)]
-            row += len(batch)
-            if feature_join is not None:
-                batch, counts = joined_examples(feature_join, batch, dataset, span)
-                joined = counts if joined is None else joined.merged(counts)
-            if writers is None:
-                schema = split_schema(batch, types)
-                writers = (ShardWriter(paths[0], schema, shard_rows), ShardWriter(paths[1], schema, shard_rows))
-            table = pa.Table.from_pandas(batch, schema=writers[0].schema, preserve_index=False)
-            writers[0].write(table.filter(pa.array(~in_eval)))
-            writers[1].write(table.filter(pa.array(in_eval)))
+    try:
+        for path, span in zip(files, span_paths):
+            for batch in file_batches(path, batch_rows):
+                if batch.empty:  # an empty file's; its columns' types may be unknown
+                    continue
+                if row + len(batch) > len(is_eval):
+                    raise DataError("the window's files changed while ingest read them (more rows)", path=str(path))
+                in_eval = is_eval[row : row + len(batch)]
+                row += len(batch)
+                if feature_join is not None:
+                    batch, counts = joined_examples(feature_join, batch, dataset, span)
+                    joined = counts if joined is None else joined.merged(counts)
+                if not writers:
+                    schema = split_schema(batch, types)
+                    writers = [ShardWriter(folder, schema, shard_rows) for folder in paths]
+                table = pa.Table.from_pandas(batch, schema=writers[0].schema, preserve_index=False)
+                writers[0].write(table.filter(pa.array(~in_eval)))
+                writers[1].write(table.filter(pa.array(in_eval)))
+        if row != len(is_eval):
+            raise DataError("the window's files changed while ingest read them (fewer rows)", path=span_paths[-1])
+    except BaseException:
+        for writer in writers:
+            writer.close()
+            shutil.rmtree(writer.folder, ignore_errors=True)
+        raise
     for writer in writers:
         writer.close()
     return joined
@@ -349,7 +362,8 @@ def write_splits(
 
 def split_schema(batch: pd.DataFrame, types: dict[str, pa.DataType]) -> pa.Schema:
     """The splits' columns, as the first batch has them: a span's column keeps its type in the
-    span's files; a joined feature takes the type it has in the batch."""
+    span's files (`types`, which leave out the columns the join replaces); any other column
+    takes the type it has in the batch."""
     inferred = pa.Schema.from_pandas(batch, preserve_index=False)
     kept = {name: arrow_type for name, arrow_type in types.items() if not pa.types.is_null(arrow_type)}
     return pa.schema(pa.field(field.name, kept.get(field.name, field.type)) for field in inferred)

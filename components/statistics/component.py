@@ -28,7 +28,7 @@ def statistics(
     from components.common import metadata
     from components.common.datasets import load_dataset
     from components.common.tfdv_io import load_schema, load_statistics
-    from components.statistics.logic import compute_statistics, keep_statistics, statistics_html
+    from components.statistics.logic import beam_location, compute_statistics, keep_statistics, statistics_html
 
     parameters = {
         "dataset": dataset,
@@ -41,7 +41,15 @@ def statistics(
         for examples, output in ((train_examples, train_statistics), (eval_examples, eval_statistics)):
             step.input(metadata.EXAMPLES, examples.uri)
             result = compute_statistics(
-                Path(examples.path), Path(output.path), schema, engine, shlex.split(beam_pipeline_args)
+                Path(examples.path),
+                Path(output.path),
+                schema,
+                engine,
+                shlex.split(beam_pipeline_args),
+                # Beam's workers elsewhere read the split from the artifact store and write beside
+                # the output there, when it is object storage they reach; else this pod's copies.
+                beam_location(examples.path, examples.uri),
+                beam_location(output.path, output.uri) + ".beam-statistics",
             )
             # Later runs and the drift trigger read these from the home volume, never from this
             # run's artifact store, which a pod of another run cannot read.

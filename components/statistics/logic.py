@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
+import pyarrow as pa
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
@@ -17,6 +18,16 @@ from components.common.spans import parquet_pattern, read_record_batches
 MEMORY = "memory"
 BEAM = "beam"
 BATCH_ROWS = 65_536  # rows held at a time by the in-process engine
+REMOTE_SCHEMES = ("s3://", "gs://")  # storage that Beam's workers read and write themselves
+# Column types TFDV computes statistics of (its DataFrame path keeps the same kinds).
+STATISTICS_TYPES = (
+    pa.types.is_integer,
+    pa.types.is_floating,
+    pa.types.is_boolean,
+    pa.types.is_string,
+    pa.types.is_binary,
+    pa.types.is_null,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +43,8 @@ def compute_statistics(
     schema: schema_pb2.Schema | None = None,
     engine: str = MEMORY,
     beam_pipeline_args: Sequence[str] = (),
+    beam_data: str = "",
+    beam_output: str = "",
 ) -> StatisticsResult:
     """Computes TFDV statistics of one Parquet split and writes them as a binary proto.
 
@@ -45,20 +58,35 @@ def compute_statistics(
             counts of distinct values, such as a key's, grow with the data); `beam` streams
             the shards' record batches through Beam with `beam_pipeline_args`
             (e.g. `--runner=DataflowRunner ...`), for data that does not.
+        beam_data: Where Beam's workers read the split (default `data_path`): a path, or a
+            URI of object storage they reach (`s3://`, `gs://`) when they run elsewhere.
+        beam_output: Where Beam's workers write the statistics before this process reads
+            them back and removes them (a path or such a URI; default beside `out_path`).
 
     Raises:
         ValueError: an unknown engine.
-        DataError: the file cannot be read.
+        DataError: the data cannot be read.
     """
     if engine == MEMORY:
         statistics = _statistics_in_process(data_path, _options(schema))
     elif engine == BEAM:
-        statistics = _statistics_on_beam(data_path, out_path, _options(schema), beam_pipeline_args)
+        statistics = _statistics_on_beam(
+            beam_data or str(data_path),
+            beam_output or str(out_path.parent / f"{out_path.name}.beam-statistics"),  # inputs may be read-only
+            _options(schema),
+            beam_pipeline_args,
+        )
     else:
         raise ValueError(f"statistics_engine={engine!r}: expected {MEMORY!r} or {BEAM!r}")
     out_path.write_bytes(statistics.SerializeToString())
     dataset = statistics.datasets[0]
     return StatisticsResult(rows=int(dataset.num_examples), features=len(dataset.features), engine=engine)
+
+
+def beam_location(path: str, uri: str) -> str:
+    """Where Beam's workers find an artifact: its URI when it is in object storage they can reach
+    themselves (`s3://`, `gs://`), else its local path (workers in this pod, as the DirectRunner's)."""
+    return uri if uri.startswith(REMOTE_SCHEMES) else path
 
 
 def statistics_of_dataframe(
@@ -69,13 +97,13 @@ def statistics_of_dataframe(
 
 
 def _statistics_in_process(data_path: Path, options: tfdv.StatsOptions) -> statistics_pb2.DatasetFeatureStatisticsList:
-    # What tfdv.generate_statistics_from_dataframe does with the parts of a frame it splits
-    # among processes: each generator's accumulator takes the batches one after the other.
+    # TFDV's in-memory generators, as tfdv.generate_statistics_from_dataframe uses them, each
+    # accumulator taking the record batches one after the other.
     from tensorflow_data_validation.statistics import stats_impl
 
     generators = stats_impl.get_generators(options, in_memory=True)
     accumulators = [generator.create_accumulator() for generator in generators]
-    for batch in read_record_batches(data_path, BATCH_ROWS):
+    for batch in read_record_batches(data_path, BATCH_ROWS, empty=True):
         canonical = _canonical(batch)
         accumulators = [generator.add_input(a, canonical) for generator, a in zip(generators, accumulators)]
     return stats_impl.extract_statistics_output(accumulators, generators)
@@ -86,39 +114,54 @@ def _options(schema: schema_pb2.Schema | None) -> tfdv.StatsOptions:
 
 
 def _statistics_on_beam(
-    data_path: Path, out_path: Path, options: tfdv.StatsOptions, beam_pipeline_args: Sequence[str]
+    data: str, output: str, options: tfdv.StatsOptions, beam_pipeline_args: Sequence[str]
 ) -> statistics_pb2.DatasetFeatureStatisticsList:
     import apache_beam as beam
+    from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    output = out_path.parent / f"{out_path.name}.beam-statistics"  # beside the output: inputs may be read-only
+    pipeline_options = PipelineOptions(list(beam_pipeline_args))
+    FileSystems.set_options(pipeline_options)  # so this process reads the output as the workers wrote it
     try:
-        with beam.Pipeline(options=PipelineOptions(list(beam_pipeline_args))) as pipeline:
+        with beam.Pipeline(options=pipeline_options) as pipeline:
             _ = (
                 pipeline
-                | "Read" >> beam.io.ReadFromParquetBatched(parquet_pattern(data_path))
+                | "Read" >> beam.io.ReadFromParquetBatched(parquet_pattern(data))
                 | "ToRecordBatches" >> beam.FlatMap(_to_record_batches)
                 | "Statistics" >> tfdv.GenerateStatistics(options)
-                | "Write" >> tfdv.WriteStatisticsToBinaryFile(str(output))
+                | "Write" >> tfdv.WriteStatisticsToBinaryFile(output)
             )
-    except OSError as error:
-        raise DataError(f"cannot read parquet file: {error}", path=str(data_path)) from None
+    except OSError as error:  # Beam's storage errors (BeamIOError) are OSErrors too
+        raise DataError(f"cannot read parquet file: {error}", path=data) from None
     try:
-        return tfdv.load_stats_binary(str(output))
+        with FileSystems.open(output) as written:
+            return statistics_pb2.DatasetFeatureStatisticsList.FromString(written.read())
     finally:
-        output.unlink(missing_ok=True)
+        if FileSystems.exists(output):
+            FileSystems.delete([output])
 
 
-def _to_record_batches(table):
+def _to_record_batches(table: pa.Table) -> list[pa.RecordBatch]:
     return [_canonical(batch) for batch in table.to_batches()]
 
 
-def _canonical(batch):
-    # TFDV wants every column as a list array (one list of values per row), as its
-    # DataFrame path builds it; Parquet gives flat columns.
+def _canonical(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch as TFDV takes it: every column a list array (one list of values per row), as
+    its DataFrame path builds them; dictionary columns decoded, large strings as strings; and,
+    as that path leaves out the columns whose type it has no statistics for (dates, times,
+    durations, nested values), so are they here."""
     from tfx_bsl.arrow import table_util
 
-    return table_util.CanonicalizeRecordBatch(batch)
+    names, columns = [], []
+    for name, column in zip(batch.schema.names, batch.columns):
+        if pa.types.is_dictionary(column.type):
+            column = column.dictionary_decode()
+        if pa.types.is_large_string(column.type) or pa.types.is_large_binary(column.type):
+            column = column.cast(pa.string() if pa.types.is_large_string(column.type) else pa.binary())
+        if any(check(column.type) for check in STATISTICS_TYPES):
+            names.append(name)
+            columns.append(column)
+    return table_util.CanonicalizeRecordBatch(pa.RecordBatch.from_arrays(columns, names))
 
 
 def statistics_html(

@@ -6,8 +6,8 @@ training by re-implementing them.
 
 The split is streamed, never held whole: a first pass fits the vocabularies and the
 numeric features' moments a batch at a time; training then reads it again every epoch
-through tf.data, in pools of rows shuffled together (a split no larger than a pool is
-shuffled whole every epoch, as Keras shuffles arrays).
+through tf.data, its row groups in a new order, in pools of rows shuffled together (a split
+no larger than a pool is kept and shuffled whole every epoch, as Keras shuffles arrays).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pandas as pd
 from components.common import model_io
 from components.common.datasets import DatasetConfig
 from components.common.errors import ConfigError, DataError
-from components.common.spans import parquet_files, read_parquet_batches
+from components.common.spans import read_parquet_batches, read_row_group, row_groups
 
 MIN_VARIANCE = 1e-6
 READ_ROWS = 65_536  # rows read at a time
@@ -207,16 +207,19 @@ class _Moments:
 def training_batches(
     train_path: Path, rows: int, signature: model_io.Signature, dataset: DatasetConfig, hp: Hyperparameters
 ):
-    """The split (`rows` rows) as a tf.data dataset of (features, labels) batches of `hp.batch_size` rows,
-    read again every epoch: shards in a new order, and the rows of each pool of `POOL_ROWS`
-    rows in a new order, both drawn from `hp.seed`. A split that fits in one pool is read
-    once and kept."""
+    """The split (`rows` rows) as a tf.data dataset of (features, labels) batches of
+    `hp.batch_size` rows, its rows in a new order every epoch, drawn from `hp.seed`.
+
+    A split of at most `POOL_ROWS` rows is read once, kept and shuffled whole, as Keras
+    shuffles arrays. A larger one is read again every epoch, its row groups (ingest writes
+    at most 65,536 rows in each) in a new order, gathered into pools of `POOL_ROWS` rows or
+    more whose rows are shuffled together: each pool mixes stretches of the whole window,
+    not one stretch of time.
+    """
     import tensorflow as tf
 
-    shards = parquet_files(train_path)
     needed = {*dataset.features, dataset.label}
     order = np.random.default_rng(hp.seed)
-    kept: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
 
     def as_arrays(pool: list[pd.DataFrame]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         frame = pd.concat(pool, ignore_index=True)
@@ -226,24 +229,26 @@ def training_batches(
         rows = order.permutation(len(labels))
         return {name: values[rows] for name, values in columns.items()}, labels[rows]
 
-    def pools():
-        if kept:
-            yield shuffled(*kept[0])
-            return
-        pool: list[pd.DataFrame] = []
-        pooled, whole_split = 0, True
-        for shard in order.permutation(len(shards)):
-            for batch in read_parquet_batches(shards[shard], READ_ROWS, needed):
-                pool.append(batch)
-                pooled += len(batch)
+    if rows <= POOL_ROWS:
+        kept = as_arrays(list(read_parquet_batches(train_path, READ_ROWS, needed)))
+
+        def pools():
+            yield shuffled(*kept)
+
+    else:
+        groups = row_groups(train_path)
+
+        def pools():
+            pool: list[pd.DataFrame] = []
+            pooled = 0
+            for group in order.permutation(len(groups)):
+                pool.append(read_row_group(*groups[group], needed))
+                pooled += len(pool[-1])
                 if pooled >= POOL_ROWS:
                     yield shuffled(*as_arrays(pool))
-                    pool, pooled, whole_split = [], 0, False
-        if pool:
-            arrays = as_arrays(pool)
-            if whole_split:
-                kept.append(arrays)
-            yield shuffled(*arrays)
+                    pool, pooled = [], 0
+            if pool:
+                yield shuffled(*as_arrays(pool))
 
     specs = {name: tf.TensorSpec([None], tf.dtypes.as_dtype(dtype)) for name, dtype in signature.inputs.items()}
     return (

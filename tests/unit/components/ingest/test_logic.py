@@ -1,3 +1,4 @@
+import dataclasses
 import re
 
 import pandas as pd
@@ -8,7 +9,7 @@ from components.common.datasets import load_dataset
 from components.common.errors import ConfigError, DataError
 from components.ingest import logic
 from components.ingest.logic import examples_with_features, ingest
-from pipelines.demo.sample_data import penguin_spans, write_span
+from pipelines.demo.sample_data import Span, penguin_spans, write_span
 from tests.support.spans import feature_tables_folder, write_month
 
 
@@ -281,3 +282,53 @@ def test_a_window_that_fails_midway_leaves_no_split_behind(tmp_path, flight_mont
     ):
         ingest(root, 2, 20, flights.key, train, eval_, flights, eval_split="hash", batch_rows=300)  # fails in the join
     assert not train.exists() and not eval_.exists()
+
+
+def test_an_integer_key_is_hashed_alike_in_batches_with_and_without_a_missing_value(tmp_path):
+    """pandas reads an integer column as floats in a batch holding a missing value: the key's
+    hash, and so its split and the check for repeated keys, must not depend on that."""
+    root = tmp_path / "data"
+    rows = pd.DataFrame({"trip": pd.array([*range(1000), None, 5], dtype="Int64"), "x": 1.0})
+    folder = write_span(root, Span("2013-01", rows, 0, ""))
+    with pytest.raises(
+        DataError, match=rf"{folder}/part-0.parquet: feature 'trip': the same key on 2 rows .*\(value 5\)"
+    ):
+        ingest(root, 1, 20, "trip", tmp_path / "train", tmp_path / "eval", eval_split="hash", batch_rows=600)
+    unique = rows.iloc[:-1]
+    write_span(root, Span("2013-01", unique, 0, ""))
+    result = ingest(root, 1, 20, "trip", tmp_path / "train", tmp_path / "eval", eval_split="hash", batch_rows=600)
+    in_eval = pd.util.hash_pandas_object(unique.trip, index=False) % 100 < 20
+    written = pd.read_parquet(tmp_path / "eval").trip.astype("Int64")
+    assert written.equals(unique.trip[in_eval].reset_index(drop=True))  # the missing key's row too
+    assert result.eval_rows == int(in_eval.sum())
+
+
+def test_an_empty_file_among_a_spans_files_changes_nothing(tmp_path, flight_months, flights):
+    root = _two_months(tmp_path, flight_months)
+    without = ingest(root, 2, 20, flights.key, tmp_path / "t0", tmp_path / "e0", flights, batch_rows=300)
+    pd.read_parquet(root / "span=2013-02" / "part-0.parquet").head(0).to_parquet(
+        root / "span=2013-02" / "part-00.parquet", index=False
+    )
+    with_empty = ingest(root, 2, 20, flights.key, tmp_path / "t1", tmp_path / "e1", flights, batch_rows=300)
+    assert dataclasses.replace(with_empty, files=without.files, fingerprint="") == dataclasses.replace(
+        without, fingerprint=""
+    )
+    assert pd.read_parquet(tmp_path / "t1").equals(pd.read_parquet(tmp_path / "t0"))
+
+
+def test_a_span_rewritten_between_the_two_passes_stops_ingest_and_leaves_no_split(
+    tmp_path, flight_months, flights, monkeypatch
+):
+    root = _two_months(tmp_path, flight_months)
+    first_pass = logic.read_keys
+
+    def then_rewritten(*args):
+        keys = first_pass(*args)
+        more = pd.read_parquet(root / "span=2013-02" / "part-1.parquet")
+        pd.concat([more, more.head(10)]).to_parquet(root / "span=2013-02" / "part-1.parquet", index=False)
+        return keys
+
+    monkeypatch.setattr(logic, "read_keys", then_rewritten)
+    with pytest.raises(DataError, match=r"part-1.parquet: the window's files changed while ingest read them"):
+        ingest(root, 2, 20, flights.key, tmp_path / "train", tmp_path / "eval", flights, batch_rows=300)
+    assert not (tmp_path / "train").exists() and not (tmp_path / "eval").exists()

@@ -135,14 +135,15 @@ def test_the_split_is_summarized_a_batch_at_a_time_as_it_would_be_whole(small_sh
     assert summary.dtypes["temp"] == "float32"
 
 
-def test_training_reads_the_split_in_pools_every_epoch_each_row_once(small_shards, flights, monkeypatch):
+def test_training_reads_a_large_split_by_row_groups_in_pools_every_epoch_each_row_once(
+    small_shards, flights, monkeypatch
+):
     summary = logic.summarize(small_shards, flights)
     signature = model_io.Signature(summary.dtypes, (model_io.OUTPUT,))
     read = []
-    batches_of = logic.read_parquet_batches
-    monkeypatch.setattr(logic, "read_parquet_batches", lambda *args: read.append(args[0]) or batches_of(*args))
-    monkeypatch.setattr(logic, "READ_ROWS", 300)
-    monkeypatch.setattr(logic, "POOL_ROWS", 500)  # a pool is shuffled once it holds 500 rows or more
+    read_row_group = logic.read_row_group
+    monkeypatch.setattr(logic, "read_row_group", lambda *args: read.append(args[:2]) or read_row_group(*args))
+    monkeypatch.setattr(logic, "POOL_ROWS", 1000)  # a pool is shuffled once it holds 1,000 rows or more
     hp = Hyperparameters(batch_size=128, seed=3)
     pooled = logic.training_batches(small_shards, summary.rows, signature, flights, hp)
     epochs = [[(features["temp"].numpy(), labels.numpy()) for features, labels in pooled] for _ in range(2)]
@@ -151,11 +152,21 @@ def test_training_reads_the_split_in_pools_every_epoch_each_row_once(small_shard
         assert [len(labels) for _, labels in batches[:-1]] == [128] * (len(batches) - 1)
         temps = np.concatenate([temp for temp, _ in batches])
         assert np.array_equal(np.sort(temps), np.sort(whole.temp.to_numpy(dtype="float32")), equal_nan=True)
+    groups = logic.row_groups(small_shards)
+    assert len(groups) > 3 and sorted(read[: len(groups)]) == sorted(read[len(groups) :]) == groups
+    assert read[: len(groups)] != read[len(groups) :]  # every row group read again, in a new order
     first, second = (np.concatenate([temp for temp, _ in batches]) for batches in epochs)
-    assert not np.array_equal(first, second, equal_nan=True)  # reshuffled
-    assert len(read) == 2 * len(list(small_shards.iterdir()))  # every shard read again each epoch
-    read.clear()
-    monkeypatch.setattr(logic, "POOL_ROWS", summary.rows + 1)  # the split fits in one pool: read once, kept
-    kept = logic.training_batches(small_shards, summary.rows, signature, flights, hp)
-    once, again = ([labels.numpy() for _, labels in kept] for _ in range(2))
-    assert len(read) == len(list(small_shards.iterdir())) and not all(map(np.array_equal, once, again))
+    assert not np.array_equal(first, second, equal_nan=True)  # the rows too
+
+
+def test_a_split_that_fits_in_one_pool_is_read_once_and_shuffled_whole_every_epoch(small_shards, flights, monkeypatch):
+    summary = logic.summarize(small_shards, flights)
+    signature = model_io.Signature(summary.dtypes, (model_io.OUTPUT,))
+    read = []
+    batches_of = logic.read_parquet_batches
+    monkeypatch.setattr(logic, "read_parquet_batches", lambda *args: read.append(args[0]) or batches_of(*args))
+    monkeypatch.setattr(logic, "POOL_ROWS", summary.rows)
+    kept = logic.training_batches(small_shards, summary.rows, signature, flights, Hyperparameters(batch_size=4096))
+    [once], [again] = ([labels.numpy() for _, labels in kept] for _ in range(2))
+    assert read == [small_shards] and len(once) == len(again) == summary.rows
+    assert sorted(once) == sorted(again) and not np.array_equal(once, again)
