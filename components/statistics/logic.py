@@ -19,7 +19,7 @@ MEMORY = "memory"
 BEAM = "beam"
 BATCH_ROWS = 65_536  # rows held at a time by the in-process engine
 REMOTE_SCHEMES = ("s3://", "gs://")  # storage that Beam's workers read and write themselves
-# Column types TFDV computes statistics of (its DataFrame path keeps the same kinds).
+# Column types TFDV computes statistics of; its DataFrame path leaves out dates and times too.
 STATISTICS_TYPES = (
     pa.types.is_integer,
     pa.types.is_floating,
@@ -57,7 +57,7 @@ def compute_statistics(
             TFDV's own combiners: memory holds one batch and the statistics' sketches (its
             counts of distinct values, such as a key's, grow with the data); `beam` streams
             the shards' record batches through Beam with `beam_pipeline_args`
-            (e.g. `--runner=DataflowRunner ...`), for data that does not.
+            (e.g. `--runner=DataflowRunner ...`), for data past one machine.
         beam_data: Where Beam's workers read the split (default `data_path`): a path, or a
             URI of object storage they reach (`s3://`, `gs://`) when they run elsewhere.
         beam_output: Where Beam's workers write the statistics before this process reads
