@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import shutil
@@ -115,14 +116,12 @@ def read_record_batches(
     """As `read_parquet_batches`, as Arrow record batches; no rows give no batch unless `empty`."""
     any_rows = False
     for shard in parquet_files(path):
-        try:
+        with _reading_parquet(shard):
             parquet = pq.ParquetFile(shard)
-            kept = [name for name in parquet.schema_arrow.names if columns is None or name in columns]
+            kept = _present(parquet, columns)
             for batch in parquet.iter_batches(batch_size=rows, columns=kept):
                 any_rows = True
                 yield batch
-        except (pa.ArrowException, OSError, ValueError) as error:
-            raise DataError(f"cannot read parquet file: {error}", path=str(shard)) from None
     if empty and not any_rows:
         yield pa.RecordBatch.from_pylist([], schema=parquet.schema_arrow.empty_table().select(kept).schema)
 
@@ -135,10 +134,8 @@ def row_groups(path: Path) -> list[tuple[Path, int]]:
     """
     groups = []
     for shard in parquet_files(path):
-        try:
+        with _reading_parquet(shard):
             groups.extend((shard, index) for index in range(pq.ParquetFile(shard).num_row_groups))
-        except (pa.ArrowException, OSError, ValueError) as error:
-            raise DataError(f"cannot read parquet file: {error}", path=str(shard)) from None
     return groups
 
 
@@ -148,12 +145,23 @@ def read_row_group(shard: Path, index: int, columns: Collection[str] | None = No
     Raises:
         DataError: the file cannot be read.
     """
-    try:
+    with _reading_parquet(shard):
         parquet = pq.ParquetFile(shard)
-        kept = [name for name in parquet.schema_arrow.names if columns is None or name in columns]
-        return parquet.read_row_group(index, columns=kept).to_pandas()
+        return parquet.read_row_group(index, columns=_present(parquet, columns)).to_pandas()
+
+
+@contextlib.contextmanager
+def _reading_parquet(path: Path) -> Iterator[None]:
+    """Turns what pyarrow raises for a missing, truncated or corrupt file into a DataError naming it."""
+    try:
+        yield
     except (pa.ArrowException, OSError, ValueError) as error:
-        raise DataError(f"cannot read parquet file: {error}", path=str(shard)) from None
+        raise DataError(f"cannot read parquet file: {error}", path=str(path)) from None
+
+
+def _present(parquet: pq.ParquetFile, columns: Collection[str] | None) -> list[str]:
+    """The file's columns that are among `columns` (all of them for None), in the file's order."""
+    return [name for name in parquet.schema_arrow.names if columns is None or name in columns]
 
 
 def read_spans(spans: list[SpanFolder]) -> pd.DataFrame:
@@ -291,10 +299,8 @@ class ShardWriter:
 def _file_schema(path: Path) -> pa.Schema:
     if path.suffix == ".csv":
         return pa.Schema.from_pandas(read_file(path, "csv"), preserve_index=False)
-    try:
+    with _reading_parquet(path):
         return pq.read_schema(path)
-    except (pa.ArrowException, OSError, ValueError) as error:
-        raise DataError(f"cannot read parquet file: {error}", path=str(path)) from None
 
 
 def _pandas_types(schema: pa.Schema) -> dict[str, object]:

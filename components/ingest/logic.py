@@ -190,15 +190,15 @@ class WindowKeys:
     nanoseconds: np.ndarray | None
     rows_per_file: np.ndarray
 
-    def locate(self, row: int) -> tuple[int, int]:
-        """The file (its position among the files read) and the row within it of row `row`."""
+    def locate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The file of each of `rows` (its position among the files read) and the row within it."""
         starts = np.cumsum(self.rows_per_file) - self.rows_per_file
-        file = int(np.searchsorted(starts, row, side="right") - 1)
-        return file, row - int(starts[file])
+        files = np.searchsorted(starts, rows, side="right") - 1
+        return files, rows - starts[files]
 
     def value(self, files: list[Path], column: str, row: int) -> object:
         """Row `row`'s value of `column`, read again from its file."""
-        file, within = self.locate(row)
+        [file], [within] = self.locate(np.array([row]))
         return read_column(files[file], column).iloc[within]
 
 
@@ -265,11 +265,13 @@ def check_unique(files: list[Path], keys: WindowKeys, key: str) -> None:
     alike = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
     if not len(alike):
         return
-    rows = np.flatnonzero(np.isin(keys.hashes, alike))
-    located = [keys.locate(int(row)) for row in rows]
-    columns = {file: read_column(files[file], key) for file in {file for file, _ in located}}
+    of_file, within = keys.locate(np.flatnonzero(np.isin(keys.hashes, alike)))
+    columns = {file: read_column(files[file], key) for file in np.unique(of_file)}
     candidates = pd.DataFrame(
-        {key: [columns[file].iloc[within] for file, within in located], "file": [str(files[f]) for f, _ in located]}
+        {
+            key: [columns[file].iloc[row] for file, row in zip(of_file, within)],
+            "file": [str(files[file]) for file in of_file],
+        }
     )
     repeated = candidates[candidates[key].duplicated(keep=False)]
     if len(repeated):
