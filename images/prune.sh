@@ -63,6 +63,7 @@ echo "prune.sh: venv $before MB -> $(du -sm "$venv" | cut -f1) MB"
 import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import apache_beam, feast, kfp, kfp.local, kubernetes, ml_metadata, pandas, pyarrow, s3fs, tfx_bsl
+import apache_beam.io.aws.clients.s3.boto3_client  # Beam's S3 file system (boto3)
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
 import keras

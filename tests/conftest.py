@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import pytest
@@ -16,6 +17,7 @@ from serving.config import ServingConfig
 from serving.request_log import RequestLog
 from serving.server import PredictionServer
 from serving.service import PredictionService
+from tests.support.flink import flink_job_server
 from tests.support.serving_helpers import MODEL, TOKEN, publish
 from tests.support.spans import feature_tables_folder, write_month
 
@@ -72,6 +74,13 @@ def feature_repo(tmp_path_factory) -> Path:
         repo, feature_tables_folder(), dt.datetime(2013, 1, 1, 5, tzinfo=utc), dt.datetime(2013, 2, 1, 6, tzinfo=utc)
     )
     return repo
+
+
+@pytest.fixture(scope="session")
+def flink(tmp_path_factory) -> Iterator[str]:
+    """A real Flink (Beam's job server over a Flink cluster in one JVM): its job endpoint."""
+    with flink_job_server(tmp_path_factory.mktemp("flink") / "job-server.log") as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

@@ -251,4 +251,9 @@ def test_dockerfile_passes_hadolint_and_installs_with_the_constraints_file():
     assert result.returncode == 0, result.stdout + result.stderr
     text = dockerfile.read_text()
     assert "-c images/constraints.txt" in text and "USER 10001" in text
-    assert text.count("FROM ") == 2  # a build stage and a small final stage
+    # Two build stages (the Python environment, Beam's Go boot program) and a final stage of their results
+    assert [line.split()[-1] for line in text.splitlines() if line.startswith("FROM ")] == [
+        "build",
+        "beam-boot",
+        "${BASE}",
+    ]

@@ -7,6 +7,7 @@ from components.common.spans import ShardWriter
 from components.common.tfdv_io import load_schema, load_statistics
 from components.statistics import logic
 from components.statistics.logic import BEAM, MEMORY, compute_statistics, keep_statistics, statistics_html
+from tests.support.flink import flink_arguments
 from tests.support.object_storage import s3_on_loopback
 
 
@@ -26,6 +27,18 @@ def test_memory_and_beam_paths_agree(splits, tmp_path, flights):
     assert memory.features == beam.features == 22  # key, 20 features, label
     assert feature_counts(load_statistics(tmp_path / "memory.pb")) == feature_counts(
         load_statistics(tmp_path / "beam.pb")
+    )
+
+
+def test_statistics_on_flink_are_those_computed_in_process(splits, tmp_path, flights, flink):
+    """Beam on a real Flink: the shards read and the statistics combined by two Flink tasks,
+    whose Python code runs in Beam's workers in this process (LOOPBACK)."""
+    schema = load_schema(flights.schema_path)
+    in_process = compute_statistics(splits[0], tmp_path / "local.pb", schema)
+    on_flink = compute_statistics(splits[0], tmp_path / "flink.pb", schema, BEAM, flink_arguments(flink))
+    assert on_flink.rows == in_process.rows > 2000 and on_flink.features == in_process.features
+    assert feature_counts(load_statistics(tmp_path / "flink.pb")) == feature_counts(
+        load_statistics(tmp_path / "local.pb")
     )
 
 
