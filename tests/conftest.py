@@ -18,6 +18,7 @@ from serving.request_log import RequestLog
 from serving.server import PredictionServer
 from serving.service import PredictionService
 from tests.support.flink import flink_job_server
+from tests.support.kube import KubeApiServer, kube_api_server
 from tests.support.serving_helpers import MODEL, TOKEN, publish
 from tests.support.spans import feature_tables_folder, write_month
 
@@ -81,6 +82,13 @@ def flink(tmp_path_factory) -> Iterator[str]:
     """A real Flink (Beam's job server over a Flink cluster in one JVM): its job endpoint."""
     with flink_job_server(tmp_path_factory.mktemp("flink") / "job-server.log") as endpoint:
         yield endpoint
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory) -> Iterator[KubeApiServer]:
+    """A real Kubernetes API server on loopback, with KServe's InferenceService kind (tests/support/kube.py)."""
+    with kube_api_server(tmp_path_factory.mktemp("kube")) as server:
+        yield server
 
 
 @pytest.fixture

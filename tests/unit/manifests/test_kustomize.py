@@ -1,7 +1,9 @@
 """The kustomize overlays build, validate against the Kubernetes schemas, and meet the restricted profile.
 
-No cluster runs here: the manifests are built with kubectl's kustomize and checked
-against the API schemas of the built-in kinds (kubernetes-validate, strict mode).
+The manifests are built with kubectl's kustomize and checked against the API schemas of the
+built-in kinds (kubernetes-validate, strict mode), then applied to a real Kubernetes API
+server (tests/support/kube.py: no nodes or controllers), whose validation, admission and
+RBAC decide as a cluster's would.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from kubernetes import client
 
 from components.image import IMAGE_REPOSITORY, PIPELINE_IMAGE
 from pipelines.continuous_training import HOME_MOUNT
@@ -135,6 +138,42 @@ def test_only_the_controller_gets_api_rights_and_only_those_it_uses(overlay):
     ]  # serving/canary/kserve.py
     [binding] = bindings.values()
     assert binding["subjects"] == controller
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_kubernetes_api_server_admits_every_object_of_the_overlay(kube, overlay):
+    """A server-side dry run on a real API server (tests/support/kube.py): its own validation
+    and admission on top of the schemas above, such as selectors that match their pods'
+    labels, names, quantities and the InferenceService's kind being served."""
+    docs = build(overlay)
+    result = kube.apply(docs, dry_run=True)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == len(docs)
+
+
+def test_the_api_server_lets_the_controller_do_only_what_the_rollout_does(kube):
+    """RBAC as the API server evaluates it, for the production-kserve overlay's accounts."""
+    applied = kube.apply(build("production-kserve"))
+    assert applied.returncode == 0, applied.stderr
+    reviews = client.AuthorizationV1Api(kube.api_client())
+
+    def allowed(account: str, verb: str, resource: str = "inferenceservices", name: str = "ct-predictor") -> bool:
+        group = "serving.kserve.io" if resource == "inferenceservices" else ""
+        attributes = {"namespace": "ct", "verb": verb, "group": group, "resource": resource, "name": name}
+        review = {
+            "spec": {
+                "user": f"system:serviceaccount:ct:{account}",
+                "groups": ["system:serviceaccounts", "system:serviceaccounts:ct", "system:authenticated"],
+                "resourceAttributes": attributes,
+            }
+        }
+        return reviews.create_subject_access_review(review).status.allowed
+
+    assert allowed("ct-controller", "get") and allowed("ct-controller", "patch")  # serving/canary/kserve.py
+    assert not any(allowed("ct-controller", verb) for verb in ("update", "delete"))
+    assert not allowed("ct-controller", "patch", name="another-predictor")
+    assert not allowed("ct-controller", "get", resource="secrets", name="ct-serving-token")
+    assert not any(allowed("ct-serving", verb) for verb in ("get", "patch"))
 
 
 def controller_config(overlay: str, folder: Path):
