@@ -3,6 +3,7 @@
 # tag the compiled pipeline expects (components/image.py: PIPELINE_IMAGE, i.e.
 # IMAGE_REPOSITORY:<code version>, which follows the code's content):
 #   bash images/build.sh ghcr.io/you   -> builds and pushes ghcr.io/you/ct-pipeline:<code version>
+#                                         and its Beam worker, ...:<code version>-beam
 #   bash images/build.sh --kind        -> builds the default name and loads it into kind
 #   bash images/build.sh --local       -> builds the default name on a machine that reaches
 #                                         package registries but no container registry: the
@@ -35,17 +36,22 @@ for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
   [ -n "${!v:-}" ] && build_args+=(--build-arg "$v=${!v}")
 done
 
-build() {  # build IMAGE [docker build options...]; IMAGE's tag is then the built code's version
+build() {  # build IMAGE [docker build options...]; IMAGE's tag is then the built code's version,
+  # and IMAGE-beam (the Dockerfile's beam-worker target: the same layers, Beam's boot as the
+  # entrypoint) is the image Beam's runners start as workers (components/image.py).
   local image=$1; shift
   docker build -f images/Dockerfile "${build_args[@]}" "$@" -t "$image" . >&2
+  docker build -f images/Dockerfile "${build_args[@]}" "$@" --target beam-worker -t "$image-beam" . >&2
   # The code may have changed while the context was read: the image's own code decides.
   local inside
   inside=$(pipeline_image "$image")
   if [ -n "$inside" ] && [ "${inside##*:}" != "${image##*:}" ]; then
     echo "$0: the built code says ${inside##*:}, this tree ${image##*:} (the code changed during the" >&2
     echo "build, or a source file is not packaged): tagging what was built as ${inside##*:}" >&2
-    docker tag "$image" "${image%:*}:${inside##*:}"
-    docker rmi "$image" >/dev/null
+    for suffix in "" -beam; do
+      docker tag "$image$suffix" "${image%:*}:${inside##*:}$suffix"
+      docker rmi "$image$suffix" >/dev/null
+    done
     image="${image%:*}:${inside##*:}"
   fi
   built=$image
@@ -63,13 +69,14 @@ case "$mode" in
     ;;
   --kind)
     build "$default:$version" "$@"
-    kind load docker-image "$built" >&2
+    kind load docker-image "$built" "$built-beam" >&2
     echo "$built"
     ;;
   -*) echo "$0: unknown mode $mode" >&2; exit 2 ;;
   *)
     build "$mode/ct-pipeline:$version" "$@"
     docker push "$built" >&2
+    docker push "$built-beam" >&2
     if [ "${built%:*}" != "$default" ]; then
       echo "pushed $built; the compiled spec names $default:${built##*:}: set IMAGE_REPOSITORY in" >&2
       echo "components/image.py to $mode/ct-pipeline, run 'ct compile', and set the overlays' images: newName." >&2

@@ -28,7 +28,14 @@ def statistics(
     from components.common import metadata
     from components.common.datasets import load_dataset
     from components.common.tfdv_io import load_schema, load_statistics
-    from components.statistics.logic import beam_location, compute_statistics, keep_statistics, statistics_html
+    from components.image import BEAM_WORKER_IMAGE
+    from components.statistics.logic import (
+        beam_location,
+        compute_statistics,
+        keep_statistics,
+        statistics_html,
+        worker_arguments,
+    )
 
     parameters = {
         "dataset": dataset,
@@ -38,6 +45,7 @@ def statistics(
     }
     with metadata.pipeline_step(metadata_connection, run_id, job_id, "statistics", parameters) as step:
         schema = load_schema(load_dataset(dataset).schema_path)
+        beam_arguments = worker_arguments(shlex.split(beam_pipeline_args), BEAM_WORKER_IMAGE)
         for examples, output in ((train_examples, train_statistics), (eval_examples, eval_statistics)):
             step.input(metadata.EXAMPLES, examples.uri)
             result = compute_statistics(
@@ -45,7 +53,7 @@ def statistics(
                 Path(output.path),
                 schema,
                 engine,
-                shlex.split(beam_pipeline_args),
+                beam_arguments,
                 # Beam's workers elsewhere read the split from the artifact store and write beside
                 # the output there, when it is object storage they reach; else this pod's copies.
                 beam_location(examples.path, examples.uri),

@@ -89,6 +89,31 @@ def beam_location(path: str, uri: str) -> str:
     return uri if uri.startswith(REMOTE_SCHEMES) else path
 
 
+def worker_arguments(beam_pipeline_args: Sequence[str], worker_image: str) -> list[str]:
+    """The Beam options, naming `worker_image` as the workers' image where the runner starts
+    Beam's worker containers itself and the options name no image or environment of their
+    own: Beam's default worker image has neither TFDV nor this code. Dataflow takes it as
+    `--sdk_container_image`; a portable runner (Flink, Spark) in its default DOCKER
+    environment as `--environment_config`, as Beam 2.60's PortableRunner reads it. The
+    DirectRunner's workers are this process or its children, and an EXTERNAL or LOOPBACK
+    environment's are already running: those are left as they are."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    options = PipelineOptions(list(beam_pipeline_args)).get_all_options()
+    runner = (options.get("runner") or "DirectRunner").lower().removesuffix("runner")
+    if runner in ("direct", "bundlebaseddirect", "switchingdirect"):
+        return list(beam_pipeline_args)
+    if runner == "dataflow":
+        named = options.get("sdk_container_image")
+        return list(beam_pipeline_args) if named else [*beam_pipeline_args, f"--sdk_container_image={worker_image}"]
+    named = options.get("environment_config") or any(
+        option.startswith("docker_container_image=") for option in options.get("environment_options") or ()
+    )
+    if named or (options.get("environment_type") or "DOCKER").upper() != "DOCKER":
+        return list(beam_pipeline_args)
+    return [*beam_pipeline_args, f"--environment_config={worker_image}"]
+
+
 def statistics_of_dataframe(
     frame: pd.DataFrame, schema: schema_pb2.Schema | None = None
 ) -> statistics_pb2.DatasetFeatureStatisticsList:

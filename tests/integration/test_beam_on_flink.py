@@ -1,9 +1,13 @@
-"""The project's image as Beam's Python workers for a real Flink, as on a cluster: Flink's job
-server (tests/support/flink.py) asks the worker pool in a container of the image (Beam's boot
-program as `boot --worker_pool`, the command a Flink TaskManager's sidecar runs) to start SDK
-workers; each is Beam's boot fetching the job's options, then Beam's Python worker. They read
-the split's shards from an S3 API on loopback (moto's server, the only S3 here) and write the
-statistics there, with no other way to reach the data."""
+"""The project's image as Beam's Python workers for a real Flink (tests/support/flink.py), in
+both ways a cluster runs them. Each worker is Beam's boot program fetching the job's options,
+then Beam's Python worker. The workers read the split's shards from an S3 API on loopback
+(moto's server, the only S3 here) and write the statistics there, with no other way to reach
+the data.
+
+- EXTERNAL: Flink's job server asks Beam's worker pool, in a container of the image
+  (`boot --worker_pool`, as a Flink TaskManager's sidecar runs it), to start the workers.
+- DOCKER, Beam's default environment: the job server starts containers of the image's Beam
+  worker variant itself, the image the statistics step names for such runners."""
 
 import contextlib
 import re
@@ -14,8 +18,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from components.common.tfdv_io import load_schema, load_statistics
-from components.image import PIPELINE_IMAGE
-from components.statistics.logic import BEAM, compute_statistics
+from components.image import BEAM_WORKER_IMAGE, PIPELINE_IMAGE
+from components.statistics.logic import BEAM, compute_statistics, worker_arguments
 from tests.support.containers import require_the_image
 from tests.support.flink import flink_arguments
 from tests.support.object_storage import s3_on_loopback
@@ -68,37 +72,79 @@ def listening(port: int) -> bool:
     return False
 
 
-def test_flink_runs_the_statistics_in_workers_of_the_projects_image(splits, tmp_path, flights, flink):
-    require_the_image()
+@contextlib.contextmanager
+def split_on_s3(split: Path, aws: Path) -> Iterator[str]:
+    """The split's shards at s3://ct-artifacts/run-1/train_examples; yields the S3 endpoint."""
     from s3fs import S3FileSystem
 
-    schema = load_schema(flights.schema_path)
-    in_process = compute_statistics(splits[0], tmp_path / "local.pb", schema)
-    with s3_on_loopback(tmp_path / "aws", ("ct-artifacts",)):
+    with s3_on_loopback(aws, ("ct-artifacts",)) as endpoint:
         storage = S3FileSystem()
-        storage.put(f"{splits[0]}/", "ct-artifacts/run-1/train_examples", recursive=True)
-        with worker_pool(tmp_path / "aws") as (address, log):
-            on_flink = compute_statistics(
-                tmp_path / "no local copy",
-                tmp_path / "flink.pb",
-                schema,
-                BEAM,
-                flink_arguments(
-                    flink,
-                    "--environment_type=EXTERNAL",
-                    f"--environment_config={address}",
-                    f"--sdk_worker_parallelism={WORKERS}",
-                ),
-                beam_data="s3://ct-artifacts/run-1/train_examples",
-                beam_output="s3://ct-artifacts/run-1/train_statistics.beam-statistics",
-            )
-            started = re.findall(r"Starting worker with command \['/opt/apache/beam/boot', '--id=(\d+)-(\d+)'", log())
-        left = storage.ls("ct-artifacts/run-1")
-    # Flink asked the pool for the workers of each stage's environment: WORKERS boots each.
-    environments = {environment for environment, _ in started}
-    assert environments and sorted(started) == sorted((e, str(i)) for e in environments for i in range(1, WORKERS + 1))
+        storage.put(f"{split}/", "ct-artifacts/run-1/train_examples", recursive=True)
+        yield endpoint
+        # what the workers wrote is read back and removed
+        assert storage.ls("ct-artifacts/run-1") == ["ct-artifacts/run-1/train_examples"]
+
+
+def statistics_on_flink(tmp_path: Path, schema, arguments: list[str]):
+    return compute_statistics(
+        tmp_path / "no local copy",
+        tmp_path / "flink.pb",
+        schema,
+        BEAM,
+        arguments,
+        beam_data="s3://ct-artifacts/run-1/train_examples",
+        beam_output="s3://ct-artifacts/run-1/train_statistics.beam-statistics",
+    )
+
+
+def assert_statistics_equal(on_flink, in_process, tmp_path: Path) -> None:
     assert on_flink.rows == in_process.rows and on_flink.features == in_process.features
     assert feature_counts(load_statistics(tmp_path / "flink.pb")) == feature_counts(
         load_statistics(tmp_path / "local.pb")
     )
-    assert left == ["ct-artifacts/run-1/train_examples"]  # what the workers wrote is read back and removed
+
+
+def test_flink_runs_the_statistics_in_workers_of_the_projects_image(splits, tmp_path, flights, flink):
+    require_the_image()
+    schema = load_schema(flights.schema_path)
+    in_process = compute_statistics(splits[0], tmp_path / "local.pb", schema)
+    with split_on_s3(splits[0], tmp_path / "aws"), worker_pool(tmp_path / "aws") as (address, log):
+        external = [
+            "--environment_type=EXTERNAL",
+            f"--environment_config={address}",
+            f"--sdk_worker_parallelism={WORKERS}",
+        ]
+        on_flink = statistics_on_flink(tmp_path, schema, flink_arguments(flink, *external))
+        started = re.findall(r"Starting worker with command \['/opt/apache/beam/boot', '--id=(\d+)-(\d+)'", log())
+    # Flink asked the pool for the workers of each stage's environment: WORKERS boots each.
+    environments = {environment for environment, _ in started}
+    assert environments and sorted(started) == sorted((e, str(i)) for e in environments for i in range(1, WORKERS + 1))
+    assert_statistics_equal(on_flink, in_process, tmp_path)
+
+
+def test_flink_starts_the_projects_worker_image_where_the_options_name_none(splits, tmp_path, flights, flink):
+    """The runner's containers get nothing but Beam's options, so S3's settings are Beam's options."""
+    require_the_image(BEAM_WORKER_IMAGE)
+    schema = load_schema(flights.schema_path)
+    in_process = compute_statistics(splits[0], tmp_path / "local.pb", schema)
+    with split_on_s3(splits[0], tmp_path / "aws") as endpoint:
+        s3 = [
+            f"--s3_endpoint_url={endpoint}",
+            "--s3_access_key_id=test",
+            "--s3_secret_access_key=test",
+            "--s3_region_name=us-east-1",
+        ]
+        arguments = worker_arguments(flink_arguments(flink, *s3, "--retain_docker_containers"), BEAM_WORKER_IMAGE)
+        assert arguments[-1] == f"--environment_config={BEAM_WORKER_IMAGE}"
+        try:
+            on_flink = statistics_on_flink(tmp_path, schema, arguments)
+        finally:
+            workers = docker("ps", "--all", "--quiet", f"--filter=ancestor={BEAM_WORKER_IMAGE}").split()
+            if workers:
+                docker("rm", "--force", *workers)
+    assert workers  # the job server started them, and kept them for this count
+    assert_statistics_equal(on_flink, in_process, tmp_path)
+
+
+def docker(*arguments: str) -> str:
+    return subprocess.run(["docker", *arguments], capture_output=True, text=True, check=True).stdout

@@ -15,9 +15,9 @@ from components.image import PIPELINE_IMAGE
 from pipelines.pods import docker_client
 
 
-def require_the_image() -> None:
+def require_the_image(image: str = PIPELINE_IMAGE) -> None:
     """Skips (or, in CI, fails) the calling test unless the engine answers and the image is built."""
     try:
-        docker_client(PIPELINE_IMAGE).close()
+        docker_client(image).close()
     except ConfigError as error:
         (pytest.fail if os.environ.get("CI") else pytest.skip)(str(error))

@@ -73,15 +73,10 @@ def flink_job_server(log: Path) -> Iterator[str]:
             server.wait()
 
 
-def flink_arguments(job_endpoint: str, *environment: str, parallelism: int = 2) -> list[str]:
-    """Beam's options for a pipeline on that job server: Flink runs each stage in `parallelism`
-    tasks; `environment` is where the Python workers run (default: this process)."""
-    return [
-        "--runner=PortableRunner",
-        f"--job_endpoint={job_endpoint}",
-        f"--parallelism={parallelism}",
-        *(environment or ["--environment_type=LOOPBACK"]),
-    ]
+def flink_arguments(job_endpoint: str, *options: str, parallelism: int = 2) -> list[str]:
+    """Beam's options for a pipeline on that job server, where Flink runs each stage in
+    `parallelism` tasks, followed by `options` (where the Python workers run, for one)."""
+    return ["--runner=PortableRunner", f"--job_endpoint={job_endpoint}", f"--parallelism={parallelism}", *options]
 
 
 def _wait_for_port(port: int, server: subprocess.Popen, log: Path) -> None:

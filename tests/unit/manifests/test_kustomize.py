@@ -290,9 +290,7 @@ def test_dockerfile_passes_hadolint_and_installs_with_the_constraints_file():
     assert result.returncode == 0, result.stdout + result.stderr
     text = dockerfile.read_text()
     assert "-c images/constraints.txt" in text and "USER 10001" in text
-    # Two build stages (the Python environment, Beam's Go boot program) and a final stage of their results
-    assert [line.split()[-1] for line in text.splitlines() if line.startswith("FROM ")] == [
-        "build",
-        "beam-boot",
-        "${BASE}",
-    ]
+    # Two build stages (the Python environment, Beam's Go boot program), the pipeline image made
+    # of their results, the same with Beam's boot as its entrypoint, and the pipeline image as default
+    stages = [line.split()[-1] for line in text.splitlines() if line.startswith("FROM ")]
+    assert stages == ["build", "beam-boot", "pipeline", "beam-worker", "pipeline"]

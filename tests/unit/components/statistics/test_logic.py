@@ -35,11 +35,34 @@ def test_statistics_on_flink_are_those_computed_in_process(splits, tmp_path, fli
     whose Python code runs in Beam's workers in this process (LOOPBACK)."""
     schema = load_schema(flights.schema_path)
     in_process = compute_statistics(splits[0], tmp_path / "local.pb", schema)
-    on_flink = compute_statistics(splits[0], tmp_path / "flink.pb", schema, BEAM, flink_arguments(flink))
+    arguments = flink_arguments(flink, "--environment_type=LOOPBACK")
+    on_flink = compute_statistics(splits[0], tmp_path / "flink.pb", schema, BEAM, arguments)
     assert on_flink.rows == in_process.rows > 2000 and on_flink.features == in_process.features
     assert feature_counts(load_statistics(tmp_path / "flink.pb")) == feature_counts(
         load_statistics(tmp_path / "local.pb")
     )
+
+
+IMAGE = "registry/ct-pipeline:0.1.0-abc-beam"
+
+
+@pytest.mark.parametrize(
+    "arguments, added",
+    [
+        ([], None),  # the DirectRunner: workers in this process
+        (["--direct_running_mode=multi_processing", "--direct_num_workers=2"], None),
+        (["--runner=DataflowRunner", "--project=p", "--region=r"], f"--sdk_container_image={IMAGE}"),
+        (["--runner=DataflowRunner", "--sdk_container_image=theirs:1"], None),
+        (["--runner", "PortableRunner", "--job_endpoint=flink:8099"], f"--environment_config={IMAGE}"),
+        (["--runner=FlinkRunner", "--environment_type=docker"], f"--environment_config={IMAGE}"),
+        (["--runner=PortableRunner", "--environment_config=theirs:1"], None),
+        (["--runner=PortableRunner", "--environment_option=docker_container_image=theirs:1"], None),
+        (["--runner=PortableRunner", "--environment_type=EXTERNAL", "--environment_config=localhost:50000"], None),
+        (["--runner=PortableRunner", "--environment_type=LOOPBACK"], None),
+    ],
+)
+def test_runners_that_start_workers_get_the_projects_worker_image(arguments, added):
+    assert logic.worker_arguments(arguments, IMAGE) == (arguments + [added] if added else arguments)
 
 
 def test_integer_categoricals_get_value_counts_from_the_schema(splits, tmp_path, flights):
