@@ -64,10 +64,10 @@ def hourly_weather(observations: pd.DataFrame) -> pd.DataFrame:
     return joined.drop(columns=["origin"]).reset_index(drop=True)
 
 
-def tables_root(data_root: str | Path, feature_tables: str = "") -> str | Path:
+def tables_root(data_root: str | Path, feature_tables: str = "") -> str:
     """Where the feature tables are: `feature_tables` (a folder or URI) if given, else
     `<data_root>/features`."""
-    return feature_tables or Path(data_root) / FEATURES_FOLDER
+    return feature_tables or f"{str(data_root).rstrip('/')}/{FEATURES_FOLDER}"
 
 
 def table_location(root: str | Path, name: str) -> str:

@@ -30,6 +30,7 @@ from components.common.datasets import DEFAULT_DATASET, load_dataset
 from components.common.errors import ConfigError, CtError, DataError
 from components.common.home import DEFAULT_HOME, KUBEFLOW_METADATA, Home
 from components.common.metadata import PROMOTED, ROLLED_BACK
+from components.common.spans import data_location
 from pipelines.local_run import RUNNERS, WARM
 from pipelines.retention import RetentionSettings
 from serving.canary.judge import SequentialTest
@@ -97,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     infer.set_defaults(handler=_schema_infer)
 
     run = commands.add_parser("run", parents=[home_options], help="run the pipeline locally through kfp.local")
-    run.add_argument("--data-root", type=Path, required=True)
+    run.add_argument("--data-root", type=data_location, required=True, help="a folder, or an s3:// URI")
     run.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help="a pipeline parameter (repeatable)"
     )

@@ -17,7 +17,7 @@ from components.common.errors import ConfigError, NotFoundError
 from components.common.home import Home, check_run_id
 from components.common.metadata import FAILED, NOT_BLESSED, PUSHED, STOPPED_BY_DATA, MetadataStore, RunRecord
 from components.common.process_lifetime import children_die_with_this_process
-from components.common.spans import complete_spans
+from components.common.spans import Location, complete_spans
 from components.image import PIPELINE_IMAGE
 from pipelines.compile import COMPILED_SPEC
 from pipelines.home_lock import HomeLock, holding
@@ -97,7 +97,7 @@ def exit_code(run: RunRecord) -> int:
 
 def run_locally(
     home: Home,
-    data_root: Path,
+    data_root: Location,
     parameters: Mapping[str, Any],
     trigger: str = "manual",
     reason: str = "",
@@ -109,7 +109,8 @@ def run_locally(
 
     Args:
         home: Where the metadata store, pipeline root and model repository live.
-        data_root: The folder of spans.
+        data_root: The folder of spans, or an s3:// URI (not with `docker`: the containers
+            here have no network).
         parameters: Pipeline parameters to override (already type-checked).
         trigger, reason: Why this run happens; recorded with the run.
         log_path: Where kfp.local's and the steps' output goes (default: `home/logs/<run id>.log`).
@@ -135,11 +136,14 @@ def run_locally(
     # the claim. For containers, settings they cannot reach, no engine or no image of this code
     # are refused before anything of the run is recorded.
     if runner == DOCKER:
+        if not isinstance(data_root, Path):
+            raise ConfigError(f"--data-root {data_root}: the docker runner's steps have no network; use a folder")
         check_reachable(home, parameters)
         client = docker_client(PIPELINE_IMAGE)
         seen_home, seen_data = container_home(home), Path(DATA_MOUNT)
     else:
-        seen_home, seen_data = Home(home.root.resolve(), home.metadata), data_root.resolve()
+        seen_home = Home(home.root.resolve(), home.metadata)
+        seen_data = data_root.resolve() if isinstance(data_root, Path) else data_root
     claim_home(home, seen_home)
     home.create()
     run_id = run_id or new_run_id()

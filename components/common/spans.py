@@ -1,4 +1,10 @@
-"""Finding complete spans under a data root and reading their files."""
+"""Finding complete spans under a data root and reading their files.
+
+A data root is a folder or an object-storage URI (`s3://bucket/prefix`, through fsspec's s3fs
+with the standard AWS configuration, as the feature tables are read). Both are walked with
+pathlib's methods (universal_pathlib's paths for a URI), and Parquet files in object storage
+are read in place, by ranges, one record batch at a time.
+"""
 
 from __future__ import annotations
 
@@ -7,39 +13,59 @@ import dataclasses
 import functools
 import shutil
 from pathlib import Path
-from typing import Callable, Collection, Iterator
+from typing import Callable, Collection, Iterator, TypeAlias
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from upath import UPath
 
-from components.common.errors import DataError
+from components.common.errors import ConfigError, DataError
 
 SUCCESS_MARKER = "_SUCCESS"
 SPAN_PREFIX = "span="
 PARQUET = ".parquet"
 ROW_GROUP_ROWS = 65_536  # at most, in a shard ShardWriter writes: what a reader of one row group holds
 READERS = {PARQUET: "parquet", ".csv": "csv"}
+OBJECT_STORAGE = ("s3://",)  # what this image reaches (s3fs); gs:// would need gcsfs
+Location: TypeAlias = Path | UPath  # a local path, or a path in object storage
+
+
+def data_location(location: str | Path) -> Location:
+    """A folder, or an object-storage URI as a path with pathlib's methods.
+
+    Raises:
+        ConfigError: a URI of a scheme other than s3://.
+    """
+    text = str(location)
+    if "://" not in text:
+        return Path(text)
+    if not text.startswith(OBJECT_STORAGE):
+        raise ConfigError(f"{text}: a data root is a folder or an {' or '.join(OBJECT_STORAGE)} URI")
+    return UPath(text)
 
 
 @dataclasses.dataclass(frozen=True)
 class SpanFolder:
     span_id: str
-    path: Path
+    path: Location
 
     @property
-    def files(self) -> list[Path]:
+    def files(self) -> list[Location]:
         return sorted(p for p in self.path.iterdir() if p.suffix in READERS and p.is_file())
 
 
-def complete_spans(data_root: Path) -> list[SpanFolder]:
-    """The spans under `data_root` whose `_SUCCESS` marker exists, oldest first.
+def complete_spans(data_root: Location) -> list[SpanFolder]:
+    """The spans under `data_root` whose `_SUCCESS` marker exists, oldest first, as they are
+    now (object storage is listed afresh, not from fsspec's cache of earlier listings).
 
     A span without its marker is still being written; it is skipped, not an error.
 
     Raises:
         DataError: the data root does not exist.
     """
+    if not isinstance(data_root, Path):
+        data_root.fs.invalidate_cache(data_root.path)
     if not data_root.is_dir():
         raise DataError("data root does not exist or is not a folder", path=str(data_root))
     spans = [
@@ -50,7 +76,7 @@ def complete_spans(data_root: Path) -> list[SpanFolder]:
     return sorted(spans, key=lambda span: span.span_id)
 
 
-def read_file(path: Path, file_format: str = "") -> pd.DataFrame:
+def read_file(path: Location, file_format: str = "") -> pd.DataFrame:
     """Reads one Parquet or CSV file, or a folder of Parquet shards (as ingest writes a split).
 
     Args:
@@ -64,15 +90,16 @@ def read_file(path: Path, file_format: str = "") -> pd.DataFrame:
     shards = parquet_files(path) if file_format == "parquet" else []
     try:
         if file_format == "parquet":
-            return pa.concat_tables(pq.read_table(shard) for shard in shards).to_pandas()
+            return pa.concat_tables(_read_table(shard) for shard in shards).to_pandas()
         if file_format == "csv":
-            return pd.read_csv(path)
+            with path.open("rb") as handle:
+                return pd.read_csv(handle)
     except (pa.ArrowException, OSError, ValueError, pd.errors.ParserError) as error:
         raise DataError(f"cannot read {file_format} file: {error}", path=str(path)) from None
     raise DataError(f"unknown file type (expected one of {', '.join(READERS)})", path=str(path))
 
 
-def parquet_files(path: Path) -> list[Path]:
+def parquet_files(path: Location) -> list[Location]:
     """A Parquet file itself, or the shards of a folder in name order.
 
     Raises:
@@ -95,7 +122,7 @@ def parquet_pattern(location: str | Path) -> str:
     return f"{text}/*{PARQUET}" if Path(text).is_dir() else text
 
 
-def read_parquet_batches(path: Path, rows: int, columns: Collection[str] | None = None) -> Iterator[pd.DataFrame]:
+def read_parquet_batches(path: Location, rows: int, columns: Collection[str] | None = None) -> Iterator[pd.DataFrame]:
     """A Parquet file or a folder of shards, `rows` rows at a time: memory holds one batch,
     whatever the data's size. No rows give one empty frame.
 
@@ -111,13 +138,12 @@ def read_parquet_batches(path: Path, rows: int, columns: Collection[str] | None 
 
 
 def read_record_batches(
-    path: Path, rows: int, columns: Collection[str] | None = None, empty: bool = False
+    path: Location, rows: int, columns: Collection[str] | None = None, empty: bool = False
 ) -> Iterator[pa.RecordBatch]:
     """As `read_parquet_batches`, as Arrow record batches; no rows give no batch unless `empty`."""
     any_rows = False
     for shard in parquet_files(path):
-        with _reading_parquet(shard):
-            parquet = pq.ParquetFile(shard)
+        with _parquet_file(shard) as parquet:
             kept = _present(parquet, columns)
             for batch in parquet.iter_batches(batch_size=rows, columns=kept):
                 any_rows = True
@@ -134,8 +160,8 @@ def row_groups(path: Path) -> list[tuple[Path, int]]:
     """
     groups = []
     for shard in parquet_files(path):
-        with _reading_parquet(shard):
-            groups.extend((shard, index) for index in range(pq.ParquetFile(shard).num_row_groups))
+        with _parquet_file(shard) as parquet:
+            groups.extend((shard, index) for index in range(parquet.num_row_groups))
     return groups
 
 
@@ -145,18 +171,26 @@ def read_row_group(shard: Path, index: int, columns: Collection[str] | None = No
     Raises:
         DataError: the file cannot be read.
     """
-    with _reading_parquet(shard):
-        parquet = pq.ParquetFile(shard)
+    with _parquet_file(shard) as parquet:
         return parquet.read_row_group(index, columns=_present(parquet, columns)).to_pandas()
 
 
 @contextlib.contextmanager
-def _reading_parquet(path: Path) -> Iterator[None]:
-    """Turns what pyarrow raises for a missing, truncated or corrupt file into a DataError naming it."""
+def _parquet_file(path: Location) -> Iterator[pq.ParquetFile]:
+    """The Parquet file, opened by pyarrow (a local file) or through fsspec (an object, read by
+    ranges); what pyarrow or the storage raises for a missing, truncated or corrupt file is a
+    DataError naming it."""
     try:
-        yield
+        with contextlib.ExitStack() as stack:
+            source = path if isinstance(path, Path) else stack.enter_context(path.open("rb"))
+            yield pq.ParquetFile(source)
     except (pa.ArrowException, OSError, ValueError) as error:
         raise DataError(f"cannot read parquet file: {error}", path=str(path)) from None
+
+
+def _read_table(path: Location) -> pa.Table:
+    with _parquet_file(path) as parquet:
+        return parquet.read()
 
 
 def _present(parquet: pq.ParquetFile, columns: Collection[str] | None) -> list[str]:
@@ -184,7 +218,7 @@ def read_spans(spans: list[SpanFolder]) -> pd.DataFrame:
     return pd.concat([frame for _, frame in frames], ignore_index=True)
 
 
-def span_data_files(span: SpanFolder) -> list[Path]:
+def span_data_files(span: SpanFolder) -> list[Location]:
     """The span's data files.
 
     Raises:
@@ -198,7 +232,7 @@ def span_data_files(span: SpanFolder) -> list[Path]:
     return files
 
 
-def column_types(files: list[Path]) -> dict[str, pa.DataType]:
+def column_types(files: list[Location]) -> dict[str, pa.DataType]:
     """The columns of the files, in the first file's order, with their Arrow types. A column
     of no type in a file (every value null) takes its type from another file; it reads as
     objects, so that file's column must read as objects (strings) too.
@@ -222,7 +256,7 @@ def column_types(files: list[Path]) -> dict[str, pa.DataType]:
     return types
 
 
-def file_batches(path: Path, rows: int, columns: Collection[str] | None = None) -> Iterator[pd.DataFrame]:
+def file_batches(path: Location, rows: int, columns: Collection[str] | None = None) -> Iterator[pd.DataFrame]:
     """A span's data file `rows` rows at a time: Parquet by record batches (memory holds one),
     CSV read whole, then sliced.
 
@@ -241,7 +275,7 @@ def file_batches(path: Path, rows: int, columns: Collection[str] | None = None) 
         yield frame.iloc[start : start + rows].reset_index(drop=True)
 
 
-def read_column(path: Path, name: str) -> pd.Series:
+def read_column(path: Location, name: str) -> pd.Series:
     """One column of a span's data file.
 
     Raises:
@@ -296,11 +330,11 @@ class ShardWriter:
         self._in_shard = 0
 
 
-def _file_schema(path: Path) -> pa.Schema:
+def _file_schema(path: Location) -> pa.Schema:
     if path.suffix == ".csv":
         return pa.Schema.from_pandas(read_file(path, "csv"), preserve_index=False)
-    with _reading_parquet(path):
-        return pq.read_schema(path)
+    with _parquet_file(path) as parquet:
+        return parquet.schema_arrow
 
 
 def _pandas_types(schema: pa.Schema) -> dict[str, object]:

@@ -28,6 +28,7 @@ def ingest(
 
     from components.common import metadata
     from components.common.datasets import load_dataset
+    from components.common.spans import data_location
     from components.common.version import code_version
     from components.ingest.logic import ingest as ingest_spans
 
@@ -43,7 +44,7 @@ def ingest(
         step.update_run(trigger=trigger, reason=reason, dataset=dataset, code_version=code_version())
         config = load_dataset(dataset)
         result = ingest_spans(
-            Path(data_root),
+            data_location(data_root),
             window_spans,
             eval_percent,
             config.key,

@@ -25,10 +25,12 @@ from components.common.datasets import DatasetConfig
 from components.common.errors import ConfigError, DataError
 from components.common.spans import (
     SPAN_PREFIX,
+    Location,
     ShardWriter,
     SpanFolder,
     column_types,
     complete_spans,
+    data_location,
     file_batches,
     read_column,
     span_data_files,
@@ -74,12 +76,12 @@ class IngestResult:
     @property
     def span_folders(self) -> dict[str, str]:
         """Each span id of the window and the folder it was read from."""
-        folders = sorted({Path(f).parent for f in self.files})
+        folders = sorted({data_location(f).parent for f in self.files}, key=str)
         return {folder.name.removeprefix(SPAN_PREFIX): str(folder) for folder in folders}
 
 
 def ingest(
-    data_root: Path,
+    data_root: Location,
     window_spans: int,
     eval_percent: int,
     key: str,
@@ -196,14 +198,14 @@ class WindowKeys:
         files = np.searchsorted(starts, rows, side="right") - 1
         return files, rows - starts[files]
 
-    def value(self, files: list[Path], column: str, row: int) -> object:
+    def value(self, files: list[Location], column: str, row: int) -> object:
         """Row `row`'s value of `column`, read again from its file."""
         [file], [within] = self.locate(np.array([row]))
         return read_column(files[file], column).iloc[within]
 
 
 def read_keys(
-    files: list[Path], key: str, event_time: str, batch_rows: int, types: dict[str, pa.DataType]
+    files: list[Location], key: str, event_time: str, batch_rows: int, types: dict[str, pa.DataType]
 ) -> WindowKeys:
     """The first pass: reads only `key` (every column without a key) and `event_time` (if
     any) of the files, a batch at a time. An integer column (`types`) is hashed as the same
@@ -232,7 +234,7 @@ def read_keys(
     )
 
 
-def event_nanoseconds(written: pd.Series, column: str, path: Path) -> np.ndarray:
+def event_nanoseconds(written: pd.Series, column: str, path: Location) -> np.ndarray:
     """Event times (ISO-8601 strings, UTC unless they carry an offset, or timestamps) as
     nanoseconds since the epoch, UTC.
 
@@ -256,7 +258,7 @@ def event_nanoseconds(written: pd.Series, column: str, path: Path) -> np.ndarray
     return times.dt.tz_convert(None).to_numpy().view("int64")
 
 
-def check_unique(files: list[Path], keys: WindowKeys, key: str) -> None:
+def check_unique(files: list[Location], keys: WindowKeys, key: str) -> None:
     """Raises DataError when a value of `key` is on more than one row (a span written twice, or
     rows repeated, would train on them twice), naming the first such value in reading order
     and its files. Rows whose keys hash alike are read again to compare their values.
@@ -309,7 +311,7 @@ def newest_rows(
 
 
 def write_splits(
-    files: list[Path],
+    files: list[Location],
     span_paths: list[str],
     is_eval: np.ndarray,
     dataset: DatasetConfig | None,
@@ -395,7 +397,7 @@ def joined_examples(
     return joined[known + others], counts
 
 
-def latest_spans(data_root: Path, window_spans: int) -> list[SpanFolder]:
+def latest_spans(data_root: Location, window_spans: int) -> list[SpanFolder]:
     """The latest `window_spans` complete spans, oldest first.
 
     Raises:
@@ -407,7 +409,7 @@ def latest_spans(data_root: Path, window_spans: int) -> list[SpanFolder]:
     return spans
 
 
-def fingerprint(files: list[Path]) -> str:
+def fingerprint(files: list[Location]) -> str:
     """SHA-256 of the files' span folders, names and bytes."""
     digest = hashlib.sha256()
     for path in files:

@@ -10,6 +10,7 @@ import yaml
 
 from components.common.datasets import DEFAULT_DATASET, load_dataset
 from components.common.errors import ConfigError
+from components.common.spans import Location, data_location
 from pipelines.config import check_parameter_values, parse_parameters
 from pipelines.local_run import pipeline_parameters
 from pipelines.retention import RetentionSettings
@@ -95,7 +96,7 @@ class TriggerConfig:
     """`ct watch` configuration (triggers.yaml). A trigger section left out is off; manual is always on."""
 
     home: Path
-    data_root: Path
+    data_root: Location  # a folder or an s3:// URI
     dataset: str = DEFAULT_DATASET
     metadata: str = ""
     # With a KFP API, runs are submitted there (as `ct submit` does) instead of `ct run` here.
@@ -165,8 +166,10 @@ def load_trigger_config(*paths: Path) -> TriggerConfig:
             given_in[key] = path
             if key in sections:
                 values[key] = _section(path, key, sections[key], value or {})
-            elif key in ("home", "data_root"):
+            elif key == "home":
                 values[key] = Path(value)
+            elif key == "data_root":
+                values[key] = data_location(value)
             elif key in {f.name for f in dataclasses.fields(TriggerConfig)}:
                 values[key] = _checked_type(path, key, value, _DEFAULTS[key])
             else:

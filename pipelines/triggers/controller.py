@@ -21,6 +21,7 @@ from components.common.datasets import load_dataset
 from components.common.errors import CtError, DataError, HomeBusyError, NotFoundError
 from components.common.home import Home
 from components.common.metadata import FAILED, MetadataStore
+from components.common.spans import Location
 from components.common.version import code_version_on_disk
 from components.ingest.logic import fingerprint, latest_spans
 from pipelines.home_lock import HomeLock
@@ -64,7 +65,7 @@ class LocalLauncher:
     dies with the controller: a killed controller leaves no run going on unseen.
     """
 
-    def __init__(self, home: Home, data_root: Path, parameters: Mapping[str, Any], lock: HomeLock | None = None):
+    def __init__(self, home: Home, data_root: Location, parameters: Mapping[str, Any], lock: HomeLock | None = None):
         self.home = home
         self.data_root = data_root
         self.parameters = parameters

@@ -21,8 +21,9 @@ import pyarrow.parquet as pq
 
 from components.common.auc_inference import STANDARD_NORMAL
 from components.common.datasets import DatasetConfig
+from components.common.errors import DataError
 from components.common.metadata import FAILED, MetadataStore
-from components.common.spans import complete_spans
+from components.common.spans import Location, complete_spans
 from pipelines.triggers.calibration import (
     NoiseThresholds,
     ParametricReference,
@@ -115,7 +116,7 @@ class NewDataTrigger:
 
     name = NEW_DATA
 
-    def __init__(self, data_root: Path, dataset: str, store: MetadataStore, min_new_spans: int):
+    def __init__(self, data_root: Location, dataset: str, store: MetadataStore, min_new_spans: int):
         self.data_root = data_root
         self.dataset = dataset
         self.store = store
@@ -128,9 +129,10 @@ class NewDataTrigger:
         run still going or a failed run read): after the first check, a few per poll whatever
         the history's length. A span whose only readers failed (a run killed, or crashed) is
         new again."""
-        if not self.data_root.is_dir():
+        try:
+            arrived = {span.span_id for span in complete_spans(self.data_root)}
+        except DataError:  # no data root (yet)
             return []
-        arrived = {span.span_id for span in complete_spans(self.data_root)}
         unknown = sorted(arrived - self._announced - self._read_for_good)
         readers = self.store.span_readers(self.dataset, unknown)
         self._read_for_good.update(span for span, decisions in readers.items() if decisions - {"", FAILED})

@@ -4,6 +4,7 @@ pod is: an AWS config file naming the endpoint, a credentials file."""
 from __future__ import annotations
 
 import contextlib
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -24,6 +25,8 @@ def s3_on_loopback(folder: Path, buckets: tuple[str, ...]) -> Iterator[str]:
     try:
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
+        # moto keeps its buckets in this process, across servers: each use starts with none
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).close()
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config").write_text(f"[default]\nendpoint_url = {endpoint}\nregion = us-east-1\n")
         (folder / "credentials").write_text("[default]\naws_access_key_id = test\naws_secret_access_key = test\n")

@@ -7,9 +7,11 @@ import pytest
 
 from components.common.datasets import load_dataset
 from components.common.errors import ConfigError, DataError
+from components.common.spans import complete_spans, data_location
 from components.ingest import logic
 from components.ingest.logic import examples_with_features, ingest
 from pipelines.demo.sample_data import Span, penguin_spans, write_span
+from tests.support.object_storage import s3_on_loopback
 from tests.support.spans import feature_tables_folder, write_month
 
 
@@ -332,3 +334,72 @@ def test_a_span_rewritten_between_the_two_passes_stops_ingest_and_leaves_no_spli
     with pytest.raises(DataError, match=r"part-1.parquet: the window's files changed while ingest read them"):
         ingest(root, 2, 20, flights.key, tmp_path / "train", tmp_path / "eval", flights, batch_rows=300)
     assert not (tmp_path / "train").exists() and not (tmp_path / "eval").exists()
+
+
+# --- spans in object storage ----------------------------------------------------------------
+
+
+@pytest.fixture
+def bucket(tmp_path):
+    """An S3 bucket on loopback (moto's server, the only S3 here), reached as a pod reaches one."""
+    from s3fs import S3FileSystem
+
+    with s3_on_loopback(tmp_path / "aws", ("ct-data",)):
+        yield S3FileSystem()
+
+
+def test_spans_in_object_storage_are_ingested_as_the_same_spans_in_a_folder(tmp_path, flight_months, flights, bucket):
+    root = _two_months(tmp_path, flight_months)
+    write_month(root, "2013-07", flight_months["2013-07"], file_format="csv")
+    (root / "span=2013-07" / "_SUCCESS").unlink()  # still being written
+    bucket.put(f"{root}/", "ct-data/spans", recursive=True)
+    from_folder = ingest(root, 2, 20, flights.key, tmp_path / "folder-train", tmp_path / "folder-eval", flights)
+    from_bucket = ingest(
+        data_location("s3://ct-data/spans"),
+        2,
+        20,
+        flights.key,
+        tmp_path / "train",
+        tmp_path / "eval",
+        flights,
+        feature_tables=str(feature_tables_folder()),
+        batch_rows=300,
+    )
+    assert from_bucket.spans == from_folder.spans == ("2013-01", "2013-02")
+    assert from_bucket.files == tuple(f.replace(str(root), "s3://ct-data/spans") for f in from_folder.files)
+    assert from_bucket.span_folders == {
+        "2013-01": "s3://ct-data/spans/span=2013-01",
+        "2013-02": "s3://ct-data/spans/span=2013-02",
+    }
+    assert (from_bucket.fingerprint, from_bucket.split_rule, from_bucket.eval_cut) == (
+        from_folder.fingerprint,
+        from_folder.split_rule,
+        from_folder.eval_cut,
+    )
+    for split in ("train", "eval"):
+        assert pd.read_parquet(tmp_path / split).equals(pd.read_parquet(tmp_path / f"folder-{split}"))
+
+
+def test_a_span_completed_in_object_storage_is_seen_at_the_next_look(tmp_path, flight_months, bucket):
+    write_month(tmp_path / "data", "2013-01", flight_months["2013-01"])
+    bucket.put(f"{tmp_path / 'data'}/", "ct-data/spans", recursive=True)
+    root = data_location("s3://ct-data/spans")
+    assert [span.span_id for span in complete_spans(root)] == ["2013-01"]
+    write_month(tmp_path / "later", "2013-02", flight_months["2013-02"])
+    bucket.put(f"{tmp_path / 'later'}/", "ct-data/spans", recursive=True)
+    assert [span.span_id for span in complete_spans(root)] == ["2013-01", "2013-02"]
+
+
+def test_a_bad_file_in_object_storage_is_named_by_its_uri(tmp_path, flight_months, bucket):
+    write_month(tmp_path / "data", "2013-01", flight_months["2013-01"])
+    bucket.put(f"{tmp_path / 'data'}/", "ct-data/spans", recursive=True)
+    bucket.pipe("ct-data/spans/span=2013-01/part-0.parquet", b"PAR1 not parquet at all")
+    with pytest.raises(DataError, match=r"s3://ct-data/spans/span=2013-01/part-0.parquet: cannot read parquet file"):
+        run(data_location("s3://ct-data/spans"), tmp_path)
+
+
+def test_a_missing_bucket_folder_and_an_unknown_scheme_are_named(tmp_path, bucket):
+    with pytest.raises(DataError, match=r"s3://ct-data/nothing: data root does not exist"):
+        run(data_location("s3://ct-data/nothing"), tmp_path)
+    with pytest.raises(ConfigError, match=r"gs://b/spans: a data root is a folder or an s3:// URI"):
+        data_location("gs://b/spans")

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from components.common import metadata
+from components.common.spans import data_location
 from components.common.tfdv_io import load_schema, load_statistics
 from components.statistics.logic import compute_statistics, statistics_of_dataframe
 from components.validate_data.logic import measure_drift, measure_skew
@@ -30,6 +31,7 @@ from pipelines.triggers.sources import (
     request_manual_run,
 )
 from serving.request_log import RequestLog
+from tests.support.object_storage import s3_on_loopback
 from tests.support.serving_helpers import FEEDBACK, MODEL, call
 from tests.support.spans import write_month
 
@@ -76,6 +78,24 @@ def test_new_data_can_wait_for_several_spans(tmp_path, store, flight_months):
     assert trigger.check(time.time()) == []
     write_month(root, "2013-02", flight_months["2013-02"])
     assert trigger.check(time.time())[0].reason == "new complete spans 2013-01, 2013-02"
+
+
+def test_new_data_watches_spans_in_object_storage(tmp_path, store, flight_months):
+    """A data root in a bucket (moto's S3 server on loopback): a span is new once its marker is
+    there, whatever fsspec listed before; no bucket folder yet is no span yet."""
+    from s3fs import S3FileSystem
+
+    with s3_on_loopback(tmp_path / "aws", ("ct-data",)):
+        bucket = S3FileSystem()
+        trigger = NewDataTrigger(data_location("s3://ct-data/spans"), "flights", store, min_new_spans=1)
+        assert trigger.check(time.time()) == []
+        unfinished = write_month(tmp_path / "local", "2013-01", flight_months["2013-01"])
+        (unfinished / "_SUCCESS").unlink()
+        bucket.put(f"{tmp_path / 'local'}/", "ct-data/spans", recursive=True)
+        assert trigger.check(time.time()) == []
+        bucket.touch("ct-data/spans/span=2013-01/_SUCCESS")
+        [firing] = trigger.check(time.time())
+        assert firing.reason == "new complete span 2013-01"
 
 
 def feedback(server, rows, agree: bool, flipped: float = 0.0):
