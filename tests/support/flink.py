@@ -23,6 +23,7 @@ from typing import Iterator
 import pytest
 
 from pipelines.demo.serving_process import free_ports
+from tests.support.processes import logged_process
 
 JARS = Path(__file__).resolve().parents[2] / ".cache" / "flink"
 START_SECONDS = 60
@@ -46,31 +47,19 @@ def flink_job_server(log: Path) -> Iterator[str]:
     """Starts the job server (its output into `log`) and yields its job endpoint, `host:port`."""
     require_flink()
     job_port, artifact_port = free_ports(2)
-    with open(log, "wb") as output:
-        server = subprocess.Popen(
-            [
-                "java",
-                "-cp",
-                f"{JARS}/*",
-                "org.apache.beam.runners.flink.FlinkJobServerDriver",
-                f"--job-port={job_port}",
-                f"--artifact-port={artifact_port}",
-                "--expansion-port=0",
-                "--flink-master=[local]",
-            ],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    command = [
+        "java",
+        "-cp",
+        f"{JARS}/*",
+        "org.apache.beam.runners.flink.FlinkJobServerDriver",
+        f"--job-port={job_port}",
+        f"--artifact-port={artifact_port}",
+        "--expansion-port=0",
+        "--flink-master=[local]",
+    ]
+    with logged_process(log, *command) as server:
         _wait_for_port(job_port, server, log)
         yield f"localhost:{job_port}"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def flink_arguments(job_endpoint: str, *options: str, parallelism: int = 2) -> list[str]:

@@ -25,6 +25,7 @@ import yaml
 from kubernetes import client
 
 from pipelines.demo.serving_process import free_ports
+from tests.support.processes import logged_process
 
 BINARIES = Path(__file__).resolve().parents[2] / ".cache" / "kube"
 CUSTOM_RESOURCES = Path(__file__).resolve().parent / "kube-crds"  # installed in every server
@@ -108,7 +109,7 @@ def kube_api_server(folder: Path) -> Iterator[KubeApiServer]:
     peer_url = f"http://127.0.0.1:{peer_port}"
     with contextlib.ExitStack() as stack:
         stack.enter_context(
-            _process(
+            logged_process(
                 folder / "etcd.log",
                 BINARIES / "etcd",
                 f"--data-dir={folder / 'etcd'}",
@@ -121,7 +122,7 @@ def kube_api_server(folder: Path) -> Iterator[KubeApiServer]:
             )
         )
         server = stack.enter_context(
-            _process(
+            logged_process(
                 folder / "kube-apiserver.log",
                 BINARIES / "kube-apiserver",
                 f"--etcd-servers={etcd_url}",
@@ -141,21 +142,6 @@ def kube_api_server(folder: Path) -> Iterator[KubeApiServer]:
         _wait_until_ready(api, server, folder / "kube-apiserver.log")
         _install_custom_resources(api)
         yield api
-
-
-@contextlib.contextmanager
-def _process(log: Path, *command: object) -> Iterator[subprocess.Popen]:
-    with open(log, "wb") as output:
-        process = subprocess.Popen([str(c) for c in command], stdout=output, stderr=subprocess.STDOUT)
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _wait_until_ready(api: KubeApiServer, server: subprocess.Popen, log: Path) -> None:
