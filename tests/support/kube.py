@@ -78,7 +78,9 @@ current-context: loopback
             if self.kubectl("get", "namespace", namespace).returncode != 0:
                 made = self.kubectl("create", "namespace", namespace)
                 assert made.returncode == 0, made.stderr
-        options = ["--dry-run=server"] if dry_run else []
+        # Taking over the fields a client changed since (`ct rollout`'s patches), as an
+        # administrator re-applying an overlay must say.
+        options = ["--force-conflicts", *(["--dry-run=server"] if dry_run else [])]
         return self.kubectl("apply", "--server-side", *options, "-f", "-", stdin=yaml.safe_dump_all(docs))
 
     def kubectl(self, *arguments: str, stdin: str | None = None) -> subprocess.CompletedProcess:
