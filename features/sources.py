@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from components.common.errors import DataError
+from components.common.spans import Location
 
 FEATURES_FOLDER = "features"
 WEATHER_FILE, PLANES_FILE = "weather.parquet", "planes.parquet"
@@ -64,7 +65,7 @@ def hourly_weather(observations: pd.DataFrame) -> pd.DataFrame:
     return joined.drop(columns=["origin"]).reset_index(drop=True)
 
 
-def tables_root(data_root: str | Path, feature_tables: str = "") -> str:
+def tables_root(data_root: str | Location, feature_tables: str = "") -> str:
     """Where the feature tables are: `feature_tables` (a folder or URI) if given, else
     `<data_root>/features`."""
     return feature_tables or f"{str(data_root).rstrip('/')}/{FEATURES_FOLDER}"

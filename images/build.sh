@@ -54,6 +54,10 @@ build() {  # build IMAGE [docker build options...]; IMAGE's tag is then the buil
     done
     image="${image%:*}:${inside##*:}"
   fi
+  if [ "$(pipeline_image "$image-beam")" != "$(pipeline_image "$image")" ]; then
+    echo "$0: $image-beam was built from other code than $image (the code changed between the two builds): build again" >&2
+    exit 1
+  fi
   built=$image
 }
 

@@ -30,7 +30,7 @@ from components.common.datasets import DEFAULT_DATASET, load_dataset
 from components.common.errors import ConfigError, CtError, DataError
 from components.common.home import DEFAULT_HOME, KUBEFLOW_METADATA, Home
 from components.common.metadata import PROMOTED, ROLLED_BACK
-from components.common.spans import data_location
+from components.common.spans import Location, data_location
 from pipelines.local_run import RUNNERS, WARM
 from pipelines.retention import RetentionSettings
 from serving.canary.judge import SequentialTest
@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     infer.set_defaults(handler=_schema_infer)
 
     run = commands.add_parser("run", parents=[home_options], help="run the pipeline locally through kfp.local")
-    run.add_argument("--data-root", type=data_location, required=True, help="a folder, or an s3:// URI")
+    run.add_argument("--data-root", type=_data_root, required=True, help="a folder, or an s3:// URI")
     run.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help="a pipeline parameter (repeatable)"
     )
@@ -397,6 +397,14 @@ def _features_apply(args) -> int:
         f"(online store: {'redis ' + args.redis if args.redis else 'SQLite in the home'})"
     )
     return 0
+
+
+def _data_root(text: str) -> Location:
+    """argparse's type for a data root: its refusal, said as argparse says a bad value."""
+    try:
+        return data_location(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _rollout(args) -> int:

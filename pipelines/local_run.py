@@ -131,13 +131,13 @@ def run_locally(
     if run_id is not None:
         check_run_id(run_id)
     load_dataset(str(parameters.get("dataset", DEFAULT_DATASET)))
+    if runner == DOCKER and not isinstance(data_root, Path):
+        raise ConfigError(f"--data-root {data_root}: the docker runner's steps have no network; use a folder")
     complete_spans(data_root)
     # The home and the data root as the steps see them: here, or mounted as a cluster mounts
     # the claim. For containers, settings they cannot reach, no engine or no image of this code
     # are refused before anything of the run is recorded.
     if runner == DOCKER:
-        if not isinstance(data_root, Path):
-            raise ConfigError(f"--data-root {data_root}: the docker runner's steps have no network; use a folder")
         check_reachable(home, parameters)
         client = docker_client(PIPELINE_IMAGE)
         seen_home, seen_data = container_home(home), Path(DATA_MOUNT)

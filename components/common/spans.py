@@ -32,7 +32,9 @@ Location: TypeAlias = Path | UPath  # a local path, or a path in object storage
 
 
 def data_location(location: str | Path) -> Location:
-    """A folder, or an object-storage URI as a path with pathlib's methods.
+    """A folder, or an object-storage URI as a path with pathlib's methods, whose file system
+    keeps no listings: every look lists the bucket as it is now (a long-running controller
+    sees spans arrive, complete and change).
 
     Raises:
         ConfigError: a URI of a scheme other than s3://.
@@ -42,7 +44,7 @@ def data_location(location: str | Path) -> Location:
         return Path(text)
     if not text.startswith(OBJECT_STORAGE):
         raise ConfigError(f"{text}: a data root is a folder or an {' or '.join(OBJECT_STORAGE)} URI")
-    return UPath(text)
+    return UPath(text, use_listings_cache=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,28 +54,38 @@ class SpanFolder:
 
     @property
     def files(self) -> list[Location]:
-        return sorted(p for p in self.path.iterdir() if p.suffix in READERS and p.is_file())
+        with reading_storage(self.path):
+            return sorted(p for p in self.path.iterdir() if p.suffix in READERS and p.is_file())
 
 
 def complete_spans(data_root: Location) -> list[SpanFolder]:
-    """The spans under `data_root` whose `_SUCCESS` marker exists, oldest first, as they are
-    now (object storage is listed afresh, not from fsspec's cache of earlier listings).
+    """The spans under `data_root` whose `_SUCCESS` marker exists, oldest first.
 
     A span without its marker is still being written; it is skipped, not an error.
 
     Raises:
-        DataError: the data root does not exist.
+        DataError: the data root does not exist, or its storage cannot be read (unreachable,
+            access refused).
     """
-    if not isinstance(data_root, Path):
-        data_root.fs.invalidate_cache(data_root.path)
-    if not data_root.is_dir():
-        raise DataError("data root does not exist or is not a folder", path=str(data_root))
-    spans = [
-        SpanFolder(child.name[len(SPAN_PREFIX) :], child)
-        for child in data_root.iterdir()
-        if child.is_dir() and child.name.startswith(SPAN_PREFIX) and (child / SUCCESS_MARKER).is_file()
-    ]
+    with reading_storage(data_root):
+        if not data_root.is_dir():
+            raise DataError("data root does not exist or is not a folder", path=str(data_root))
+        spans = [
+            SpanFolder(child.name[len(SPAN_PREFIX) :], child)
+            for child in data_root.iterdir()
+            if child.is_dir() and child.name.startswith(SPAN_PREFIX) and (child / SUCCESS_MARKER).is_file()
+        ]
     return sorted(spans, key=lambda span: span.span_id)
+
+
+@contextlib.contextmanager
+def reading_storage(path: Location) -> Iterator[None]:
+    """What a file system or object store raises while `path` is listed or read (gone,
+    unreachable, access refused, changed while read) as a DataError naming it."""
+    try:
+        yield
+    except OSError as error:
+        raise DataError(f"cannot read: {type(error).__name__}: {error}", path=str(path)) from None
 
 
 def read_file(path: Location, file_format: str = "") -> pd.DataFrame:
@@ -152,7 +164,7 @@ def read_record_batches(
         yield pa.RecordBatch.from_pylist([], schema=parquet.schema_arrow.empty_table().select(kept).schema)
 
 
-def row_groups(path: Path) -> list[tuple[Path, int]]:
+def row_groups(path: Location) -> list[tuple[Location, int]]:
     """Every row group of a Parquet file or folder of shards, as (shard, index), in order.
 
     Raises:
@@ -165,7 +177,7 @@ def row_groups(path: Path) -> list[tuple[Path, int]]:
     return groups
 
 
-def read_row_group(shard: Path, index: int, columns: Collection[str] | None = None) -> pd.DataFrame:
+def read_row_group(shard: Location, index: int, columns: Collection[str] | None = None) -> pd.DataFrame:
     """Row group `index` of a Parquet file, only `columns` of it (those it has; None: all).
 
     Raises:
@@ -206,7 +218,7 @@ def read_spans(spans: list[SpanFolder]) -> pd.DataFrame:
         DataError: a span with no data file or no rows, an unreadable file, or files whose
             columns or column types differ (the first file is the reference).
     """
-    frames: list[tuple[Path, pd.DataFrame]] = []
+    frames: list[tuple[Location, pd.DataFrame]] = []
     for span in spans:
         span_frames = [(path, read_file(path)) for path in span_data_files(span)]
         if sum(len(frame) for _, frame in span_frames) == 0:
@@ -342,9 +354,9 @@ def _pandas_types(schema: pa.Schema) -> dict[str, object]:
 
 
 def check_same_columns(
-    reference_path: Path,
+    reference_path: Location,
     reference: dict[str, object],
-    path: Path,
+    path: Location,
     types: dict[str, object],
     column: Callable[[str], pd.Series],
 ) -> None:

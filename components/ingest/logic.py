@@ -33,6 +33,7 @@ from components.common.spans import (
     data_location,
     file_batches,
     read_column,
+    reading_storage,
     span_data_files,
 )
 from features.joins import ENTITY_COLUMNS, FeatureJoin, JoinCounts
@@ -414,7 +415,7 @@ def fingerprint(files: list[Location]) -> str:
     digest = hashlib.sha256()
     for path in files:
         digest.update(f"{path.parent.name}/{path.name}".encode())
-        with path.open("rb") as file:
+        with reading_storage(path), path.open("rb") as file:
             while chunk := file.read(1 << 20):
                 digest.update(chunk)
     return digest.hexdigest()

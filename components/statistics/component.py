@@ -30,11 +30,12 @@ def statistics(
     from components.common.tfdv_io import load_schema, load_statistics
     from components.image import BEAM_WORKER_IMAGE
     from components.statistics.logic import (
+        BEAM,
         beam_location,
         compute_statistics,
         keep_statistics,
         statistics_html,
-        worker_arguments,
+        with_worker_image,
     )
 
     parameters = {
@@ -45,7 +46,9 @@ def statistics(
     }
     with metadata.pipeline_step(metadata_connection, run_id, job_id, "statistics", parameters) as step:
         schema = load_schema(load_dataset(dataset).schema_path)
-        beam_arguments = worker_arguments(shlex.split(beam_pipeline_args), BEAM_WORKER_IMAGE)
+        beam_arguments = shlex.split(beam_pipeline_args)
+        if engine == BEAM:
+            beam_arguments = with_worker_image(beam_arguments, BEAM_WORKER_IMAGE)
         for examples, output in ((train_examples, train_statistics), (eval_examples, eval_statistics)):
             step.input(metadata.EXAMPLES, examples.uri)
             result = compute_statistics(

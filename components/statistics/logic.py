@@ -12,7 +12,7 @@ import pyarrow as pa
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
-from components.common.errors import DataError
+from components.common.errors import ConfigError, DataError
 from components.common.spans import parquet_pattern, read_record_batches
 
 MEMORY = "memory"
@@ -89,29 +89,41 @@ def beam_location(path: str, uri: str) -> str:
     return uri if uri.startswith(REMOTE_SCHEMES) else path
 
 
-def worker_arguments(beam_pipeline_args: Sequence[str], worker_image: str) -> list[str]:
-    """The Beam options, naming `worker_image` as the workers' image where the runner starts
-    Beam's worker containers itself and the options name no image or environment of their
-    own: Beam's default worker image has neither TFDV nor this code. Dataflow takes it as
-    `--sdk_container_image`; a portable runner (Flink, Spark) in its default DOCKER
-    environment as `--environment_config`, as Beam 2.60's PortableRunner reads it. The
-    DirectRunner's workers are this process or its children, and an EXTERNAL or LOOPBACK
-    environment's are already running: those are left as they are."""
-    from apache_beam.options.pipeline_options import PipelineOptions
+def with_worker_image(beam_pipeline_args: Sequence[str], worker_image: str) -> list[str]:
+    """The Beam options, plus the option that names `worker_image` as the workers' image where
+    the runner would otherwise start Beam's default worker image, which has neither TFDV nor
+    this code: `--sdk_container_image` for Dataflow (unless the options name an image), and
+    `--environment_config` for a portable runner (Flink, Spark) whose environment, as the
+    runner itself resolves it, is DOCKER with Beam's default image. Other runners' workers
+    (the DirectRunner's, a LOOPBACK, EXTERNAL or PROCESS environment's) are not started from
+    an image by the runner: their options are returned as they are.
 
-    options = PipelineOptions(list(beam_pipeline_args)).get_all_options()
-    runner = (options.get("runner") or "DirectRunner").lower().removesuffix("runner")
-    if runner in ("direct", "bundlebaseddirect", "switchingdirect"):
-        return list(beam_pipeline_args)
-    if runner == "dataflow":
-        named = options.get("sdk_container_image")
-        return list(beam_pipeline_args) if named else [*beam_pipeline_args, f"--sdk_container_image={worker_image}"]
-    named = options.get("environment_config") or any(
-        option.startswith("docker_container_image=") for option in options.get("environment_options") or ()
-    )
-    if named or (options.get("environment_type") or "DOCKER").upper() != "DOCKER":
-        return list(beam_pipeline_args)
-    return [*beam_pipeline_args, f"--environment_config={worker_image}"]
+    Raises:
+        ConfigError: options Beam refuses (an unknown runner or environment type).
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, WorkerOptions
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
+    from apache_beam.runners.portability.portable_runner import PortableRunner
+    from apache_beam.runners.runner import create_runner
+    from apache_beam.transforms.environments import DockerEnvironment
+
+    options = PipelineOptions(list(beam_pipeline_args))
+    try:
+        runner = create_runner(options.view_as(StandardOptions).runner or "DirectRunner")
+        if isinstance(runner, DataflowRunner):
+            worker = options.view_as(WorkerOptions)
+            if worker.sdk_container_image or worker.worker_harness_container_image:
+                return list(beam_pipeline_args)
+            return [*beam_pipeline_args, f"--sdk_container_image={worker_image}"]
+        environment = runner.default_environment(options) if isinstance(runner, PortableRunner) else None
+    except (ValueError, RuntimeError, ImportError) as error:
+        raise ConfigError(f"beam_pipeline_args: {error}") from None
+    if (
+        isinstance(environment, DockerEnvironment)
+        and environment.container_image == DockerEnvironment.default_docker_image()
+    ):
+        return [*beam_pipeline_args, f"--environment_config={worker_image}"]
+    return list(beam_pipeline_args)
 
 
 def statistics_of_dataframe(

@@ -169,7 +169,10 @@ def load_trigger_config(*paths: Path) -> TriggerConfig:
             elif key == "home":
                 values[key] = Path(value)
             elif key == "data_root":
-                values[key] = data_location(value)
+                try:
+                    values[key] = data_location(value)
+                except ConfigError as error:
+                    raise ConfigError(f"{path}: data_root: {error}") from None
             elif key in {f.name for f in dataclasses.fields(TriggerConfig)}:
                 values[key] = _checked_type(path, key, value, _DEFAULTS[key])
             else:

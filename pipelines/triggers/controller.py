@@ -21,7 +21,7 @@ from components.common.datasets import load_dataset
 from components.common.errors import CtError, DataError, HomeBusyError, NotFoundError
 from components.common.home import Home
 from components.common.metadata import FAILED, MetadataStore
-from components.common.spans import Location
+from components.common.spans import Location, reading_storage
 from components.common.version import code_version_on_disk
 from components.ingest.logic import fingerprint, latest_spans
 from pipelines.home_lock import HomeLock
@@ -203,6 +203,7 @@ class Controller:
         self.running: str | None = None
         self._last_finished = float("-inf")
         self._window_spans = int(config.parameters.get("window_spans", 1))
+        self._window: tuple[tuple, str] = ((), "")  # the window's file versions and fingerprint
 
     def tick(self) -> None:
         if not self._hold_home():
@@ -285,11 +286,11 @@ class Controller:
         reason = "; ".join(f"{f.trigger}: {f.reason}" for f in self.pending)
         try:
             files = [path for span in latest_spans(self.config.data_root, self._window_spans) for path in span.files]
+            window = "" if forced else self._fingerprint(files)
         except DataError as error:
             self._wait(now, triggers, f"{reason} -- waiting: {error}")
             return
         if not forced:
-            window = fingerprint(files)
             if self.store.trained_on(self.config.dataset, window):
                 self._wait(
                     now,
@@ -305,6 +306,19 @@ class Controller:
         self.pending = []
         self.events.append(Event(now, "started", run_id, triggers, reason))
         log.info("run %s started by %s: %s", run_id, ", ".join(triggers), reason)
+
+    def _fingerprint(self, files: list[Location]) -> str:
+        """The window's fingerprint, read again only when a file's version changed: a trigger
+        waiting on data trained already costs a look at each file per poll, not a read of the
+        whole window (from object storage, too).
+
+        Raises:
+            DataError: a file gone or unreadable.
+        """
+        versions = tuple((str(path), _version(path)) for path in files)
+        if versions != self._window[0]:
+            self._window = (versions, fingerprint(files))
+        return self._window[1]
 
     def _roll_out(self, now: float, step: Callable[[], str | None]) -> None:
         """One rollout step on KServe; an API failure is logged and retried on a later check."""
@@ -385,3 +399,13 @@ def build_controller(config: TriggerConfig, launcher: Launcher | None = None) ->
             home,
         )
     return Controller(config, triggers, launcher, store, canary=canary, lock=lock)
+
+
+def _version(path: Location) -> tuple:
+    """What changes when the file's content does: size and modification time in nanoseconds on a
+    file system, the ETag in object storage (S3's is the content's hash)."""
+    with reading_storage(path):
+        if isinstance(path, Path):
+            stat = path.stat()
+            return (stat.st_size, stat.st_mtime_ns)
+        return (path.fs.info(path.path).get("ETag"),)

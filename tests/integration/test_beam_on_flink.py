@@ -19,11 +19,11 @@ from typing import Callable, Iterator
 
 from components.common.tfdv_io import load_schema, load_statistics
 from components.image import BEAM_WORKER_IMAGE, PIPELINE_IMAGE
-from components.statistics.logic import BEAM, compute_statistics, worker_arguments
+from components.statistics.logic import BEAM, compute_statistics, with_worker_image
 from tests.support.containers import require_the_image
 from tests.support.flink import flink_arguments
 from tests.support.object_storage import s3_on_loopback
-from tests.unit.components.statistics.test_logic import feature_counts
+from tests.support.statistics import feature_counts
 
 WORKERS = 2
 WORKER_POOL_PORT = 50000  # the port `boot --worker_pool` serves on, as in a TaskManager's pod
@@ -33,6 +33,7 @@ WORKER_POOL_PORT = 50000  # the port `boot --worker_pool` serves on, as in a Tas
 def worker_pool(aws: Path) -> Iterator[tuple[str, Callable[[], str]]]:
     """A container of the image serving Beam's worker pool on the host's network, with `aws`'s
     config files as a pod's: its address and a reader of its log."""
+    assert not listening(WORKER_POOL_PORT), f"port {WORKER_POOL_PORT} is taken: the pool could not serve there"
     container = subprocess.run(
         [
             "docker",
@@ -134,7 +135,7 @@ def test_flink_starts_the_projects_worker_image_where_the_options_name_none(spli
             "--s3_secret_access_key=test",
             "--s3_region_name=us-east-1",
         ]
-        arguments = worker_arguments(flink_arguments(flink, *s3, "--retain_docker_containers"), BEAM_WORKER_IMAGE)
+        arguments = with_worker_image(flink_arguments(flink, *s3, "--retain_docker_containers"), BEAM_WORKER_IMAGE)
         assert arguments[-1] == f"--environment_config={BEAM_WORKER_IMAGE}"
         try:
             on_flink = statistics_on_flink(tmp_path, schema, arguments)

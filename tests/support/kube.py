@@ -87,7 +87,7 @@ current-context: loopback
         """kubectl as the administrator; the result whatever the exit status."""
         kubeconfig = self.kubeconfig(self.folder / "admin.kubeconfig")
         return subprocess.run(
-            ["kubectl", f"--kubeconfig={kubeconfig}", *arguments],
+            ["kubectl", f"--kubeconfig={kubeconfig}", f"--cache-dir={self.folder / 'kubectl-cache'}", *arguments],
             input=stdin,
             capture_output=True,
             text=True,
@@ -103,7 +103,7 @@ def kube_api_server(folder: Path) -> Iterator[KubeApiServer]:
     certificates = folder / "certificates"
     certificates.mkdir(exist_ok=True)
     service_account_key = certificates / "service-accounts.key"
-    subprocess.run(["openssl", "genrsa", "-out", str(service_account_key), "2048"], check=True, capture_output=True)
+    service_account_key.write_bytes(_private_key())
     tokens = folder / "tokens.csv"
     tokens.write_text(f'{ADMIN_TOKEN},admin,admin,"system:masters"\n')
     etcd_port, peer_port, api_port = free_ports(3)
@@ -167,3 +167,14 @@ def _install_custom_resources(api: KubeApiServer) -> None:
     assert applied.returncode == 0, applied.stderr
     established = api.kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd", "--all")
     assert established.returncode == 0, established.stderr
+
+
+def _private_key() -> bytes:
+    """An RSA key (PEM), with which the API server signs and checks service-account tokens."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )

@@ -20,21 +20,14 @@ from kubernetes import client
 from components.image import IMAGE_REPOSITORY, PIPELINE_IMAGE
 from pipelines.continuous_training import HOME_MOUNT
 from tests.support import PROJECT_ROOT
+from tests.support.manifests import build
 
-MANIFESTS = PROJECT_ROOT / "manifests"
 OVERLAYS = ["kind", "production", "production-kserve"]
 KUBERNETES_VERSION = "1.32.0"
 # Custom resources have no schema in kubernetes-validate. The InferenceService's CRD is
 # over 1 MB and changes with every KServe release, so it is not vendored here; instead its
 # pod fields get the same restricted-profile and image checks as every built-in pod below.
 NOT_SCHEMA_VALIDATED = {"InferenceService"}
-
-
-def build(overlay: str) -> list[dict]:
-    output = subprocess.run(
-        ["kubectl", "kustomize", str(MANIFESTS / "overlays" / overlay)], check=True, capture_output=True, text=True
-    ).stdout
-    return [doc for doc in yaml.safe_load_all(output) if doc]
 
 
 def pod_specs(doc: dict) -> list[dict]:

@@ -349,6 +349,7 @@ def bucket(tmp_path):
 
 
 def test_spans_in_object_storage_are_ingested_as_the_same_spans_in_a_folder(tmp_path, flight_months, flights, bucket):
+    """The feature tables too are read from the bucket: `<data root>/features` by default."""
     root = _two_months(tmp_path, flight_months)
     write_month(root, "2013-07", flight_months["2013-07"], file_format="csv")
     (root / "span=2013-07" / "_SUCCESS").unlink()  # still being written
@@ -362,7 +363,6 @@ def test_spans_in_object_storage_are_ingested_as_the_same_spans_in_a_folder(tmp_
         tmp_path / "train",
         tmp_path / "eval",
         flights,
-        feature_tables=str(feature_tables_folder()),
         batch_rows=300,
     )
     assert from_bucket.spans == from_folder.spans == ("2013-01", "2013-02")
@@ -380,14 +380,23 @@ def test_spans_in_object_storage_are_ingested_as_the_same_spans_in_a_folder(tmp_
         assert pd.read_parquet(tmp_path / split).equals(pd.read_parquet(tmp_path / f"folder-{split}"))
 
 
-def test_a_span_completed_in_object_storage_is_seen_at_the_next_look(tmp_path, flight_months, bucket):
+def test_spans_in_object_storage_are_seen_as_they_are_at_each_look(tmp_path, flight_months, bucket):
     write_month(tmp_path / "data", "2013-01", flight_months["2013-01"])
     bucket.put(f"{tmp_path / 'data'}/", "ct-data/spans", recursive=True)
     root = data_location("s3://ct-data/spans")
     assert [span.span_id for span in complete_spans(root)] == ["2013-01"]
     write_month(tmp_path / "later", "2013-02", flight_months["2013-02"])
     bucket.put(f"{tmp_path / 'later'}/", "ct-data/spans", recursive=True)
-    assert [span.span_id for span in complete_spans(root)] == ["2013-01", "2013-02"]
+    [january, february] = complete_spans(root)
+    assert [january.span_id, february.span_id] == ["2013-01", "2013-02"]
+    assert [path.name for path in february.files] == ["part-0.parquet"]
+    bucket.rm("ct-data/spans/span=2013-01/_SUCCESS")  # taken back, to be rewritten
+    bucket.pipe("ct-data/spans/span=2013-02/part-1.parquet", bucket.cat("ct-data/spans/span=2013-02/part-0.parquet"))
+    [february] = complete_spans(root)
+    assert february.span_id == "2013-02" and [path.name for path in february.files] == [
+        "part-0.parquet",
+        "part-1.parquet",
+    ]
 
 
 def test_a_bad_file_in_object_storage_is_named_by_its_uri(tmp_path, flight_months, bucket):

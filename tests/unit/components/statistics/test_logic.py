@@ -3,20 +3,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from components.common.errors import ConfigError
 from components.common.spans import ShardWriter
 from components.common.tfdv_io import load_schema, load_statistics
 from components.statistics import logic
 from components.statistics.logic import BEAM, MEMORY, compute_statistics, keep_statistics, statistics_html
 from tests.support.flink import flink_arguments
 from tests.support.object_storage import s3_on_loopback
-
-
-def feature_counts(statistics):
-    counts = {}
-    for feature in statistics.datasets[0].features:
-        common = feature.num_stats.common_stats if feature.HasField("num_stats") else feature.string_stats.common_stats
-        counts[feature.path.step[0]] = (common.num_non_missing, common.num_missing)
-    return counts
+from tests.support.statistics import feature_counts
 
 
 def test_memory_and_beam_paths_agree(splits, tmp_path, flights):
@@ -52,9 +46,14 @@ IMAGE = "registry/ct-pipeline:0.1.0-abc-beam"
         ([], None),  # the DirectRunner: workers in this process
         (["--direct_running_mode=multi_processing", "--direct_num_workers=2"], None),
         (["--runner=DataflowRunner", "--project=p", "--region=r"], f"--sdk_container_image={IMAGE}"),
+        (["--runner=apache_beam.runners.dataflow.dataflow_runner.DataflowRunner"], f"--sdk_container_image={IMAGE}"),
         (["--runner=DataflowRunner", "--sdk_container_image=theirs:1"], None),
+        (["--runner=DataflowRunner", "--worker_harness_container_image=theirs:1"], None),
         (["--runner", "PortableRunner", "--job_endpoint=flink:8099"], f"--environment_config={IMAGE}"),
-        (["--runner=FlinkRunner", "--environment_type=docker"], f"--environment_config={IMAGE}"),
+        (["--runner=PortableRunner", "--environment_type=DOCKER"], f"--environment_config={IMAGE}"),
+        (["--runner=PortableRunner", "--environment_type=beam:env:docker:v1"], f"--environment_config={IMAGE}"),
+        (["--runner=FlinkRunner", "--flink_master=flink:8081"], f"--environment_config={IMAGE}"),
+        (["--runner=FlinkRunner"], None),  # a Flink of its own in this process: LOOPBACK, as Beam decides
         (["--runner=PortableRunner", "--environment_config=theirs:1"], None),
         (["--runner=PortableRunner", "--environment_option=docker_container_image=theirs:1"], None),
         (["--runner=PortableRunner", "--environment_type=EXTERNAL", "--environment_config=localhost:50000"], None),
@@ -62,7 +61,16 @@ IMAGE = "registry/ct-pipeline:0.1.0-abc-beam"
     ],
 )
 def test_runners_that_start_workers_get_the_projects_worker_image(arguments, added):
-    assert logic.worker_arguments(arguments, IMAGE) == (arguments + [added] if added else arguments)
+    assert logic.with_worker_image(arguments, IMAGE) == (arguments + [added] if added else arguments)
+
+
+@pytest.mark.parametrize(
+    "arguments, named",
+    [(["--runner=NoSuchRunner"], "NoSuchRunner"), (["--runner=PortableRunner", "--environment_type=docker"], "docker")],
+)
+def test_options_beam_refuses_are_named(arguments, named):
+    with pytest.raises(ConfigError, match=f"beam_pipeline_args: .*{named}"):
+        logic.with_worker_image(arguments, IMAGE)
 
 
 def test_integer_categoricals_get_value_counts_from_the_schema(splits, tmp_path, flights):

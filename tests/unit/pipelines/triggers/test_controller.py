@@ -120,6 +120,28 @@ def test_data_trained_on_before_waits_for_new_data_unless_forced(tmp_path, store
     assert len(launcher.started) == 2
 
 
+def test_a_trigger_waiting_on_data_trained_already_reads_the_window_again_only_once_it_changed(
+    tmp_path, store, flight_months, monkeypatch
+):
+    from components.ingest.logic import fingerprint, latest_spans
+    from pipelines.triggers import controller as controller_module
+
+    controller, _, drift, launcher, _ = make_controller(tmp_path, store, flight_months)
+    [path] = [p for s in latest_spans(tmp_path / "data", 1) for p in s.files]
+    with store.step("run-0", "ingest", {}) as step:
+        step.output(metadata.EXAMPLES, "/e", dataset="flights", split="train", fingerprint=fingerprint([path]))
+    store.update_run("run-0", decision=metadata.PUSHED)
+    read = []
+    monkeypatch.setattr(controller_module, "fingerprint", lambda files: read.append(files) or fingerprint(files))
+    drift.queue.append(Firing(DISTRIBUTION_SHIFT, "temp drifted", 0))
+    for _ in range(3):
+        controller.tick()
+    assert launcher.started == [] and len(read) == 1  # three polls, one read
+    flight_months["2013-01"].head(100).to_parquet(path, index=False)  # the span rewritten in place
+    controller.tick()
+    assert len(read) == 2 and len(launcher.started) == 1
+
+
 def test_controller_deploys_what_a_finished_run_pushed(tmp_path, store, flight_months):
     controller, manual, _, launcher, clock = make_controller(tmp_path, store, flight_months)
     deployed = []

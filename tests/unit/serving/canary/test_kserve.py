@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -38,7 +39,7 @@ from serving.canary.kserve import (
 from serving.config import MODEL_VERSION_ENV, KServeRollout
 from serving.request_log import ParquetLog, RequestLog
 from tests.support.kube import KubeApiServer
-from tests.unit.manifests.test_kustomize import build
+from tests.support.manifests import build
 
 NAMESPACE, NAME = "ct", "ct-predictor"
 KEPT_ENV = "CT_SERVING_TOKEN"  # the manifests' own entry, which every patch must keep
@@ -213,18 +214,25 @@ def an_admission_webhook_that_cannot_be_reached(api: Cluster):
     name = "ct-test-unreachable-webhook"
     admission.create_validating_webhook_configuration({"metadata": {"name": name}, "webhooks": [webhook]})
     try:
-        deadline = time.monotonic() + 10
-        while True:  # the API server takes up new webhook configurations within about a second
-            try:
-                api.edit({"metadata": {"labels": {"probe": str(time.monotonic_ns())}}})
-            except ApiException as error:
-                if error.status == 500:
-                    break
-            assert time.monotonic() < deadline, "the webhook configuration was never taken up"
-            time.sleep(0.1)
+        _until_an_edit_gets(api, 500)  # the API server takes up webhook configurations within about a second
         yield
     finally:
         admission.delete_validating_webhook_configuration(name)
+        _until_an_edit_gets(api, 200)  # and drops them as late: the next test's edits must not meet it
+
+
+def _until_an_edit_gets(api: Cluster, status: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            api.edit({"metadata": {"labels": {"probe": str(time.monotonic_ns())}}})
+            answered = 200
+        except ApiException as error:
+            answered = error.status
+        if answered == status:
+            return
+        assert time.monotonic() < deadline, f"edits still get HTTP {answered}, not {status}"
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize(
@@ -268,6 +276,19 @@ def test_a_concurrent_edit_is_a_conflict_not_a_lost_update(api):
     with pytest.raises(RolloutError, match="HTTP 409.*changed by someone else"):
         rollout.deploy(2, 10)
     assert served(api)["version"] == "1" and api.read()["metadata"]["annotations"]["edited-by"] == "someone else"
+
+
+def test_re_applying_the_overlay_after_a_rollout_is_a_conflict_until_forced(api):
+    rollout = rollout_for(api)
+    rollout.deploy(1, 10)
+    rollout.deploy(2, 10)
+    docs = build("production-kserve")
+    plain = api.kube.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    assert plain.returncode != 0 and "conflict" in plain.stderr and ".spec.predictor.containers" in plain.stderr
+    assert served(api)["version"] == "2"
+    assert api.kube.apply(docs).returncode == 0  # --force-conflicts
+    # The containers are the overlay's again (unpinned: the newest model); the canary's share stays.
+    assert served(api) == {"version": None, "canary": 10, "stable": "1", "kept": True}
 
 
 def test_a_missing_inference_service_says_so(api):
