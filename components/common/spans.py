@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import functools
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Collection, Iterator, TypeAlias
 
 import pandas as pd
@@ -71,11 +71,20 @@ def complete_spans(data_root: Location) -> list[SpanFolder]:
         if not data_root.is_dir():
             raise DataError("data root does not exist or is not a folder", path=str(data_root))
         spans = [
-            SpanFolder(child.name[len(SPAN_PREFIX) :], child)
-            for child in data_root.iterdir()
-            if child.is_dir() and child.name.startswith(SPAN_PREFIX) and (child / SUCCESS_MARKER).is_file()
+            SpanFolder(marker.parent.name[len(SPAN_PREFIX) :], marker.parent) for marker in _span_markers(data_root)
         ]
     return sorted(spans, key=lambda span: span.span_id)
+
+
+def _span_markers(data_root: Location) -> list[Location]:
+    """The `_SUCCESS` files of the span folders under `data_root`. In object storage they come
+    from one listing of every object under the prefix (a request per thousand objects), not
+    from a request or two per span: the controller looks at every poll."""
+    pattern = f"{SPAN_PREFIX}*/{SUCCESS_MARKER}"
+    if isinstance(data_root, Path):
+        return [marker for marker in data_root.glob(pattern) if marker.is_file()]
+    inside = (PurePosixPath(name).relative_to(data_root.path) for name in data_root.fs.find(data_root.path))
+    return [data_root / path for path in inside if len(path.parts) == 2 and path.match(pattern)]
 
 
 @contextlib.contextmanager
