@@ -253,7 +253,9 @@ class _Reachable:
         try:
             return connect(self._connection)
         except RuntimeError as error:  # how the MLMD client says it cannot open a SQLite file
-            if "aborted" in str(error).lower():  # another process is creating the tables or writing
+            # Another process is creating the tables or writing: the file is locked (aborted), or
+            # the tables are only partly there yet (seen: "no such table: TypeProperty").
+            if "aborted" in str(error).lower() or "no such table" in str(error).lower():
                 raise mlmd_errors.AbortedError(str(error)) from None
             raise UnavailableError(f"metadata connection {self._connection}: cannot be opened: {error}") from None
 
