@@ -45,14 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
     parser = _parser()
     args = parser.parse_args(argv)
+    return _reported(args.command, lambda: args.handler(args))
+
+
+def _reported(command: str, run: Callable[[], int]) -> int:
+    """`run()`'s exit status; an error it raises is said in one line on stderr, and its status returned."""
     try:
-        return args.handler(args)
+        return run()
     except CtError as error:
-        print(f"ct {args.command}: {error}", file=sys.stderr)
+        print(f"ct {command}: {error}", file=sys.stderr)
         return 2 if isinstance(error, DataError) else 1
     except OSError as error:  # the last line of defence: a file or folder the layers below did not name
         where = ": ".join(str(name) for name in (error.filename, error.filename2) if name)
-        print(f"ct {args.command}: {where + ': ' if where else ''}{error.strerror or error}", file=sys.stderr)
+        print(f"ct {command}: {where + ': ' if where else ''}{error.strerror or error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -217,6 +222,13 @@ def _parser() -> argparse.ArgumentParser:
         default=8500,
         help="gRPC port (TF Serving's PredictionService and ModelService, the Open Inference "
         "Protocol's GRPCInferenceService), 8500 as TF Serving's; 0 turns gRPC off",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive("a number of worker processes"),
+        default=1,
+        help="serving processes sharing the port, for more requests/s than one process's GIL allows; "
+        "each loads the models, and the limits apply to each",
     )
     serve.add_argument("--canary-percent", type=int, default=ServingConfig.canary_percent)
     canary = SequentialTest()
@@ -476,8 +488,6 @@ def _lineage(args) -> int:
 
 
 def _serve(args) -> int:
-    from serving.app import serve
-
     pinned = args.model_version
     if pinned is None and os.environ.get(MODEL_VERSION_ENV):
         try:
@@ -503,16 +513,22 @@ def _serve(args) -> int:
         canary_addressable=args.canary_addressable,
         pinned_version=pinned,
     )
-    serve(
-        Home(args.home, args.metadata),
-        args.dataset,
-        config,
-        args.host,
-        args.port,
-        os.environ.get(TOKEN_ENV, ""),
-        args.grpc_port,
-    )
-    return 0
+    home, token = Home(args.home, args.metadata), os.environ.get(TOKEN_ENV, "")
+
+    def serving(seat=None) -> int:
+        from serving.app import serve  # imported after any fork (serving/workers.py): TensorFlow is not fork-safe
+
+        serve(home, args.dataset, config, args.host, args.port, token, args.grpc_port, seat)
+        return 0
+
+    if args.workers == 1:
+        return serving()
+    from serving.workers import serve_workers
+
+    def worker(seat) -> int:
+        return _reported("serve", lambda: serving(seat))
+
+    return serve_workers(args.workers, args.host, args.port, args.grpc_port, worker)
 
 
 def _compile(args) -> int:

@@ -9,6 +9,8 @@ from serving.batching import MAX_ROWS, MAX_WAIT_SECONDS
 from serving.canary.judge import SequentialTest
 
 MODEL_VERSION_ENV = "CT_MODEL_VERSION"  # pins `ct serve` to one model version (a KServe revision)
+LISTEN_BACKLOG = 1024  # a burst of connections waits in the kernel, not refused
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -334,16 +334,17 @@ class OpenInference(service_pb2_grpc.GRPCInferenceServiceServicer):
 
 
 class GrpcServer:
-    """The gRPC server of one PredictionService, listening on host:port (0: a free port)."""
+    """The gRPC server of one PredictionService, listening on host:port (0: a free port);
+    `shared`: on a port the workers of one `ct serve` share (serving/workers.py)."""
 
-    def __init__(self, host: str, port: int, service: PredictionService):
+    def __init__(self, host: str, port: int, service: PredictionService, shared: bool = False):
         limit = service.config.max_concurrent_requests
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=limit, thread_name_prefix="grpc"),
             maximum_concurrent_rpcs=limit,
             options=[
                 ("grpc.max_receive_message_length", service.config.max_body_bytes),
-                ("grpc.so_reuseport", 0),  # a port in use is an error, as for the HTTP server
+                ("grpc.so_reuseport", int(shared)),  # else a port in use is an error, as for the HTTP server
             ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(TFServingPredictions(service), self._server)

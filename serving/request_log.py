@@ -5,7 +5,10 @@ Rows are buffered as the columns they came in, a chunk per call, and written at 
 `rotate_rows` to a file, `part-<time>-<host>-<pid>-<writer>-<n>.parquet` (the host name
 keeps replicas sharing a volume apart): by a thread of the log's own once `rotate_rows` are
 buffered, and by `flush` (the service's timed flush, its stop). A request only appends: it
-never waits for a write or holds the GIL turning rows into a table. Floating-point columns
+never waits for a write or holds the GIL turning rows into a table. What a prediction
+appends is a dict of NumPy arrays, which the cyclic garbage collector does not track:
+thousands of buffered requests held as lists and tuples added to what set it walking the
+models' objects every few seconds under load, every request waiting. Floating-point columns
 are written as float64 whatever the request's arrays were, so every file has one schema.
 When the folder grows past `max_bytes` the oldest files are deleted. A file appears whole
 or not at all (written under a temporary name, then renamed).
@@ -31,6 +34,7 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 PREFIX = "part-"
+STAMP = "logged_at"  # when a row was buffered (seconds since the epoch)
 Columns = Mapping[str, Sequence[Any]]
 
 
@@ -50,7 +54,7 @@ class ParquetLog:
         self.failed_writes = 0
         self.dropped_rows = 0
         self._retry_at = 0.0
-        self._chunks: list[tuple[Columns, int]] = []  # (columns, row count), oldest first
+        self._chunks: list[Columns] = []  # oldest first, each stamped (`_rows`)
         self._buffered = 0
         self._writing = False  # a background write is started or under way
         self._write_lock = threading.Lock()
@@ -68,9 +72,9 @@ class ParquetLog:
     def add_columns(self, columns: Columns, count: int) -> None:
         """Buffers `count` rows given as columns, stamped `logged_at`; once `rotate_rows` are
         buffered, a background thread writes them. The caller only appends."""
-        stamped = {**columns, "logged_at": np.full(count, time.time())}
+        stamped = {**columns, STAMP: np.full(count, time.time())}
         with self._lock:
-            self._chunks.append((stamped, count))
+            self._chunks.append(stamped)
             self._buffered += count
             write = self._buffered >= self.rotate_rows and not self._writing and time.monotonic() >= self._retry_at
             self._writing = self._writing or write
@@ -103,26 +107,26 @@ class ParquetLog:
                     chunks = self._take(min(self.rotate_rows, remaining))
                     self._written += 1
                     serial = self._written
-                remaining -= sum(count for _, count in chunks)
+                remaining -= sum(map(_rows, chunks))
                 written = self._write_file(chunks, serial)
                 if written is None:
                     return None
             return written
 
-    def _take(self, rows: int) -> list[tuple[Columns, int]]:
+    def _take(self, rows: int) -> list[Columns]:
         """The oldest chunks up to `rows` rows (at least one chunk), out of the buffer in one
         cut: popping them one by one from the front would hold the lock requests append under
         for a time growing with the square of the chunks (20 ms for 20,000)."""
         end, count = 0, 0
-        while end < len(self._chunks) and (end == 0 or count + self._chunks[end][1] <= rows):
-            count += self._chunks[end][1]
+        while end < len(self._chunks) and (end == 0 or count + _rows(self._chunks[end]) <= rows):
+            count += _rows(self._chunks[end])
             end += 1
         taken = self._chunks[:end]
         del self._chunks[:end]
         self._buffered -= count
         return taken
 
-    def _write_file(self, chunks: list[tuple[Columns, int]], serial: int) -> Path | None:
+    def _write_file(self, chunks: list[Columns], serial: int) -> Path | None:
         name = f"{PREFIX}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{self._writer}-{serial:06d}.parquet"
         path = self.folder / name
         temporary = self.folder / f".{name}.tmp"
@@ -138,14 +142,14 @@ class ParquetLog:
         self._enforce_bound()
         return path
 
-    def _keep(self, chunks: list[tuple[Columns, int]], error: str) -> None:
+    def _keep(self, chunks: list[Columns], error: str) -> None:
         with self._lock:
             self._chunks = chunks + self._chunks
-            self._buffered = sum(count for _, count in self._chunks)
+            self._buffered = sum(map(_rows, self._chunks))
             dropped = 0  # the oldest chunks beyond the bound, cut at once as in `_take`
             while self._buffered > self.RETRY_FILES * self.rotate_rows:
-                self._buffered -= self._chunks[dropped][1]
-                self.dropped_rows += self._chunks[dropped][1]
+                self._buffered -= _rows(self._chunks[dropped])
+                self.dropped_rows += _rows(self._chunks[dropped])
                 dropped += 1
             del self._chunks[:dropped]
             self.failed_writes += 1
@@ -165,12 +169,16 @@ class ParquetLog:
             sizes.pop(0)
 
 
-def _table(chunks: list[tuple[Columns, int]]) -> pd.DataFrame:
+def _rows(chunk: Columns) -> int:
+    return len(chunk[STAMP])
+
+
+def _table(chunks: list[Columns]) -> pd.DataFrame:
     """The chunks' rows in order as one table, a column at a time: every field any chunk has,
     empty where a chunk lacks it (a canary with another input), floats as float64."""
-    names = dict.fromkeys(name for columns, _ in chunks for name in columns)
+    names = dict.fromkeys(name for columns in chunks for name in columns)
     return pd.DataFrame(
-        {name: _joined([columns.get(name, [None] * count) for columns, count in chunks]) for name in names}
+        {name: _joined([columns.get(name, [None] * _rows(columns)) for columns in chunks]) for name in names}
     )
 
 
@@ -195,7 +203,12 @@ class RequestLog(ParquetLog):
         if self.sample <= 0:
             return
         count = len(request_ids)
-        columns = {**columns, "prediction": scores, "model_version": np.full(count, version), "request_id": request_ids}
+        columns = {
+            **columns,
+            "prediction": np.asarray(scores, dtype=np.float64),
+            "model_version": np.full(count, version),
+            "request_id": np.asarray(request_ids, dtype=object),
+        }
         if self.sample < 1:
             with self._lock:
                 kept = np.array([self._random.random() < self.sample for _ in range(count)], dtype=bool)
@@ -214,7 +227,7 @@ def read_log(folder: Path, since: float = 0.0, columns: Sequence[str] | None = N
     is written), so it is not read: a window costs what is in the window.
     """
     files = [path for path in sorted(folder.glob(f"{PREFIX}*.parquet")) if path.stat().st_mtime >= since]
-    wanted = None if columns is None else list(dict.fromkeys([*columns, "logged_at"]))
+    wanted = None if columns is None else list(dict.fromkeys([*columns, STAMP]))
     frames = [pd.read_parquet(path, columns=wanted) for path in files]
     if not frames:
         return pd.DataFrame()

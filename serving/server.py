@@ -27,6 +27,7 @@ import orjson
 
 from serving import v2_binary
 from serving.canary.journal import OutcomeJournal
+from serving.config import LISTEN_BACKLOG
 from serving.service import FEEDBACK_NEEDS_TOKEN, PredictionService, ServiceError
 
 log = logging.getLogger(__name__)
@@ -243,10 +244,18 @@ BUSY = (
 class PredictionServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    request_queue_size = 1024  # the listen backlog: a burst of connections waits in the kernel, not refused
+    request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, address: tuple[str, int], service: PredictionService):
-        super().__init__(address, Handler)
+    def __init__(self, address: tuple[str, int], service: PredictionService, listening: socket.socket | None = None):
+        """Binds `address`, or with `listening` accepts on that socket instead (a worker's, serving/workers.py)."""
+        super().__init__(address, Handler, bind_and_activate=listening is None)
+        if listening is not None:
+            self.socket.close()
+            self.socket = listening
+            # Every worker is woken by a new connection and one takes it: a blocking accept
+            # would leave the others waiting there for the next one, deaf to a shutdown.
+            listening.setblocking(False)
+            self.server_address = listening.getsockname()
         self.service = service
         self.slots = threading.BoundedSemaphore(service.config.max_concurrent_requests)
         self._connections = 0

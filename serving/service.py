@@ -23,7 +23,7 @@ from serving.canary.in_process import InProcessCanary, SharedLogs
 from serving.canary.verdicts import VerdictBook
 from serving.config import ServingConfig
 from serving.credentials import ServingToken
-from serving.metrics import Metrics
+from serving.metrics import Metrics, MetricsPeers, exposition, summed
 from serving.registry import CANARY, SERVABLE, STABLE, Batching, LoadedModel, ModelRegistry, Vetting
 from serving.request_log import ParquetLog, RequestLog
 
@@ -54,9 +54,13 @@ class PredictionService:
         feedback_log: ParquetLog | None = None,
         verdicts: Path | None = None,
         token: ServingToken | None = None,
+        peers: MetricsPeers | None = None,
     ):
         """With `feedback_log` and `verdicts` (folders on a volume other replicas share), the
         canary is judged once for all replicas, from all their logs (serving/canary/).
+
+        With `peers` (workers serving the same port, serving/workers.py), this service's metrics
+        are published there at every tick and scrape, and its /metrics are every worker's summed.
 
         With a `store`, only versions whose push it recorded, with the digest they have on
         disk, are served. With a `token`, feedback needs it, request ids are signed and
@@ -71,6 +75,7 @@ class PredictionService:
         self.config = config
         self.request_log = request_log
         self.metrics = Metrics(self.model_name)
+        self.peers = peers
         shared = (
             SharedLogs(request_log.folder, feedback_log.folder, VerdictBook(verdicts, model_name))
             if feedback_log is not None and verdicts is not None
@@ -124,6 +129,7 @@ class PredictionService:
         if self._thread:
             self._thread.join()
         self._flush_logs()
+        self._publish_metrics()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.config.poll_seconds):
@@ -143,10 +149,15 @@ class PredictionService:
         if time.monotonic() - self._last_flush > self.config.request_log_flush_seconds:
             self._last_flush = time.monotonic()
             self._flush_logs()
+        self._publish_metrics()
 
     def _flush_logs(self) -> None:
         for _, parquet_log in self.logs:
             parquet_log.flush()
+
+    def _publish_metrics(self) -> None:
+        if self.peers is not None:
+            self.peers.publish(self.metrics.series(self.online_features, self.logs))
 
     # --- requests ----------------------------------------------------------------
 
@@ -406,7 +417,10 @@ class PredictionService:
         return [("request", self.request_log)] + ([("feedback", self.feedback_log)] if self.feedback_log else [])
 
     def render_metrics(self) -> str:
-        return self.metrics.render(self.online_features, self.logs)
+        if self.peers is None:
+            return self.metrics.render(self.online_features, self.logs)
+        self._publish_metrics()  # its own first: every worker's file, and so every sum, only grows
+        return exposition(summed(self.peers.every_workers()))
 
     def health(self) -> dict[str, Any]:
         """Readiness, and what is failing while the service still answers (e.g. a log it cannot write)."""

