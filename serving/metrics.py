@@ -113,7 +113,6 @@ class Metrics:
                 found[f'ct_requests_shed_total{{{model},reason="{r}"}}'] = n
         for name, log in logs:
             found[f'ct_log_write_failures_total{{{model},log="{name}"}}'] = log.failed_writes
-        for name, log in logs:
             found[f'ct_log_rows_dropped_total{{{model},log="{name}"}}'] = log.dropped_rows
         if features is not None:
             for v, n in sorted(features.missing.items()):
@@ -159,13 +158,17 @@ class MetricsPeers:
 
     def __init__(self, folder: Path, worker: str):
         self.folder = folder
-        self._own = folder / f"{worker}{self.SUFFIX}"
+        self._own = self._file(folder, worker)
         self._lock = threading.Lock()  # the watcher's tick and a scrape's thread both publish
 
     @classmethod
     def published(cls, folder: Path, worker: str) -> bool:
         """Whether `worker` published at least once (it began serving)."""
-        return (folder / f"{worker}{cls.SUFFIX}").exists()
+        return cls._file(folder, worker).exists()
+
+    @classmethod
+    def _file(cls, folder: Path, worker: str) -> Path:
+        return folder / f"{worker}{cls.SUFFIX}"
 
     def publish(self, series: Mapping[str, float]) -> None:
         with self._lock:

@@ -62,7 +62,8 @@ def serve_workers(count: int, host: str, port: int, grpc_port: int, worker: Call
     try:
         listening = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
     except OSError as error:
-        raise OSError(error.errno, f"cannot listen on {host}:{port}: {error.strerror}") from None
+        # create_server's own message repeats the address: the system's words for the errno instead
+        raise OSError(error.errno, f"cannot listen on {host}:{port}: {os.strerror(error.errno)}") from None
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(listening.close)
         if grpc_port:
@@ -140,7 +141,11 @@ class _Supervisor:
         # A stop signal between the fork and the worker's own handlers would run the
         # supervisor's in the worker, or miss a worker not yet recorded: held until then.
         signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING_SIGNALS)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING_SIGNALS)  # a stop can still reach the others
+            raise
         if pid:
             self.workers[pid] = number
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING_SIGNALS)

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -113,11 +112,11 @@ def test_a_worker_killed_before_it_serves_stops_the_service(tmp_path, trained_mo
     assert "was killed by signal 9 before it served; stopping the others" in output.read_text()
 
 
-def _ct_serve(home: Path, port: int, grpc_port: int) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "pipelines.cli", "serve", "--home", str(home), "--port", str(port)]
-    return subprocess.run(
-        [*command, "--grpc-port", str(grpc_port), *OPTIONS], capture_output=True, text=True, timeout=120
-    )
+def _ct_serve(home: Path, port: int, grpc_port: int) -> tuple[int, str]:
+    """`ct serve` with the workers, run to its end: its exit status and what it printed."""
+    process = launch_serving(home, port, OPTIONS, subprocess.PIPE, grpc_port)
+    output, _ = process.communicate(timeout=120)
+    return process.returncode, output.decode()
 
 
 def test_a_worker_that_cannot_start_stops_the_service_with_its_error(tmp_path):
@@ -125,9 +124,9 @@ def test_a_worker_that_cannot_start_stops_the_service_with_its_error(tmp_path):
     home.serving_token.write_text("a-token-long-enough-for-the-service-0123456789")
     home.serving_token.chmod(0o644)
     [port] = free_ports(1)
-    completed = _ct_serve(home.root, port, 0)
-    assert completed.returncode == 1
-    assert f"ct serve: {home.serving_token}: the serving token is readable by others" in completed.stderr
+    status, output = _ct_serve(home.root, port, 0)
+    assert status == 1
+    assert f"ct serve: {home.serving_token}: the serving token is readable by others" in output
     with socket.create_server(("127.0.0.1", port)):  # nothing is left holding the port
         pass
 
@@ -138,9 +137,6 @@ def test_ports_in_use_are_named_before_any_worker_starts(tmp_path):
         in_use = taken.getsockname()[1]
         http = _ct_serve(tmp_path / "home", in_use, 0)
         grpc = _ct_serve(tmp_path / "home", free, in_use)
-    assert (
-        http.returncode == 1 and f"ct serve: cannot listen on 127.0.0.1:{in_use}: Address already in use" in http.stderr
-    )
-    assert grpc.returncode == 1
-    assert f"ct serve: cannot listen for gRPC on 127.0.0.1:{in_use}: Address already in use" in grpc.stderr
+    assert http == (1, f"ct serve: cannot listen on 127.0.0.1:{in_use}: Address already in use\n")
+    assert grpc == (1, f"ct serve: cannot listen for gRPC on 127.0.0.1:{in_use}: Address already in use\n")
     assert not (tmp_path / "home").exists()  # refused before a worker made the home
