@@ -140,3 +140,18 @@ def test_past_the_retry_bound_the_oldest_requests_are_dropped_whole_and_counted(
     log.flush()
     assert read_log(tmp_path).request_id.tolist() == [i for request in ids[2:] for i in request]
     assert all(len(pd.read_parquet(f)) <= 4 for f in log.files())
+
+
+def test_small_requests_joined_as_they_arrive_are_written_as_they_came(tmp_path):
+    log = RequestLog(tmp_path, sample=1.0, rotate_rows=10**6, max_bytes=10**9)
+    log.JOIN_CHUNKS = 4
+    for i in range(10):
+        extra = {"carrier": np.array([f"c{i}"], dtype=object)} if i in (3, 4) else {}  # a canary's other input
+        log.append({"x": np.array([float(i)], dtype=np.float32), **extra}, [i / 10], 1 + (i in (3, 4)), [f"id-{i}"])
+    log.flush()
+    logged = read_log(tmp_path)
+    assert logged.request_id.tolist() == [f"id-{i}" for i in range(10)]
+    assert logged.x.tolist() == [float(i) for i in range(10)] and logged.x.dtype == np.float64
+    assert logged.carrier.tolist() == [None, None, None, "c3", "c4", None, None, None, None, None]
+    assert logged.model_version.tolist() == [1, 1, 1, 2, 2, 1, 1, 1, 1, 1]
+    assert len(log.files()) == 1
