@@ -1,10 +1,13 @@
 """Which code this is: the package version and a fingerprint of the code's content.
 
-The fingerprint is a SHA-256 of every Python source file of the four packages and of the
-dataset catalogue (configs and schemas), by path relative to the project root, so the
-same code gives the same version on a laptop, in CI and inside the image, and any change
-to the logic gives a new one. The image tag, the pipeline version uploaded to KFP and the
-`code_version` every step records in ML Metadata all come from here.
+The fingerprint is a SHA-256 of every Python source file of the four packages, of the
+dataset catalogue (configs and schemas) and of the dependencies' lock, by path relative to
+the project root, so the same code gives the same version on a laptop, in CI and inside the
+image (which keeps the lock at the same place relative to its packages: images/Dockerfile),
+and any change to the logic or to a pinned dependency gives a new one: a node that holds an
+image built before a new pin cannot run it under the same tag. The image tag, the pipeline
+version uploaded to KFP and the `code_version` every step records in ML Metadata all come
+from here.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from components import __version__
 
 PACKAGES = ("components", "features", "pipelines", "serving")
 CATALOGUE_SUFFIXES = (".yaml", ".pbtxt")
+LOCK = Path("images", "requirements.lock")
 FINGERPRINT_LENGTH = 12
 
 
@@ -26,6 +30,7 @@ def source_files(root: Path) -> list[Path]:
     files += [
         path for path in (root / "components" / "common" / "datasets").iterdir() if path.suffix in CATALOGUE_SUFFIXES
     ]
+    files.append(root / LOCK)
     return sorted(files, key=lambda path: path.relative_to(root).as_posix())
 
 

@@ -13,6 +13,7 @@ from kfp import dsl, local
 
 from components.common.errors import ConfigError
 from components.common.home import HOME_MOUNT, Home
+from components.common.version import code_version
 from components.image import PIPELINE_IMAGE
 from pipelines.demo.serving_process import free_port
 from pipelines.pods import PodVolumes, container_user, docker_client, steps_in_containers
@@ -75,6 +76,14 @@ def test_no_image_of_this_code_is_refused_before_anything_is_recorded(tmp_path):
 
 def docker(*arguments: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", *arguments], capture_output=True, text=True, check=check, timeout=300)
+
+
+def test_the_image_knows_the_version_it_is_tagged_with():
+    # The statistics step names its Beam workers' image from inside the image: by this version.
+    require_the_image()
+    python = ["run", "--rm", "--network", "none", "--entrypoint", "python3", PIPELINE_IMAGE, "-c"]
+    inside = docker(*python, "from components.common.version import code_version; print(code_version())")
+    assert inside.stdout.strip() == code_version()
 
 
 def get(port: int, path: str) -> tuple[int, dict]:
