@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     infer.set_defaults(handler=_schema_infer)
 
     run = commands.add_parser("run", parents=[home_options], help="run the pipeline locally through kfp.local")
-    run.add_argument("--data-root", type=_data_root, required=True, help="a folder, or an s3:// URI")
+    run.add_argument("--data-root", type=_data_root, required=True, help="a folder, or an s3:// or gs:// URI")
     run.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help="a pipeline parameter (repeatable)"
     )
