@@ -43,9 +43,12 @@ HUNDRED_ROW_RATES = (20, 50, 100, 150, 200, 300, 400)
 SWAPS = 20
 WORKERS = ["--workers", "2"]  # as manifests/components/serving/serving.yaml runs it
 DEPLOYED = "ct serve -w2"
-# Each server and request size first gets this long at the first rate, unmeasured: every worker
-# has loaded its model and met the flights' feature keys before the latency counts.
-WARM_UP_SECONDS = 5
+# Each server and request size is first sent its bodies (2,000 flights, one or a hundred a
+# request), unmeasured, at this rate for this long: four or five passes, so that every worker
+# has loaded its model and met the flights' feature keys before the latency counts (the kernel
+# hands each connection to one worker: after one pass, half of a flight's next requests would
+# reach a worker that has not read its features yet, as they do only after a restart).
+WARM_UP = {"single": (800, 10), "hundred": (20, 5)}  # requests/s, seconds
 LOAD = Path(__file__).parent / "http_load.py"
 
 
@@ -107,7 +110,7 @@ def main() -> None:
 
         def both_sizes(server_name: str, port: int) -> None:
             for name, rates in (("single", SINGLE_ROW_RATES), ("hundred", HUNDRED_ROW_RATES)):
-                load(port, prepared.path, files[name], rates[0], WARM_UP_SECONDS)
+                load(port, prepared.path, files[name], *WARM_UP[name])
                 results[server_name, name] = ramp(port, prepared.path, files[name], rates, args.seconds)
 
         floor_port = free_port()
@@ -134,7 +137,7 @@ def main() -> None:
             prepared.home.root, port, ["--canary-percent", "100", *WORKERS], wait_for="/v2/health/ready"
         )
         try:
-            load(port, prepared.path, files["single"], RATE, WARM_UP_SECONDS)
+            load(port, prepared.path, files["single"], *WARM_UP["single"])
             swapped = swaps_under_load(
                 port,
                 prepared.path,

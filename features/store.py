@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import random
 import threading
 import time
 from pathlib import Path
@@ -195,11 +196,14 @@ class OnlineFeatures:
     and with the service's request threads competing for the GIL it turned into a p99 of
     over 50 ms (bench/serving_load.py).
 
-    What a key read is kept, up to `CACHED_KEYS` a view and `CACHED_SECONDS` (then the cache
-    starts afresh): many flights share an hour's weather and a plane, and the online store
-    changes when it is materialized, which opens a new `OnlineFeatures` (features/requests.py);
-    the age bound covers a store changed otherwise (a push, a store restored). A 100-row
-    request of flights already seen then costs dictionary lookups, not 900 protos parsed.
+    What a key read is kept, up to `CACHED_KEYS` a view, for at most `CACHED_SECONDS`: many
+    flights share an hour's weather and a plane, and the online store changes when it is
+    materialized, which opens a new `OnlineFeatures` (features/requests.py); the age bound
+    covers a store changed otherwise (a push, a store restored). A 100-row request of flights
+    already seen then costs dictionary lookups, not 900 protos parsed. Each key is kept for a
+    random time between half and all of `CACHED_SECONDS`, so keys read together are not read
+    again together: a cache emptied whole every minute had every request of the next second
+    read the store, a burst of slow requests under load.
     """
 
     CACHED_KEYS = 100_000
@@ -221,8 +225,9 @@ class OnlineFeatures:
         self.missing = {WEATHER_VIEW: 0, PLANES_VIEW: 0}
         self.stale = 0
         self._lock = threading.Lock()
-        self._cache: dict[str, dict[str, tuple | None]] = {view: {} for view in VIEWS}
-        self._cache_started = time.monotonic()
+        # Per view: key -> (its values as `_rows` gives them, when they are to be read again)
+        self._cache: dict[str, dict[str, tuple[tuple | None, float]]] = {view: {} for view in VIEWS}
+        self._random = random.Random()
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -254,27 +259,27 @@ class OnlineFeatures:
         from feast.protos.feast.types.Value_pb2 import Value
 
         _, key, names = VIEWS[view]
-        if time.monotonic() - self._cache_started > self.CACHED_SECONDS:
-            self._cache, self._cache_started = {name: {} for name in VIEWS}, time.monotonic()
+        now = time.monotonic()
         cache = self._cache[view]
-        known = {k: cache.get(k, _UNREAD) for k in keys}
-        unread = [k for k, row in known.items() if row is _UNREAD]
+        known = {k: row for k in keys if (row := cache.get(k, _EXPIRED))[1] > now}
+        unread = [k for k in dict.fromkeys(keys) if k not in known]
         if unread:
             entities = [EntityKey(join_keys=[key], entity_values=[Value(string_val=k)]) for k in unread]
             read = self._provider.online_read(self.store.config, self._views[view], entities, list(names))
+            lasts = [now + self.CACHED_SECONDS * (1 - self._random.random() / 2) for _ in unread]
             found = {
-                k: tuple(_python(values.get(name)) for name in names) if values else None
-                for k, (_, values) in zip(unread, read)
+                k: (tuple(_python(values.get(name)) for name in names) if values else None, until)
+                for k, (_, values), until in zip(unread, read, lasts)
             }
             if len(cache) + len(found) > self.CACHED_KEYS:
                 cache.clear()
             if len(found) <= self.CACHED_KEYS:
                 cache.update(found)
             known.update(found)
-        return [known[k] for k in keys]
+        return [known[k][0] for k in keys]
 
 
-_UNREAD = object()
+_EXPIRED = (None, float("-inf"))  # a key not in the cache, as one whose time is up
 
 
 def _python(value) -> object:

@@ -167,6 +167,28 @@ def test_feast_materializes_from_object_storage(object_storage, tmp_path, flight
     np.testing.assert_array_equal(np.array(served["temp"], dtype=float), trained_on.temp.to_numpy())
 
 
+def test_keys_read_together_are_read_again_apart_within_the_age_bound(online, monkeypatch):
+    features = OnlineFeatures(online / "repo")
+    read, online_read = [], features._provider.online_read
+    features._provider.online_read = lambda config, view, keys, names: (
+        read.append(len(keys)) or online_read(config, view, keys, names)
+    )
+    now = [1000.0]
+    monkeypatch.setattr("features.store.time.monotonic", lambda: now[0])
+    hours = [f"2013-01-05T{hour:02d}:15:00Z" for hour in range(24)]
+    flights = (["EWR"] * 24, hours, ["N14228"] * 24)
+    first = features.lookup(*flights)
+    assert read == [24, 1]
+    ages = {}  # after how long each hour of weather is read again
+    for tenth in range(1, 11):
+        now[0] = 1000.0 + tenth * features.CACHED_SECONDS / 10
+        before = len(read)
+        assert features.lookup(*flights) == first
+        ages[tenth] = sum(read[before:])
+    assert sum(ages[t] for t in range(1, 5)) == 0  # none before half the bound
+    assert 24 + 1 <= sum(ages.values()) and ages[10] < 24 + 1  # all by the bound, not all at once
+
+
 def test_keys_read_once_are_answered_from_memory_until_the_store_is_opened_again(online):
     features = OnlineFeatures(online / "repo")
     read, online_read = [], features._provider.online_read
