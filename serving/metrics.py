@@ -16,7 +16,6 @@ import json
 import operator
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -153,8 +152,7 @@ def exposition(series: Series) -> str:
 class MetricsPeers:
     """The series of the workers serving one port, in `folder`: a file per worker process (named
     by `worker`, its pid), replaced whole at each `publish`. A worker that died leaves its last
-    series behind, retired under a name no later worker takes (a new worker may get the dead
-    one's pid), so the sums never fall when one is started in its place."""
+    series behind, so the sums never fall when one is started in its place."""
 
     SUFFIX = ".json"
 
@@ -167,12 +165,6 @@ class MetricsPeers:
     def published(cls, folder: Path, worker: str) -> bool:
         """Whether `worker` published at least once (it began serving)."""
         return cls._file(folder, worker).exists()
-
-    @classmethod
-    def retire(cls, folder: Path, worker: str) -> None:
-        """Keeps a dead `worker`'s last series in the sums under a name of its own."""
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(cls._file(folder, worker), cls._file(folder, f"retired-{worker}-{time.time_ns()}"))
 
     @classmethod
     def _file(cls, folder: Path, worker: str) -> Path:

@@ -122,7 +122,6 @@ class _Supervisor:
             self.status = self.status or max(code, 0)
         elif code < 0 and MetricsPeers.published(self.metrics, str(pid)):
             log.warning("worker %d (pid %d) was killed by signal %d; starting it again", number, pid, -code)
-            MetricsPeers.retire(self.metrics, str(pid))
             self._start(number)
         else:
             how = f"was killed by signal {-code} before it served" if code < 0 else f"exited with status {code}"

@@ -60,15 +60,3 @@ def test_a_counter_never_falls_between_scrapes_of_different_workers(tmp_path):
         seen.append(_scrape(second, second_peers))  # the second sums the first's last publication
     counts = [int(_value(text, 'ct_requests_total{model="m",version="1",api="tfserving"}')) for text in seen]
     assert counts == sorted(counts) and counts[-1] == 5
-
-
-def test_a_dead_workers_counts_stay_when_its_successor_gets_its_pid(tmp_path):
-    dead, successor = Metrics("m"), Metrics("m")
-    dead.observe("1", "tfserving", 1.0)
-    dead.observe("1", "tfserving", 1.0)
-    MetricsPeers(tmp_path, "101").publish(dead.series())
-    MetricsPeers.retire(tmp_path, "101")  # what the supervisor does before it starts another worker
-    successor.observe("1", "tfserving", 1.0)
-    text = _scrape(successor, MetricsPeers(tmp_path, "101"))  # the kernel gave it the same pid
-    assert _value(text, 'ct_requests_total{model="m",version="1",api="tfserving"}') == "3"
-    MetricsPeers.retire(tmp_path, "102")  # a worker that never published: nothing to keep
