@@ -47,7 +47,7 @@ DEPLOYED = "ct serve -w2"
 # request), unmeasured, at this rate for this long: four or five passes, so that every worker
 # has loaded its model and met the flights' feature keys before the latency counts (the kernel
 # hands each connection to one worker: after one pass, half of a flight's next requests would
-# reach a worker that has not read its features yet, as they do only after a restart).
+# reach a worker that has not read its features yet).
 WARM_UP = {"single": (800, 10), "hundred": (20, 5)}  # requests/s, seconds
 LOAD = Path(__file__).parent / "http_load.py"
 

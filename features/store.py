@@ -266,13 +266,16 @@ class OnlineFeatures:
         if unread:
             entities = [EntityKey(join_keys=[key], entity_values=[Value(string_val=k)]) for k in unread]
             read = self._provider.online_read(self.store.config, self._views[view], entities, list(names))
-            lasts = [now + self.CACHED_SECONDS * (1 - self._random.random() / 2) for _ in unread]
+            expiries = [now + self.CACHED_SECONDS * (1 - self._random.random() / 2) for _ in unread]
             found = {
-                k: (tuple(_python(values.get(name)) for name in names) if values else None, until)
-                for k, (_, values), until in zip(unread, read, lasts)
+                k: (tuple(_python(values.get(name)) for name in names) if values else None, expiry)
+                for k, (_, values), expiry in zip(unread, read, expiries)
             }
-            if len(cache) + len(found) > self.CACHED_KEYS:
-                cache.clear()
+            if len(cache) + sum(k not in cache for k in found) > self.CACHED_KEYS:
+                for expired in [k for k, (_, expiry) in cache.items() if expiry <= now]:
+                    del cache[expired]  # keys no request asked for again since their time was up
+                if len(cache) + sum(k not in cache for k in found) > self.CACHED_KEYS:
+                    cache.clear()
             if len(found) <= self.CACHED_KEYS:
                 cache.update(found)
             known.update(found)

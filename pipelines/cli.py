@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--feature-tables",
         default="",
-        help="flights: where the feature store's tables go, a folder or s3://bucket/prefix (default DEST/features)",
+        help="flights: where the feature store's tables go, a folder, s3:// or gs:// URI (default DEST/features)",
     )
     data.set_defaults(handler=_data)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import resource
 import signal
 import sys
@@ -76,7 +75,7 @@ def serve(
         feedback_log=feedback_log,
         verdicts=home.canary_verdicts,
         token=serving,
-        peers=MetricsPeers(worker.metrics, str(os.getpid())) if worker else None,
+        peers=MetricsPeers(worker.metrics, worker.name) if worker else None,
     )
     _allow_open_files(config.max_connections + 256)
     server = PredictionServer((host, port), service, listening=worker.listening if worker else None)

@@ -151,8 +151,9 @@ def exposition(series: Series) -> str:
 
 class MetricsPeers:
     """The series of the workers serving one port, in `folder`: a file per worker process (named
-    by `worker`, its pid), replaced whole at each `publish`. A worker that died leaves its last
-    series behind, so the sums never fall when one is started in its place."""
+    by `worker`, a name no other worker is given), replaced whole at each `publish`. A worker
+    that died leaves its last series behind, so the sums never fall when one is started in its
+    place."""
 
     SUFFIX = ".json"
 

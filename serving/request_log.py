@@ -81,7 +81,7 @@ class ParquetLog:
         with self._lock:
             self._arrived.append(stamped)
             if len(self._arrived) >= self.JOIN_CHUNKS:
-                self._settle()
+                self._join_arrived()
             self._buffered += count
             write = self._buffered >= self.rotate_rows and not self._writing and time.monotonic() >= self._retry_at
             self._writing = self._writing or write
@@ -120,12 +120,14 @@ class ParquetLog:
                     return None
             return written
 
-    def _settle(self) -> None:
-        """Moves the chunks that arrived to the end of `_chunks`: joined into one, unless that
-        would hold more than `rotate_rows` rows (large requests gain nothing from a join)."""
+    def _join_arrived(self) -> None:
+        """Moves the chunks that arrived to the end of `_chunks`: joined into one when they hold
+        at most a sixteenth of a file's rows, else as they are. A write takes whole chunks, so a
+        larger joined chunk would leave files short of `rotate_rows`, and a failed write's bound
+        would drop that many rows at once; requests that large cost little to join at write time."""
         if not self._arrived:
             return
-        if sum(map(_rows, self._arrived)) <= self.rotate_rows:
+        if sum(map(_rows, self._arrived)) <= self.rotate_rows // 16:
             self._chunks.append(_joined_columns(self._arrived))
         else:
             self._chunks.extend(self._arrived)
@@ -135,7 +137,7 @@ class ParquetLog:
         """The oldest chunks up to `rows` rows (at least one chunk), out of the buffer in one
         cut: popping them one by one from the front would hold the lock requests append under
         for a time growing with the square of the chunks (20 ms for 20,000)."""
-        self._settle()
+        self._join_arrived()
         end, count = 0, 0
         while end < len(self._chunks) and (end == 0 or count + _rows(self._chunks[end]) <= rows):
             count += _rows(self._chunks[end])
@@ -163,7 +165,7 @@ class ParquetLog:
 
     def _keep(self, chunks: list[Columns], error: str) -> None:
         with self._lock:
-            self._settle()
+            self._join_arrived()
             self._chunks = chunks + self._chunks
             self._buffered = sum(map(_rows, self._chunks))
             dropped = 0  # the oldest chunks beyond the bound, cut at once as in `_take`

@@ -43,10 +43,13 @@ log = logging.getLogger(__name__)
 
 
 class WorkerSeat(NamedTuple):
-    """What a worker is given: its number (from 1), the listening HTTP socket the workers share,
-    and the folder where they publish their metrics."""
+    """What a worker is given: its number (from 1), its name (`worker-<number>-<start>`: never
+    given twice, as a pid may be, so a worker started in a dead one's place does not overwrite
+    the dead one's metrics), the listening HTTP socket the workers share, and the folder where
+    they publish their metrics."""
 
     number: int
+    name: str
     listening: socket.socket
     metrics: Path
 
@@ -77,19 +80,20 @@ def serve_workers(count: int, host: str, port: int, grpc_port: int, worker: Call
         metrics = Path(tempfile.mkdtemp(prefix="ct-serve-metrics-"))
         cleanup.callback(shutil.rmtree, metrics, ignore_errors=True)
 
-        def work(number: int) -> int:
-            return worker(WorkerSeat(number, listening, metrics))
+        def work(number: int, name: str) -> int:
+            return worker(WorkerSeat(number, name, listening, metrics))
 
         return _Supervisor(count, work, listening, metrics).run()
 
 
 class _Supervisor:
-    def __init__(self, count: int, work: Callable[[int], int], listening: socket.socket, metrics: Path):
+    def __init__(self, count: int, work: Callable[[int, str], int], listening: socket.socket, metrics: Path):
         self.count = count
         self.work = work
         self.listening = listening
         self.metrics = metrics
-        self.workers: dict[int, int] = {}  # pid -> worker number
+        self.workers: dict[int, tuple[int, str]] = {}  # pid -> worker number and name
+        self.started = 0
         self.stopping = False
         self.status = 0
 
@@ -117,10 +121,11 @@ class _Supervisor:
                 signal.signal(signum, handler)
         return self.status
 
-    def _ended(self, pid: int, number: int, code: int) -> None:
+    def _ended(self, pid: int, worker: tuple[int, str], code: int) -> None:
+        number, name = worker
         if self.stopping:
             self.status = self.status or max(code, 0)
-        elif code < 0 and MetricsPeers.published(self.metrics, str(pid)):
+        elif code < 0 and MetricsPeers.published(self.metrics, name):
             log.warning("worker %d (pid %d) was killed by signal %d; starting it again", number, pid, -code)
             self._start(number)
         else:
@@ -138,6 +143,8 @@ class _Supervisor:
 
     def _start(self, number: int) -> None:
         supervisor = os.getpid()
+        self.started += 1
+        name = f"worker-{number}-{self.started}"
         # A stop signal between the fork and the worker's own handlers would run the
         # supervisor's in the worker, or miss a worker not yet recorded: held until then.
         signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING_SIGNALS)
@@ -147,7 +154,7 @@ class _Supervisor:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING_SIGNALS)  # a stop can still reach the others
             raise
         if pid:
-            self.workers[pid] = number
+            self.workers[pid] = (number, name)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING_SIGNALS)
             return
         code = 1
@@ -158,7 +165,7 @@ class _Supervisor:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING_SIGNALS)
             die_with_parent()  # a supervisor killed outright leaves no worker on the port
             if os.getppid() == supervisor:  # else it died before the request took effect
-                code = self.work(number)
+                code = self.work(number, name)
         except KeyboardInterrupt:
             code = 130
         except BaseException:  # noqa: BLE001 (whatever it was, the worker says so and exits)

@@ -35,7 +35,17 @@ def source_files(root: Path) -> list[Path]:
 
 
 def fingerprint(root: Path) -> str:
-    """SHA-256 (first 12 hex digits) of the relative paths and bytes of `source_files`."""
+    """SHA-256 (first 12 hex digits) of the relative paths and bytes of `source_files`.
+
+    Raises:
+        FileNotFoundError: no lock beside the packages (installed other than from a checkout,
+            editable, or by the image's Dockerfile).
+    """
+    if not (root / LOCK).is_file():
+        raise FileNotFoundError(
+            f"{root / LOCK}: not beside the packages, and the code's version includes the dependencies' lock "
+            "(install the project editable from a checkout, or use the image)"
+        )
     digest = hashlib.sha256()
     for path in source_files(root):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")

@@ -77,7 +77,7 @@ def gcs_on_loopback(folder: Path, buckets: tuple[str, ...]) -> Iterator[str]:
                 data=json.dumps({"name": bucket}).encode(),
                 headers={"Content-Type": "application/json"},
             )
-            urllib.request.urlopen(request).close()
+            urllib.request.urlopen(request, timeout=10).close()
         GCSFileSystem.clear_instance_cache()  # fsspec keeps file systems, and their endpoints, across modules
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("STORAGE_EMULATOR_HOST", endpoint)
@@ -89,7 +89,7 @@ def _wait_for(endpoint: str, server) -> None:
     deadline = time.monotonic() + START_SECONDS
     while True:
         try:
-            urllib.request.urlopen(f"{endpoint}/storage/v1/b").close()
+            urllib.request.urlopen(f"{endpoint}/storage/v1/b", timeout=1).close()
             return
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:

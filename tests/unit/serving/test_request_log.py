@@ -155,3 +155,26 @@ def test_small_requests_joined_as_they_arrive_are_written_as_they_came(tmp_path)
     assert logged.carrier.tolist() == [None, None, None, "c3", "c4", None, None, None, None, None]
     assert logged.model_version.tolist() == [1, 1, 1, 2, 2, 1, 1, 1, 1, 1]
     assert len(log.files()) == 1
+
+
+def test_joined_requests_fill_whole_files_and_are_dropped_whole_past_the_retry_bound(tmp_path, monkeypatch):
+    from serving import request_log
+
+    log = RequestLog(tmp_path, sample=1.0, rotate_rows=64, max_bytes=10**9)  # joins up to 4 rows: 64 // 16
+    log.JOIN_CHUNKS = 4
+    table = request_log._table
+
+    def refuse(chunks):
+        raise ValueError("the volume refuses")
+
+    monkeypatch.setattr(request_log, "_table", refuse)
+    log.append({"x": [0.0]}, [0.5], 1, ["id-0"])
+    assert log.flush() is None  # a retry is due later: no background write meanwhile
+    for i in range(1, 330):
+        log.append({"x": [float(i)]}, [0.5], 1, [f"id-{i}"])
+    assert log.flush() is None
+    assert log.dropped_rows == 13  # 330 over 320 kept: id-0 alone, then three joined chunks of four
+    monkeypatch.setattr(request_log, "_table", table)
+    log.flush()
+    assert read_log(tmp_path).request_id.tolist() == [f"id-{i}" for i in range(13, 330)]
+    assert [len(pd.read_parquet(f)) for f in log.files()] == [64, 64, 64, 64, 61]

@@ -413,8 +413,11 @@ def test_a_bad_file_in_object_storage_is_named_by_its_uri(tmp_path, flight_month
         run(data_location(f"{scheme}://ct-data/spans"), tmp_path)
 
 
-def test_a_missing_bucket_folder_and_an_unknown_scheme_are_named(tmp_path, bucket, scheme):
+def test_a_missing_bucket_folder_is_named(tmp_path, bucket, scheme):
     with pytest.raises(DataError, match=rf"{scheme}://ct-data/nothing: data root does not exist"):
         run(data_location(f"{scheme}://ct-data/nothing"), tmp_path)
+
+
+def test_an_unknown_scheme_is_named():
     with pytest.raises(ConfigError, match=r"az://b/spans: a data root is a folder or an s3:// or gs:// URI"):
         data_location("az://b/spans")
