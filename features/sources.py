@@ -1,10 +1,9 @@
 """The feature tables' offline data: Parquet files in a folder or under an object-storage
-URI (`s3://bucket/prefix`, `gs://bucket/prefix`), by default `<data root>/features/`.
+URI (`s3://bucket/prefix`), by default `<data root>/features/`.
 
-Object storage is reached through fsspec: s3fs with the standard AWS configuration
-(`AWS_CONFIG_FILE` / `AWS_SHARED_CREDENTIALS_FILE`, where an `endpoint_url` points at MinIO,
-or the `AWS_*` variables), gcsfs with Google's (application default credentials); nothing
-about a bucket is in the code.
+Object storage is reached through fsspec (s3fs) with the standard AWS configuration:
+`AWS_CONFIG_FILE` / `AWS_SHARED_CREDENTIALS_FILE` (an `endpoint_url` there points at MinIO)
+or the `AWS_*` variables; nothing about a bucket is in the code.
 
 Weather is kept as an hourly grid per origin airport: the row for (origin, hour H) holds
 the latest observation at or before H, no older than WEATHER_MAX_AGE. A flight scheduled

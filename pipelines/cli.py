@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--feature-tables",
         default="",
-        help="flights: where the feature store's tables go, a folder, s3:// or gs:// URI (default DEST/features)",
+        help="flights: where the feature store's tables go, a folder or s3://bucket/prefix (default DEST/features)",
     )
     data.set_defaults(handler=_data)
 
@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     infer.set_defaults(handler=_schema_infer)
 
     run = commands.add_parser("run", parents=[home_options], help="run the pipeline locally through kfp.local")
-    run.add_argument("--data-root", type=_data_root, required=True, help="a folder, or an s3:// or gs:// URI")
+    run.add_argument("--data-root", type=_data_root, required=True, help="a folder, or an s3:// URI")
     run.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help="a pipeline parameter (repeatable)"
     )

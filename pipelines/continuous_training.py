@@ -132,7 +132,7 @@ def continuous_training(
     # Last, whatever happened to the steps (on a cluster): the run ends decided, and says how.
     closing = finalize(**common)
     with dsl.ExitHandler(closing, name="steps"):
-        # The feature tables: feature_tables (a folder, s3:// or gs:// URI) or, empty, data_root/features.
+        # The feature tables: feature_tables (a folder or s3:// URI) or, empty, data_root/features.
         examples = ingest(
             data_root=data_root,
             feature_tables=feature_tables,

@@ -109,7 +109,7 @@ def run_locally(
 
     Args:
         home: Where the metadata store, pipeline root and model repository live.
-        data_root: The folder of spans, or an s3:// or gs:// URI (not with `docker`: the containers
+        data_root: The folder of spans, or an s3:// URI (not with `docker`: the containers
             here have no network).
         parameters: Pipeline parameters to override (already type-checked).
         trigger, reason: Why this run happens; recorded with the run.

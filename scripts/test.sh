@@ -3,13 +3,12 @@
 # runs both test tiers: unit tests and the kfp.local pipeline runs (marker `pipeline`).
 # Beam's Flink job server comes from Maven Central (scripts/flink.sh) for the tests on Flink;
 # Kubernetes' API server and etcd are built from their Go modules (scripts/kube.sh) for the
-# tests against a real API server, and a Cloud Storage API server (scripts/gcs.sh) for gs://.
+# tests against a real API server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/flink.sh
 bash scripts/kube.sh
-bash scripts/gcs.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"

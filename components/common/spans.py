@@ -1,9 +1,7 @@
 """Finding complete spans under a data root and reading their files.
 
-A data root is a folder or an object-storage URI: `s3://bucket/prefix` through fsspec's s3fs
-with the standard AWS configuration (as the feature tables are read), or `gs://bucket/prefix`
-through gcsfs with Google's (application default credentials: a GKE pod's Workload Identity,
-or `GOOGLE_APPLICATION_CREDENTIALS`; `STORAGE_EMULATOR_HOST` for an emulator). Both are walked with
+A data root is a folder or an object-storage URI (`s3://bucket/prefix`, through fsspec's s3fs
+with the standard AWS configuration, as the feature tables are read). Both are walked with
 pathlib's methods (universal_pathlib's paths for a URI), and Parquet files in object storage
 are read in place, by ranges, one record batch at a time.
 """
@@ -29,7 +27,7 @@ SPAN_PREFIX = "span="
 PARQUET = ".parquet"
 ROW_GROUP_ROWS = 65_536  # at most, in a shard ShardWriter writes: what a reader of one row group holds
 READERS = {PARQUET: "parquet", ".csv": "csv"}
-OBJECT_STORAGE = ("s3://", "gs://")  # what this image reaches (s3fs, gcsfs)
+OBJECT_STORAGE = ("s3://",)  # what this image reaches (s3fs); gs:// would need gcsfs
 Location: TypeAlias = Path | UPath  # a local path, or a path in object storage
 
 
@@ -39,7 +37,7 @@ def data_location(location: str | Path) -> Location:
     sees spans arrive, complete and change).
 
     Raises:
-        ConfigError: a URI of another scheme.
+        ConfigError: a URI of a scheme other than s3://.
     """
     text = str(location)
     if "://" not in text:

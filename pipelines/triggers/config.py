@@ -96,7 +96,7 @@ class TriggerConfig:
     """`ct watch` configuration (triggers.yaml). A trigger section left out is off; manual is always on."""
 
     home: Path
-    data_root: Location  # a folder or an s3:// or gs:// URI
+    data_root: Location  # a folder or an s3:// URI
     dataset: str = DEFAULT_DATASET
     metadata: str = ""
     # With a KFP API, runs are submitted there (as `ct submit` does) instead of `ct run` here.

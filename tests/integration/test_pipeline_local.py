@@ -31,7 +31,7 @@ from pipelines.local_run import (
 )
 from pipelines.pods import container_home
 from tests.support.containers import require_the_image
-from tests.support.object_storage import bucket_on_loopback
+from tests.support.object_storage import s3_on_loopback
 from tests.support.spans import write_month
 
 pytestmark = pytest.mark.pipeline
@@ -205,21 +205,22 @@ def test_penguins_run_through_the_same_pipeline_with_kfp_locals_own_subprocess_r
     assert (tmp_path / "home" / "models" / "penguin-adelie" / "1").is_dir()
 
 
-@pytest.mark.parametrize("scheme", ["s3", "gs"])
-def test_a_run_reads_its_spans_from_object_storage(tmp_path, scheme):
-    """`ct run` with its data root in a bucket on loopback (moto's S3 server or fake-gcs-server,
-    configured as a pod is): ingest reads the spans there and ML Metadata records their URIs."""
+def test_a_run_reads_its_spans_from_object_storage(tmp_path, capsys):
+    """`ct run` with its data root in a bucket (moto's S3 server on loopback, configured as a
+    pod is): ingest reads the spans there and ML Metadata records their URIs."""
+    from s3fs import S3FileSystem
+
     assert main(["data", "penguins", "--dest", str(tmp_path / "local")]) == 0
-    with bucket_on_loopback(scheme, tmp_path / "object-storage", ("ct-data",)) as bucket:
-        bucket.put(f"{tmp_path / 'local'}/", "ct-data/penguins", recursive=True)
+    with s3_on_loopback(tmp_path / "aws", ("ct-data",)):
+        S3FileSystem().put(f"{tmp_path / 'local'}/", "ct-data/penguins", recursive=True)
         home = tmp_path / "home"
-        arguments = ["--data-root", f"{scheme}://ct-data/penguins", "--home", str(home), "--param", "dataset=penguins"]
+        arguments = ["--data-root", "s3://ct-data/penguins", "--home", str(home), "--param", "dataset=penguins"]
         assert main(["run", *arguments, "--param", "window_spans=3"]) == 0
     [run] = MetadataStore(Home(home).metadata_connection).runs()
     assert run.decision == metadata.PUSHED, run.properties
     spans = MetadataStore(Home(home).metadata_connection).run_artifacts(run.run_id, metadata.SPAN)
     assert sorted(span.uri for span in spans) == [
-        f"{scheme}://ct-data/penguins/span={year}" for year in ("2007", "2008", "2009")
+        f"s3://ct-data/penguins/span={year}" for year in ("2007", "2008", "2009")
     ]
 
 

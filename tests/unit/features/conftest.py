@@ -1,17 +1,16 @@
-"""Fixtures of the feature store's tests: object storage on loopback."""
+"""Fixtures of the feature store's tests: a local S3 API."""
 
 from __future__ import annotations
 
 import pytest
 
 from features.sources import write_sources
-from tests.support.object_storage import bucket_on_loopback
+from tests.support.object_storage import s3_on_loopback
 
 
-@pytest.fixture(scope="module", params=["s3", "gs"])
-def object_storage(request, tmp_path_factory):
-    """The feature tables of 2013 in a bucket on loopback, `<scheme>://ct-features/2013`: S3
-    (moto's server) or Cloud Storage (fake-gcs-server)."""
-    with bucket_on_loopback(request.param, tmp_path_factory.mktemp("object-storage"), ("ct-features",)):
-        write_sources(f"{request.param}://ct-features/2013")
-        yield f"{request.param}://ct-features/2013"
+@pytest.fixture(scope="module")
+def object_storage(tmp_path_factory):
+    """The feature tables of 2013 in a bucket of an S3 API on loopback."""
+    with s3_on_loopback(tmp_path_factory.mktemp("aws"), ("ct-features",)):
+        write_sources("s3://ct-features/2013")
+        yield "s3://ct-features/2013"
