@@ -191,6 +191,29 @@ def test_keys_read_together_are_read_again_apart_within_the_age_bound(online, mo
     assert reads_per_tenth[10] < 24 + 1  # not all at once
 
 
+def test_past_the_bound_keys_whose_time_is_up_go_first(online, monkeypatch):
+    features = OnlineFeatures(online / "repo")
+    features.CACHED_KEYS = 30
+    read, online_read = [], features._provider.online_read
+    features._provider.online_read = lambda config, view, keys, names: (
+        read.append(len(keys)) or online_read(config, view, keys, names)
+    )
+    now = [1000.0]
+    monkeypatch.setattr("features.store.time", SimpleNamespace(monotonic=lambda: now[0]))  # this module's clock
+
+    def day(number: int) -> tuple[list, list, list]:  # twelve hours of weather at one airport, one plane
+        return ["EWR"] * 12, [f"2013-01-{number:02d}T{hour:02d}:15:00Z" for hour in range(12)], ["N14228"] * 12
+
+    features.lookup(*day(5))
+    now[0] += features.CACHED_SECONDS + 10  # the fifth's hours are up, not yet read again
+    features.lookup(*day(6))
+    now[0] += 1
+    features.lookup(*day(7))  # 12 expired + 12 kept + 12 new over 30: the expired go, not the sixth's
+    before = len(read)
+    features.lookup(*day(6))
+    assert read[before:] == []
+
+
 def test_keys_read_once_are_answered_from_memory_until_the_store_is_opened_again(online):
     features = OnlineFeatures(online / "repo")
     read, online_read = [], features._provider.online_read
