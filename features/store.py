@@ -273,8 +273,8 @@ class OnlineFeatures:
             }
             if len(cache) + sum(k not in cache for k in found) > self.CACHED_KEYS:
                 for expired in [k for k, (_, expiry) in cache.items() if expiry <= now]:
-                    del cache[expired]  # keys no request asked for again since their time was up
-                if len(cache) + sum(k not in cache for k in found) > self.CACHED_KEYS:
+                    del cache[expired]  # keys whose time was up: `found`'s own, and those no request asked for again
+                if len(cache) + len(found) > self.CACHED_KEYS:
                     cache.clear()
             if len(found) <= self.CACHED_KEYS:
                 cache.update(found)
