@@ -230,6 +230,12 @@ def _parser() -> argparse.ArgumentParser:
         help="serving processes sharing the port, for more requests/s than one process's GIL allows; "
         "each loads the models, and the limits apply to each",
     )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive("a number of connections"),
+        default=ServingConfig.max_connections,
+        help="open client connections each worker keeps; a connection no worker has room for gets a 503",
+    )
     serve.add_argument("--canary-percent", type=int, default=ServingConfig.canary_percent)
     canary = SequentialTest()
     serve.add_argument(
@@ -510,6 +516,7 @@ def _serve(args) -> int:
         poll_seconds=args.poll_seconds,
         max_batch_rows=args.max_batch_rows,
         batch_wait_seconds=args.batch_wait_seconds,
+        max_connections=args.max_connections,
         canary_addressable=args.canary_addressable,
         pinned_version=pinned,
     )

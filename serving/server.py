@@ -36,6 +36,9 @@ NAME = r"(?P<name>[A-Za-z0-9_.-]+)"
 TARGET = r"(?:/versions/(?P<version>\d{1,18})|/labels/(?P<label>[A-Za-z0-9_-]{1,64}))?"
 V2_VERSION = r"(?:/versions/(?P<version>\d{1,18}))?"
 RETRY_AFTER_SECONDS = 1
+# How long a worker at its connection limit leaves a new connection to the others sharing the
+# socket (serving/workers.py) before it takes it and answers 503.
+HANDOFF_SECONDS = 0.05
 DEFAULT_PERFORMANCE_WINDOW = 1000
 
 
@@ -256,6 +259,7 @@ class PredictionServer(ThreadingHTTPServer):
             # would leave the others waiting there for the next one, deaf to a shutdown.
             listening.setblocking(False)
             self.server_address = listening.getsockname()
+        self.shared = listening is not None
         self.service = service
         self.slots = threading.BoundedSemaphore(service.config.max_concurrent_requests)
         self._connections = 0
@@ -265,6 +269,15 @@ class PredictionServer(ThreadingHTTPServer):
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accepts a connection; a worker at its connection limit first leaves it for
+        `HANDOFF_SECONDS` to the workers sharing the socket, every one of which was woken by
+        it, so that a 503 means every worker was full. The accept fails (socketserver drops
+        the attempt) when another worker took the connection meanwhile."""
+        if self.shared and self._connections >= self.service.config.max_connections:
+            time.sleep(HANDOFF_SECONDS)
+        return super().get_request()
 
     def process_request(self, request, client_address) -> None:
         """A thread per connection up to `max_connections`; beyond, a 503 from the accepting thread."""

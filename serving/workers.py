@@ -9,7 +9,8 @@ the kernel hands each connection to one of them. gRPC's port is shared by `SO_RE
 supervisor's claim keeps programs that do not set it from binding the port. The workers are
 replicas sharing the home, as pods are: one token, logs per process, one canary verdict
 (serving/canary/); their metrics add up (serving/metrics.py), and every limit of ServingConfig
-is per worker.
+is per worker: a worker at its connection limit leaves a new connection to the others before it
+refuses it (serving/server.py).
 
 The supervisor passes SIGTERM (and an interrupt) to every worker; each drains as one process
 does (serving/app.py), and the supervisor exits when all have. A worker killed by a signal

@@ -96,6 +96,43 @@ def test_workers_serve_one_port_as_one_service_and_a_killed_one_is_started_again
         pass
 
 
+def _live(connection: socket.socket) -> int:
+    """The status of a keep-alive liveness request on `connection`, which stays open."""
+    connection.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: ct\r\n\r\n")
+    received = b""
+    while b"\r\n\r\n" not in received or not received.endswith(b"}"):
+        chunk = connection.recv(4096)
+        assert chunk, received  # closed: the server refused the connection
+        received += chunk
+    return int(received.split()[1])
+
+
+def test_a_connection_goes_to_a_worker_with_room_and_a_503_means_all_are_full(tmp_path, trained_model):
+    home = Home(tmp_path / "home").create()
+    publish(home.model_repository, trained_model, 1, MetadataStore(home.metadata_connection))
+    [port] = free_ports(1)
+    limit = 3
+    output = tmp_path / "serve.log"
+    with output.open("w") as sink:
+        process = start_serving(home.root, port, [*OPTIONS, "--max-connections", str(limit)], sink)
+    connections: list[socket.socket] = []
+    try:
+        assert wait_for(lambda: _listening(output) == WORKERS, 60), output.read_text()
+        # Every worker is woken by each connection and the kernel lets any take it: without the
+        # hand-over, a full worker would take one about half the time while the other had room.
+        for _ in range(WORKERS * limit):
+            connections.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            assert _live(connections[-1]) == 200
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as refused:
+            refused.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: ct\r\n\r\n")
+            answer = refused.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 503") and answer.endswith(b'{"error": "too many connections open"}')
+    finally:
+        for connection in connections:
+            connection.close()
+        process.kill()
+
+
 def test_a_worker_killed_before_it_serves_stops_the_service(tmp_path, trained_model):
     home = Home(tmp_path / "home").create()
     publish(home.model_repository, trained_model, 1, MetadataStore(home.metadata_connection))
