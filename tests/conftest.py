@@ -17,7 +17,7 @@ from serving.config import ServingConfig
 from serving.request_log import RequestLog
 from serving.server import PredictionServer
 from serving.service import PredictionService
-from tests.support.flink import flink_job_server
+from tests.support.job_servers import FLINK, SPARK, job_server
 from tests.support.kube import KubeApiServer, kube_api_server
 from tests.support.serving_helpers import MODEL, TOKEN, publish
 from tests.support.spans import feature_tables_folder, write_month
@@ -80,7 +80,14 @@ def feature_repo(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def flink(tmp_path_factory) -> Iterator[str]:
     """A real Flink (Beam's job server over a Flink cluster in one JVM): its job endpoint."""
-    with flink_job_server(tmp_path_factory.mktemp("flink") / "job-server.log") as endpoint:
+    with job_server(FLINK, tmp_path_factory.mktemp("flink") / "job-server.log") as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory) -> Iterator[str]:
+    """A real Spark (Beam's job server over a local Spark master in one JVM): its job endpoint."""
+    with job_server(SPARK, tmp_path_factory.mktemp("spark") / "job-server.log") as endpoint:
         yield endpoint
 
 

@@ -8,7 +8,7 @@ from components.common.spans import ShardWriter
 from components.common.tfdv_io import load_schema, load_statistics
 from components.statistics import logic
 from components.statistics.logic import BEAM, MEMORY, compute_statistics, keep_statistics, statistics_html
-from tests.support.flink import flink_arguments
+from tests.support.job_servers import RUNNERS, beam_arguments
 from tests.support.object_storage import s3_on_loopback
 from tests.support.statistics import feature_counts
 
@@ -24,15 +24,16 @@ def test_memory_and_beam_paths_agree(splits, tmp_path, flights):
     )
 
 
-def test_statistics_on_flink_are_those_computed_in_process(splits, tmp_path, flights, flink):
-    """Beam on a real Flink: the shards read and the statistics combined by two Flink tasks,
-    whose Python code runs in Beam's workers in this process (LOOPBACK)."""
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_statistics_on_a_real_runner_are_those_computed_in_process(runner, request, splits, tmp_path, flights):
+    """Beam on a real Flink and a real Spark: the shards read and the statistics combined by
+    two of the runner's tasks, whose Python code runs in Beam's workers in this process (LOOPBACK)."""
     schema = load_schema(flights.schema_path)
     in_process = compute_statistics(splits[0], tmp_path / "local.pb", schema)
-    arguments = flink_arguments(flink, "--environment_type=LOOPBACK")
-    on_flink = compute_statistics(splits[0], tmp_path / "flink.pb", schema, BEAM, arguments)
-    assert on_flink.rows == in_process.rows > 2000 and on_flink.features == in_process.features
-    assert feature_counts(load_statistics(tmp_path / "flink.pb")) == feature_counts(
+    arguments = beam_arguments(RUNNERS[runner], request.getfixturevalue(runner), "--environment_type=LOOPBACK")
+    on_runner = compute_statistics(splits[0], tmp_path / f"{runner}.pb", schema, BEAM, arguments)
+    assert on_runner.rows == in_process.rows > 2000 and on_runner.features == in_process.features
+    assert feature_counts(load_statistics(tmp_path / f"{runner}.pb")) == feature_counts(
         load_statistics(tmp_path / "local.pb")
     )
 
