@@ -350,11 +350,12 @@ class PredictionService:
         return {**answer, "logged": len(taken)}
 
     def performance(self, name: str, last: int) -> dict[str, Any]:
-        """Online metrics of the stable (and canary) version over their last `last` labelled predictions."""
+        """Online metrics of the stable (and canary) version over their last `last` labelled
+        predictions (every replica's, when replicas share the home)."""
         self._check_name(name)
         routing = self.registry.routing
         return {
-            label: _finite(self.canary.journal.recent(model.version, last).summary())
+            label: _finite(self.canary.recent(model, last).summary())
             for label, model in ((STABLE, routing.stable), (CANARY, routing.canary))
             if model is not None
         }

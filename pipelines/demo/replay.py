@@ -66,6 +66,8 @@ SERVE_OPTIONS = (
     str(LOOK_SECONDS),
     "--canary-check-seconds",
     str(LOOK_SECONDS),
+    "--workers",
+    "2",
 )
 PARAMETERS = {"epochs": 3}
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from components.common.metadata import PROMOTED, MetadataStore
 from serving.canary.journal import OutcomeJournal
-from serving.canary.judge import CanaryVerdict, judge_canary, logged_versions
+from serving.canary.judge import CanaryVerdict, VersionOutcomes, judge_canary, logged_versions, recent_logged_outcomes
 from serving.canary.verdicts import VerdictBook
 from serving.config import ServingConfig
 from serving.metrics import Metrics
@@ -51,6 +51,19 @@ class InProcessCanary:
         if role == CANARY:
             # Compare canary and stable over the same period only.
             self.journal.reset([model.version, registry.routing.stable.version])
+
+    def recent(self, model: LoadedModel, last: int) -> VersionOutcomes:
+        """The version's most recent `last` labelled predictions: with replicas sharing a home,
+        from all of their logs (a label may reach another replica than the one that answered,
+        and each writes its logs every `request_log_flush_seconds`); alone, from the journal.
+        Requests and errors are this replica's own."""
+        local = self.journal.recent(model.version, last)
+        if self.shared is None:
+            return local
+        logged = recent_logged_outcomes(
+            self.shared.request_log, self.shared.feedback_log, model.version, last, model.pushed_at, time.time()
+        )
+        return dataclasses.replace(logged, requests=local.requests, errors=local.errors)
 
     def judge(self, registry: ModelRegistry) -> None:
         """Promotes or rolls back the canary once the evidence is in; records the verdict.

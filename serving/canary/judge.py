@@ -37,7 +37,7 @@ from components.common.auc_inference import (
 from components.common.classification_metrics import compute
 from components.common.errors import ConfigError
 from components.common.metadata import PROMOTED, ROLLED_BACK
-from serving.request_log import read_log
+from serving.request_log import STAMP, read_log
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,10 +209,11 @@ def judge_canary(
 
 def logged_outcomes(requests: pd.DataFrame, feedback: pd.DataFrame, version: int) -> VersionOutcomes:
     """One version's outcomes from the shared logs (serving/request_log.py): its logged
-    predictions, and the labels that came back for them (the first one per request: a label
-    counts once, however often it is sent)."""
+    predictions in the order they were logged, and the labels that came back for them (the
+    first one per request: a label counts once, however often it is sent)."""
     if requests.empty:
         return VersionOutcomes(version, 0, 0, (), ())
+    requests = requests.sort_values(STAMP, kind="stable")  # replicas' files interleave
     predictions = requests[requests.model_version == version]
     if feedback.empty:
         return VersionOutcomes(version, len(predictions), 0, (), ())
@@ -231,3 +232,27 @@ def logged_versions(
     requests = read_log(request_log, since=since, columns=("model_version", "request_id", "prediction"))
     feedback = read_log(feedback_log, since=since, columns=("request_id", "label"))
     return logged_outcomes(requests, feedback, stable), logged_outcomes(requests, feedback, canary)
+
+
+# The first span of time `recent_logged_outcomes` reads back, multiplied by SPAN_GROWTH until it
+# holds enough labels: a busy version costs its newest files, not its history.
+FIRST_SPAN_SECONDS = 600.0
+SPAN_GROWTH = 4
+
+
+def recent_logged_outcomes(
+    request_log: Path, feedback_log: Path, version: int, last: int, since: float, now: float
+) -> VersionOutcomes:
+    """The version's most recent `last` labelled predictions in the shared logs, every
+    replica's, with the labels any of them received, logged after `since` (when the version
+    was pushed): read back from `now` over a span of time that grows until it holds `last` of
+    them or reaches `since`."""
+    span = FIRST_SPAN_SECONDS
+    while True:
+        start = max(since, now - span)
+        requests = read_log(request_log, since=start, columns=("model_version", "request_id", "prediction"))
+        feedback = read_log(feedback_log, since=start, columns=("request_id", "label"))
+        outcomes = logged_outcomes(requests, feedback, version)
+        if outcomes.labelled >= last or start == since:
+            return dataclasses.replace(outcomes, scores=outcomes.scores[-last:], labels=outcomes.labels[-last:])
+        span *= SPAN_GROWTH

@@ -118,6 +118,30 @@ def test_replicas_sharing_a_home_reach_one_verdict_from_all_their_logs(
     assert run.properties["canary"] == decision
 
 
+def test_replicas_sharing_a_home_report_online_performance_from_all_their_logs(tmp_path, store, rows, trained_model):
+    publish(tmp_path / "models", trained_model, 1, store)
+    first, second = replica(tmp_path, store), replica(tmp_path, store)
+    answers = [  # the load balancer spreads the traffic
+        (first, second)[index % 2].predict(MODEL, {"instances": [row]}) for index, row in enumerate(rows[:300])
+    ]
+    scores = np.array([answer["predictions"][0] for answer in answers])
+    # The newest 100 labels rank the scores perfectly, the 200 before them exactly wrongly.
+    newest = scores[200:] > np.median(scores[200:])
+    labels = np.concatenate([scores[:200] <= np.median(scores[:200]), newest]).astype(int)
+    feedback = [{"request_id": a["request_ids"][0], "label": int(y)} for a, y in zip(answers, labels)]
+    # All feedback reaches one replica, half of it for predictions the other one made.
+    assert second.feedback(MODEL, {"feedback": feedback}, FEEDBACK["Authorization"])["logged"] == 300
+    for service in (first, second):
+        service.request_log.flush()
+        service.feedback_log.flush()
+    for service in (first, second):  # either answers for both
+        recent = service.performance(MODEL, 100)["stable"]
+        assert (recent["labelled"], recent["auc"]) == (100, 1.0)
+        everything = service.performance(MODEL, 1000)["stable"]
+        assert everything["labelled"] == 300 and everything["auc"] < 0.5
+        assert everything["requests"] == 150  # requests and errors are each replica's own
+
+
 def test_a_restarted_replica_keeps_an_undecided_canary_and_follows_a_verdict(tmp_path, store, trained_model):
     publish(tmp_path / "models", trained_model, 1, store)
     publish(tmp_path / "models", trained_model, 2, store)

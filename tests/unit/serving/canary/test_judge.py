@@ -4,6 +4,7 @@ decisions and its settings."""
 from __future__ import annotations
 
 import math
+import time
 from statistics import NormalDist
 
 import numpy as np
@@ -11,7 +12,14 @@ import pytest
 
 from components.common.errors import ConfigError
 from components.common.metadata import PROMOTED, ROLLED_BACK
-from serving.canary.judge import SequentialTest, VersionOutcomes, judge_canary
+from serving.canary.judge import (
+    FIRST_SPAN_SECONDS,
+    SequentialTest,
+    VersionOutcomes,
+    judge_canary,
+    recent_logged_outcomes,
+)
+from serving.request_log import ParquetLog
 
 CANARY_SHARE = 0.2  # the canary answers 20% of requests; both versions' answers are labelled
 POSITIVES = 0.2
@@ -134,3 +142,20 @@ def test_a_failing_canary_is_rolled_back_on_errors_before_any_label():
 def test_settings_out_of_range_are_named(settings, message):
     with pytest.raises(ConfigError, match=message):
         SequentialTest(**settings)
+
+
+def test_recent_logged_outcomes_read_back_until_they_have_enough_or_reach_the_push(tmp_path):
+    requests, feedback = ParquetLog(tmp_path / "requests", 1000, 10**9), ParquetLog(tmp_path / "feedback", 1000, 10**9)
+    requests.add([{"model_version": 1, "request_id": f"r{i}", "prediction": i / 10} for i in range(10)])
+    feedback.add([{"request_id": f"r{i}", "label": int(i >= 5)} for i in range(10)])
+    assert requests.flush() and feedback.flush()
+
+    def recent(last: int, since: float = 0.0, hours_later: float = 0.0) -> VersionOutcomes:
+        now = time.time() + hours_later * 3600
+        return recent_logged_outcomes(requests.folder, feedback.folder, 1, last, since, now)
+
+    assert recent(4).labels == (1, 1, 1, 1) and recent(4).scores == (0.6, 0.7, 0.8, 0.9)  # the newest
+    assert recent(100).labelled == 10
+    # Logged long before: found by reading further back, up to the push.
+    assert FIRST_SPAN_SECONDS < 3 * 3600 and recent(100, hours_later=3).labelled == 10
+    assert recent(100, since=time.time() + 1, hours_later=3).labelled == 0  # pushed after them: none of its own
