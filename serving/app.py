@@ -78,7 +78,12 @@ def serve(
         peers=MetricsPeers(worker.metrics, worker.name) if worker else None,
     )
     _allow_open_files(config.max_connections + 256)
-    server = PredictionServer((host, port), service, listening=worker.listening if worker else None)
+    server = PredictionServer(
+        (host, port),
+        service,
+        listening=worker.listening if worker else None,
+        peers=worker.connections if worker else None,
+    )
     grpc_server = GrpcServer(host, grpc_port, service, shared=worker is not None) if grpc_port else None
     # What start-up imported and built lives as long as the process. Out of the cyclic
     # collector's sight, a full collection no longer walks it: 330,000 of the 400,000 objects

@@ -253,10 +253,33 @@ def read_log(folder: Path, since: float = 0.0, columns: Sequence[str] | None = N
     A file last written before `since` holds no such row (a row is stamped before its file
     is written), so it is not read: a window costs what is in the window.
     """
-    files = [path for path in sorted(folder.glob(f"{PREFIX}*.parquet")) if path.stat().st_mtime >= since]
     wanted = None if columns is None else list(dict.fromkeys([*columns, STAMP]))
-    frames = [pd.read_parquet(path, columns=wanted) for path in files]
+    frames = [frame for path, _ in _written(folder, since) if (frame := _read(path, wanted)) is not None]
     if not frames:
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True)
     return frame[frame.logged_at > since].reset_index(drop=True)
+
+
+def first_written(folder: Path) -> float | None:
+    """When the log's oldest file was written (seconds since the epoch); None without one."""
+    return min((written for _, written in _written(folder, 0.0)), default=None)
+
+
+def _written(folder: Path, since: float) -> list[tuple[Path, float]]:
+    """The log's files written at or after `since`, in name order, with when. Another
+    process's bound may delete a file meanwhile (`_enforce_bound`): it is left out."""
+    found = []
+    for path in sorted(folder.glob(f"{PREFIX}*.parquet")):
+        with contextlib.suppress(FileNotFoundError):
+            if (written := path.stat().st_mtime) >= since:
+                found.append((path, written))
+    return found
+
+
+def _read(path: Path, columns: list[str] | None) -> pd.DataFrame | None:
+    """A log file's rows; None when another process's bound deleted it since it was listed."""
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except FileNotFoundError:
+        return None

@@ -29,6 +29,7 @@ from serving import v2_binary
 from serving.canary.journal import OutcomeJournal
 from serving.config import LISTEN_BACKLOG
 from serving.service import FEEDBACK_NEEDS_TOKEN, PredictionService, ServiceError
+from serving.workers import SharedConnections
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,8 @@ NAME = r"(?P<name>[A-Za-z0-9_.-]+)"
 TARGET = r"(?:/versions/(?P<version>\d{1,18})|/labels/(?P<label>[A-Za-z0-9_-]{1,64}))?"
 V2_VERSION = r"(?:/versions/(?P<version>\d{1,18}))?"
 RETRY_AFTER_SECONDS = 1
-# How long a worker at its connection limit leaves a new connection to the others sharing the
-# socket (serving/workers.py) before it takes it and answers 503.
+# How long a worker at its connection limit leaves a new connection to another worker with room
+# (serving/workers.py) before it takes it and answers 503.
 HANDOFF_SECONDS = 0.05
 DEFAULT_PERFORMANCE_WINDOW = 1000
 
@@ -249,8 +250,15 @@ class PredictionServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, address: tuple[str, int], service: PredictionService, listening: socket.socket | None = None):
-        """Binds `address`, or with `listening` accepts on that socket instead (a worker's, serving/workers.py)."""
+    def __init__(
+        self,
+        address: tuple[str, int],
+        service: PredictionService,
+        listening: socket.socket | None = None,
+        peers: SharedConnections | None = None,
+    ):
+        """Binds `address`, or with `listening` accepts on that socket instead (a worker's,
+        serving/workers.py, recording its open connections in `peers`)."""
         super().__init__(address, Handler, bind_and_activate=listening is None)
         if listening is not None:
             self.socket.close()
@@ -259,7 +267,7 @@ class PredictionServer(ThreadingHTTPServer):
             # would leave the others waiting there for the next one, deaf to a shutdown.
             listening.setblocking(False)
             self.server_address = listening.getsockname()
-        self.shared = listening is not None
+        self.peers = peers
         self.service = service
         self.slots = threading.BoundedSemaphore(service.config.max_concurrent_requests)
         self._connections = 0
@@ -271,11 +279,12 @@ class PredictionServer(ThreadingHTTPServer):
         return f"http://{host}:{port}"
 
     def get_request(self) -> tuple[socket.socket, Any]:
-        """Accepts a connection; a worker at its connection limit first leaves it for
-        `HANDOFF_SECONDS` to the workers sharing the socket, every one of which was woken by
-        it, so that a 503 means every worker was full. The accept fails (socketserver drops
-        the attempt) when another worker took the connection meanwhile."""
-        if self.shared and self._connections >= self.service.config.max_connections:
+        """Accepts a connection. Every worker sharing the socket is woken by it and any may
+        take it: one at its connection limit first leaves it for `HANDOFF_SECONDS` while
+        another has room, and takes it at once (to answer 503) when none has. The accept
+        fails (socketserver drops the attempt) when another worker took the connection meanwhile."""
+        limit = self.service.config.max_connections
+        if self.peers is not None and self._connections >= limit and self.peers.room_elsewhere(limit):
             time.sleep(HANDOFF_SECONDS)
         return super().get_request()
 
@@ -284,6 +293,7 @@ class PredictionServer(ThreadingHTTPServer):
         with self._connections_lock:
             admitted = self._connections < self.service.config.max_connections
             self._connections += admitted
+            self._share_count()
         if admitted:
             super().process_request(request, client_address)
             return
@@ -301,6 +311,11 @@ class PredictionServer(ThreadingHTTPServer):
         finally:
             with self._connections_lock:
                 self._connections -= 1
+                self._share_count()
+
+    def _share_count(self) -> None:
+        if self.peers is not None:
+            self.peers.record(self._connections)
 
     def drain(self, seconds: float) -> bool:
         """Waits until no request is being scored, at most `seconds`; True when none is."""

@@ -354,11 +354,10 @@ class PredictionService:
         predictions (every replica's, when replicas share the home)."""
         self._check_name(name)
         routing = self.registry.routing
-        return {
-            label: _finite(self.canary.recent(model, last).summary())
-            for label, model in ((STABLE, routing.stable), (CANARY, routing.canary))
-            if model is not None
-        }
+        both = ((STABLE, routing.stable), (CANARY, routing.canary))
+        models = {label: model for label, model in both if model is not None}
+        recent = self.canary.recent(list(models.values()), last)
+        return {label: _finite(recent[model.version].summary()) for label, model in models.items()}
 
     # --- status and metadata -------------------------------------------------------
 

@@ -9,8 +9,8 @@ the kernel hands each connection to one of them. gRPC's port is shared by `SO_RE
 supervisor's claim keeps programs that do not set it from binding the port. The workers are
 replicas sharing the home, as pods are: one token, logs per process, one canary verdict
 (serving/canary/); their metrics add up (serving/metrics.py), and every limit of ServingConfig
-is per worker: a worker at its connection limit leaves a new connection to the others before it
-refuses it (serving/server.py).
+is per worker: a worker at its connection limit leaves a new connection to a worker with room,
+as their shared counts say (`SharedConnections`), and refuses it at once when none has.
 
 The supervisor passes SIGTERM (and an interrupt) to every worker; each drains as one process
 does (serving/app.py), and the supervisor exits when all have. A worker killed by a signal
@@ -23,7 +23,9 @@ a worker that cannot start is not started again and again in a pod that still lo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import mmap
 import os
 import shutil
 import signal
@@ -43,16 +45,39 @@ STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 log = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass(frozen=True)
+class SharedConnections:
+    """Every worker's count of open connections, in memory the supervisor mapped before it
+    forked them, as one worker sees it: its own count to record, the others' to read. Each
+    count is written by its worker alone; a reader may see one a connection old."""
+
+    counts: memoryview  # of 8-byte integers, one a worker
+    index: int  # this worker's
+
+    @classmethod
+    def for_workers(cls, workers: int) -> list[SharedConnections]:
+        counts = memoryview(mmap.mmap(-1, 8 * workers)).cast("q")  # anonymous and shared: kept across fork
+        return [cls(counts, index) for index in range(workers)]
+
+    def record(self, count: int) -> None:
+        self.counts[self.index] = count
+
+    def room_elsewhere(self, limit: int) -> bool:
+        """Whether another worker has fewer than `limit` connections open."""
+        return any(count < limit for index, count in enumerate(self.counts) if index != self.index)
+
+
 class WorkerSeat(NamedTuple):
     """What a worker is given: its number (from 1), its name (`worker-<number>-<start>`: never
     given twice, as a pid may be, so a worker started in a dead one's place does not overwrite
-    the dead one's metrics), the listening HTTP socket the workers share, and the folder where
-    they publish their metrics."""
+    the dead one's metrics), the listening HTTP socket the workers share, the folder where
+    they publish their metrics, and the workers' connection counts."""
 
     number: int
     name: str
     listening: socket.socket
     metrics: Path
+    connections: SharedConnections
 
 
 def serve_workers(count: int, host: str, port: int, grpc_port: int, worker: Callable[[WorkerSeat], int]) -> int:
@@ -81,8 +106,11 @@ def serve_workers(count: int, host: str, port: int, grpc_port: int, worker: Call
         metrics = Path(tempfile.mkdtemp(prefix="ct-serve-metrics-"))
         cleanup.callback(shutil.rmtree, metrics, ignore_errors=True)
 
+        connections = SharedConnections.for_workers(count)
+
         def work(number: int, name: str) -> int:
-            return worker(WorkerSeat(number, name, listening, metrics))
+            connections[number - 1].record(0)  # started again: its predecessor's connections closed with it
+            return worker(WorkerSeat(number, name, listening, metrics, connections[number - 1]))
 
         return _Supervisor(count, work, listening, metrics).run()
 

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from components.common.metadata import PROMOTED, MetadataStore
 from serving.canary.journal import OutcomeJournal
@@ -52,18 +52,27 @@ class InProcessCanary:
             # Compare canary and stable over the same period only.
             self.journal.reset([model.version, registry.routing.stable.version])
 
-    def recent(self, model: LoadedModel, last: int) -> VersionOutcomes:
-        """The version's most recent `last` labelled predictions: with replicas sharing a home,
-        from all of their logs (a label may reach another replica than the one that answered,
-        and each writes its logs every `request_log_flush_seconds`); alone, from the journal.
-        Requests and errors are this replica's own."""
-        local = self.journal.recent(model.version, last)
-        if self.shared is None:
+    def recent(self, models: Sequence[LoadedModel], last: int) -> dict[int, VersionOutcomes]:
+        """Each version's most recent `last` labelled predictions: this replica's journal's, or,
+        with replicas sharing a home, those of all their logs when these hold as many or more.
+        A label may reach another replica than the one that answered (with two workers, each
+        journal knows about a quarter of them); the logs are written every
+        `request_log_flush_seconds`, and a sampled request log holds fewer. Requests and
+        errors are this replica's own."""
+        local = {model.version: self.journal.recent(model.version, last) for model in models}
+        if self.shared is None or not models:
             return local
         logged = recent_logged_outcomes(
-            self.shared.request_log, self.shared.feedback_log, model.version, last, model.pushed_at, time.time()
+            self.shared.request_log,
+            self.shared.feedback_log,
+            {model.version: model.pushed_at for model in models},
+            last,
+            time.time(),
         )
-        return dataclasses.replace(logged, requests=local.requests, errors=local.errors)
+        return {
+            version: mine if mine.labelled > logged[version].labelled else _with_own_counts(logged[version], mine)
+            for version, mine in local.items()
+        }
 
     def judge(self, registry: ModelRegistry) -> None:
         """Promotes or rolls back the canary once the evidence is in; records the verdict.
@@ -125,10 +134,9 @@ class InProcessCanary:
             routing.stable.version,
             routing.canary.version,
         )
-        local = self.journal.outcomes(routing.canary.version)
         return judge_canary(
             stable,
-            dataclasses.replace(canary, requests=local.requests, errors=local.errors),
+            _with_own_counts(canary, self.journal.outcomes(routing.canary.version)),
             self.config.canary_test,
             self.config.canary_max_error_rate,
         )
@@ -156,6 +164,11 @@ class InProcessCanary:
                 "time": time.time(),
             }
         )
+
+
+def _with_own_counts(logged: VersionOutcomes, local: VersionOutcomes) -> VersionOutcomes:
+    """The logged labels with this replica's requests and errors (errors are not logged)."""
+    return dataclasses.replace(logged, requests=local.requests, errors=local.errors)
 
 
 @dataclasses.dataclass(frozen=True)

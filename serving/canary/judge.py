@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,7 @@ from components.common.auc_inference import (
 from components.common.classification_metrics import compute
 from components.common.errors import ConfigError
 from components.common.metadata import PROMOTED, ROLLED_BACK
-from serving.request_log import STAMP, read_log
+from serving.request_log import STAMP, first_written, read_log
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,8 +214,7 @@ def logged_outcomes(requests: pd.DataFrame, feedback: pd.DataFrame, version: int
     first one per request: a label counts once, however often it is sent)."""
     if requests.empty:
         return VersionOutcomes(version, 0, 0, (), ())
-    requests = requests.sort_values(STAMP, kind="stable")  # replicas' files interleave
-    predictions = requests[requests.model_version == version]
+    predictions = requests[requests.model_version == version].sort_values(STAMP, kind="stable")  # files interleave
     if feedback.empty:
         return VersionOutcomes(version, len(predictions), 0, (), ())
     labels = feedback.drop_duplicates("request_id", keep="first").set_index("request_id").label
@@ -224,35 +224,47 @@ def logged_outcomes(requests: pd.DataFrame, feedback: pd.DataFrame, version: int
     )
 
 
+def read_logs(request_log: Path, feedback_log: Path, since: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The shared logs' rows since `since`: every replica's (or revision's) logged predictions,
+    and the labels that came back to any of them."""
+    requests = read_log(request_log, since=since, columns=("model_version", "request_id", "prediction"))
+    return requests, read_log(feedback_log, since=since, columns=("request_id", "label"))
+
+
 def logged_versions(
     request_log: Path, feedback_log: Path, since: float, stable: int, canary: int
 ) -> tuple[VersionOutcomes, VersionOutcomes]:
-    """Stable's and the canary's outcomes from the shared logs since `since`: every replica's
-    (or revision's) logged predictions, and the labels that came back for them to any of them."""
-    requests = read_log(request_log, since=since, columns=("model_version", "request_id", "prediction"))
-    feedback = read_log(feedback_log, since=since, columns=("request_id", "label"))
+    """Stable's and the canary's outcomes from the shared logs since `since`."""
+    requests, feedback = read_logs(request_log, feedback_log, since)
     return logged_outcomes(requests, feedback, stable), logged_outcomes(requests, feedback, canary)
 
 
 # The first span of time `recent_logged_outcomes` reads back, multiplied by SPAN_GROWTH until it
-# holds enough labels: a busy version costs its newest files, not its history.
+# holds enough labels: a busy version costs the newest files, not its history.
 FIRST_SPAN_SECONDS = 600.0
 SPAN_GROWTH = 4
 
 
 def recent_logged_outcomes(
-    request_log: Path, feedback_log: Path, version: int, last: int, since: float, now: float
-) -> VersionOutcomes:
-    """The version's most recent `last` labelled predictions in the shared logs, every
-    replica's, with the labels any of them received, logged after `since` (when the version
-    was pushed): read back from `now` over a span of time that grows until it holds `last` of
-    them or reaches `since`."""
+    request_log: Path, feedback_log: Path, pushed: Mapping[int, float], last: int, now: float
+) -> dict[int, VersionOutcomes]:
+    """Each version's most recent `last` labelled predictions in the shared logs (`pushed`:
+    each version and when it was pushed, before which it logged nothing). Read back from
+    `now` over a span of time that grows until every version has `last` of them, or the span
+    reaches the first push or the log's oldest file: then everything since the push is read,
+    once."""
+    since = min(pushed.values())
+    oldest = first_written(request_log)
     span = FIRST_SPAN_SECONDS
     while True:
         start = max(since, now - span)
-        requests = read_log(request_log, since=start, columns=("model_version", "request_id", "prediction"))
-        feedback = read_log(feedback_log, since=start, columns=("request_id", "label"))
-        outcomes = logged_outcomes(requests, feedback, version)
-        if outcomes.labelled >= last or start == since:
-            return dataclasses.replace(outcomes, scores=outcomes.scores[-last:], labels=outcomes.labels[-last:])
+        if oldest is None or start <= oldest:  # every file would be read: all of them, once
+            start = since
+        requests, feedback = read_logs(request_log, feedback_log, start)
+        found = {version: logged_outcomes(requests, feedback, version) for version in pushed}
+        if start == since or all(outcomes.labelled >= last for outcomes in found.values()):
+            return {
+                version: dataclasses.replace(outcomes, scores=outcomes.scores[-last:], labels=outcomes.labels[-last:])
+                for version, outcomes in found.items()
+            }
         span *= SPAN_GROWTH

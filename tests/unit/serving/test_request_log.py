@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from serving import request_log
 from serving.request_log import ParquetLog, RequestLog, read_log
 from tests.support.serving_helpers import FEEDBACK, MODEL, TOKEN, call
 
@@ -178,3 +179,15 @@ def test_joined_requests_fill_whole_files_and_are_dropped_whole_past_the_retry_b
     log.flush()
     assert read_log(tmp_path).request_id.tolist() == [f"id-{i}" for i in range(13, 330)]
     assert [len(pd.read_parquet(f)) for f in log.files()] == [64, 64, 64, 64, 61]
+
+
+def test_a_file_another_replica_deleted_after_it_was_listed_is_left_out(tmp_path, monkeypatch):
+    log = ParquetLog(tmp_path, 10, 10**9)
+    log.add([{"a": 1}])
+    log.flush()
+    log.add([{"a": 2}])
+    deleted = log.flush()
+    listed = request_log._written(tmp_path, 0.0)
+    deleted.unlink()  # as another replica's bound on the log's bytes does
+    monkeypatch.setattr(request_log, "_written", lambda folder, since: listed)
+    assert read_log(tmp_path).a.tolist() == [1]

@@ -7,11 +7,15 @@ import re
 import shutil
 import socket
 import time
+from types import SimpleNamespace
 
 import pytest
 
+from serving import server as server_module
 from serving.config import ServingConfig
 from serving.request_log import ParquetLog, read_log
+from serving.server import HANDOFF_SECONDS, PredictionServer
+from serving.workers import SharedConnections
 from tests.support.serving_helpers import FEEDBACK, MODEL, call, metrics_text, traffic_with_feedback, wait_for
 
 
@@ -245,6 +249,32 @@ def test_too_many_requests_or_connections_get_a_503_and_health_still_answers(ser
     metrics = metrics_text(server)
     assert 'ct_requests_shed_total{model="flight-delay",reason="busy"} 1' in metrics
     assert re.search(r'ct_requests_shed_total\{model="flight-delay",reason="connections"\} [1-9]', metrics)
+
+
+def test_a_full_worker_leaves_a_connection_to_another_with_room_and_takes_it_at_once_when_none_has(serve, monkeypatch):
+    """A worker of two sharing a socket (serving/workers.py), its accepts called one at a time."""
+    _, service, *_ = serve(ServingConfig(max_connections=1))
+    mine, other = SharedConnections.for_workers(2)
+    listening = socket.create_server(("127.0.0.1", 0))
+    worker = PredictionServer(None, service, listening=listening, peers=mine)
+    waits = []
+    monkeypatch.setattr(server_module, "time", SimpleNamespace(sleep=waits.append, monotonic=time.monotonic))
+    clients = [socket.create_connection(listening.getsockname()) for _ in range(3)]
+    try:
+        accepted, _ = worker.get_request()
+        worker.process_request(accepted, None)  # its one connection: the limit
+        assert wait_for(lambda: mine.counts[0] == 1) and waits == []
+        accepted, _ = worker.get_request()  # the other has room: left to it first
+        assert waits == [HANDOFF_SECONDS]
+        accepted.close()
+        other.record(1)  # both full: taken at once, to be refused
+        worker.get_request()[0].close()
+        assert waits == [HANDOFF_SECONDS]
+    finally:
+        for client in clients:
+            client.close()
+        worker.server_close()
+    assert wait_for(lambda: mine.counts[0] == 0)  # its connection closed, the count shared
 
 
 def test_a_log_that_cannot_be_written_is_counted_shown_and_refuses_feedback(serve, rows, tmp_path):

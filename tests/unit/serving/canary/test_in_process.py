@@ -51,14 +51,14 @@ def test_canary_is_promoted_or_rolled_back_from_feedback_and_recorded(
 SHARED = ServingConfig(canary_percent=50, canary_test=SequentialTest(min_labelled=40), canary_check_seconds=0)
 
 
-def replica(tmp_path, store, config=SHARED):
+def replica(tmp_path, store, config=SHARED, request_log_sample=1.0):
     """One serving replica of several sharing a home: the model repository, the request and
     feedback logs, the verdicts (as the production Deployment's two replicas share the volume)."""
     service = PredictionService(
         tmp_path / "models",
         MODEL,
         config,
-        RequestLog(tmp_path / "request_log", 1.0, 100_000, 10**9),
+        RequestLog(tmp_path / "request_log", request_log_sample, 100_000, 10**9),
         store,
         feedback_log=ParquetLog(tmp_path / "feedback_log", 100_000, 10**9),
         verdicts=tmp_path / "canary_verdicts",
@@ -140,6 +140,18 @@ def test_replicas_sharing_a_home_report_online_performance_from_all_their_logs(t
         everything = service.performance(MODEL, 1000)["stable"]
         assert everything["labelled"] == 300 and everything["auc"] < 0.5
         assert everything["requests"] == 150  # requests and errors are each replica's own
+
+
+def test_a_replica_whose_request_log_keeps_no_predictions_reports_the_labels_it_holds(
+    tmp_path, store, rows, trained_model
+):
+    publish(tmp_path / "models", trained_model, 1, store)
+    alone = replica(tmp_path, store, request_log_sample=0.0)
+    answers = [alone.predict(MODEL, {"instances": [row]}) for row in rows[:50]]
+    feedback = [{"request_id": a["request_ids"][0], "label": index % 2} for index, a in enumerate(answers)]
+    assert alone.feedback(MODEL, {"feedback": feedback}, FEEDBACK["Authorization"])["logged"] == 50
+    alone.feedback_log.flush()
+    assert alone.performance(MODEL, 1000)["stable"]["labelled"] == 50  # its journal's, not the empty log's
 
 
 def test_a_restarted_replica_keeps_an_undecided_canary_and_follows_a_verdict(tmp_path, store, trained_model):

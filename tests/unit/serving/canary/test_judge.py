@@ -4,22 +4,25 @@ decisions and its settings."""
 from __future__ import annotations
 
 import math
+import os
 import time
 from statistics import NormalDist
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from components.common.errors import ConfigError
 from components.common.metadata import PROMOTED, ROLLED_BACK
+from serving.canary import judge
 from serving.canary.judge import (
     FIRST_SPAN_SECONDS,
+    SPAN_GROWTH,
     SequentialTest,
     VersionOutcomes,
     judge_canary,
     recent_logged_outcomes,
 )
-from serving.request_log import ParquetLog
 
 CANARY_SHARE = 0.2  # the canary answers 20% of requests; both versions' answers are labelled
 POSITIVES = 0.2
@@ -144,18 +147,45 @@ def test_settings_out_of_range_are_named(settings, message):
         SequentialTest(**settings)
 
 
-def test_recent_logged_outcomes_read_back_until_they_have_enough_or_reach_the_push(tmp_path):
-    requests, feedback = ParquetLog(tmp_path / "requests", 1000, 10**9), ParquetLog(tmp_path / "feedback", 1000, 10**9)
-    requests.add([{"model_version": 1, "request_id": f"r{i}", "prediction": i / 10} for i in range(10)])
-    feedback.add([{"request_id": f"r{i}", "label": int(i >= 5)} for i in range(10)])
-    assert requests.flush() and feedback.flush()
+def _log_file(folder, name: str, written: float, rows: list[dict]) -> None:
+    """A log file as replicas write them (serving/request_log.py), rows and file `written` then."""
+    folder.mkdir(exist_ok=True)
+    path = folder / f"part-{name}.parquet"
+    pd.DataFrame([{**row, "logged_at": written} for row in rows]).to_parquet(path)
+    os.utime(path, (written, written))
 
-    def recent(last: int, since: float = 0.0, hours_later: float = 0.0) -> VersionOutcomes:
-        now = time.time() + hours_later * 3600
-        return recent_logged_outcomes(requests.folder, feedback.folder, 1, last, since, now)
 
-    assert recent(4).labels == (1, 1, 1, 1) and recent(4).scores == (0.6, 0.7, 0.8, 0.9)  # the newest
-    assert recent(100).labelled == 10
-    # Logged long before: found by reading further back, up to the push.
-    assert FIRST_SPAN_SECONDS < 3 * 3600 and recent(100, hours_later=3).labelled == 10
-    assert recent(100, since=time.time() + 1, hours_later=3).labelled == 0  # pushed after them: none of its own
+def test_recent_logged_outcomes_read_back_until_they_have_enough_or_reach_the_push(tmp_path, monkeypatch):
+    now = time.time()
+    for name, written, ids in (("old", now - 3 * 3600, range(0, 10)), ("new", now - 60, range(10, 20))):
+        _log_file(
+            tmp_path / "requests",
+            name,
+            written,
+            [dict(model_version=1, request_id=f"r{i}", prediction=i / 20) for i in ids],
+        )
+        _log_file(
+            tmp_path / "feedback", name, written + 1, [dict(request_id=f"r{i}", label=int(i % 10 >= 5)) for i in ids]
+        )
+    starts = []
+    read_logs = judge.read_logs
+
+    def reading(request_log, feedback_log, since):
+        starts.append(since)
+        return read_logs(request_log, feedback_log, since)
+
+    monkeypatch.setattr(judge, "read_logs", reading)
+
+    def recent(last: int, pushed: float = 0.0) -> VersionOutcomes:
+        starts.clear()
+        return recent_logged_outcomes(tmp_path / "requests", tmp_path / "feedback", {1: pushed}, last, now)[1]
+
+    newest = recent(4)
+    assert newest.scores == (0.8, 0.85, 0.9, 0.95) and newest.labels == (1, 1, 1, 1)
+    assert starts == [now - FIRST_SPAN_SECONDS]  # the newest files held them: nothing older was read
+    assert recent(15).labelled == 15 and recent(15).scores[0] == 0.25  # the old file's newest five too
+    # Read back over growing spans; the one that would pass the oldest file reads all since the push.
+    spans = [FIRST_SPAN_SECONDS * SPAN_GROWTH**n for n in range(3)]
+    assert spans[-1] < 3 * 3600 < spans[-1] * SPAN_GROWTH and starts == [now - span for span in spans] + [0.0]
+    assert recent(100).labelled == 20
+    assert recent(100, pushed=now - 600).labelled == 10  # pushed after the old ones: never read back past it
