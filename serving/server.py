@@ -278,6 +278,10 @@ class PredictionServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self._share_count()  # accepting from now on: until then the supervisor says it is not
+        super().serve_forever(poll_interval)
+
     def get_request(self) -> tuple[socket.socket, Any]:
         """Accepts a connection. Every worker sharing the socket is woken by it and any may
         take it: one at its connection limit first leaves it for `HANDOFF_SECONDS` while
@@ -292,8 +296,9 @@ class PredictionServer(ThreadingHTTPServer):
         """A thread per connection up to `max_connections`; beyond, a 503 from the accepting thread."""
         with self._connections_lock:
             admitted = self._connections < self.service.config.max_connections
-            self._connections += admitted
-            self._share_count()
+            if admitted:
+                self._connections += 1
+                self._share_count()
         if admitted:
             super().process_request(request, client_address)
             return

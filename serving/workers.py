@@ -54,6 +54,8 @@ class SharedConnections:
     counts: memoryview  # of 8-byte integers, one a worker
     index: int  # this worker's
 
+    NOT_ACCEPTING = 2**62  # the count of a worker that is starting or has ended: no room
+
     @classmethod
     def for_workers(cls, workers: int) -> list[SharedConnections]:
         counts = memoryview(mmap.mmap(-1, 8 * workers)).cast("q")  # anonymous and shared: kept across fork
@@ -109,18 +111,25 @@ def serve_workers(count: int, host: str, port: int, grpc_port: int, worker: Call
         connections = SharedConnections.for_workers(count)
 
         def work(number: int, name: str) -> int:
-            connections[number - 1].record(0)  # started again: its predecessor's connections closed with it
             return worker(WorkerSeat(number, name, listening, metrics, connections[number - 1]))
 
-        return _Supervisor(count, work, listening, metrics).run()
+        return _Supervisor(count, work, listening, metrics, connections).run()
 
 
 class _Supervisor:
-    def __init__(self, count: int, work: Callable[[int, str], int], listening: socket.socket, metrics: Path):
+    def __init__(
+        self,
+        count: int,
+        work: Callable[[int, str], int],
+        listening: socket.socket,
+        metrics: Path,
+        connections: list[SharedConnections],
+    ):
         self.count = count
         self.work = work
         self.listening = listening
         self.metrics = metrics
+        self.connections = connections
         self.workers: dict[int, tuple[int, str]] = {}  # pid -> worker number and name
         self.started = 0
         self.stopping = False
@@ -152,6 +161,7 @@ class _Supervisor:
 
     def _ended(self, pid: int, worker: tuple[int, str], code: int) -> None:
         number, name = worker
+        self.connections[number - 1].record(SharedConnections.NOT_ACCEPTING)
         if self.stopping:
             self.status = self.status or max(code, 0)
         elif code < 0 and MetricsPeers.published(self.metrics, name):
@@ -173,6 +183,7 @@ class _Supervisor:
     def _start(self, number: int) -> None:
         supervisor = os.getpid()
         self.started += 1
+        self.connections[number - 1].record(SharedConnections.NOT_ACCEPTING)  # until it serves
         name = f"worker-{number}-{self.started}"
         # A stop signal between the fork and the worker's own handlers would run the
         # supervisor's in the worker, or miss a worker not yet recorded: held until then.

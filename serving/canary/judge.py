@@ -250,9 +250,9 @@ def recent_logged_outcomes(
 ) -> dict[int, VersionOutcomes]:
     """Each version's most recent `last` labelled predictions in the shared logs (`pushed`:
     each version and when it was pushed, before which it logged nothing). Read back from
-    `now` over a span of time that grows until every version has `last` of them, or the span
-    reaches the first push or the log's oldest file: then everything since the push is read,
-    once."""
+    `now` over a span of time that grows until each version has `last` of them or the span
+    reaches its push; a span that would pass the log's oldest file reads everything since the
+    earliest push instead, once (the file's rows may have been logged before it was written)."""
     since = min(pushed.values())
     oldest = first_written(request_log)
     span = FIRST_SPAN_SECONDS
@@ -262,7 +262,7 @@ def recent_logged_outcomes(
             start = since
         requests, feedback = read_logs(request_log, feedback_log, start)
         found = {version: logged_outcomes(requests, feedback, version) for version in pushed}
-        if start == since or all(outcomes.labelled >= last for outcomes in found.values()):
+        if all(outcomes.labelled >= last or start <= pushed[version] for version, outcomes in found.items()):
             return {
                 version: dataclasses.replace(outcomes, scores=outcomes.scores[-last:], labels=outcomes.labels[-last:])
                 for version, outcomes in found.items()

@@ -148,11 +148,25 @@ def test_settings_out_of_range_are_named(settings, message):
 
 
 def _log_file(folder, name: str, written: float, rows: list[dict]) -> None:
-    """A log file as replicas write them (serving/request_log.py), rows and file `written` then."""
+    """A log file as replicas write them (serving/request_log.py): its rows logged before it
+    was `written`, up to the flush interval."""
     folder.mkdir(exist_ok=True)
     path = folder / f"part-{name}.parquet"
-    pd.DataFrame([{**row, "logged_at": written} for row in rows]).to_parquet(path)
+    pd.DataFrame([{**row, "logged_at": written - 5} for row in rows]).to_parquet(path)
     os.utime(path, (written, written))
+
+
+def _reads(monkeypatch) -> list[float]:
+    """Where each read of the logs began, as `recent_logged_outcomes` reads them."""
+    starts = []
+    read_logs = judge.read_logs
+
+    def reading(request_log, feedback_log, since):
+        starts.append(since)
+        return read_logs(request_log, feedback_log, since)
+
+    monkeypatch.setattr(judge, "read_logs", reading)
+    return starts
 
 
 def test_recent_logged_outcomes_read_back_until_they_have_enough_or_reach_the_push(tmp_path, monkeypatch):
@@ -167,14 +181,7 @@ def test_recent_logged_outcomes_read_back_until_they_have_enough_or_reach_the_pu
         _log_file(
             tmp_path / "feedback", name, written + 1, [dict(request_id=f"r{i}", label=int(i % 10 >= 5)) for i in ids]
         )
-    starts = []
-    read_logs = judge.read_logs
-
-    def reading(request_log, feedback_log, since):
-        starts.append(since)
-        return read_logs(request_log, feedback_log, since)
-
-    monkeypatch.setattr(judge, "read_logs", reading)
+    starts = _reads(monkeypatch)
 
     def recent(last: int, pushed: float = 0.0) -> VersionOutcomes:
         starts.clear()
@@ -189,3 +196,18 @@ def test_recent_logged_outcomes_read_back_until_they_have_enough_or_reach_the_pu
     assert spans[-1] < 3 * 3600 < spans[-1] * SPAN_GROWTH and starts == [now - span for span in spans] + [0.0]
     assert recent(100).labelled == 20
     assert recent(100, pushed=now - 600).labelled == 10  # pushed after the old ones: never read back past it
+
+
+def test_a_young_canary_short_of_labels_does_not_make_stable_read_back(tmp_path, monkeypatch):
+    now = time.time()
+    old = [dict(model_version=1, request_id=f"o{i}", prediction=0.5) for i in range(5)]
+    stable = [dict(model_version=1, request_id=f"s{i}", prediction=i / 10) for i in range(10)]
+    canary = [dict(model_version=2, request_id=f"c{i}", prediction=i / 2) for i in range(2)]
+    _log_file(tmp_path / "requests", "old", now - 3 * 3600, old)
+    _log_file(tmp_path / "requests", "new", now - 60, stable + canary)
+    labels = [dict(request_id=row["request_id"], label=int(row["prediction"] >= 0.5)) for row in old + stable + canary]
+    _log_file(tmp_path / "feedback", "all", now - 30, labels)
+    starts = _reads(monkeypatch)
+    found = recent_logged_outcomes(tmp_path / "requests", tmp_path / "feedback", {1: 0.0, 2: now - 300}, 4, now)
+    assert (found[1].labelled, found[2].labelled) == (4, 2) and found[1].scores == (0.6, 0.7, 0.8, 0.9)
+    assert starts == [now - FIRST_SPAN_SECONDS]  # the canary's push is in the first span: read no further
