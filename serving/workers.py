@@ -54,12 +54,16 @@ class SharedConnections:
     counts: memoryview  # of 8-byte integers, one a worker
     index: int  # this worker's
 
-    NOT_ACCEPTING = 2**62  # the count of a worker that is starting or has ended: no room
+    NOT_ACCEPTING = 2**62  # the count of a worker not yet serving or ended: no room
 
     @classmethod
     def for_workers(cls, workers: int) -> list[SharedConnections]:
+        """Every worker's view, each counted as not accepting until it serves."""
         counts = memoryview(mmap.mmap(-1, 8 * workers)).cast("q")  # anonymous and shared: kept across fork
-        return [cls(counts, index) for index in range(workers)]
+        views = [cls(counts, index) for index in range(workers)]
+        for view in views:
+            view.record(cls.NOT_ACCEPTING)
+        return views
 
     def record(self, count: int) -> None:
         self.counts[self.index] = count
@@ -161,7 +165,7 @@ class _Supervisor:
 
     def _ended(self, pid: int, worker: tuple[int, str], code: int) -> None:
         number, name = worker
-        self.connections[number - 1].record(SharedConnections.NOT_ACCEPTING)
+        self.connections[number - 1].record(SharedConnections.NOT_ACCEPTING)  # until one serves in its place
         if self.stopping:
             self.status = self.status or max(code, 0)
         elif code < 0 and MetricsPeers.published(self.metrics, name):
@@ -183,7 +187,6 @@ class _Supervisor:
     def _start(self, number: int) -> None:
         supervisor = os.getpid()
         self.started += 1
-        self.connections[number - 1].record(SharedConnections.NOT_ACCEPTING)  # until it serves
         name = f"worker-{number}-{self.started}"
         # A stop signal between the fork and the worker's own handlers would run the
         # supervisor's in the worker, or miss a worker not yet recorded: held until then.

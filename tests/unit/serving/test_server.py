@@ -255,6 +255,7 @@ def test_a_full_worker_leaves_a_connection_to_another_with_room_and_takes_it_at_
     """A worker of two sharing a socket (serving/workers.py), its accepts called one at a time."""
     _, service, *_ = serve(ServingConfig(max_connections=1))
     mine, other = SharedConnections.for_workers(2)
+    other.record(0)  # serving, with room
     listening = socket.create_server(("127.0.0.1", 0))
     worker = PredictionServer(None, service, listening=listening, peers=mine)
     waits = []
