@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -208,20 +208,28 @@ def judge_canary(
     return None
 
 
-def logged_outcomes(requests: pd.DataFrame, feedback: pd.DataFrame, version: int) -> VersionOutcomes:
-    """One version's outcomes from the shared logs (serving/request_log.py): its logged
+def logged_outcomes(
+    requests: pd.DataFrame, feedback: pd.DataFrame, versions: Iterable[int]
+) -> dict[int, VersionOutcomes]:
+    """Each version's outcomes from the shared logs (serving/request_log.py): its logged
     predictions in the order they were logged, and the labels that came back for them (the
     first one per request: a label counts once, however often it is sent)."""
     if requests.empty:
-        return VersionOutcomes(version, 0, 0, (), ())
-    predictions = requests[requests.model_version == version].sort_values(STAMP, kind="stable")  # files interleave
-    if feedback.empty:
-        return VersionOutcomes(version, len(predictions), 0, (), ())
-    labels = feedback.drop_duplicates("request_id", keep="first").set_index("request_id").label
-    joined = predictions.join(labels, on="request_id", how="inner")
-    return VersionOutcomes(
-        version, len(predictions), 0, tuple(joined.prediction.astype(float)), tuple(joined.label.astype(int))
+        return {version: VersionOutcomes(version, 0, 0, (), ()) for version in versions}
+    labels = (
+        feedback.drop_duplicates("request_id", keep="first").set_index("request_id").label
+        if not feedback.empty
+        else pd.Series(name="label", dtype="int64", index=pd.Index([], dtype=object, name="request_id"))
     )
+
+    def outcomes(version: int) -> VersionOutcomes:
+        predictions = requests[requests.model_version == version].sort_values(STAMP, kind="stable")  # files interleave
+        joined = predictions.join(labels, on="request_id", how="inner")
+        return VersionOutcomes(
+            version, len(predictions), 0, tuple(joined.prediction.astype(float)), tuple(joined.label.astype(int))
+        )
+
+    return {version: outcomes(version) for version in versions}
 
 
 def read_logs(request_log: Path, feedback_log: Path, since: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -235,8 +243,8 @@ def logged_versions(
     request_log: Path, feedback_log: Path, since: float, stable: int, canary: int
 ) -> tuple[VersionOutcomes, VersionOutcomes]:
     """Stable's and the canary's outcomes from the shared logs since `since`."""
-    requests, feedback = read_logs(request_log, feedback_log, since)
-    return logged_outcomes(requests, feedback, stable), logged_outcomes(requests, feedback, canary)
+    found = logged_outcomes(*read_logs(request_log, feedback_log, since), (stable, canary))
+    return found[stable], found[canary]
 
 
 # The first span of time `recent_logged_outcomes` reads back, multiplied by SPAN_GROWTH until it
@@ -261,7 +269,7 @@ def recent_logged_outcomes(
         if oldest is None or start <= oldest:  # every file would be read: all of them, once
             start = since
         requests, feedback = read_logs(request_log, feedback_log, start)
-        found = {version: logged_outcomes(requests, feedback, version) for version in pushed}
+        found = logged_outcomes(requests, feedback, pushed)
         if all(outcomes.labelled >= last or start <= pushed[version] for version, outcomes in found.items()):
             return {
                 version: dataclasses.replace(outcomes, scores=outcomes.scores[-last:], labels=outcomes.labels[-last:])
