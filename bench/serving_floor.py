@@ -38,7 +38,7 @@ from pipelines.demo.serving_process import free_port, start_serving
 
 RATE = 200
 P99_LIMIT_MS = 20.0
-SINGLE_ROW_RATES = (200, 400, 600, 800, 900, 1000, 1100, 1200, 1300, 1400, 1500, 2000, 2500)
+SINGLE_ROW_RATES = (200, 400, 600, 800, 900, 1000, 1100, 1200, 1300, 1400, 1500, 2000, 2500, 3000, 3500, 4000)
 HUNDRED_ROW_RATES = (20, 50, 100, 150, 200, 300, 400)
 SWAPS = 20
 WORKERS = ["--workers", "2"]  # as manifests/components/serving/serving.yaml runs it

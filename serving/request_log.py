@@ -1,18 +1,18 @@
 """Parquet logs on the home volume: served requests (features, prediction, version, time)
 and, apart, the true outcomes that arrive later as feedback.
 
-Rows are buffered as the columns they came in, a chunk per call, every `JOIN_CHUNKS` small
-chunks joined into one as they arrive, and written at most `rotate_rows` to a file,
+Rows are buffered and written at most `rotate_rows` to a file,
 `part-<time>-<host>-<pid>-<writer>-<n>.parquet` (the host name keeps replicas sharing a
-volume apart): by a thread of the log's own once `rotate_rows` are buffered, and by `flush`
-(the service's timed flush, its stop). A request appends, and one request in `JOIN_CHUNKS`
-joins: it never waits for a write, and no write holds the GIL long turning rows into a
-table (joining 4,000 single-row chunks at write time took 45 ms of Python that every request
-waited through; joined as they arrive, about 2 ms). What a prediction
-appends is a dict of NumPy arrays, which the cyclic garbage collector does not track:
-thousands of buffered requests held as lists and tuples added to what set it walking the
-models' objects every few seconds under load, every request waiting. Floating-point columns
-are written as float64 whatever the request's arrays were, so every file has one schema.
+volume apart): by the log's own writer thread once `rotate_rows` are buffered, and by
+`flush` (the service's timed flush, its stop). A request's rows are copied into the arrays
+of the block being filled (a sixteenth of a file's rows, one array a column, floats as
+float64): the request pays about 25 small array copies and never waits for a write, and no thread ever turns thousands
+of small chunks into a table while holding the GIL (joining 4,000 single-row chunks at write
+time took 45 ms of Python that every request waited through; joining every 64 as they
+arrived, 1.3 ms every 64th request, was most of the service's p99 at 200 requests/s). A
+block holds NumPy arrays only, which the cyclic garbage collector does not track: thousands
+of buffered requests held as lists and tuples added to what set it walking the models'
+objects every few seconds under load, every request waiting. Every file has one schema.
 When the folder grows past `max_bytes` the oldest files are deleted. A file appears whole
 or not at all (written under a temporary name, then renamed).
 """
@@ -48,7 +48,7 @@ class ParquetLog:
 
     RETRY_FILES = 5
     RETRY_SECONDS = 5.0
-    JOIN_CHUNKS = 64
+    WRITER_IDLE_SECONDS = 30.0  # the writer thread ends after this long with nothing to write
 
     def __init__(self, folder: Path, rotate_rows: int, max_bytes: int):
         self.folder = folder
@@ -59,11 +59,12 @@ class ParquetLog:
         self.dropped_rows = 0
         self._retry_at = 0.0
         self._chunks: list[Columns] = []  # oldest first, each stamped (`_rows`)
-        self._arrived: list[Columns] = []  # the newest chunks, not yet joined; after `_chunks`
+        self._block: _Block | None = None  # the rows arriving now, after `_chunks`
         self._buffered = 0
-        self._writing = False  # a background write is started or under way
-        self._write_lock = threading.Lock()
-        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one write at a time
+        self._lock = threading.Lock()  # held briefly: appends, and chunks taken or put back
+        self._write_due = threading.Condition(self._lock)
+        self._writer_thread: threading.Thread | None = None
         self._written = 0
         self._writer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"  # unique per writer
         folder.mkdir(parents=True, exist_ok=True)
@@ -75,28 +76,66 @@ class ParquetLog:
             self.add_columns({name: [row.get(name) for row in rows] for name in names}, len(rows))
 
     def add_columns(self, columns: Columns, count: int) -> None:
-        """Buffers `count` rows given as columns, stamped `logged_at`; once `rotate_rows` are
-        buffered, a background thread writes them. The caller only appends."""
-        stamped = {**columns, STAMP: np.full(count, time.time())}
-        with self._lock:
-            self._arrived.append(stamped)
-            if len(self._arrived) >= self.JOIN_CHUNKS:
-                self._join_arrived()
-            self._buffered += count
-            write = self._buffered >= self.rotate_rows and not self._writing and time.monotonic() >= self._retry_at
-            self._writing = self._writing or write
-        if write:
-            threading.Thread(target=self._write_full, name="log-writer", daemon=True).start()
+        """Buffers `count` rows given as columns, stamped `logged_at`, and wakes the writer
+        thread once `rotate_rows` are buffered. The caller only copies its rows in.
 
-    def _write_full(self) -> None:
-        try:
-            self._write(full_files_only=True)
-        finally:
+        Columns of one-dimensional arrays go into the block being filled, or a new one when
+        their names or types differ from its (a canary with other inputs) or it is full; a
+        request of more rows than a block holds, or of other values (feedback's lists), is
+        kept as its own chunk."""
+        now = time.time()
+        capacity = max(1, self.rotate_rows // 16)
+        types = _block_types(columns) if count <= capacity else None
+        with self._lock:
+            if types is None:
+                self._close_block()
+                self._chunks.append({**columns, STAMP: np.full(count, now)})
+            else:
+                if self._block is None or self._block.types != types or self._block.rows + count > capacity:
+                    self._close_block()
+                    self._block = _Block(types, capacity)
+                self._block.add(columns, count, now)
+            self._buffered += count
+            if not self._due():
+                return
+            if self._writer_thread is None:
+                # Started holding the lock, which its first step waits for: this request does
+                # not wait while the new thread runs.
+                self._writer_thread = threading.Thread(target=self._write_when_due, name="log-writer", daemon=True)
+                self._writer_thread.start()
+            else:
+                self._write_due.notify()
+
+    def _close_block(self) -> None:
+        """Moves the block being filled, if any, to the end of `_chunks`. Called holding `_lock`."""
+        if self._block is not None:
+            self._chunks.append(self._block.columns())
+            self._block = None
+
+    def _due(self) -> bool:
+        """Whether a full file waits to be written (and no failed write's retry is pending).
+        Called holding `_lock`."""
+        return self._buffered >= self.rotate_rows and time.monotonic() >= self._retry_at
+
+    def _write_when_due(self) -> None:
+        """The writer thread: writes full files whenever an append says they are due; ends
+        after `WRITER_IDLE_SECONDS` without (the next append that makes one due starts it again)."""
+        while True:
             with self._lock:
-                self._writing = False
+                if not self._due():
+                    self._write_due.wait(self.WRITER_IDLE_SECONDS)
+                if not self._due():
+                    self._writer_thread = None
+                    return
+            try:
+                self._write(full_files_only=True)
+            except Exception:  # the rows stay buffered; tried again as after a failed write
+                log.exception("log %s: a write failed", self.folder)
+                with self._lock:
+                    self._retry_at = time.monotonic() + self.RETRY_SECONDS
 
     def flush(self) -> Path | None:
-        """Writes the buffered rows, if any, after a background write under way; see `_write`."""
+        """Writes the buffered rows, if any, after a write under way; see `_write`."""
         return self._write()
 
     def _write(self, full_files_only: bool = False) -> Path | None:
@@ -111,6 +150,7 @@ class ParquetLog:
                 remaining = self._buffered
             while remaining >= (self.rotate_rows if full_files_only else 1):
                 with self._lock:
+                    self._close_block()
                     chunks = self._take(min(self.rotate_rows, remaining))
                     self._written += 1
                     serial = self._written
@@ -120,24 +160,10 @@ class ParquetLog:
                     return None
             return written
 
-    def _join_arrived(self) -> None:
-        """Moves the chunks that arrived to the end of `_chunks`: joined into one when they hold
-        at most a sixteenth of a file's rows, else as they are. A write takes whole chunks, so a
-        larger joined chunk would leave files short of `rotate_rows`, and a failed write's bound
-        would drop that many rows at once; requests that large cost little to join at write time."""
-        if not self._arrived:
-            return
-        if sum(map(_rows, self._arrived)) <= self.rotate_rows // 16:
-            self._chunks.append(_joined_columns(self._arrived))
-        else:
-            self._chunks.extend(self._arrived)
-        self._arrived = []
-
     def _take(self, rows: int) -> list[Columns]:
         """The oldest chunks up to `rows` rows (at least one chunk), out of the buffer in one
         cut: popping them one by one from the front would hold the lock requests append under
         for a time growing with the square of the chunks (20 ms for 20,000)."""
-        self._join_arrived()
         end, count = 0, 0
         while end < len(self._chunks) and (end == 0 or count + _rows(self._chunks[end]) <= rows):
             count += _rows(self._chunks[end])
@@ -165,11 +191,10 @@ class ParquetLog:
 
     def _keep(self, chunks: list[Columns], error: str) -> None:
         with self._lock:
-            self._join_arrived()
             self._chunks = chunks + self._chunks
-            self._buffered = sum(map(_rows, self._chunks))
+            self._buffered += sum(map(_rows, chunks))
             dropped = 0  # the oldest chunks beyond the bound, cut at once as in `_take`
-            while self._buffered > self.RETRY_FILES * self.rotate_rows:
+            while self._buffered > self.RETRY_FILES * self.rotate_rows and dropped < len(self._chunks):
                 self._buffered -= _rows(self._chunks[dropped])
                 self.dropped_rows += _rows(self._chunks[dropped])
                 dropped += 1
@@ -184,8 +209,11 @@ class ParquetLog:
         return sorted(self.folder.glob(f"{PREFIX}*.parquet"))
 
     def _enforce_bound(self) -> None:
-        files = self.files()
-        sizes = [f.stat().st_size for f in files]
+        files, sizes = [], []
+        for path in self.files():
+            with contextlib.suppress(FileNotFoundError):  # another replica's bound deleted it
+                sizes.append(path.stat().st_size)
+                files.append(path)
         while files and sum(sizes) > self.max_bytes and len(files) > 1:
             files.pop(0).unlink(missing_ok=True)
             sizes.pop(0)
@@ -193,6 +221,40 @@ class ParquetLog:
 
 def _rows(chunk: Columns) -> int:
     return len(chunk[STAMP])
+
+
+class _Block:
+    """Rows of requests with the same columns and types, copied into one array a column as
+    they arrive (floats as float64, text and other objects as objects)."""
+
+    def __init__(self, types: tuple[tuple[str, np.dtype], ...], capacity: int):
+        self.types = types
+        self.rows = 0
+        self._arrays = {name: np.empty(capacity, dtype) for name, dtype in types}
+        self._arrays[STAMP] = np.empty(capacity, np.float64)
+
+    def add(self, columns: Columns, count: int, now: float) -> None:
+        end = self.rows + count
+        for name, array in self._arrays.items():
+            array[self.rows : end] = now if name == STAMP else columns[name]
+        self.rows = end
+
+    def columns(self) -> Columns:
+        return {name: array[: self.rows] for name, array in self._arrays.items()}
+
+
+def _block_types(columns: Columns) -> tuple[tuple[str, np.dtype], ...] | None:
+    """Each column's name and type in a block, or None when a column is not a one-dimensional array."""
+    types = []
+    for name, values in columns.items():
+        if not isinstance(values, np.ndarray) or values.ndim != 1:
+            return None
+        kind = values.dtype.kind
+        types.append((name, _FLOAT if kind == "f" else values.dtype if kind in "biu" else _OBJECT))
+    return tuple(types)
+
+
+_FLOAT, _OBJECT = np.dtype(np.float64), np.dtype(object)
 
 
 def _table(chunks: list[Columns]) -> pd.DataFrame:

@@ -143,9 +143,8 @@ def test_past_the_retry_bound_the_oldest_requests_are_dropped_whole_and_counted(
     assert all(len(pd.read_parquet(f)) <= 4 for f in log.files())
 
 
-def test_small_requests_joined_as_they_arrive_are_written_as_they_came(tmp_path):
-    log = RequestLog(tmp_path, sample=1.0, rotate_rows=10**6, max_bytes=10**9)
-    log.JOIN_CHUNKS = 4
+def test_small_requests_copied_into_blocks_are_written_as_they_came(tmp_path):
+    log = RequestLog(tmp_path, sample=1.0, rotate_rows=64, max_bytes=10**9)  # blocks of 4 rows: 64 // 16
     for i in range(10):
         extra = {"carrier": np.array([f"c{i}"], dtype=object)} if i in (3, 4) else {}  # a canary's other input
         log.append({"x": np.array([float(i)], dtype=np.float32), **extra}, [i / 10], 1 + (i in (3, 4)), [f"id-{i}"])
@@ -158,23 +157,22 @@ def test_small_requests_joined_as_they_arrive_are_written_as_they_came(tmp_path)
     assert len(log.files()) == 1
 
 
-def test_joined_requests_fill_whole_files_and_are_dropped_whole_past_the_retry_bound(tmp_path, monkeypatch):
+def test_blocks_fill_whole_files_and_are_dropped_whole_past_the_retry_bound(tmp_path, monkeypatch):
     from serving import request_log
 
-    log = RequestLog(tmp_path, sample=1.0, rotate_rows=64, max_bytes=10**9)  # joins up to 4 rows: 64 // 16
-    log.JOIN_CHUNKS = 4
+    log = RequestLog(tmp_path, sample=1.0, rotate_rows=64, max_bytes=10**9)  # blocks of 4 rows: 64 // 16
     table = request_log._table
 
     def refuse(chunks):
         raise ValueError("the volume refuses")
 
     monkeypatch.setattr(request_log, "_table", refuse)
-    log.append({"x": [0.0]}, [0.5], 1, ["id-0"])
+    log.append({"x": np.array([0.0])}, [0.5], 1, ["id-0"])
     assert log.flush() is None  # a retry is due later: no background write meanwhile
     for i in range(1, 330):
-        log.append({"x": [float(i)]}, [0.5], 1, [f"id-{i}"])
+        log.append({"x": np.array([float(i)])}, [0.5], 1, [f"id-{i}"])
     assert log.flush() is None
-    assert log.dropped_rows == 13  # 330 over 320 kept: id-0 alone, then three joined chunks of four
+    assert log.dropped_rows == 13  # 330 over 320 kept: id-0 alone, then three blocks of four
     monkeypatch.setattr(request_log, "_table", table)
     log.flush()
     assert read_log(tmp_path).request_id.tolist() == [f"id-{i}" for i in range(13, 330)]
@@ -191,3 +189,69 @@ def test_a_file_another_replica_deleted_after_it_was_listed_is_left_out(tmp_path
     deleted.unlink()  # as another replica's bound on the log's bytes does
     monkeypatch.setattr(request_log, "_written", lambda folder, since: listed)
     assert read_log(tmp_path).a.tolist() == [1]
+
+
+def test_rows_are_copied_in_and_a_request_larger_than_a_block_keeps_its_place(tmp_path):
+    log = RequestLog(tmp_path, sample=1.0, rotate_rows=64, max_bytes=10**9)  # blocks of 4 rows
+    first = np.array([1.0, 2.0])
+    log.append({"x": first}, [0.1, 0.2], 1, ["a", "b"])
+    first[:] = -1.0  # the caller's arrays are its own again once appended
+    log.append({"x": np.arange(3.0, 9.0)}, [0.5] * 6, 1, [f"big-{i}" for i in range(6)])  # more than a block
+    log.append({"x": np.array([9.0])}, [0.9], 1, ["c"])
+    log.flush()
+    logged = read_log(tmp_path)
+    assert logged.x.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    assert logged.request_id.tolist() == ["a", "b", *[f"big-{i}" for i in range(6)], "c"]
+
+
+def test_the_writer_thread_ends_when_idle_and_the_next_full_buffer_starts_it_again(tmp_path):
+    import time
+
+    log = RequestLog(tmp_path, sample=1.0, rotate_rows=4, max_bytes=10**9)
+    log.WRITER_IDLE_SECONDS = 0.05
+
+    def written(files: int) -> bool:
+        deadline = time.monotonic() + 30
+        while len(log.files()) < files and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return len(log.files()) == files
+
+    for round_ in range(2):
+        for i in range(4):
+            log.append({"x": np.array([float(i)])}, [0.5], 1, [f"r{round_}-{i}"])
+        assert written(round_ + 1)
+        deadline = time.monotonic() + 30
+        while log._writer_thread is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert log._writer_thread is None
+    assert read_log(tmp_path).request_id.tolist() == [f"r{r}-{i}" for r in range(2) for i in range(4)]
+
+
+def test_the_writer_thread_outlives_an_unexpected_error(tmp_path, monkeypatch):
+    import time
+
+    log = RequestLog(tmp_path, sample=1.0, rotate_rows=4, max_bytes=10**9)
+    log.RETRY_SECONDS = 0.05
+    bound, calls = ParquetLog._enforce_bound, []
+
+    def fails_once(self):
+        calls.append(self)
+        if len(calls) == 1:
+            raise PermissionError("the volume turned read-only")
+        bound(self)
+
+    monkeypatch.setattr(ParquetLog, "_enforce_bound", fails_once)
+
+    def files_written(count: int) -> bool:
+        deadline = time.monotonic() + 30
+        while len(log.files()) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return len(log.files()) == count
+
+    for i in range(4):
+        log.append({"x": np.array([float(i)])}, [0.5], 1, [f"first-{i}"])
+    assert files_written(1)
+    time.sleep(0.1)  # past the retry time the error set
+    for i in range(4):
+        log.append({"x": np.array([float(i)])}, [0.5], 1, [f"second-{i}"])
+    assert files_written(2) and len(calls) == 2
