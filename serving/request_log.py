@@ -12,7 +12,8 @@ time took 45 ms of Python that every request waited through; joining every 64 as
 arrived, 1.3 ms every 64th request, was most of the service's p99 at 200 requests/s). A
 block holds NumPy arrays only, which the cyclic garbage collector does not track: thousands
 of buffered requests held as lists and tuples added to what set it walking the models'
-objects every few seconds under load, every request waiting. Every file has one schema.
+objects every few seconds under load, every request waiting. Floating-point columns are
+written as float64 whatever the request's arrays were, so a column has one type in every file.
 When the folder grows past `max_bytes` the oldest files are deleted. A file appears whole
 or not at all (written under a temporary name, then renamed).
 """
@@ -48,7 +49,6 @@ class ParquetLog:
 
     RETRY_FILES = 5
     RETRY_SECONDS = 5.0
-    WRITER_IDLE_SECONDS = 30.0  # the writer thread ends after this long with nothing to write
 
     def __init__(self, folder: Path, rotate_rows: int, max_bytes: int):
         self.folder = folder
@@ -77,12 +77,12 @@ class ParquetLog:
 
     def add_columns(self, columns: Columns, count: int) -> None:
         """Buffers `count` rows given as columns, stamped `logged_at`, and wakes the writer
-        thread once `rotate_rows` are buffered. The caller only copies its rows in.
+        thread once `rotate_rows` are buffered (starting it the first time).
 
-        Columns of one-dimensional arrays go into the block being filled, or a new one when
-        their names or types differ from its (a canary with other inputs) or it is full; a
-        request of more rows than a block holds, or of other values (feedback's lists), is
-        kept as its own chunk."""
+        Columns of one-dimensional arrays are copied into the block being filled, or a new one
+        when their names or types differ from its (a canary with other inputs) or it is full;
+        a request of more rows than a block holds, or of other values (feedback's lists), is
+        kept as it is given, as its own chunk."""
         now = time.time()
         capacity = max(1, self.rotate_rows // 16)
         types = _block_types(columns) if count <= capacity else None
@@ -98,13 +98,16 @@ class ParquetLog:
             self._buffered += count
             if not self._due():
                 return
-            if self._writer_thread is None:
-                # Started holding the lock, which its first step waits for: this request does
-                # not wait while the new thread runs.
-                self._writer_thread = threading.Thread(target=self._write_when_due, name="log-writer", daemon=True)
-                self._writer_thread.start()
-            else:
+            if self._writer_thread is not None:
                 self._write_due.notify()
+                return
+            writer = self._writer_thread = threading.Thread(target=self._write_when_due, name="log-writer", daemon=True)
+        try:
+            writer.start()  # outside the lock: other requests append meanwhile
+        except RuntimeError:  # no thread to be had: the next full buffer tries again, flush writes meanwhile
+            log.exception("log %s: its writer thread did not start", self.folder)
+            with self._lock:
+                self._writer_thread = None
 
     def _close_block(self) -> None:
         """Moves the block being filled, if any, to the end of `_chunks`. Called holding `_lock`."""
@@ -118,15 +121,11 @@ class ParquetLog:
         return self._buffered >= self.rotate_rows and time.monotonic() >= self._retry_at
 
     def _write_when_due(self) -> None:
-        """The writer thread: writes full files whenever an append says they are due; ends
-        after `WRITER_IDLE_SECONDS` without (the next append that makes one due starts it again)."""
+        """The writer thread, for the log's life: writes full files whenever an append says they are due."""
         while True:
             with self._lock:
-                if not self._due():
-                    self._write_due.wait(self.WRITER_IDLE_SECONDS)
-                if not self._due():
-                    self._writer_thread = None
-                    return
+                while not self._due():
+                    self._write_due.wait()
             try:
                 self._write(full_files_only=True)
             except Exception:  # the rows stay buffered; tried again as after a failed write
@@ -240,14 +239,17 @@ class _Block:
         self.rows = end
 
     def columns(self) -> Columns:
-        return {name: array[: self.rows] for name, array in self._arrays.items()}
+        """The rows as columns; copied when the block is not full, so its unused room is freed."""
+        full = self.rows == len(self._arrays[STAMP])
+        return {name: array if full else array[: self.rows].copy() for name, array in self._arrays.items()}
 
 
 def _block_types(columns: Columns) -> tuple[tuple[str, np.dtype], ...] | None:
-    """Each column's name and type in a block, or None when a column is not a one-dimensional array."""
+    """Each column's name and type in a block, or None when a column is not a one-dimensional
+    array of numbers, booleans, text or objects (a time, say: an object array would change it)."""
     types = []
     for name, values in columns.items():
-        if not isinstance(values, np.ndarray) or values.ndim != 1:
+        if not isinstance(values, np.ndarray) or values.ndim != 1 or values.dtype.kind not in "fbiuOUS":
             return None
         kind = values.dtype.kind
         types.append((name, _FLOAT if kind == "f" else values.dtype if kind in "biu" else _OBJECT))

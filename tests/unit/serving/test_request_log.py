@@ -191,11 +191,11 @@ def test_a_file_another_replica_deleted_after_it_was_listed_is_left_out(tmp_path
     assert read_log(tmp_path).a.tolist() == [1]
 
 
-def test_rows_are_copied_in_and_a_request_larger_than_a_block_keeps_its_place(tmp_path):
+def test_rows_are_copied_into_a_block_and_a_request_larger_than_a_block_keeps_its_place(tmp_path):
     log = RequestLog(tmp_path, sample=1.0, rotate_rows=64, max_bytes=10**9)  # blocks of 4 rows
     first = np.array([1.0, 2.0])
     log.append({"x": first}, [0.1, 0.2], 1, ["a", "b"])
-    first[:] = -1.0  # the caller's arrays are its own again once appended
+    first[:] = -1.0  # copied into the block: the caller's array is its own again
     log.append({"x": np.arange(3.0, 9.0)}, [0.5] * 6, 1, [f"big-{i}" for i in range(6)])  # more than a block
     log.append({"x": np.array([9.0])}, [0.9], 1, ["c"])
     log.flush()
@@ -204,26 +204,22 @@ def test_rows_are_copied_in_and_a_request_larger_than_a_block_keeps_its_place(tm
     assert logged.request_id.tolist() == ["a", "b", *[f"big-{i}" for i in range(6)], "c"]
 
 
-def test_the_writer_thread_ends_when_idle_and_the_next_full_buffer_starts_it_again(tmp_path):
+def test_one_writer_thread_writes_every_full_buffer(tmp_path, monkeypatch):
+    import threading
     import time
 
+    writers, table = [], request_log._table
+    monkeypatch.setattr(
+        request_log, "_table", lambda chunks: writers.append(threading.current_thread()) or table(chunks)
+    )
     log = RequestLog(tmp_path, sample=1.0, rotate_rows=4, max_bytes=10**9)
-    log.WRITER_IDLE_SECONDS = 0.05
-
-    def written(files: int) -> bool:
-        deadline = time.monotonic() + 30
-        while len(log.files()) < files and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return len(log.files()) == files
-
     for round_ in range(2):
         for i in range(4):
             log.append({"x": np.array([float(i)])}, [0.5], 1, [f"r{round_}-{i}"])
-        assert written(round_ + 1)
         deadline = time.monotonic() + 30
-        while log._writer_thread is not None and time.monotonic() < deadline:
+        while len(log.files()) < round_ + 1 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert log._writer_thread is None
+    assert len(log.files()) == 2 and writers == [writers[0]] * 2 and writers[0] is not threading.current_thread()
     assert read_log(tmp_path).request_id.tolist() == [f"r{r}-{i}" for r in range(2) for i in range(4)]
 
 
@@ -255,3 +251,14 @@ def test_the_writer_thread_outlives_an_unexpected_error(tmp_path, monkeypatch):
     for i in range(4):
         log.append({"x": np.array([float(i)])}, [0.5], 1, [f"second-{i}"])
     assert files_written(2) and len(calls) == 2
+
+
+def test_a_canary_alternating_with_stable_keeps_only_its_rows_in_memory(tmp_path):
+    log = RequestLog(tmp_path, sample=1.0, rotate_rows=20_000, max_bytes=10**9)  # blocks of 1,250 rows
+    for i in range(200):
+        canary = {"carrier": np.array(["AA"], dtype=object)} if i % 2 else {}  # each request opens a block
+        log.append({"x": np.array([float(i)]), **canary}, [0.5], 1 + i % 2, [f"id-{i}"])
+    held = [array if array.base is None else array.base for chunk in log._chunks for array in chunk.values()]
+    assert sum(array.nbytes for array in held) < 200 * 6 * 8  # each row's six columns, not a block's room
+    log.flush()
+    assert read_log(tmp_path).request_id.tolist() == [f"id-{i}" for i in range(200)]
