@@ -14,6 +14,7 @@ errors included, but v2 outputs a client asked for as binary tensor data (servin
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import socket
@@ -122,6 +123,9 @@ ROUTES.add(
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Responses are buffered, and http.server flushes the buffer after each request: status,
+    # headers and body leave in one write rather than two, and the client wakes once.
+    wbufsize = io.DEFAULT_BUFFER_SIZE
     server: "PredictionServer"
 
     def setup(self) -> None:
@@ -130,6 +134,13 @@ class Handler(BaseHTTPRequestHandler):
         # Headers and body leave in two writes; without this, Nagle's algorithm holds the
         # body until the client's delayed ACK (up to 40 ms on Linux) for every response.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def handle_expect_100(self) -> bool:
+        """`Expect: 100-continue`: the interim answer leaves at once, not with the final one
+        (responses are buffered), since the client waits for it before it sends the body."""
+        answered = super().handle_expect_100()
+        self.wfile.flush()
+        return answered
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         if self.path.split("?")[0] == "/metrics":

@@ -220,6 +220,20 @@ def test_every_method_and_malformed_request_gets_a_json_answer(serve):
     assert status == 400 and payload["error"] == "the body ended after 2 of 100 bytes"
 
 
+def test_a_client_expecting_100_continue_gets_it_before_it_sends_the_body(serve, rows):
+    server, *_ = serve()
+    body = json.dumps({"instances": rows[:1]}).encode()
+    head = f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
+    with socket.create_connection(server.server_address[:2], timeout=5) as connection:
+        connection.sendall(head.encode())
+        assert connection.recv(1024) == b"HTTP/1.1 100 Continue\r\n\r\n"  # not held back with the answer
+        connection.sendall(body)
+        received = b""
+        while b"\r\n\r\n" not in received or len(received.split(b"\r\n\r\n", 1)[1]) < _length(received):
+            received += connection.recv(65536)
+    assert received.startswith(b"HTTP/1.1 200") and json.loads(received.split(b"\r\n\r\n", 1)[1])["predictions"]
+
+
 def test_a_silent_connection_is_closed(serve):
     server, *_ = serve(ServingConfig(idle_seconds=0.3))
     with socket.create_connection(server.server_address[:2], timeout=5) as connection:
