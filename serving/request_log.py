@@ -6,10 +6,11 @@ Rows are buffered and written at most `rotate_rows` to a file,
 volume apart): by the log's own writer thread once `rotate_rows` are buffered, and by
 `flush` (the service's timed flush, its stop). A request's rows are copied into the arrays
 of the block being filled (a sixteenth of a file's rows, one array a column, floats as
-float64): the request pays about 25 small array copies and never waits for a write, and no thread ever turns thousands
-of small chunks into a table while holding the GIL (joining 4,000 single-row chunks at write
-time took 45 ms of Python that every request waited through; joining every 64 as they
-arrived, 1.3 ms every 64th request, was most of the service's p99 at 200 requests/s). A
+float64): the request pays about 25 small array copies and never waits for a write, and no
+thread ever turns thousands of small chunks into a table while holding the GIL (joining
+4,000 single-row chunks at write time took 45 ms of Python that every request waited
+through; joining every 64 as they arrived, 1.3 ms every 64th request, was most of the
+service's p99 at 200 requests/s). A
 block holds NumPy arrays only, which the cyclic garbage collector does not track: thousands
 of buffered requests held as lists and tuples added to what set it walking the models'
 objects every few seconds under load, every request waiting. Floating-point columns are
@@ -54,6 +55,7 @@ class ParquetLog:
         self.folder = folder
         self.rotate_rows = rotate_rows
         self.max_bytes = max_bytes
+        self._block_rows = max(1, rotate_rows // 16)
         self.failing = ""  # why the last write failed; empty while writes succeed
         self.failed_writes = 0
         self.dropped_rows = 0
@@ -84,16 +86,15 @@ class ParquetLog:
         a request of more rows than a block holds, or of other values (feedback's lists), is
         kept as it is given, as its own chunk."""
         now = time.time()
-        capacity = max(1, self.rotate_rows // 16)
-        types = _block_types(columns) if count <= capacity else None
+        types = _block_types(columns) if count <= self._block_rows else None
         with self._lock:
             if types is None:
                 self._close_block()
                 self._chunks.append({**columns, STAMP: np.full(count, now)})
             else:
-                if self._block is None or self._block.types != types or self._block.rows + count > capacity:
+                if self._block is None or self._block.types != types or self._block.rows + count > self._block_rows:
                     self._close_block()
-                    self._block = _Block(types, capacity)
+                    self._block = _Block(types, self._block_rows)
                 self._block.add(columns, count, now)
             self._buffered += count
             if not self._due():
@@ -208,11 +209,8 @@ class ParquetLog:
         return sorted(self.folder.glob(f"{PREFIX}*.parquet"))
 
     def _enforce_bound(self) -> None:
-        files, sizes = [], []
-        for path in self.files():
-            with contextlib.suppress(FileNotFoundError):  # another replica's bound deleted it
-                sizes.append(path.stat().st_size)
-                files.append(path)
+        listed = _listed(self.folder)
+        files, sizes = [path for path, _ in listed], [stat.st_size for _, stat in listed]
         while files and sum(sizes) > self.max_bytes and len(files) > 1:
             files.pop(0).unlink(missing_ok=True)
             sizes.pop(0)
@@ -249,9 +247,9 @@ def _block_types(columns: Columns) -> tuple[tuple[str, np.dtype], ...] | None:
     array of numbers, booleans, text or objects (a time, say: an object array would change it)."""
     types = []
     for name, values in columns.items():
-        if not isinstance(values, np.ndarray) or values.ndim != 1 or values.dtype.kind not in "fbiuOUS":
+        kind = values.dtype.kind if isinstance(values, np.ndarray) and values.ndim == 1 else None
+        if kind is None or kind not in "fbiuOUS":
             return None
-        kind = values.dtype.kind
         types.append((name, _FLOAT if kind == "f" else values.dtype if kind in "biu" else _OBJECT))
     return tuple(types)
 
@@ -331,13 +329,17 @@ def first_written(folder: Path) -> float | None:
 
 
 def _written(folder: Path, since: float) -> list[tuple[Path, float]]:
-    """The log's files written at or after `since`, in name order, with when. Another
-    process's bound may delete a file meanwhile (`_enforce_bound`): it is left out."""
+    """The log's files written at or after `since`, in name order, with when."""
+    return [(path, stat.st_mtime) for path, stat in _listed(folder) if stat.st_mtime >= since]
+
+
+def _listed(folder: Path) -> list[tuple[Path, os.stat_result]]:
+    """The log's files in name order, with their `stat`. Another process's bound may delete a
+    file meanwhile (`_enforce_bound`): it is left out."""
     found = []
     for path in sorted(folder.glob(f"{PREFIX}*.parquet")):
         with contextlib.suppress(FileNotFoundError):
-            if (written := path.stat().st_mtime) >= since:
-                found.append((path, written))
+            found.append((path, path.stat()))
     return found
 
 

@@ -131,8 +131,9 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.service.config.idle_seconds  # a silent client is let go
         super().setup()
-        # Headers and body leave in two writes; without this, Nagle's algorithm holds the
-        # body until the client's delayed ACK (up to 40 ms on Linux) for every response.
+        # A response larger than the write buffer, or one after a 100 Continue, leaves in two
+        # writes; without this, Nagle's algorithm holds the second until the client's delayed
+        # ACK (up to 40 ms on Linux).
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def handle_expect_100(self) -> bool:

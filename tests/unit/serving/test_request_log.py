@@ -262,3 +262,18 @@ def test_a_canary_alternating_with_stable_keeps_only_its_rows_in_memory(tmp_path
     assert sum(array.nbytes for array in held) < 200 * 6 * 8  # each row's six columns, not a block's room
     log.flush()
     assert read_log(tmp_path).request_id.tolist() == [f"id-{i}" for i in range(200)]
+
+
+def test_the_size_bound_skips_a_file_another_replica_deleted_meanwhile(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    log = ParquetLog(tmp_path, 1, max_bytes=1)  # every write leaves only the newest file
+    log.add([{"a": 1}])
+    log.flush()
+    gone = tmp_path / "part-00000000T000000-elsewhere-000001.parquet"  # listed, then deleted by its replica
+    glob = Path.glob
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: [gone, *glob(self, pattern)])
+    log.add([{"a": 2}])
+    assert log.flush() is not None
+    monkeypatch.undo()
+    assert len(log.files()) == 1 and read_log(tmp_path).a.tolist() == [2]

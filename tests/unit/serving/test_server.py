@@ -149,12 +149,17 @@ def exchange(server, request: bytes, half_close: bool = False, seconds: float = 
         connection.sendall(request)
         if half_close:
             connection.shutdown(socket.SHUT_WR)
-        received = b""
-        while b"\r\n\r\n" not in received or len(received.split(b"\r\n\r\n", 1)[1]) < _length(received):
-            chunk = connection.recv(65536)
-            if not chunk:
-                break
-            received += chunk
+        return _response(connection)
+
+
+def _response(connection: socket.socket) -> tuple[int, dict, bytes]:
+    """Reads one answer (until its Content-Length, or the connection's end): its status, JSON body and headers."""
+    received = b""
+    while b"\r\n\r\n" not in received or len(received.split(b"\r\n\r\n", 1)[1]) < _length(received):
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        received += chunk
     head, _, body = received.partition(b"\r\n\r\n")
     return int(head.split()[1]), json.loads(body), head
 
@@ -228,10 +233,8 @@ def test_a_client_expecting_100_continue_gets_it_before_it_sends_the_body(serve,
         connection.sendall(head.encode())
         assert connection.recv(1024) == b"HTTP/1.1 100 Continue\r\n\r\n"  # not held back with the answer
         connection.sendall(body)
-        received = b""
-        while b"\r\n\r\n" not in received or len(received.split(b"\r\n\r\n", 1)[1]) < _length(received):
-            received += connection.recv(65536)
-    assert received.startswith(b"HTTP/1.1 200") and json.loads(received.split(b"\r\n\r\n", 1)[1])["predictions"]
+        status, payload, _ = _response(connection)
+    assert status == 200 and payload["predictions"]
 
 
 def test_a_silent_connection_is_closed(serve):
