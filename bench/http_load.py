@@ -68,16 +68,20 @@ class Client:
 
 
 class _Connection:
-    """One keep-alive connection of the open loop: a request sent, its response read as it comes."""
+    """One keep-alive connection of the open loop, opened at its first request: a request
+    sent, its response read as it comes."""
 
     def __init__(self, port: int):
-        self.socket = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_SECONDS)
-        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.port = port
+        self.socket: socket.socket | None = None
         self.received = b""
         self.scheduled = 0.0
 
     def send(self, request: bytes, scheduled: float) -> None:
         self.received, self.scheduled = b"", scheduled
+        if self.socket is None:
+            self.socket = socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT_SECONDS)
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.socket.sendall(request)
 
     def response(self) -> tuple[int, bytes, bool] | None:
@@ -96,7 +100,14 @@ class _Connection:
             raise ConnectionError(f"a response without Content-Length: {head[:200]!r}")
         if len(body) < int(length.group(1)):
             return None
+        if len(body) > int(length.group(1)):
+            raise ConnectionError(f"{len(body)} bytes after the head, {length.group(1)} announced")
         return int(head[9:12]), body, b"\r\nconnection: close" not in headers
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
 
 
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)")
@@ -110,7 +121,8 @@ def open_loop(port: int, path: str, bodies: list[dict], rate: float, seconds: fl
     can); returns latencies (ms, from the scheduled time), errors and versions seen.
 
     A request due while every connection waits for a response waits for the first free one,
-    its latency counted from its scheduled time still."""
+    its latency counted from its scheduled time still. A failed connection counts its
+    request as an error and is opened anew for the next."""
     total = int(rate * seconds)
     encoded = [json.dumps(body).encode() for body in bodies]
     head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
@@ -124,16 +136,24 @@ def open_loop(port: int, path: str, bodies: list[dict], rate: float, seconds: fl
     idle = collections.deque(_Connection(port) for _ in range(connections))
     start = time.perf_counter() + 0.2
 
-    def finished(connection: _Connection, status: int, payload: bytes | str, keep: bool) -> None:
+    def finished(connection: _Connection, answer: tuple[int, bytes, bool] | OSError | ValueError) -> None:
         latencies.append((time.perf_counter() - connection.scheduled) * 1000)
-        if status != 200:
-            errors.append(payload)
+        if connection.socket is not None and connection.socket in selector.get_map():
+            selector.unregister(connection.socket)
+        if isinstance(answer, Exception):
+            errors.append(repr(answer))
+            connection.close()
         else:
-            versions.add(json.loads(payload).get("model_version"))
-        selector.unregister(connection.socket)
-        if not keep:
-            connection.socket.close()
-            connection = _Connection(port)
+            status, payload, keep = answer
+            if status != 200:
+                errors.append(payload)
+            else:
+                try:
+                    versions.add(json.loads(payload).get("model_version"))
+                except ValueError as error:
+                    errors.append(f"an answer that is not JSON: {error!r}")
+            if not keep:
+                connection.close()
         idle.append(connection)
 
     sent = 0
@@ -141,25 +161,26 @@ def open_loop(port: int, path: str, bodies: list[dict], rate: float, seconds: fl
         now = time.perf_counter()
         while sent < total and idle and start + sent / rate <= now:
             connection = idle.popleft()
-            connection.send(requests[sent], start + sent / rate)
-            selector.register(connection.socket, selectors.EVENT_READ, connection)
+            try:
+                connection.send(requests[sent], start + sent / rate)
+                selector.register(connection.socket, selectors.EVENT_READ, connection)
+            except OSError as error:
+                finished(connection, error)
             sent += 1
         wait = max(0.0, start + sent / rate - now) if sent < total and idle else TIMEOUT_SECONDS
         ready = selector.select(wait)
         for key, _ in ready:
-            connection = key.data
             try:
-                response = connection.response()
-            except OSError as error:
-                finished(connection, 0, repr(error), keep=False)
-                continue
-            if response is not None:
-                finished(connection, *response)
+                answer = key.data.response()
+            except (OSError, ValueError) as error:
+                answer = error
+            if answer is not None:
+                finished(key.data, answer)
         if not ready and wait == TIMEOUT_SECONDS:
             for key in list(selector.get_map().values()):
-                finished(key.data, 0, f"no response in {TIMEOUT_SECONDS} s", keep=False)
+                finished(key.data, TimeoutError(f"no response in {TIMEOUT_SECONDS} s"))
     for connection in idle:
-        connection.socket.close()
+        connection.close()
     return np.array(latencies), errors, versions
 
 

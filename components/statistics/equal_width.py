@@ -41,7 +41,8 @@ def equal_width_histogram(
     quantiles, cumulative_counts, num_neg_inf = quantiles_util._strip_infinities(
         quantiles, cumulative_counts, finite_max, num_pos_inf
     )
-    low, high, counts = quantiles_util._get_bin_weights(quantiles, cumulative_counts)
+    # In doubles, as TFDV computes the overlaps from its protobuf's buckets.
+    low, high, counts = quantiles_util._get_bin_weights(np.asarray(quantiles, np.float64), cumulative_counts)
     if finite_min == finite_max:
         bounds = np.array([finite_min, finite_max])
     else:
@@ -57,8 +58,10 @@ def equal_width_histogram(
     first = np.arange(len(left))[:, None] == 0
     point_inside = np.where(low == left, first, (left < low) & (low <= right))
     share = np.where(low == high, point_inside.astype(np.float64), share)
-    # Summed one term after the other from 0, as TFDV's loop does (np.sum pairs terms).
-    sums = np.cumsum(share * counts, axis=1)[:, -1] if counts.size else np.zeros(len(left))
+    # Summed one term after the other from 0, as TFDV's loop does (np.sum pairs terms); the
+    # buckets TFDV's loop does not reach add an exact 0, whatever their count.
+    terms = np.where(share > 0, share * counts, 0.0)
+    sums = np.cumsum(terms, axis=1)[:, -1] + 0.0 if counts.size else np.zeros(len(left))
     for low_value, high_value, count in zip(bounds[:-1], bounds[1:], sums):
         result.buckets.add(low_value=low_value, high_value=high_value, sample_count=count)
     if num_pos_inf:

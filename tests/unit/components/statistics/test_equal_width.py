@@ -37,7 +37,7 @@ def _quantiles(random: np.random.Generator, kind: str) -> np.ndarray:
 def test_histograms_equal_tfdvs_own_to_the_bit(kind):
     random = np.random.default_rng(list(kind.encode()))
     for trial in range(300):
-        quantiles = np.sort(_quantiles(random, kind))
+        quantiles = np.sort(_quantiles(random, kind)).astype(np.float32 if trial % 3 == 2 else np.float64)
         weights = random.integers(1, 4, size=quantiles.size) if trial % 2 else np.ones(quantiles.size)
         finite = quantiles[np.isfinite(quantiles)]
         if not finite.size:
