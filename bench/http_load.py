@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 CONNECTIONS = 16
+TIMEOUT_SECONDS = 30  # a connection's wait for an answer
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)")
 
 
 class FloorHandler(http.server.BaseHTTPRequestHandler):
@@ -59,7 +61,7 @@ class Client:
     """One keep-alive HTTP/1.1 connection."""
 
     def __init__(self, port: int):
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT_SECONDS)
 
     def post(self, path: str, body: dict, headers: dict | None = None) -> tuple[int, dict]:
         self.connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json", **(headers or {})})
@@ -110,11 +112,7 @@ class _Connection:
             self.socket = None
 
 
-_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)")
-TIMEOUT_SECONDS = 30
-
-
-def open_loop(port: int, path: str, bodies: list[dict], rate: float, seconds: float, connections: int = 16):
+def open_loop(port: int, path: str, bodies: list[dict], rate: float, seconds: float, connections: int = CONNECTIONS):
     """Sends at a fixed rate over `connections` keep-alive connections, one request at a time
     each, from one thread (requests prepared beforehand, responses parsed only as far as
     their status, length and version, so the load costs the servers' cores as little as it
