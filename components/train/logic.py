@@ -299,8 +299,6 @@ def _fit_on_workers(model, batches, rows: int, hp: Hyperparameters, strategy) ->
 
     distributed = strategy.distribute_datasets_from_function(worker_part)
     loss = keras.losses.BinaryCrossentropy(reduction=None)
-    with strategy.scope():
-        model.optimizer.build(model.trainable_variables)
 
     @tf.function
     def step(batch_features, batch_labels, batch_rows):
@@ -358,6 +356,10 @@ def _build_model(summary: SplitSummary, dataset: DatasetConfig, hp: Hyperparamet
     output = layers.Dense(1, activation="sigmoid")(x)
     model = keras.Model(inputs, ops.squeeze(output, -1))
     model.compile(optimizer=keras.optimizers.Adam(hp.learning_rate), loss="binary_crossentropy")
+    # Its slots now, not in the first traced step, where Keras builds them when no strategy is
+    # set: a tf.function that creates variables is traced twice, and tracing is most of a
+    # small window's fit (1.1 s against 0.6 s for the penguins' 266 rows, the same weights).
+    model.optimizer.build(model.trainable_variables)
     return model
 
 

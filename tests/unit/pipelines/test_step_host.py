@@ -28,6 +28,7 @@ from pipelines.step_host import (
     run_connection,
     steps_in_host,
 )
+from tests.support import PROJECT_ROOT
 from tests.support.homes import appeared, gone
 
 
@@ -46,6 +47,7 @@ def describe_process(out: Output[Artifact]):
         "cwd": os.getcwd(),
         "tensorflow_preloaded": "tensorflow" in sys.modules,
         "feast_preloaded": "feast" in sys.modules,
+        "logic_preloaded": sorted(name for name in sys.modules if name.endswith(".logic")),
     }
     with open(out.path, "w") as file:
         json.dump(facts, file)
@@ -79,6 +81,10 @@ def test_a_step_runs_in_a_child_of_the_warm_host_with_the_callers_environment(ho
     assert facts["ppid"] == host.process.pid
     assert facts["tensorflow_preloaded"]  # imported once by the host, not by the step
     assert not facts["feast_preloaded"]  # a run's own host: a run without a feature store does not wait for it
+    every_step = sorted(
+        f"components.{path.parent.name}.logic" for path in (PROJECT_ROOT / "components").glob("*/logic.py")
+    )
+    assert len(every_step) > 9 and facts["logic_preloaded"] == every_step  # nor its own logic
     assert facts["marker"] == "set after the host started"
     assert facts["runtime"] == "true"  # as KFP's command sets it
     assert facts["cwd"] == str(tmp_path)

@@ -170,3 +170,15 @@ def test_a_split_that_fits_in_one_pool_is_read_once_and_shuffled_whole_every_epo
     [once], [again] = ([labels.numpy() for _, labels in kept] for _ in range(2))
     assert read == [small_shards] and len(once) == len(again) == summary.rows
     assert sorted(once) == sorted(again) and not np.array_equal(once, again)
+
+
+def test_fitting_creates_no_variables_so_its_step_is_traced_once(splits, flights):
+    # Keras builds the optimizer's slots inside the first traced step unless they exist, and
+    # TensorFlow traces a function that creates variables twice.
+    summary = logic.summarize(splits[0], flights)
+    hyperparameters = Hyperparameters(epochs=1)
+    model = logic._build_model(summary, flights, hyperparameters)
+    built = [variable.path for variable in model.optimizer.variables]
+    signature = model_io.Signature(summary.dtypes, (model_io.OUTPUT,))
+    model.fit(logic.training_batches(splits[0], summary.rows, signature, flights, hyperparameters), verbose=0)
+    assert len(built) > 1 and [variable.path for variable in model.optimizer.variables] == built
