@@ -31,10 +31,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # imported where frames are made, as in components/common/spans.py
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +260,8 @@ _FLOAT, _OBJECT = np.dtype(np.float64), np.dtype(object)
 
 
 def _table(chunks: list[Columns]) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame(_joined_columns(chunks))
 
 
@@ -315,6 +319,8 @@ def read_log(folder: Path, since: float = 0.0, columns: Sequence[str] | None = N
     A file last written before `since` holds no such row (a row is stamped before its file
     is written), so it is not read: a window costs what is in the window.
     """
+    import pandas as pd
+
     wanted = None if columns is None else list(dict.fromkeys([*columns, STAMP]))
     frames = [frame for path, _ in _written(folder, since) if (frame := _read(path, wanted)) is not None]
     if not frames:
@@ -345,6 +351,8 @@ def _listed(folder: Path) -> list[tuple[Path, os.stat_result]]:
 
 def _read(path: Path, columns: list[str] | None) -> pd.DataFrame | None:
     """A log file's rows; None when another process's bound deleted it since it was listed."""
+    import pandas as pd
+
     try:
         return pd.read_parquet(path, columns=columns)
     except FileNotFoundError:

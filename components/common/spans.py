@@ -13,14 +13,16 @@ import dataclasses
 import functools
 import shutil
 from pathlib import Path, PurePosixPath
-from typing import Callable, Collection, Iterator, TypeAlias
+from typing import TYPE_CHECKING, Callable, Collection, Iterator, TypeAlias
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
 from components.common.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # pandas is imported where frames are made: every `ct` command imports this
+    import pandas as pd  # module, and pandas' 0.3 s would hold back the start of `ct run`'s step host
 
 SUCCESS_MARKER = "_SUCCESS"
 SPAN_PREFIX = "span="
@@ -107,6 +109,8 @@ def read_file(path: Location, file_format: str = "") -> pd.DataFrame:
     Raises:
         DataError: the file is missing, truncated, corrupt or not of its format.
     """
+    import pandas as pd
+
     file_format = file_format or READERS.get(path.suffix, "")
     shards = parquet_files(path) if file_format == "parquet" else []
     try:
@@ -227,6 +231,8 @@ def read_spans(spans: list[SpanFolder]) -> pd.DataFrame:
         DataError: a span with no data file or no rows, an unreadable file, or files whose
             columns or column types differ (the first file is the reference).
     """
+    import pandas as pd
+
     frames: list[tuple[Location, pd.DataFrame]] = []
     for span in spans:
         span_frames = [(path, read_file(path)) for path in span_data_files(span)]
@@ -302,6 +308,8 @@ def read_column(path: Location, name: str) -> pd.Series:
     Raises:
         DataError: the file cannot be read.
     """
+    import pandas as pd
+
     return pd.concat(list(file_batches(path, 1 << 30, [name])), ignore_index=True)[name]
 
 

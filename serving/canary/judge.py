@@ -23,10 +23,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import numpy as np
-import pandas as pd
 
 from components.common.auc_inference import (
     MIN_PER_CLASS,
@@ -39,6 +38,9 @@ from components.common.classification_metrics import compute
 from components.common.errors import ConfigError
 from components.common.metadata import PROMOTED, ROLLED_BACK
 from serving.request_log import STAMP, first_written, read_log
+
+if TYPE_CHECKING:  # imported where frames are made, as in components/common/spans.py
+    import pandas as pd
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,6 +216,8 @@ def logged_outcomes(
     """Each version's outcomes from the shared logs (serving/request_log.py): its logged
     predictions in the order they were logged, and the labels that came back for them (the
     first one per request: a label counts once, however often it is sent)."""
+    import pandas as pd
+
     if requests.empty:
         return {version: VersionOutcomes(version, 0, 0, (), ()) for version in versions}
     labels = (
