@@ -20,6 +20,7 @@ data validation, input data that cannot be used) or a command line that does not
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import warnings
@@ -45,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
     parser = _parser()
     args = parser.parse_args(argv)
-    return _reported(args.command, lambda: args.handler(args))
+    code = _reported(args.command, lambda: args.handler(args))
+    if argv is None:  # the program's own command line: the process ends next, and the collector's
+        gc.freeze()  # passes over every object on the way out add 0.2 s to a `ct run`; refcounts still free them
+    return code
 
 
 def _reported(command: str, run: Callable[[], int]) -> int:

@@ -145,3 +145,22 @@ def test_the_command_line_starts_without_pandas():
         cwd=PROJECT_ROOT,
     )
     assert started.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("as_program, frozen", [(True, "True"), (False, "False")])
+def test_only_the_program_leaves_its_objects_to_the_exit_uncollected(tmp_path, as_program, frozen):
+    # As the `ct` program (no argv given) the process ends next; a caller of main() goes on.
+    arguments = ["runs", "--home", str(tmp_path / "home")]
+    call = "main()" if as_program else f"main({arguments!r})"
+    ended = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import atexit, gc, sys; atexit.register(lambda: print(gc.get_freeze_count() > 0)); "
+            f"sys.argv = ['ct', *{arguments!r}]; from pipelines.cli import main; sys.exit({call})",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+    )
+    assert ended.returncode == 1 and ended.stdout.strip() == frozen, ended.stderr
