@@ -373,12 +373,11 @@ def _schema_infer(args) -> int:
 
 
 def _run(args) -> int:
-    from pipelines.config import check_parameter_values, parse_parameters
+    from pipelines.config import parse_parameters
     from pipelines.local_run import describe, exit_code, pipeline_parameters, run_locally
 
     declarations = pipeline_parameters()
     parameters = parse_parameters(args.param, {name: kind for name, (kind, _) in declarations.items()})
-    check_parameter_values(parameters, {name: default for name, (_, default) in declarations.items()})
     home = Home(args.home, args.metadata)
     run = run_locally(
         home,

@@ -20,6 +20,7 @@ from components.common.process_lifetime import children_die_with_this_process
 from components.common.spans import Location, complete_spans
 from components.image import PIPELINE_IMAGE
 from pipelines.compile import COMPILED_SPEC
+from pipelines.config import check_parameter_values
 from pipelines.home_lock import HomeLock, holding
 from pipelines.pods import (
     DATA_MOUNT,
@@ -30,7 +31,7 @@ from pipelines.pods import (
     steps_in_containers,
 )
 from pipelines.recovery import recover_home, this_launcher
-from pipelines.step_host import STEP_HOST_LOG, StepConnection, run_connection, steps_in_host
+from pipelines.step_host import STEP_HOST_LOG, StepConnection, StepHost, own_host, run_connection, steps_in_host
 
 # Set by `ct run` itself, or (home_volume) meaningful on a cluster only.
 WIRED_PARAMETERS = (
@@ -122,75 +123,77 @@ def run_locally(
             (pipelines/pods.py): the home at /var/lib/ct, as on a cluster.
 
     Raises:
-        ConfigError: an unknown dataset or runner, an unsafe run id, a home that cannot be made,
-            or no image or Docker engine for `docker`.
+        ConfigError: an unknown dataset or runner, a parameter out of its range, an unsafe run
+            id, a home that cannot be made, or no image or Docker engine for `docker`.
         DataError: the data root does not exist (checked before anything starts).
     """
     if runner not in RUNNERS:
         raise ConfigError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
     if run_id is not None:
         check_run_id(run_id)
-    load_dataset(str(parameters.get("dataset", DEFAULT_DATASET)))
-    if runner == DOCKER and not isinstance(data_root, Path):
-        raise ConfigError(f"--data-root {data_root}: the docker runner's steps have no network; use a folder")
-    complete_spans(data_root)
-    # The home and the data root as the steps see them: here, or mounted as a cluster mounts
-    # the claim. For containers, settings they cannot reach, no engine or no image of this code
-    # are refused before anything of the run is recorded.
-    if runner == DOCKER:
-        check_reachable(home, parameters)
-        client = docker_client(PIPELINE_IMAGE)
-        seen_home, seen_data = container_home(home), Path(DATA_MOUNT)
-    else:
-        seen_home = Home(home.root.resolve(), home.metadata)
-        seen_data = data_root.resolve() if isinstance(data_root, Path) else data_root
-    claim_home(home, seen_home)
-    home.create()
-    run_id = run_id or new_run_id()
-    log_path = log_path or home.logs / f"{run_id}.log"
-    store = MetadataStore(home.metadata_connection)
-    # One run at a time per home, held until the run ends; a run that died holding it is
-    # closed as failed and its leftovers removed before this one records anything. The warm
-    # host imports the stack while the run is set up; it starts with TensorFlow quiet.
-    with holding(HomeLock(home.lock_file, "ct run"), run_id):
-        with _quiet_tensorflow(), _step_host(runner, log_path, home) as host:
-            recover_home(home, store)
-            store.update_run(run_id, launcher=this_launcher())
-            arguments = {
-                "data_root": str(seen_data),
-                "metadata_connection": seen_home.metadata_connection,
-                "model_repository": str(seen_home.model_repository),
-                "feature_repo": str(seen_home.feature_repo),
-                "statistics_root": str(seen_home.statistics),
-                "run_id": run_id,
-                "trigger": trigger,
-                "reason": reason,
-                **parameters,
-            }
-            from kfp import local
+    # The warm runner's host imports the stack (3-4 s) while the run is checked and set up.
+    with own_host() if runner == WARM else contextlib.nullcontext() as host:
+        load_dataset(str(parameters.get("dataset", DEFAULT_DATASET)))
+        check_parameter_values(parameters, {name: default for name, (_, default) in pipeline_parameters().items()})
+        if runner == DOCKER and not isinstance(data_root, Path):
+            raise ConfigError(f"--data-root {data_root}: the docker runner's steps have no network; use a folder")
+        complete_spans(data_root)
+        # The home and the data root as the steps see them: here, or mounted as a cluster mounts
+        # the claim. For containers, settings they cannot reach, no engine or no image of this
+        # code are refused before anything of the run is recorded.
+        if runner == DOCKER:
+            check_reachable(home, parameters)
+            client = docker_client(PIPELINE_IMAGE)
+            seen_home, seen_data = container_home(home), Path(DATA_MOUNT)
+        else:
+            seen_home = Home(home.root.resolve(), home.metadata)
+            seen_data = data_root.resolve() if isinstance(data_root, Path) else data_root
+        claim_home(home, seen_home)
+        home.create()
+        run_id = run_id or new_run_id()
+        log_path = log_path or home.logs / f"{run_id}.log"
+        store = MetadataStore(home.metadata_connection)
+        # One run at a time per home, held until the run ends; a run that died holding it is
+        # closed as failed and its leftovers removed before this one records anything.
+        with holding(HomeLock(home.lock_file, "ct run"), run_id):
+            with _quiet_tensorflow(), _step_connection(runner, host, log_path, home) as connection:
+                recover_home(home, store)
+                store.update_run(run_id, launcher=this_launcher())
+                arguments = {
+                    "data_root": str(seen_data),
+                    "metadata_connection": seen_home.metadata_connection,
+                    "model_repository": str(seen_home.model_repository),
+                    "feature_repo": str(seen_home.feature_repo),
+                    "statistics_root": str(seen_home.statistics),
+                    "run_id": run_id,
+                    "trigger": trigger,
+                    "reason": reason,
+                    **parameters,
+                }
+                from kfp import local
 
-            from pipelines.continuous_training import continuous_training  # compiled here, as the host imports
+                from pipelines.continuous_training import continuous_training  # compiled here, as the host imports
 
-            # Each run's outputs in a folder of its own: what retention and recovery remove is one folder.
-            pipeline_root = str((home.pipeline_root / run_id).resolve())
-            if runner == DOCKER:
-                local.init(runner=local.DockerRunner(), pipeline_root=pipeline_root, raise_on_error=False)
-                steps = steps_in_containers(
-                    client, PodVolumes(home.root.resolve(), data_root.resolve(), home.pipeline_root.resolve())
-                )
-            else:
-                local.init(
-                    runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root, raise_on_error=False
-                )
-                steps = steps_in_host(host) if host else contextlib.nullcontext()
-            with output_to(log_path), warnings.catch_warnings(), steps:
-                # kfp.local warns that the steps' image is not this interpreter; running the image's
-                # Python environment here (installed from the same constraints) is the point.
-                warnings.filterwarnings(
-                    "ignore", message="You may be attemping to run a task that uses custom", category=RuntimeWarning
-                )
-                with children_die_with_this_process():
-                    continuous_training(**arguments)
+                # Each run's outputs in a folder of its own: what retention and recovery remove is one folder.
+                pipeline_root = str((home.pipeline_root / run_id).resolve())
+                if runner == DOCKER:
+                    local.init(runner=local.DockerRunner(), pipeline_root=pipeline_root, raise_on_error=False)
+                    steps = steps_in_containers(
+                        client, PodVolumes(home.root.resolve(), data_root.resolve(), home.pipeline_root.resolve())
+                    )
+                else:
+                    local.init(
+                        runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root, raise_on_error=False
+                    )
+                    steps = steps_in_host(connection) if connection else contextlib.nullcontext()
+                with output_to(log_path), warnings.catch_warnings(), steps:
+                    # kfp.local warns that the steps' image is not this interpreter; running the image's
+                    # Python environment here (installed from the same constraints) is the point.
+                    warnings.filterwarnings(
+                        "ignore", message="You may be attemping to run a task that uses custom", category=RuntimeWarning
+                    )
+                    with children_die_with_this_process():
+                        continuous_training(**arguments)
     try:
         return store.run(run_id)
     except NotFoundError:
@@ -198,12 +201,13 @@ def run_locally(
 
 
 @contextlib.contextmanager
-def _step_host(runner: str, log_path: Path, home: Home) -> Iterator[StepConnection | None]:
-    """The warm runner's connection to its host (pipelines/step_host.py); none for the others."""
+def _step_connection(runner: str, host: StepHost | None, log_path: Path, home: Home) -> Iterator[StepConnection | None]:
+    """The warm runner's connection to its host (its own `host`, or the one that forked the run:
+    pipelines/step_host.py); none for the others."""
     if runner != WARM:
         yield None
         return
-    with run_connection(log_path, home.logs / STEP_HOST_LOG) as connection:
+    with run_connection(host, log_path, home.logs / STEP_HOST_LOG) as connection:
         yield connection
 
 

@@ -85,6 +85,7 @@ EXECUTOR_MODULE = "kfp.dsl.executor_main"
 HEADER = struct.Struct("!Q")  # the length of the request that follows
 STREAMS = 2  # a request carries the task's stdout and stderr
 STEPS, RUN = b"c", b"r"  # what a connection handed to the host is for: a run's steps, or a run to start
+LOG = b"l"  # handed to the host with a file: its own output goes there from now on
 RUN_DESCRIPTORS = 3  # a run to start comes with its connection, its output and the home's lock
 # Set for a `ct run` whose steps a host forks (`start_run`): the descriptor of its connection to it.
 HOST_CONNECTION_ENV = "CT_STEP_HOST_FD"
@@ -96,28 +97,46 @@ class StepHost:
     (`start_run`): a run's connection is served to its end, then the next one's; one run's
     steps at a time, in order."""
 
-    def __init__(self, log_path: Path, also_import: tuple[str, ...] = ()) -> None:
+    def __init__(self, log_path: Path | None, also_import: tuple[str, ...] = ()) -> None:
         """Starts the host; it imports the stack while the caller goes on.
 
         Args:
             log_path: Where the host's own output goes (its imports' messages); steps write
-                where their request says.
+                where their request says. None: held in a temporary file until
+                `write_output_to` names the log (a run's own host starts before the run is
+                checked and its home made), and dropped if it never does.
             also_import: Modules to import before PRELOADED (RUNS, FEATURE_STORE), in order.
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "a") as log, theirs:
+        if log_path is None:
+            output = self._held = tempfile.TemporaryFile()
+        else:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            output, self._held = open(log_path, "a"), None
+        with contextlib.ExitStack() as opened, theirs:
+            if log_path is not None:
+                opened.enter_context(output)
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "pipelines.step_host", str(theirs.fileno()), *also_import],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
+                stdout=output,
+                stderr=output,
                 env={"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ},  # TensorFlow reads it once, at import
                 preexec_fn=die_with_parent,
             )
         self._handoff = ours
         self.log_path = log_path
+
+    def write_output_to(self, log_path: Path) -> None:
+        """The host's own output goes to `log_path` from now on, after what it held there
+        (`StepHost(None)`). The host moves it when it next reads its handoff, once its imports
+        are done; should it die before, `close` moves what it wrote."""
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        with open(log_path, "a") as log:
+            with contextlib.suppress(OSError):  # a host already gone: `close` moves its output
+                socket.send_fds(self._handoff, [LOG], [log.fileno()])
 
     def connect(self) -> socket.socket:
         """A new connection to the host, for this process's steps (`StepConnection`); a socket
@@ -166,11 +185,20 @@ class StepHost:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        if self._held is not None:
+            with self._held:  # what a host that died before moving it still holds (nothing once moved)
+                self._held.seek(0)
+                held = self._held.read()
+                if held and self.log_path is not None:
+                    with open(self.log_path, "ab") as log:
+                        log.write(held)
 
     def __enter__(self) -> StepHost:
         return self
 
-    def __exit__(self, *_) -> None:
+    def __exit__(self, error_type, *_) -> None:
+        if error_type is not None:  # the caller gave up: the host's imports are not worth waiting for
+            self.process.kill()
         self.close()
 
 
@@ -258,17 +286,31 @@ class StepConnection:
 
 
 @contextlib.contextmanager
-def run_connection(log_path: Path, handed_host_log: Path) -> Iterator[StepConnection]:
-    """This run's connection: the one the host that forked this run set up (HOST_CONNECTION_ENV,
+def own_host() -> Iterator[StepHost | None]:
+    """A run's own host, started now and stopped when the run ends: it imports the stack while
+    the run is checked and set up, its output held until the run's log is named
+    (`run_connection`). None when the host that forked the run serves its steps
+    (HOST_CONNECTION_ENV)."""
+    if os.environ.get(HOST_CONNECTION_ENV, "").isdigit():
+        yield None
+        return
+    with StepHost(None) as host:
+        yield host
+
+
+@contextlib.contextmanager
+def run_connection(host: StepHost | None, log_path: Path, handed_host_log: Path) -> Iterator[StepConnection]:
+    """This run's connection: to its own `host` (`own_host`), whose output goes to `log_path` from
+    now on; or, with none, the one the host that forked this run set up (HOST_CONNECTION_ENV,
     `StepHost.start_run`: `ct watch` keeps one host for all its runs, its output in
-    `handed_host_log`), or one to a host of its own, started now (its output to `log_path`) and
-    stopped when the run ends."""
-    handed = os.environ.pop(HOST_CONNECTION_ENV, "")
-    if handed.isdigit():
+    `handed_host_log`)."""
+    if host is None:
+        handed = os.environ.pop(HOST_CONNECTION_ENV)
         with StepConnection(socket.socket(fileno=int(handed)), handed_host_log) as connection:
             yield connection
         return
-    with StepHost(log_path) as host, StepConnection(host.connect(), log_path) as connection:
+    host.write_output_to(log_path)
+    with StepConnection(host.connect(), log_path) as connection:
         yield connection
 
 
@@ -340,11 +382,28 @@ def _serve(connections: socket.socket, also_import: list[str]) -> None:
             return  # the owner closed its socket: no more runs
         for descriptor in descriptors:
             os.set_inheritable(descriptor, False)  # received descriptors are; the lock must reach no exec
+        if kind == LOG:
+            _move_output_to(descriptors[0])
+            continue
         with socket.socket(fileno=descriptors[0]) as connection:
             if kind == RUN:
                 _serve_run(connection, descriptors[1:], connections)
             else:
                 _serve_steps(connection, (connections,))
+
+
+def _move_output_to(log: int) -> None:
+    """The host's output, held in a temporary file so far, moved to the end of `log`, where it
+    goes from now on."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.lseek(1, 0, os.SEEK_SET)
+    while held := os.read(1, 1 << 16):
+        os.write(log, held)
+    os.ftruncate(1, 0)  # moved: the launcher's `close` finds nothing left to move
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
 
 
 def _serve_run(launcher: socket.socket, descriptors: list[int], connections: socket.socket) -> None:

@@ -17,7 +17,7 @@ from kfp import dsl, local
 from kfp.dsl import Artifact, Output
 
 from pipelines.home_lock import LOCK_FD_ENV
-from pipelines.step_host import HOST_CONNECTION_ENV, run_connection, steps_in_host
+from pipelines.step_host import HOST_CONNECTION_ENV, own_host, run_connection, steps_in_host
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
@@ -66,7 +66,7 @@ def main(facts_file: Path, exit: str, go_file: Path | None) -> None:
         time.sleep(0.05)
     with tempfile.TemporaryDirectory() as root:
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root)
-        with run_connection(Path(root) / "own-host.log", Path(root) / "host.log") as connection:
+        with own_host() as own, run_connection(own, Path(root) / "own-host.log", Path(root) / "host.log") as connection:
             with steps_in_host(connection):
                 if exit == "hold":
                     hold_step(pid_file=str(facts_file.with_suffix(".step")))

@@ -25,6 +25,7 @@ from pipelines.step_host import (
     StepConnection,
     StepHost,
     executor_arguments,
+    own_host,
     run_connection,
     steps_in_host,
 )
@@ -103,6 +104,40 @@ def test_a_host_serving_many_runs_has_the_feature_store_loaded_too(tmp_path, mon
     assert facts["ppid"] == watching.process.pid and facts["feast_preloaded"]
 
 
+def test_a_runs_own_host_holds_its_output_until_the_runs_log_is_named(tmp_path, monkeypatch):
+    """`ct run` starts its host before the run is checked and its home made: what the host writes
+    meanwhile lands in the run's log once it is named, and only once."""
+    (tmp_path / "noisy_import.py").write_text(
+        "import sys\nprint('on stdout at import')\nprint('on stderr', file=sys.stderr)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    log = tmp_path / "home" / "logs" / "run.log"
+    with StepHost(None, also_import=("noisy_import",)) as started:
+        started.write_output_to(log)
+        with StepConnection(started.connect(), log) as connection, steps_in_host(connection):
+            local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+            with output_to(tmp_path / "steps.log"):
+                describe_process()  # the host has read the log's name before this step
+        assert "on stdout at import" in log.read_text()  # moved there by the host itself
+    written = log.read_text()
+    assert written.count("on stdout at import") == 1 and written.count("on stderr") == 1
+
+
+def test_a_host_that_dies_before_the_runs_log_is_named_leaves_its_last_words_there(tmp_path):
+    log = tmp_path / "run.log"
+    with StepHost(None, also_import=("no_module_of_this_name",)) as doomed:
+        doomed.process.wait()  # it cannot import what it was asked to
+        doomed.write_output_to(log)
+    assert "ModuleNotFoundError: No module named 'no_module_of_this_name'" in log.read_text()
+
+
+def test_a_host_given_up_on_is_not_waited_for(tmp_path):
+    with pytest.raises(ConfigError, match="refused"), StepHost(None) as given_up:
+        raise ConfigError("refused before the run's log was named")
+    assert given_up.process.returncode == -signal.SIGKILL  # killed in its imports, not waited for
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_failing_step_fails_its_task_with_its_traceback_and_the_host_goes_on(host, steps):
     with output_to(steps), pytest.raises(RuntimeError, match="finished with status .*FAILURE"):
         fail(message="this step cannot go on")
@@ -133,12 +168,13 @@ def test_a_run_handed_a_connection_uses_that_host_and_the_next_run_too(host, tmp
         with host.connect() as handed:
             monkeypatch.setenv(HOST_CONNECTION_ENV, str(os.dup(handed.fileno())))
         with (
-            run_connection(tmp_path / "unused.log", tmp_path / "handed-host.log") as connection,
+            own_host() as own,
+            run_connection(own, tmp_path / "unused.log", tmp_path / "handed-host.log") as connection,
             steps_in_host(connection),
             output_to(tmp_path / "steps.log"),
         ):
             task = describe_process()
-        assert json.loads(Path(task.outputs["out"].path).read_text())["ppid"] == host.process.pid
+        assert own is None and json.loads(Path(task.outputs["out"].path).read_text())["ppid"] == host.process.pid
         assert HOST_CONNECTION_ENV not in os.environ  # the steps are not handed it
     assert not (tmp_path / "unused.log").exists()  # no host of the run's own was started
 
