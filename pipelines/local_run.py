@@ -125,14 +125,14 @@ def run_locally(
     Raises:
         ConfigError: an unknown dataset or runner, a parameter out of its range, an unsafe run
             id, a home that cannot be made, or no image or Docker engine for `docker`.
-        DataError: the data root does not exist (checked before anything starts).
+        DataError: the data root does not exist (checked before anything is recorded).
     """
     if runner not in RUNNERS:
         raise ConfigError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
     if run_id is not None:
         check_run_id(run_id)
     # The warm runner's host imports the stack (3-4 s) while the run is checked and set up.
-    with own_host() if runner == WARM else contextlib.nullcontext() as host:
+    with _quiet_tensorflow(), own_host() if runner == WARM else contextlib.nullcontext() as host:
         load_dataset(str(parameters.get("dataset", DEFAULT_DATASET)))
         check_parameter_values(parameters, {name: default for name, (_, default) in pipeline_parameters().items()})
         if runner == DOCKER and not isinstance(data_root, Path):
@@ -156,7 +156,7 @@ def run_locally(
         # One run at a time per home, held until the run ends; a run that died holding it is
         # closed as failed and its leftovers removed before this one records anything.
         with holding(HomeLock(home.lock_file, "ct run"), run_id):
-            with _quiet_tensorflow(), _step_connection(runner, host, log_path, home) as connection:
+            with _step_connection(runner, host, log_path, home) as connection:
                 recover_home(home, store)
                 store.update_run(run_id, launcher=this_launcher())
                 arguments = {

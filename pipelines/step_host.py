@@ -130,20 +130,33 @@ class StepHost:
 
     def write_output_to(self, log_path: Path) -> None:
         """The host's own output goes to `log_path` from now on, after what it held there
-        (`StepHost(None)`). The host moves it when it next reads its handoff, once its imports
-        are done; should it die before, `close` moves what it wrote."""
+        (`StepHost(None)`; once). The host moves it when it next reads its handoff, once its
+        imports are done; should it die before, `close` moves what it wrote."""
+        if self._held is None or self.log_path is not None:
+            raise ValueError("only a host started without its log is given one, and only once")
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_path
         with open(log_path, "a") as log:
+            self.log_path = log_path
             with contextlib.suppress(OSError):  # a host already gone: `close` moves its output
                 socket.send_fds(self._handoff, [LOG], [log.fileno()])
 
     def connect(self) -> socket.socket:
         """A new connection to the host, for this process's steps (`StepConnection`); a socket
-        pair, so no socket path another user could reach."""
+        pair, so no socket path another user could reach.
+
+        Raises:
+            ConfigError: the host is gone (its output is in `log_path`, or will be once it is
+                closed: `close`).
+        """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        with theirs:
-            socket.send_fds(self._handoff, [STEPS], [theirs.fileno()])
+        try:
+            with theirs:
+                socket.send_fds(self._handoff, [STEPS], [theirs.fileno()])
+        except OSError:
+            ours.close()
+            raise ConfigError(
+                f"the step host died before the run's first step; its output is in {self.log_path}"
+            ) from None
         return ours
 
     def start_run(self, command: list[str], output: IO, lock_fd: int) -> HostedRun:
@@ -178,7 +191,8 @@ class StepHost:
         return self.process.poll() is None
 
     def close(self) -> None:
-        """Stops the host (it exits once its connections are closed) and waits for it."""
+        """Stops the host (it exits once its connections are closed) and waits for it; moves
+        to its log what a host that died before it was named one still held (`StepHost(None)`)."""
         self._handoff.close()
         try:
             self.process.wait(timeout=10)
@@ -259,7 +273,7 @@ class StepConnection:
         are now, as a subprocess started here would.
 
         Raises:
-            ConfigError: the host died (its own output is in the log it was started with).
+            ConfigError: the host died (its own output is in `host_log`).
         """
         request = json.dumps({"command": command, "environment": dict(os.environ), "cwd": os.getcwd()}).encode()
         sys.stdout.flush()
@@ -370,7 +384,8 @@ def step_logic() -> list[str]:
 
 
 def _serve(connections: socket.socket, also_import: list[str]) -> None:
-    """The host's loop: each connection handed over, served to its end; then the next."""
+    """The host's loop: each connection handed over, served to its end; then the next. A log
+    handed over (LOG) is where the host's own output goes from then on."""
     for name in (*also_import, *PRELOADED, *step_logic()):  # the caller's first: RUNS is quicker before the rest
         importlib.import_module(name)
     while True:
@@ -401,6 +416,7 @@ def _move_output_to(log: int) -> None:
     while held := os.read(1, 1 << 16):
         os.write(log, held)
     os.ftruncate(1, 0)  # moved: the launcher's `close` finds nothing left to move
+    os.lseek(1, 0, os.SEEK_SET)  # (killed between the copy and this, the launcher moves it again)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -56,9 +57,16 @@ def test_schema_infer_writes_a_reviewable_schema(tmp_path, capsys):
     ],
 )
 def test_bad_param_is_refused_before_anything_runs(tmp_path, capsys, param, message):
+    before = children()
     assert main(["run", "--data-root", str(tmp_path), "--home", str(tmp_path / "home"), "--param", param]) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "home").exists()
+    assert children() == before  # the run's step host, started first, is gone too
+
+
+def children() -> set[int]:
+    """This process's child processes (Linux: each thread's /proc children list)."""
+    return {int(pid) for task in Path("/proc/self/task").iterdir() for pid in (task / "children").read_text().split()}
 
 
 def test_missing_data_root_is_named(tmp_path, capsys):

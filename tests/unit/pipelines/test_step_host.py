@@ -125,17 +125,28 @@ def test_a_runs_own_host_holds_its_output_until_the_runs_log_is_named(tmp_path, 
 
 def test_a_host_that_dies_before_the_runs_log_is_named_leaves_its_last_words_there(tmp_path):
     log = tmp_path / "run.log"
-    with StepHost(None, also_import=("no_module_of_this_name",)) as doomed:
-        doomed.process.wait()  # it cannot import what it was asked to
-        doomed.write_output_to(log)
+    with pytest.raises(ConfigError, match=f"the step host died .*its output is in {log}"):
+        with StepHost(None, also_import=("no_module_of_this_name",)) as doomed:
+            doomed.process.wait()  # it cannot import what it was asked to
+            doomed.write_output_to(log)
+            doomed.connect()
     assert "ModuleNotFoundError: No module named 'no_module_of_this_name'" in log.read_text()
 
 
-def test_a_host_given_up_on_is_not_waited_for(tmp_path):
+def test_a_host_is_given_its_log_once_and_only_when_started_without_one(tmp_path):
+    with StepHost(tmp_path / "host.log") as logged, pytest.raises(ValueError, match="only once"):
+        logged.write_output_to(tmp_path / "other.log")
+    with StepHost(None) as held:
+        held.write_output_to(tmp_path / "run.log")
+        with pytest.raises(ValueError, match="only once"):
+            held.write_output_to(tmp_path / "other.log")
+    assert not (tmp_path / "other.log").exists()
+
+
+def test_a_host_given_up_on_is_killed_not_waited_for():
     with pytest.raises(ConfigError, match="refused"), StepHost(None) as given_up:
         raise ConfigError("refused before the run's log was named")
-    assert given_up.process.returncode == -signal.SIGKILL  # killed in its imports, not waited for
-    assert list(tmp_path.iterdir()) == []
+    assert given_up.process.returncode == -signal.SIGKILL  # in its imports: not worth waiting for
 
 
 def test_a_failing_step_fails_its_task_with_its_traceback_and_the_host_goes_on(host, steps):

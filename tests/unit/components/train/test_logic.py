@@ -181,4 +181,5 @@ def test_fitting_creates_no_variables_so_its_step_is_traced_once(splits, flights
     built = [variable.path for variable in model.optimizer.variables]
     signature = model_io.Signature(summary.dtypes, (model_io.OUTPUT,))
     model.fit(logic.training_batches(splits[0], summary.rows, signature, flights, hyperparameters), verbose=0)
-    assert len(built) > 1 and [variable.path for variable in model.optimizer.variables] == built
+    # Adam has its iteration count and learning rate before it is built, its slots after.
+    assert len(built) > 2 and [variable.path for variable in model.optimizer.variables] == built
