@@ -108,14 +108,10 @@ class StepHost:
             also_import: Modules to import before PRELOADED (RUNS, FEATURE_STORE), in order.
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        if log_path is None:
-            output = self._held = tempfile.TemporaryFile()
-        else:
+        self._held = tempfile.TemporaryFile() if log_path is None else None
+        if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            output, self._held = open(log_path, "a"), None
-        with contextlib.ExitStack() as opened, theirs:
-            if log_path is not None:
-                opened.enter_context(output)
+        with open(log_path, "a") if log_path else contextlib.nullcontext(self._held) as output, theirs:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "pipelines.step_host", str(theirs.fileno()), *also_import],
                 pass_fds=(theirs.fileno(),),
